@@ -1,0 +1,43 @@
+# Portway: the two commands of the quick start are `make run` and `make test`.
+BUILD_DIR ?= build
+BUILD_TYPE ?= RelWithDebInfo
+JOBS ?= 2
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build run test unit bench format clean
+
+all: build
+
+deps:
+	@scripts/deps.sh build
+
+$(BUILD_DIR)/build.ninja:
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_FLAGS)
+
+build: deps $(BUILD_DIR)/build.ninja
+	ninja -C $(BUILD_DIR) -j$(JOBS)
+
+# Builds, then starts a demo origin and the gateway in front of it.
+run: build
+	@scripts/run-quickstart.sh $(BUILD_DIR)/bin/portway
+
+# Builds and runs every test: unit (GoogleTest), integration (the real
+# gateway against fake origins, pytest) and conformance (varnishtest).
+test:
+	@scripts/deps.sh test
+	$(MAKE) build
+	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$(JOBS)
+
+unit: build
+	$(BUILD_DIR)/bin/portway_unit_tests
+
+bench:
+	@scripts/deps.sh bench
+	$(MAKE) build
+	bench/run.sh
+
+format:
+	find core test/unit test/fuzz -name '*.cc' -o -name '*.h' | xargs clang-format -i
+
+clean:
+	rm -rf $(BUILD_DIR)

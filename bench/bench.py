@@ -1,0 +1,566 @@
+#!/usr/bin/python3
+"""Side-by-side benchmark of Portway, nginx and HAProxy as HTTP/1.1 reverse
+proxies. Called by bench/run.sh (which checks the tools); see bench/README.md.
+
+Per round, for each candidate in the order portway -> nginx -> haproxy:
+  1. instructions/request: the proxy under callgrind; warm up, zero the
+     counters, a fixed-count h2load run (c10), dump, Ir / requests.
+  2. syscalls (and context switches)/request: perf stat on the native proxy
+     around fixed-count h2load runs at 1 and 50 connections.
+  3. CPU us/request: utime+stime from /proc/PID/stat around a fixed-count
+     h2load run at 50 connections (also gives req/s, dashboards only).
+  4. RSS/idle connection: a fresh proxy, 1,000 idle keep-alive connections.
+The proxy is pinned to one CPU, origin and load generator to the other.
+Prints a markdown table of medians and ratios; saves everything as JSON.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CANDIDATES = ["portway", "nginx", "haproxy"]
+BODY = "0123456789" * 10  # the origin's fixed 100-byte body
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+FULL = dict(warmup=5000, cg_n=20000, cg_c=10, sys_n1=10000, sys_n50=50000,
+            cpu_n=100000, cpu_c=50, idle=1000, wrk_secs=10)
+QUICK = dict(warmup=1000, cg_n=5000, cg_c=10, sys_n1=2000, sys_n50=10000,
+             cpu_n=20000, cpu_c=50, idle=500, wrk_secs=3)
+
+METRICS = [  # key, label, format
+    ("instr_per_req", "instructions / request (callgrind, h2load c10)", "{:,.0f}"),
+    ("syscalls_per_req_c1", "syscalls / request (1 connection)", "{:.2f}"),
+    ("syscalls_per_req_c50", "syscalls / request (50 connections)", "{:.2f}"),
+    ("ctxsw_per_req_c1", "context switches / request (1 connection)", "{:.2f}"),
+    ("ctxsw_per_req_c50", "context switches / request (50 connections)", "{:.3f}"),
+    ("cpu_us_per_req", "proxy CPU µs / request (50 connections)", "{:.1f}"),
+    ("rss_bytes_per_idle_conn", "RSS bytes / idle keep-alive connection", "{:,.0f}"),
+    ("req_per_s", "req/s, 50 connections (dashboards only, noisy)", "{:,.0f}"),
+]
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.tmp = args.tmp
+        os.makedirs(os.path.join(self.tmp, "tmp"), exist_ok=True)
+        self.counts = QUICK if args.quick else FULL
+        self.procs = []
+        ncpu = os.cpu_count() or 1
+        self.proxy_cpu = os.environ.get("BENCH_PROXY_CPU", "0")
+        self.load_cpu = os.environ.get("BENCH_LOAD_CPU", "1" if ncpu > 1 else "0")
+        self.perf_reason = self.probe_perf()
+        self.origin_port = None
+
+    # ---------------------------------------------------------------- processes
+    def spawn(self, cmd, name, cpu, stdout=None):
+        out = open(os.path.join(self.tmp, f"{name}.out"), "ab") if stdout is None else stdout
+        p = subprocess.Popen(["taskset", "-c", cpu] + cmd, stdout=out,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             cwd=self.tmp, start_new_session=True)
+        self.procs.append(p)
+        with open(os.path.join(self.tmp, "pids"), "a") as f:
+            f.write(f"{p.pid}\n")
+        return p
+
+    def stop(self, p, timeout=15):
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait()
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def stop_all(self):
+        for p in list(self.procs):
+            self.stop(p, timeout=5)
+
+    # ------------------------------------------------------------------ helpers
+    def free_port(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def render(self, template, out, **kv):
+        with open(os.path.join(HERE, "configs", template)) as f:
+            text = f.read()
+        kv.setdefault("DIR", self.tmp)
+        for k, v in kv.items():
+            text = text.replace(f"@{k}@", str(v))
+        path = os.path.join(self.tmp, out)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def tail(self, tag, lines=5):
+        try:
+            with open(os.path.join(self.tmp, f"{tag}.out"), errors="replace") as f:
+                return " / ".join(l.strip() for l in f.read().splitlines()[-lines:])
+        except OSError:
+            return "(no output)"
+
+    def http_get(self, url, timeout=2.0):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, b""
+        except (OSError, ValueError):
+            return None, b""
+
+    def wait_http(self, p, url, deadline_s, what):
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            if p.poll() is not None:
+                raise RuntimeError(f"{what} exited with status {p.returncode}: "
+                                   f"{self.tail(what)}")
+            status, _ = self.http_get(url)
+            if status == 200:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{what} not answering 200 at {url} after {deadline_s}s")
+
+    def h2load(self, port, n, c):
+        cmd = ["taskset", "-c", self.load_cpu, "h2load", "--h1", "-n", str(n),
+               "-c", str(c), "-t", "1", f"http://127.0.0.1:{port}/"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        out = r.stdout
+        m = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", out)
+        d = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, "
+                      r"(\d+) failed, (\d+) errored", out)
+        s2 = re.search(r"status codes: (\d+) 2xx", out)
+        if not (m and d):
+            raise RuntimeError(f"h2load output not understood:\n{out}\n{r.stderr}")
+        ok = int(s2.group(1)) if s2 else int(d.group(3))
+        if ok != n or int(d.group(4)) or int(d.group(5)):
+            raise RuntimeError(f"h2load: only {ok}/{n} requests got 2xx:\n{out}")
+        secs = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+        return {"requests": n, "seconds": secs, "req_per_s": float(m.group(3))}
+
+    def wrk(self, port, secs, c):
+        cmd = ["taskset", "-c", self.load_cpu, "wrk", "-t", "1", "-c", str(c),
+               "-d", f"{secs}s", f"http://127.0.0.1:{port}/"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 60)
+        m = re.search(r"(\d+) requests in ([\d.]+)(m?s)", r.stdout)
+        if not m or "Non-2xx" in r.stdout or "Socket errors" in r.stdout:
+            raise RuntimeError(f"wrk run failed or saw errors:\n{r.stdout}\n{r.stderr}")
+        n = int(m.group(1))
+        s = float(m.group(2)) / (1000 if m.group(3) == "ms" else 1)
+        return {"requests": n, "seconds": s, "req_per_s": n / s}
+
+    @staticmethod
+    def proc_ticks(pid):
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15)
+
+    @staticmethod
+    def cpu_times():
+        res = {}
+        with open("/proc/stat") as f:
+            for line in f:
+                if re.match(r"cpu\d+ ", line):
+                    v = [int(x) for x in line.split()[1:]]
+                    idle = v[3] + v[4]
+                    res[line.split()[0]] = (sum(v[:8]), idle)
+        return res
+
+    def probe_perf(self):
+        try:
+            r = subprocess.run(["perf", "stat", "-x,", "-e",
+                                "raw_syscalls:sys_enter,context-switches", "--", "true"],
+                               capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return str(e)
+        if r.returncode != 0 or "raw_syscalls:sys_enter" not in r.stderr \
+                or "<not supported>" in r.stderr or "<not counted>" in r.stderr:
+            lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+            return lines[-1] if lines else f"perf exited {r.returncode}"
+        return None
+
+    # ------------------------------------------------------------------- origin
+    def start_origin(self):
+        self.origin_port = self.free_port()
+        cfg = self.render("origin-nginx.conf", "origin.conf",
+                          ORIGIN_PORT=self.origin_port, BODY=BODY)
+        p = self.spawn(["nginx", "-p", self.tmp, "-e", f"{self.tmp}/origin-error.log",
+                        "-c", cfg], "origin", self.load_cpu)
+        url = f"http://127.0.0.1:{self.origin_port}/"
+        self.wait_http(p, url, 15, "origin nginx")
+        status, body = self.http_get(url)
+        assert status == 200 and len(body) == 100, (status, len(body))
+        return p
+
+    # --------------------------------------------------------------- candidates
+    def start(self, name, valgrind_out=None):
+        """Starts candidate `name` on the proxy CPU; returns (Popen, port)."""
+        pre = []
+        if valgrind_out:
+            pre = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={valgrind_out}"]
+        deadline = 120 if valgrind_out else 20
+        tag = f"{name}{'-callgrind' if valgrind_out else ''}"
+        if name == "portway":
+            cfg = self.render("portway.yaml", "portway.yaml", ORIGIN_PORT=self.origin_port)
+            addr_file = os.path.join(self.tmp, "portway-admin-address")
+            if os.path.exists(addr_file):
+                os.unlink(addr_file)
+            p = self.spawn(pre + [self.args.portway_bin, "-c", cfg, "--workers", "1",
+                                  "--admin-address-path", addr_file], tag, self.proxy_cpu)
+            end = time.monotonic() + deadline
+            admin = None
+            while time.monotonic() < end:
+                if p.poll() is not None:
+                    raise RuntimeError(f"portway exited with {p.returncode}: {self.tail(tag)}")
+                if os.path.exists(addr_file):
+                    admin = open(addr_file).read().strip()
+                    if admin and self.http_get(f"http://{admin}/ready")[0] == 200:
+                        break
+                time.sleep(0.1)
+            else:
+                raise RuntimeError(f"portway admin not ready after {deadline}s (admin={admin})")
+            status, body = self.http_get(f"http://{admin}/listeners")
+            if status != 200:
+                raise RuntimeError(f"GET /listeners -> {status}")
+            listeners = json.loads(body)["listeners"]
+            port = int(next(l for l in listeners if l["name"] == "edge")["address"].rsplit(":", 1)[1])
+        elif name == "nginx":
+            port = self.free_port()
+            cfg = self.render("nginx.conf", "nginx.conf", ORIGIN_PORT=self.origin_port, PORT=port)
+            p = self.spawn(pre + ["nginx", "-p", self.tmp, "-e", f"{self.tmp}/nginx-error.log",
+                                  "-c", cfg], tag, self.proxy_cpu)
+        elif name == "haproxy":
+            port = self.free_port()
+            cfg = self.render("haproxy.cfg", "haproxy.cfg", ORIGIN_PORT=self.origin_port, PORT=port)
+            p = self.spawn(pre + ["haproxy", "-db", "-f", cfg], tag, self.proxy_cpu)
+        else:
+            raise ValueError(name)
+        self.wait_http(p, f"http://127.0.0.1:{port}/", deadline, tag)
+        return p, port
+
+    # ------------------------------------------------------------------ metrics
+    def measure_instructions(self, name, rnd):
+        c = self.counts
+        out = os.path.join(self.tmp, f"callgrind.{name}.{rnd}")
+        p, port = self.start(name, valgrind_out=out)
+        try:
+            self.h2load(port, c["warmup"], c["cg_c"])
+            subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True,
+                           capture_output=True, timeout=60)
+            run = self.h2load(port, c["cg_n"], c["cg_c"])
+            subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True,
+                           capture_output=True, timeout=60)
+            dump = out + ".1"
+            end = time.monotonic() + 30
+            total = None
+            while time.monotonic() < end and total is None:
+                if os.path.exists(dump):
+                    with open(dump) as f:
+                        m = re.search(r"^summary:\s*(\d+)", f.read(), re.M)
+                    if m:
+                        total = int(m.group(1))
+                        break
+                time.sleep(0.2)
+            if total is None:
+                raise RuntimeError(f"no callgrind dump at {dump}")
+            return {"instr_per_req": total / c["cg_n"], "callgrind_ir": total,
+                    "callgrind_requests": c["cg_n"], "callgrind_req_per_s": run["req_per_s"]}
+        finally:
+            self.stop(p, timeout=30)
+            for f in os.listdir(self.tmp):
+                if f.startswith(f"callgrind.{name}.{rnd}"):
+                    os.unlink(os.path.join(self.tmp, f))
+
+    def perf_syscalls(self, pid, port, n, conns):
+        out = os.path.join(self.tmp, "perf.csv")
+        perf = subprocess.Popen(["perf", "stat", "-x,", "-o", out, "-e",
+                                 "raw_syscalls:sys_enter,context-switches", "-p", str(pid)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        self.procs.append(perf)
+        try:
+            time.sleep(0.5)  # let perf attach
+            self.h2load(port, n, conns)
+            time.sleep(0.1)
+        finally:
+            perf.send_signal(signal.SIGINT)
+            perf.wait(30)
+            self.procs.remove(perf)
+        vals = {}
+        with open(out) as f:
+            for line in f:
+                parts = line.strip().split(",")
+                if len(parts) > 2 and parts[0].replace(".", "").isdigit():
+                    vals[parts[2]] = float(parts[0])
+        if "raw_syscalls:sys_enter" not in vals:
+            raise RuntimeError(f"perf output not understood: {open(out).read()}")
+        return vals["raw_syscalls:sys_enter"] / n, vals.get("context-switches", float("nan")) / n
+
+    def measure_native(self, name):
+        c = self.counts
+        res = {}
+        p, port = self.start(name)
+        try:
+            self.h2load(port, c["warmup"], c["cpu_c"])
+            if self.perf_reason is None:
+                res["syscalls_per_req_c1"], res["ctxsw_per_req_c1"] = \
+                    self.perf_syscalls(p.pid, port, c["sys_n1"], 1)
+                res["syscalls_per_req_c50"], res["ctxsw_per_req_c50"] = \
+                    self.perf_syscalls(p.pid, port, c["sys_n50"], 50)
+            t0, s0 = self.proc_ticks(p.pid), self.cpu_times()
+            if self.args.loadgen == "wrk":
+                run = self.wrk(port, c["wrk_secs"], c["cpu_c"])
+            else:
+                run = self.h2load(port, c["cpu_n"], c["cpu_c"])
+            t1, s1 = self.proc_ticks(p.pid), self.cpu_times()
+            res["cpu_us_per_req"] = (t1 - t0) * 1e6 / CLK_TCK / run["requests"]
+            res["cpu_run_requests"] = run["requests"]
+            res["req_per_s"] = run["req_per_s"]
+            busy = {}
+            for cpu in s1:
+                dt = s1[cpu][0] - s0[cpu][0]
+                di = s1[cpu][1] - s0[cpu][1]
+                busy[cpu] = round(100.0 * (dt - di) / dt, 1) if dt else None
+            res["core_busy_pct"] = busy
+            if p.poll() is not None:
+                raise RuntimeError(f"{name} died during the run")
+        finally:
+            self.stop(p)
+        return res
+
+    def measure_idle_rss(self, name):
+        p, port = self.start(name)
+        try:
+            r = subprocess.run(["taskset", "-c", self.load_cpu, sys.executable,
+                                os.path.join(HERE, "idle_conns.py"), "--port", str(port),
+                                "--pid", str(p.pid), "-n", str(self.counts["idle"])],
+                               capture_output=True, text=True, timeout=300)
+            if r.returncode != 0:
+                raise RuntimeError(f"idle_conns.py failed: {r.stderr}")
+            d = json.loads(r.stdout)
+            if d["non_200"] or d["closed_by_peer"]:
+                raise RuntimeError(f"idle connections not all served/kept open: {d}")
+            return {"rss_bytes_per_idle_conn": d["bytes_per_connection"], "idle_detail": d}
+        finally:
+            self.stop(p)
+
+    # --------------------------------------------------------------------- main
+    def run(self):
+        cands = self.args.only
+        rounds = self.args.rounds
+        results = {c: [] for c in cands}
+        versions = self.versions(cands)
+        started = datetime.datetime.now().astimezone()
+        log(f"bench: {rounds} round(s) of {' -> '.join(cands)}; proxy on CPU {self.proxy_cpu}, "
+            f"origin + load on CPU {self.load_cpu}; temp dir {self.tmp}")
+        if self.perf_reason:
+            log(f"bench: perf unsupported ({self.perf_reason}): syscall counts will be n/a")
+        origin = self.start_origin()
+        errors = []
+        try:
+            for rnd in range(1, rounds + 1):
+                for name in cands:
+                    row = {"round": rnd}
+                    t = time.monotonic()
+                    for step in (lambda: self.measure_instructions(name, rnd),
+                                 lambda: self.measure_native(name),
+                                 lambda: self.measure_idle_rss(name)):
+                        try:
+                            row.update(step())
+                        except Exception as e:  # keep the other metrics
+                            msg = f"round {rnd} {name}: {e}"
+                            log(f"bench: ERROR {msg}")
+                            errors.append(msg)
+                    results[name].append(row)
+                    log(f"bench: round {rnd} {name} ({time.monotonic() - t:.0f}s): " +
+                        ", ".join(f"{k}={row[k]:.4g}" for k, _, _ in METRICS if k in row))
+        finally:
+            self.stop(origin)
+            self.stop_all()
+
+        summary = {c: {} for c in cands}
+        for c in cands:
+            for key, _, _ in METRICS:
+                vals = [r[key] for r in results[c] if key in r]
+                if vals:
+                    summary[c][key] = statistics.median(vals)
+        doc = {
+            "date": started.isoformat(timespec="seconds"),
+            "host": platform.node(),
+            "cpus": os.cpu_count(),
+            "cpu_model": self.cpu_model(),
+            "kernel": platform.release(),
+            "proxy_cpu": self.proxy_cpu, "load_cpu": self.load_cpu,
+            "rounds": rounds, "quick": self.args.quick, "counts": self.counts,
+            "loadgen": self.args.loadgen,
+            "perf": "ok" if self.perf_reason is None else f"unsupported: {self.perf_reason}",
+            "versions": versions, "order": cands,
+            "errors": errors, "medians": summary, "raw": results,
+        }
+        os.makedirs(self.args.results_dir, exist_ok=True)
+        path = os.path.join(self.args.results_dir,
+                            started.strftime("%Y%m%dT%H%M%S") + ".json")
+        with open(path, "w") as f:
+            json.dump(doc, f, indent=2)
+        print(self.table(doc))
+        print(f"\nraw numbers: {os.path.relpath(path, ROOT)}")
+        return 1 if errors else 0
+
+    def table(self, doc):
+        med = doc["medians"]
+        def cell(c, key, fmt):
+            if c not in med:
+                return "not run"
+            if key in med[c]:
+                return fmt.format(med[c][key])
+            if key.startswith(("syscalls", "ctxsw")) and self.perf_reason:
+                return f"n/a (perf unsupported: {self.perf_reason})"
+            return "n/a"
+        def ratio(a, b, key):
+            if a in med and b in med and key in med[a] and key in med[b] and med[b][key]:
+                return f"{med[a][key] / med[b][key]:.2f}"
+            return "—"
+        lines = ["| metric | portway | nginx | haproxy | portway/nginx | portway/haproxy |",
+                 "|---|---:|---:|---:|---:|---:|"]
+        for key, label, fmt in METRICS:
+            lines.append(f"| {label} | {cell('portway', key, fmt)} | {cell('nginx', key, fmt)} | "
+                         f"{cell('haproxy', key, fmt)} | {ratio('portway', 'nginx', key)} | "
+                         f"{ratio('portway', 'haproxy', key)} |")
+        c = doc["counts"]
+        v = doc["versions"]
+        busy = []
+        for cand in doc["order"]:
+            b = [r.get("core_busy_pct") for r in doc["raw"][cand] if r.get("core_busy_pct")]
+            if b:
+                busy.append(f"{cand} " + "/".join(f"{k} {x}%" for k, x in b[-1].items()))
+        lines.append("")
+        lines.append(
+            f"Measured {doc['date']} on {doc['cpus']} CPUs ({doc['cpu_model']}, Linux {doc['kernel']}): "
+            f"medians of {doc['rounds']} interleaved round(s) ({' → '.join(doc['order'])}); "
+            f"each proxy one worker on CPU {doc['proxy_cpu']}, origin (nginx return 200, "
+            f"100-byte body) and load on CPU {doc['load_cpu']}; HTTP/1.1 keep-alive both legs, "
+            f"logs off. Instructions: callgrind, {c['cg_n']} requests at c{c['cg_c']}; syscalls: "
+            f"perf stat, {c['sys_n1']} req at c1 and {c['sys_n50']} at c50; CPU: /proc utime+stime, "
+            f"{c['cpu_n'] if doc['loadgen'] == 'h2load' else str(c['wrk_secs']) + ' s of wrk'} "
+            f"at c{c['cpu_c']}; RSS: {c['idle']} idle connections. "
+            f"Versions: {'; '.join(f'{k} {x}' for k, x in v.items())}."
+            + (" QUICK run (smoke test, not for comparison)." if doc["quick"] else ""))
+        if busy:
+            lines.append(f"Core busy % during the last CPU run: {'; '.join(busy)}.")
+        if doc["errors"]:
+            lines.append(f"ERRORS ({len(doc['errors'])}): " + " | ".join(doc["errors"]))
+        return "\n".join(lines)
+
+    def versions(self, cands):
+        v = {}
+        def first_line(cmd):
+            try:
+                r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+                txt = (r.stdout + r.stderr).strip().splitlines()
+                if r.returncode != 0 or not txt:
+                    return f"(`{' '.join(cmd[-1:])}` exited {r.returncode})"
+                return txt[0]
+            except OSError:
+                return "?"
+        if "portway" in cands:
+            # No --version flag: identify the build by its binary.
+            import hashlib
+            path = self.args.portway_bin
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            mtime = datetime.datetime.fromtimestamp(os.path.getmtime(path)).astimezone()
+            v["portway"] = (f"{os.path.relpath(path, ROOT)} built "
+                            f"{mtime.isoformat(timespec='seconds')} sha256:{h.hexdigest()[:12]}")
+        v["nginx"] = first_line(["nginx", "-v"]).replace("nginx version: ", "")
+        if "haproxy" in cands:
+            v["haproxy"] = first_line(["haproxy", "-v"])
+        v["h2load"] = first_line(["h2load", "--version"])
+        v["valgrind"] = first_line(["valgrind", "--version"])
+        return v
+
+    @staticmethod
+    def cpu_model():
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith("model name"):
+                        return line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+        return platform.machine()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=",".join(CANDIDATES),
+                    help="comma-separated subset of portway,nginx,haproxy")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--portway-bin", default=os.environ.get(
+        "PORTWAY_BIN", os.path.join(ROOT, "build", "bin", "portway")))
+    ap.add_argument("--loadgen", choices=["h2load", "wrk"],
+                    default=os.environ.get("BENCH_LOADGEN", "h2load"),
+                    help="load generator for the CPU/req/s run (default h2load, fixed count)")
+    ap.add_argument("--results-dir", default=os.path.join(HERE, "results"))
+    ap.add_argument("--tmp", default=os.environ.get("BENCH_TMP"))
+    a = ap.parse_args()
+    a.quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    if a.rounds is None:
+        a.rounds = 1 if a.quick else int(os.environ.get("BENCH_ROUNDS", "5"))
+    only = [x.strip() for x in a.only.split(",") if x.strip()]
+    bad = [x for x in only if x not in CANDIDATES]
+    if bad or not only:
+        ap.error(f"--only takes a subset of {','.join(CANDIDATES)}")
+    a.only = [c for c in CANDIDATES if c in only]  # keep the interleaving order
+    if "portway" in a.only and not os.access(a.portway_bin, os.X_OK):
+        print(f"bench: portway binary not found at {a.portway_bin}; build it first "
+              f"(or set PORTWAY_BIN), or run with --only nginx,haproxy", file=sys.stderr)
+        return 1
+    cleanup_tmp = False
+    if not a.tmp:
+        import tempfile
+        a.tmp = tempfile.mkdtemp(prefix="portway-bench.")
+        cleanup_tmp = True
+    b = Bench(a)
+
+    def on_signal(signum, _frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        return b.run()
+    finally:
+        b.stop_all()
+        if cleanup_tmp:
+            shutil.rmtree(a.tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: Portway vs nginx vs HAProxy (see bench/README.md).
+#
+#   bench/run.sh [--only portway,nginx,haproxy] [--loadgen h2load|wrk]
+#
+# Environment: BENCH_ROUNDS (default 5), BENCH_QUICK=1 (one round, smaller
+# counts: a smoke test), PORTWAY_BIN (default build/bin/portway),
+# BENCH_PROXY_CPU / BENCH_LOAD_CPU (default 0 / 1).
+#
+# Installs nothing: if a tool is missing it prints the apt-get line and exits 1.
+# Everything runs on 127.0.0.1 with bounded request counts; every process it
+# starts is killed on exit.
+set -u
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+missing=()
+need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
+need nginx nginx
+need haproxy haproxy
+need h2load nghttp2-client
+need wrk wrk
+need valgrind valgrind
+need callgrind_control valgrind
+need perf linux-perf
+need taskset util-linux
+[ -x /usr/bin/python3 ] || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
+    pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+    echo "bench: missing tools. Install them with:" >&2
+    echo "  apt-get install -y ${pkgs% }" >&2
+    exit 1
+fi
+if [ "$(nproc)" -lt 2 ]; then
+    echo "bench: warning: fewer than 2 CPUs; proxy and load generator will share one" >&2
+fi
+
+# 1,000 idle connections plus load: raise the descriptor limit for us and
+# for the proxies we start.
+want=16384
+cur=$(ulimit -n)
+if [ "$cur" != unlimited ] && [ "$cur" -lt "$want" ]; then
+    hard=$(ulimit -Hn)
+    if [ "$hard" != unlimited ] && [ "$hard" -lt "$want" ]; then
+        ulimit -Hn "$want" 2>/dev/null || want=$hard
+    fi
+    ulimit -n "$want" 2>/dev/null || echo "bench: warning: could not raise ulimit -n to $want" >&2
+fi
+
+BENCH_TMP=$(mktemp -d "${TMPDIR:-/tmp}/portway-bench.XXXXXX")
+export BENCH_TMP
+py_pid=""
+cleanup() {
+    # bench.py stops its own children; this is the safety net for a hard
+    # kill of bench.py: kill the process groups it recorded, by id.
+    [ -n "$py_pid" ] && kill "$py_pid" 2>/dev/null && wait "$py_pid" 2>/dev/null
+    if [ -f "$BENCH_TMP/pids" ]; then
+        while read -r pid; do
+            kill -KILL -- "-$pid" 2>/dev/null
+        done < "$BENCH_TMP/pids"
+    fi
+    rm -rf "$BENCH_TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+/usr/bin/python3 "$here/bench.py" "$@" &
+py_pid=$!
+wait "$py_pid"
+rc=$?
+py_pid=""
+exit $rc

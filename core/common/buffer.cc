@@ -1,0 +1,135 @@
+#include "portway/buffer.h"
+
+#include <algorithm>
+
+namespace portway {
+
+Buffer::Slice Buffer::MakeSlice(size_t capacity) {
+  Slice s;
+  s.data.reset(new char[capacity]);
+  s.capacity = static_cast<uint32_t>(capacity);
+  return s;
+}
+
+void Buffer::Add(std::string_view data) {
+  while (!data.empty()) {
+    if (slices_.empty() || slices_.back().end == slices_.back().capacity) {
+      slices_.push_back(MakeSlice(std::max<size_t>(std::min(data.size(), kSliceSize), 512)));
+    }
+    Slice& s = slices_.back();
+    size_t n = std::min<size_t>(data.size(), s.capacity - s.end);
+    std::memcpy(s.data.get() + s.end, data.data(), n);
+    s.end += static_cast<uint32_t>(n);
+    length_ += n;
+    data.remove_prefix(n);
+  }
+}
+
+void Buffer::Move(Buffer& other) {
+  if (other.slices_.empty()) return;
+  if (slices_.empty()) {
+    slices_ = std::move(other.slices_);
+  } else {
+    for (Slice& s : other.slices_) slices_.push_back(std::move(s));
+  }
+  length_ += other.length_;
+  other.slices_.clear();
+  other.length_ = 0;
+}
+
+void Buffer::Move(Buffer& other, size_t n) {
+  n = std::min(n, other.length_);
+  while (n > 0) {
+    Slice& front = other.slices_.front();
+    size_t size = front.size();
+    if (size <= n) {
+      length_ += size;
+      other.length_ -= size;
+      n -= size;
+      slices_.push_back(std::move(front));
+      other.slices_.pop_front();
+    } else {
+      Add(std::string_view(front.data.get() + front.start, n));
+      other.Drain(n);
+      n = 0;
+    }
+  }
+}
+
+void Buffer::Drain(size_t n) {
+  n = std::min(n, length_);
+  length_ -= n;
+  while (n > 0) {
+    Slice& front = slices_.front();
+    size_t size = front.size();
+    if (size <= n) {
+      n -= size;
+      slices_.pop_front();
+    } else {
+      front.start += static_cast<uint32_t>(n);
+      n = 0;
+    }
+  }
+  // Drop a trailing empty slice left behind by Reserve so idle connections
+  // hold no memory.
+  if (length_ == 0) slices_.clear();
+}
+
+std::string Buffer::ToString() const {
+  std::string out;
+  out.reserve(length_);
+  ForEachSlice([&out](std::string_view s) { out.append(s); });
+  return out;
+}
+
+std::string_view Buffer::Linearize(size_t n) {
+  n = std::min(n, length_);
+  if (n == 0) return {};
+  // Skip empty leading slices (a Reserve that was never committed).
+  while (!slices_.empty() && slices_.front().size() == 0) slices_.pop_front();
+  Slice& front = slices_.front();
+  if (front.size() >= n) return std::string_view(front.data.get() + front.start, n);
+  Slice merged = MakeSlice(std::max(n, kSliceSize));
+  size_t copied = 0;
+  while (copied < n) {
+    Slice& s = slices_.front();
+    size_t take = std::min(s.size(), n - copied);
+    std::memcpy(merged.data.get() + copied, s.data.get() + s.start, take);
+    copied += take;
+    if (take == s.size()) {
+      slices_.pop_front();
+    } else {
+      s.start += static_cast<uint32_t>(take);
+    }
+  }
+  merged.end = static_cast<uint32_t>(n);
+  slices_.push_front(std::move(merged));
+  return std::string_view(slices_.front().data.get(), n);
+}
+
+std::string_view Buffer::FrontSlice() const {
+  for (const Slice& s : slices_) {
+    if (s.size() > 0) return std::string_view(s.data.get() + s.start, s.size());
+  }
+  return {};
+}
+
+char* Buffer::Reserve(size_t min, size_t* available) {
+  if (slices_.empty() || slices_.back().capacity - slices_.back().end < min) {
+    slices_.push_back(MakeSlice(std::max(min, kSliceSize)));
+  }
+  Slice& s = slices_.back();
+  *available = s.capacity - s.end;
+  return s.data.get() + s.end;
+}
+
+void Buffer::Commit(size_t n) {
+  if (n == 0) {
+    if (!slices_.empty() && slices_.back().size() == 0) slices_.pop_back();
+    return;
+  }
+  slices_.back().end += static_cast<uint32_t>(n);
+  length_ += n;
+}
+
+}  // namespace portway

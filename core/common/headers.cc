@@ -1,0 +1,69 @@
+#include "portway/headers.h"
+
+#include "core/common/strings.h"
+
+namespace portway::http {
+
+void HeaderMap::Add(std::string_view name, std::string_view value) {
+  AddLower(ToLower(name), std::string(value));
+}
+
+void HeaderMap::Set(std::string_view name, std::string_view value) {
+  std::string lower = ToLower(name);
+  bool replaced = false;
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    if (it->name == lower) {
+      if (!replaced) {
+        byte_size_ = byte_size_ - it->value.size() + value.size();
+        it->value = std::string(value);
+        replaced = true;
+        ++it;
+      } else {
+        byte_size_ -= it->name.size() + it->value.size();
+        it = entries_.erase(it);
+      }
+    } else {
+      ++it;
+    }
+  }
+  if (!replaced) AddLower(std::move(lower), std::string(value));
+}
+
+size_t HeaderMap::Remove(std::string_view name) {
+  size_t removed = 0;
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    if (EqualsIgnoreCase(it->name, name)) {
+      byte_size_ -= it->name.size() + it->value.size();
+      it = entries_.erase(it);
+      ++removed;
+    } else {
+      ++it;
+    }
+  }
+  return removed;
+}
+
+const std::string* HeaderMap::Get(std::string_view name) const {
+  for (const Entry& e : entries_) {
+    if (e.name == name) return &e.value;
+  }
+  return nullptr;
+}
+
+int HeaderMap::Status() const {
+  int status = 0;
+  const std::string* v = Get(headers::kStatus);
+  uint64_t parsed = 0;
+  if (v == nullptr || !ParseUint64(*v, &parsed) || parsed > 999) return 0;
+  status = static_cast<int>(parsed);
+  return status;
+}
+
+bool HeaderListHasToken(std::string_view list, std::string_view token) {
+  for (std::string_view part : SplitView(list, ',')) {
+    if (EqualsIgnoreCase(TrimOws(part), token)) return true;
+  }
+  return false;
+}
+
+}  // namespace portway::http

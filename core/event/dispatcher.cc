@@ -1,0 +1,669 @@
+// libuv implementation of the Dispatcher. The one file that includes uv.h.
+//
+// Lifetime rule: libuv handles close asynchronously, so every uv handle
+// lives in a heap block that its close callback frees. The C++ objects the
+// rest of Portway holds (Connection, Timer, Listener) may be destroyed at
+// any time; they close their handle and detach from it, and callbacks that
+// arrive later find no owner and do nothing.
+#include "core/event/dispatcher.h"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+
+#include "spdlog/spdlog.h"
+
+namespace portway::event {
+namespace {
+
+std::atomic<uint64_t> next_connection_id{1};
+
+template <typename T>
+void CloseAndFree(T* handle) {
+  uv_close(reinterpret_cast<uv_handle_t*>(handle),
+           [](uv_handle_t* h) { delete reinterpret_cast<T*>(h); });
+}
+
+class DispatcherImpl;
+
+// ---------------------------------------------------------------- timers
+
+class TimerImpl final : public Timer {
+ public:
+  TimerImpl(uv_loop_t* loop, std::function<void()> callback) : callback_(std::move(callback)) {
+    handle_ = new uv_timer_t;
+    uv_timer_init(loop, handle_);
+    handle_->data = this;
+  }
+  ~TimerImpl() override {
+    handle_->data = nullptr;
+    uv_timer_stop(handle_);
+    CloseAndFree(handle_);
+  }
+  void Enable(std::chrono::milliseconds timeout) override {
+    uv_timer_start(
+        handle_,
+        [](uv_timer_t* h) {
+          if (auto* self = static_cast<TimerImpl*>(h->data)) self->callback_();
+        },
+        static_cast<uint64_t>(timeout.count()), 0);
+  }
+  void Disable() override { uv_timer_stop(handle_); }
+  bool Enabled() const override {
+    return uv_is_active(reinterpret_cast<const uv_handle_t*>(handle_)) != 0;
+  }
+
+ private:
+  uv_timer_t* handle_;
+  std::function<void()> callback_;
+};
+
+// ----------------------------------------------------------- connections
+
+class ConnectionImpl;
+
+// The parts of a connection libuv may touch after the owner is gone.
+struct Socket {
+  uv_tcp_t tcp;
+  uv_connect_t connect_req;
+  uv_write_t write_req;
+  uv_buf_t bufs[64];
+  // Bytes handed to uv_write and not yet confirmed; they stay at the front
+  // of `pending` until the write callback.
+  size_t in_flight = 0;
+  bool writing = false;
+  Buffer pending;
+  ConnectionImpl* owner = nullptr;
+};
+
+class ConnectionImpl final : public Connection {
+ public:
+  ConnectionImpl(DispatcherImpl& dispatcher, Socket* socket, bool connecting);
+  ~ConnectionImpl() override;
+
+  void SetCallbacks(ConnectionCallbacks* callbacks) override {
+    callbacks_ = callbacks;
+    if (!connecting_ && open_ && !reading_ && read_disable_count_ == 0 && !eof_) StartReading();
+  }
+  void Write(Buffer& data) override;
+  void Close(CloseType type) override;
+  void ReadDisable(bool disable) override;
+  bool ReadEnabled() const override { return read_disable_count_ == 0; }
+  size_t WriteBufferedBytes() const override { return socket_ ? socket_->pending.length() : 0; }
+  void SetWriteBufferLimit(size_t high) override { high_watermark_ = high; }
+  bool IsOpen() const override { return open_ && !closing_; }
+  int LastError() const override { return last_error_; }
+  const network::Address& RemoteAddress() const override { return remote_; }
+  const network::Address& LocalAddress() const override { return local_; }
+  uint64_t Id() const override { return id_; }
+
+  // libuv entry points.
+  void OnConnect(int status);
+  void OnRead(ssize_t nread);
+  void OnWriteDone(int status);
+  char* AllocRead(size_t* size) { return read_buffer_.Reserve(4096, size); }
+
+ private:
+  void StartReading();
+  void Flush();
+  void CloseSocket(bool reset);
+  void RaiseClose(int error);
+  void DeferClose(int error);
+  void CheckWatermarks();
+  void LearnAddresses();
+
+  DispatcherImpl& dispatcher_;
+  Socket* socket_;
+  ConnectionCallbacks* callbacks_ = nullptr;
+  Buffer read_buffer_;
+  TimerPtr resume_timer_;
+  TimerPtr flush_close_timer_;
+  TimerPtr deferred_close_timer_;
+  network::Address remote_;
+  network::Address local_;
+  const uint64_t id_;
+  size_t high_watermark_ = 0;
+  int read_disable_count_ = 0;
+  int last_error_ = 0;
+  bool connecting_;
+  bool open_ = true;
+  bool closing_ = false;  // Close(kFlushWrite) waiting for the buffer to drain
+  bool reading_ = false;
+  bool eof_ = false;
+  bool above_high_ = false;
+};
+
+// ------------------------------------------------------------ dispatcher
+
+class DispatcherImpl final : public Dispatcher {
+ public:
+  explicit DispatcherImpl(std::string name) : name_(std::move(name)) {
+    uv_loop_init(&loop_);
+    loop_.data = this;
+    async_ = new uv_async_t;
+    uv_async_init(&loop_, async_, [](uv_async_t* h) {
+      if (auto* self = static_cast<DispatcherImpl*>(h->data)) self->RunPosted();
+    });
+    async_->data = this;
+    idle_ = new uv_idle_t;
+    uv_idle_init(&loop_, idle_);
+    idle_->data = this;
+  }
+
+  ~DispatcherImpl() override {
+    ClearDeferredDeleteList();
+    async_->data = nullptr;
+    idle_->data = nullptr;
+    CloseAndFree(async_);
+    CloseAndFree(idle_);
+    // Close whatever handles are left (owners already detached) and let
+    // their close callbacks free them.
+    uv_walk(
+        &loop_,
+        [](uv_handle_t* h, void*) {
+          if (!uv_is_closing(h)) uv_close(h, nullptr);
+        },
+        nullptr);
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    uv_loop_close(&loop_);
+  }
+
+  const std::string& Name() const override { return name_; }
+  void Run() override { uv_run(&loop_, UV_RUN_DEFAULT); }
+  void Exit() override { uv_stop(&loop_); }
+
+  void Post(std::function<void()> callback) override {
+    {
+      std::lock_guard<std::mutex> lock(post_mutex_);
+      posted_.push_back(std::move(callback));
+    }
+    uv_async_send(async_);
+  }
+
+  TimerPtr CreateTimer(std::function<void()> callback) override {
+    return std::make_unique<TimerImpl>(&loop_, std::move(callback));
+  }
+
+  void DeferredDelete(std::unique_ptr<DeferredDeletable> object) override {
+    to_delete_.push_back(std::move(object));
+    if (to_delete_.size() == 1) {
+      uv_idle_start(idle_, [](uv_idle_t* h) {
+        auto* self = static_cast<DispatcherImpl*>(h->data);
+        if (self == nullptr) return;
+        uv_idle_stop(h);
+        self->ClearDeferredDeleteList();
+      });
+    }
+  }
+
+  void ClearDeferredDeleteList() override {
+    // Deleting may queue more deletions; loop until the list is empty.
+    while (!to_delete_.empty()) {
+      std::vector<std::unique_ptr<DeferredDeletable>> batch;
+      batch.swap(to_delete_);
+      batch.clear();
+    }
+  }
+
+  MonotonicTime Now() const override { return std::chrono::steady_clock::now(); }
+  SystemTime SystemNow() const override { return std::chrono::system_clock::now(); }
+
+  ConnectionPtr Connect(const network::Address& address) override {
+    auto* socket = new Socket;
+    uv_tcp_init(&loop_, &socket->tcp);
+    auto conn = std::make_unique<ConnectionImpl>(*this, socket, /*connecting=*/true);
+    int rc = uv_tcp_connect(&socket->connect_req, &socket->tcp, address.sockaddr_ptr(),
+                            [](uv_connect_t* req, int status) {
+                              auto* s = reinterpret_cast<Socket*>(req->handle);
+                              if (s->owner != nullptr) s->owner->OnConnect(status);
+                            });
+    if (rc != 0) {
+      // Report the failure from the loop, like an asynchronous one, so the
+      // caller sees one path.
+      ConnectionImpl* raw = conn.get();
+      socket->connect_req.handle = reinterpret_cast<uv_stream_t*>(&socket->tcp);
+      failed_connects_.push_back({raw, rc});
+      Post([this] { FailPendingConnects(); });
+    }
+    return conn;
+  }
+
+  void ForgetFailedConnect(ConnectionImpl* conn) {
+    for (auto& f : failed_connects_) {
+      if (f.first == conn) f.first = nullptr;
+    }
+  }
+
+  ListenerPtr AdoptListener(int fd, ListenerCallbacks& callbacks) override;
+  SignalHandlePtr ListenForSignal(int signum, std::function<void()> callback) override;
+  void Resolve(const std::string& host, uint16_t port,
+               std::function<void(ResolveResult)> callback) override;
+
+  uv_loop_t* loop() { return &loop_; }
+
+ private:
+  void RunPosted() {
+    std::vector<std::function<void()>> callbacks;
+    {
+      std::lock_guard<std::mutex> lock(post_mutex_);
+      callbacks.swap(posted_);
+    }
+    for (auto& cb : callbacks) cb();
+  }
+  void FailPendingConnects() {
+    auto failed = std::move(failed_connects_);
+    failed_connects_.clear();
+    for (auto& [conn, rc] : failed) {
+      if (conn != nullptr) conn->OnConnect(rc);
+    }
+  }
+
+  std::string name_;
+  uv_loop_t loop_;
+  uv_async_t* async_;
+  uv_idle_t* idle_;
+  std::mutex post_mutex_;
+  std::vector<std::function<void()>> posted_;
+  std::vector<std::unique_ptr<DeferredDeletable>> to_delete_;
+  std::vector<std::pair<ConnectionImpl*, int>> failed_connects_;
+};
+
+// ------------------------------------------------- connection, continued
+
+ConnectionImpl::ConnectionImpl(DispatcherImpl& dispatcher, Socket* socket, bool connecting)
+    : dispatcher_(dispatcher),
+      socket_(socket),
+      id_(next_connection_id.fetch_add(1, std::memory_order_relaxed)),
+      connecting_(connecting) {
+  socket_->owner = this;
+  socket_->tcp.data = socket_;
+  if (!connecting_) {
+    uv_tcp_nodelay(&socket_->tcp, 1);
+    LearnAddresses();
+  }
+}
+
+ConnectionImpl::~ConnectionImpl() {
+  dispatcher_.ForgetFailedConnect(this);
+  if (socket_ != nullptr) CloseSocket(false);
+}
+
+void ConnectionImpl::LearnAddresses() {
+  sockaddr_storage ss;
+  int len = sizeof(ss);
+  if (uv_tcp_getpeername(&socket_->tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    remote_ = network::Address::FromSockaddr(reinterpret_cast<sockaddr*>(&ss));
+  }
+  len = sizeof(ss);
+  if (uv_tcp_getsockname(&socket_->tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    local_ = network::Address::FromSockaddr(reinterpret_cast<sockaddr*>(&ss));
+  }
+}
+
+void ConnectionImpl::OnConnect(int status) {
+  connecting_ = false;
+  if (status != 0) {
+    last_error_ = -status;
+    CloseSocket(false);
+    if (callbacks_ != nullptr) callbacks_->OnEvent(ConnectionEvent::kConnectFailed);
+    return;
+  }
+  uv_tcp_nodelay(&socket_->tcp, 1);
+  LearnAddresses();
+  if (read_disable_count_ == 0) StartReading();
+  if (callbacks_ != nullptr) callbacks_->OnEvent(ConnectionEvent::kConnected);
+  // Anything written while connecting goes out now.
+  if (socket_ != nullptr && !socket_->pending.empty()) Flush();
+}
+
+void ConnectionImpl::StartReading() {
+  if (socket_ == nullptr || reading_ || eof_) return;
+  reading_ = true;
+  uv_read_start(
+      reinterpret_cast<uv_stream_t*>(&socket_->tcp),
+      [](uv_handle_t* h, size_t, uv_buf_t* buf) {
+        auto* s = static_cast<Socket*>(h->data);
+        size_t size = 0;
+        buf->base = s->owner != nullptr ? s->owner->AllocRead(&size) : nullptr;
+        buf->len = size;
+      },
+      [](uv_stream_t* h, ssize_t nread, const uv_buf_t*) {
+        auto* s = static_cast<Socket*>(h->data);
+        if (s->owner != nullptr) s->owner->OnRead(nread);
+      });
+}
+
+void ConnectionImpl::OnRead(ssize_t nread) {
+  if (nread >= 0) {
+    read_buffer_.Commit(static_cast<size_t>(nread));
+    if (nread > 0 && callbacks_ != nullptr) callbacks_->OnData(read_buffer_, false);
+    return;
+  }
+  read_buffer_.Commit(0);
+  if (nread == UV_EOF) {
+    eof_ = true;
+    reading_ = false;
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&socket_->tcp));
+    if (callbacks_ != nullptr) callbacks_->OnData(read_buffer_, true);
+    return;
+  }
+  RaiseClose(static_cast<int>(-nread));
+}
+
+void ConnectionImpl::RaiseClose(int error) {
+  last_error_ = error;
+  CloseSocket(false);
+  if (callbacks_ != nullptr) callbacks_->OnEvent(ConnectionEvent::kRemoteClose);
+}
+
+// A write can fail inside the owner's own call to Write(); telling it then
+// would re-enter it mid-operation, so the close is reported from the loop.
+void ConnectionImpl::DeferClose(int error) {
+  last_error_ = error;
+  CloseSocket(false);
+  deferred_close_timer_ = dispatcher_.CreateTimer([this] {
+    if (callbacks_ != nullptr) callbacks_->OnEvent(ConnectionEvent::kRemoteClose);
+  });
+  deferred_close_timer_->Enable(std::chrono::milliseconds(0));
+}
+
+void ConnectionImpl::Write(Buffer& data) {
+  if (socket_ == nullptr || !open_) {
+    data.Clear();
+    return;
+  }
+  socket_->pending.Move(data);
+  if (!connecting_ && !socket_->writing) Flush();
+  CheckWatermarks();
+}
+
+void ConnectionImpl::Flush() {
+  Socket* s = socket_;
+  // Write what the kernel takes right away; queue the rest.
+  while (!s->pending.empty()) {
+    size_t count = 0;
+    s->pending.ForEachSlice([&](std::string_view slice) {
+      if (count < 64) s->bufs[count++] = uv_buf_init(const_cast<char*>(slice.data()), slice.size());
+    });
+    int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&s->tcp), s->bufs, count);
+    if (n > 0) {
+      s->pending.Drain(static_cast<size_t>(n));
+      continue;
+    }
+    if (n == UV_EAGAIN) break;
+    DeferClose(-n);
+    return;
+  }
+  if (!s->pending.empty()) {
+    size_t count = 0;
+    size_t bytes = 0;
+    s->pending.ForEachSlice([&](std::string_view slice) {
+      if (count < 64) {
+        s->bufs[count++] = uv_buf_init(const_cast<char*>(slice.data()), slice.size());
+        bytes += slice.size();
+      }
+    });
+    s->in_flight = bytes;
+    s->writing = true;
+    int rc = uv_write(&s->write_req, reinterpret_cast<uv_stream_t*>(&s->tcp), s->bufs, count,
+                      [](uv_write_t* req, int status) {
+                        auto* sock = static_cast<Socket*>(req->handle->data);
+                        sock->writing = false;
+                        if (status == 0) sock->pending.Drain(sock->in_flight);
+                        sock->in_flight = 0;
+                        if (sock->owner != nullptr) sock->owner->OnWriteDone(status);
+                      });
+    if (rc != 0) {
+      s->writing = false;
+      DeferClose(-rc);
+      return;
+    }
+  }
+  CheckWatermarks();
+  if (closing_ && s->pending.empty()) CloseSocket(false);
+}
+
+void ConnectionImpl::OnWriteDone(int status) {
+  if (status != 0) {
+    if (status != UV_ECANCELED && socket_ != nullptr) RaiseClose(-status);
+    return;
+  }
+  Flush();
+}
+
+void ConnectionImpl::CheckWatermarks() {
+  if (high_watermark_ == 0 || callbacks_ == nullptr || socket_ == nullptr) return;
+  size_t buffered = socket_->pending.length();
+  if (!above_high_ && buffered > high_watermark_) {
+    above_high_ = true;
+    callbacks_->OnAboveWriteBufferHighWatermark();
+  } else if (above_high_ && buffered <= high_watermark_ / 2) {
+    above_high_ = false;
+    callbacks_->OnBelowWriteBufferLowWatermark();
+  }
+}
+
+void ConnectionImpl::ReadDisable(bool disable) {
+  if (disable) {
+    if (++read_disable_count_ == 1 && reading_ && socket_ != nullptr) {
+      reading_ = false;
+      uv_read_stop(reinterpret_cast<uv_stream_t*>(&socket_->tcp));
+    }
+    return;
+  }
+  if (read_disable_count_ == 0) return;
+  if (--read_disable_count_ > 0 || socket_ == nullptr || connecting_) return;
+  StartReading();
+  // Bytes that arrived before the pause are not announced again by libuv;
+  // hand them over from the loop.
+  if (!read_buffer_.empty() || eof_) {
+    if (!resume_timer_) {
+      resume_timer_ = dispatcher_.CreateTimer([this] {
+        if (callbacks_ != nullptr && read_disable_count_ == 0 && (!read_buffer_.empty() || eof_)) {
+          callbacks_->OnData(read_buffer_, eof_);
+        }
+      });
+    }
+    resume_timer_->Enable(std::chrono::milliseconds(0));
+  }
+}
+
+void ConnectionImpl::Close(CloseType type) {
+  if (socket_ == nullptr) return;
+  if (type == CloseType::kFlushWrite && (socket_->writing || !socket_->pending.empty())) {
+    closing_ = true;
+    ReadDisable(true);
+    // A peer that never reads must not pin the connection forever.
+    flush_close_timer_ = dispatcher_.CreateTimer([this] { CloseSocket(true); });
+    flush_close_timer_->Enable(std::chrono::seconds(10));
+    return;
+  }
+  CloseSocket(type == CloseType::kReset);
+}
+
+void ConnectionImpl::CloseSocket(bool reset) {
+  if (socket_ == nullptr) return;
+  open_ = false;
+  Socket* s = socket_;
+  socket_ = nullptr;
+  s->owner = nullptr;
+  if (resume_timer_) resume_timer_->Disable();
+  if (reset && !connecting_) {
+    if (uv_tcp_close_reset(&s->tcp, [](uv_handle_t* h) { delete static_cast<Socket*>(h->data); }) ==
+        0) {
+      return;
+    }
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&s->tcp),
+           [](uv_handle_t* h) { delete static_cast<Socket*>(h->data); });
+}
+
+// -------------------------------------------------------------- listener
+
+class ListenerImpl final : public Listener {
+ public:
+  ListenerImpl(DispatcherImpl& dispatcher, int fd, ListenerCallbacks& callbacks)
+      : dispatcher_(dispatcher), callbacks_(callbacks) {
+    handle_ = new uv_tcp_t;
+    uv_tcp_init(dispatcher.loop(), handle_);
+    handle_->data = this;
+    uv_tcp_open(handle_, fd);
+    uv_listen(reinterpret_cast<uv_stream_t*>(handle_), 4096, [](uv_stream_t* server, int status) {
+      auto* self = static_cast<ListenerImpl*>(server->data);
+      if (self != nullptr && status == 0) self->Accept();
+    });
+  }
+  ~ListenerImpl() override { Disable(); }
+
+  void Disable() override {
+    if (handle_ == nullptr) return;
+    handle_->data = nullptr;
+    CloseAndFree(handle_);
+    handle_ = nullptr;
+  }
+
+ private:
+  void Accept() {
+    auto* socket = new Socket;
+    uv_tcp_init(dispatcher_.loop(), &socket->tcp);
+    socket->tcp.data = socket;
+    if (uv_accept(reinterpret_cast<uv_stream_t*>(handle_),
+                  reinterpret_cast<uv_stream_t*>(&socket->tcp)) != 0) {
+      uv_close(reinterpret_cast<uv_handle_t*>(&socket->tcp),
+               [](uv_handle_t* h) { delete static_cast<Socket*>(h->data); });
+      return;
+    }
+    callbacks_.OnAccept(std::make_unique<ConnectionImpl>(dispatcher_, socket, false));
+  }
+
+  DispatcherImpl& dispatcher_;
+  ListenerCallbacks& callbacks_;
+  uv_tcp_t* handle_;
+};
+
+ListenerPtr DispatcherImpl::AdoptListener(int fd, ListenerCallbacks& callbacks) {
+  return std::make_unique<ListenerImpl>(*this, fd, callbacks);
+}
+
+// --------------------------------------------------------------- signals
+
+class SignalImpl final : public SignalHandle {
+ public:
+  SignalImpl(uv_loop_t* loop, int signum, std::function<void()> callback)
+      : callback_(std::move(callback)) {
+    handle_ = new uv_signal_t;
+    uv_signal_init(loop, handle_);
+    handle_->data = this;
+    uv_signal_start(
+        handle_,
+        [](uv_signal_t* h, int) {
+          if (auto* self = static_cast<SignalImpl*>(h->data)) self->callback_();
+        },
+        signum);
+  }
+  ~SignalImpl() override {
+    handle_->data = nullptr;
+    uv_signal_stop(handle_);
+    CloseAndFree(handle_);
+  }
+
+ private:
+  uv_signal_t* handle_;
+  std::function<void()> callback_;
+};
+
+SignalHandlePtr DispatcherImpl::ListenForSignal(int signum, std::function<void()> callback) {
+  return std::make_unique<SignalImpl>(&loop_, signum, std::move(callback));
+}
+
+// ------------------------------------------------------------------- DNS
+
+struct ResolveRequest {
+  uv_getaddrinfo_t req;
+  uint16_t port;
+  std::function<void(ResolveResult)> callback;
+};
+
+void DispatcherImpl::Resolve(const std::string& host, uint16_t port,
+                             std::function<void(ResolveResult)> callback) {
+  auto* r = new ResolveRequest;
+  r->port = port;
+  r->callback = std::move(callback);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  int rc = uv_getaddrinfo(
+      &loop_, &r->req,
+      [](uv_getaddrinfo_t* req, int status, addrinfo* res) {
+        auto* r = reinterpret_cast<ResolveRequest*>(req);
+        ResolveResult result;
+        if (status != 0) {
+          result.error = status;
+          result.error_message = uv_strerror(status);
+        } else {
+          for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+            network::Address a = network::Address::FromSockaddr(ai->ai_addr);
+            bool ok = false;
+            network::Address with_port = network::Address::FromIp(a.Ip(), r->port, &ok);
+            if (!ok) continue;
+            bool seen = false;
+            for (const auto& existing : result.addresses) seen = seen || existing == with_port;
+            if (!seen) result.addresses.push_back(with_port);
+          }
+        }
+        uv_freeaddrinfo(res);
+        r->callback(std::move(result));
+        delete r;
+      },
+      host.c_str(), nullptr, &hints);
+  if (rc != 0) {
+    ResolveResult result;
+    result.error = rc;
+    result.error_message = uv_strerror(rc);
+    auto cb = std::move(r->callback);
+    delete r;
+    Post([cb = std::move(cb), result = std::move(result)]() mutable { cb(std::move(result)); });
+  }
+}
+
+}  // namespace
+
+DispatcherPtr Dispatcher::Create(std::string name) {
+  return std::make_unique<DispatcherImpl>(std::move(name));
+}
+
+int CreateListenSocket(const network::Address& address, int backlog, std::string* error) {
+  int fd = socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *error = std::string("socket: ") + strerror(errno);
+    return -errno;
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  if (address.family() == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  if (bind(fd, address.sockaddr_ptr(), address.sockaddr_len()) != 0 || listen(fd, backlog) != 0) {
+    int err = errno;
+    *error = "bind " + address.ToString() + ": " + strerror(err);
+    close(fd);
+    return -err;
+  }
+  return fd;
+}
+
+network::Address SocketLocalAddress(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+  return network::Address::FromSockaddr(reinterpret_cast<sockaddr*>(&ss));
+}
+
+}  // namespace portway::event

@@ -1,0 +1,169 @@
+// The event loop seen by the rest of Portway: timers, cross-thread posts,
+// TCP connections and listeners, signals and asynchronous DNS. Only
+// core/event/ includes uv.h; everything else talks to these interfaces, so
+// the loop can be replaced and tests can drive time by hand.
+//
+// Thread safety: a Dispatcher and everything it creates belong to the one
+// thread that calls Run(). The only exception is Post(), which any thread
+// may call.
+//
+//   DispatcherPtr d = Dispatcher::Create("worker_0");
+//   TimerPtr t = d->CreateTimer([] { ... });
+//   t->Enable(std::chrono::milliseconds(100));
+//   d->Run();   // until Exit()
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/network/address.h"
+#include "portway/buffer.h"
+
+namespace portway::event {
+
+using MonotonicTime = std::chrono::steady_clock::time_point;
+using SystemTime = std::chrono::system_clock::time_point;
+
+class Timer {
+ public:
+  virtual ~Timer() = default;
+  // (Re)arms the timer; a timer fires once.
+  virtual void Enable(std::chrono::milliseconds timeout) = 0;
+  virtual void Disable() = 0;
+  virtual bool Enabled() const = 0;
+};
+using TimerPtr = std::unique_ptr<Timer>;
+
+// Anything whose destruction must wait until the current callback stack has
+// unwound (a connection closing itself from its own read callback).
+class DeferredDeletable {
+ public:
+  virtual ~DeferredDeletable() = default;
+};
+
+enum class ConnectionEvent {
+  kConnected,      // an outgoing connect completed
+  kConnectFailed,  // an outgoing connect failed; see Connection::LastError()
+  kRemoteClose,    // the peer closed or reset the connection
+  kLocalClose,     // Close() finished
+};
+
+enum class CloseType {
+  kFlushWrite,  // send what is buffered, then close
+  kNoFlush,     // close now, discard buffered output
+  kReset,       // close now with an RST (SO_LINGER 0)
+};
+
+class ConnectionCallbacks {
+ public:
+  virtual ~ConnectionCallbacks() = default;
+  // Bytes arrived; the receiver drains what it consumed from `data` and may
+  // leave the rest for the next call. `end_stream` is true once the peer
+  // has half-closed (EOF); no more data follows.
+  virtual void OnData(Buffer& data, bool end_stream) = 0;
+  virtual void OnEvent(ConnectionEvent event) = 0;
+  // The write buffer passed the high watermark / fell to the low one: the
+  // writer should stop / resume producing (back-pressure).
+  virtual void OnAboveWriteBufferHighWatermark() {}
+  virtual void OnBelowWriteBufferLowWatermark() {}
+};
+
+class Connection {
+ public:
+  virtual ~Connection() = default;
+  virtual void SetCallbacks(ConnectionCallbacks* callbacks) = 0;
+  // Takes every byte of `data` (it is left empty).
+  virtual void Write(Buffer& data) = 0;
+  virtual void Close(CloseType type) = 0;
+  // Stops or resumes reading from the socket. Calls nest: reading resumes
+  // when every disable has been undone.
+  virtual void ReadDisable(bool disable) = 0;
+  virtual bool ReadEnabled() const = 0;
+  virtual size_t WriteBufferedBytes() const = 0;
+  // High watermark for the write buffer; the low one is half of it.
+  virtual void SetWriteBufferLimit(size_t high) = 0;
+  virtual bool IsOpen() const = 0;
+  // errno-style code (e.g. ECONNREFUSED) of a failed connect or a reset.
+  virtual int LastError() const = 0;
+  virtual const network::Address& RemoteAddress() const = 0;
+  virtual const network::Address& LocalAddress() const = 0;
+  virtual uint64_t Id() const = 0;
+};
+using ConnectionPtr = std::unique_ptr<Connection>;
+
+class ListenerCallbacks {
+ public:
+  virtual ~ListenerCallbacks() = default;
+  virtual void OnAccept(ConnectionPtr connection) = 0;
+};
+
+class Listener {
+ public:
+  virtual ~Listener() = default;
+  // Stops accepting (drain); the socket is closed when the Listener is
+  // destroyed.
+  virtual void Disable() = 0;
+};
+using ListenerPtr = std::unique_ptr<Listener>;
+
+class SignalHandle {
+ public:
+  virtual ~SignalHandle() = default;
+};
+using SignalHandlePtr = std::unique_ptr<SignalHandle>;
+
+// Result of a name lookup: every address (port filled in), or an error.
+struct ResolveResult {
+  int error = 0;  // 0 on success; else a getaddrinfo error
+  std::string error_message;
+  std::vector<network::Address> addresses;
+};
+
+class Dispatcher {
+ public:
+  virtual ~Dispatcher() = default;
+  static std::unique_ptr<Dispatcher> Create(std::string name);
+
+  virtual const std::string& Name() const = 0;
+  virtual void Run() = 0;
+  // Makes Run() return once the current iteration ends. Loop thread only;
+  // from another thread, Post([d] { d->Exit(); }).
+  virtual void Exit() = 0;
+  // Runs `callback` on the loop thread. Safe from any thread.
+  virtual void Post(std::function<void()> callback) = 0;
+  virtual TimerPtr CreateTimer(std::function<void()> callback) = 0;
+  // Destroys `object` on the next loop iteration, after the current
+  // callback stack has unwound.
+  virtual void DeferredDelete(std::unique_ptr<DeferredDeletable> object) = 0;
+  // Destroys everything DeferredDelete() queued, now. For teardown, when
+  // the loop no longer runs.
+  virtual void ClearDeferredDeleteList() = 0;
+  // The loop's cached time, updated once per iteration.
+  virtual MonotonicTime Now() const = 0;
+  virtual SystemTime SystemNow() const = 0;
+
+  // Starts a non-blocking connect; the outcome arrives as kConnected or
+  // kConnectFailed through the callbacks set before the loop runs again.
+  virtual ConnectionPtr Connect(const network::Address& address) = 0;
+  // Serves an already bound and listening socket (SO_REUSEPORT: one per
+  // worker). The Listener owns the fd.
+  virtual ListenerPtr AdoptListener(int fd, ListenerCallbacks& callbacks) = 0;
+  virtual SignalHandlePtr ListenForSignal(int signum, std::function<void()> callback) = 0;
+  // Resolves `host` asynchronously (thread pool); `callback` runs on this
+  // loop.
+  virtual void Resolve(const std::string& host, uint16_t port,
+                       std::function<void(ResolveResult)> callback) = 0;
+};
+using DispatcherPtr = std::unique_ptr<Dispatcher>;
+
+// Makes a TCP socket bound to `address` and listening, with SO_REUSEADDR and
+// SO_REUSEPORT, non-blocking. Returns the fd or -errno.
+int CreateListenSocket(const network::Address& address, int backlog, std::string* error);
+// The address a socket is bound to (to learn the port after binding :0).
+network::Address SocketLocalAddress(int fd);
+
+}  // namespace portway::event

@@ -1,0 +1,607 @@
+#include "core/http/http1/codec.h"
+
+#include "core/common/strings.h"
+
+namespace portway::http::http1 {
+namespace {
+
+using portway::http1::BodyKind;
+using portway::http1::Head;
+using portway::http1::ParseError;
+
+std::string_view ReasonPhrase(int status) {
+  switch (status) {
+    case 100:
+      return "Continue";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
+    case 206:
+      return "Partial Content";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 303:
+      return "See Other";
+    case 304:
+      return "Not Modified";
+    case 307:
+      return "Temporary Redirect";
+    case 308:
+      return "Permanent Redirect";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 413:
+      return "Content Too Large";
+    case 414:
+      return "URI Too Long";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
+  }
+}
+
+// Framing headers are the codec's business; they are never copied between
+// legs as they are.
+bool IsFramingHeader(std::string_view name) {
+  return name == "transfer-encoding" || name == "connection";
+}
+
+void AppendField(std::string& out, const HeaderMap::Entry& e) {
+  out.append(e.name);
+  out.append(": ");
+  out.append(e.value);
+  out.append("\r\n");
+}
+
+void AppendFields(std::string& out, const HeaderMap& headers, bool skip_content_length) {
+  for (const HeaderMap::Entry& e : headers) {
+    if (e.name.empty() || e.name[0] == ':' || IsFramingHeader(e.name)) continue;
+    if (skip_content_length && e.name == "content-length") continue;
+    AppendField(out, e);
+  }
+}
+
+// Trailers may not carry framing, routing or connection fields (RFC 9110
+// 6.5.1); a peer that sends them there gets them dropped, never forwarded.
+void AppendTrailerFields(std::string& out, const HeaderMap& trailers) {
+  for (const HeaderMap::Entry& e : trailers) {
+    if (e.name.empty() || e.name[0] == ':' || IsFramingHeader(e.name) ||
+        e.name == "content-length" || e.name == "host" || e.name == "te" || e.name == "trailer" ||
+        e.name == "keep-alive" || e.name == "upgrade") {
+      continue;
+    }
+    AppendField(out, e);
+  }
+}
+
+// Builds the SDK header map from a parsed head. Host becomes :authority;
+// Transfer-Encoding is dropped (the body arrives de-chunked).
+void CopyFields(const Head& head, HeaderMap& map, bool skip_host) {
+  for (const auto& field : head.headers) {
+    std::string name = ToLower(field.name);
+    if (name == "transfer-encoding") continue;
+    if (skip_host && name == "host") continue;
+    map.AddLower(std::move(name), std::string(field.value));
+  }
+}
+
+void EncodeChunk(Buffer& out, Buffer& data) {
+  char size_line[24];
+  int n = snprintf(size_line, sizeof(size_line), "%zx\r\n", data.length());
+  out.Add(std::string_view(size_line, static_cast<size_t>(n)));
+  out.Move(data);
+  out.Add("\r\n");
+}
+
+// Moves `len` payload bytes at `offset` in the front of `data` into `out`
+// and drops the `consumed` framing+payload bytes, without copying whole
+// slices.
+void TakePayload(Buffer& data, const BodyDecoder::Step& step, Buffer& out) {
+  data.Drain(step.payload_offset);
+  out.Move(data, step.payload_len);
+  data.Drain(step.consumed - step.payload_offset - step.payload_len);
+}
+
+}  // namespace
+
+// ================================================================ server
+
+ServerConnectionImpl::ServerConnectionImpl(event::Connection& connection,
+                                           ServerConnectionCallbacks& callbacks,
+                                           const ServerOptions& options)
+    : connection_(connection),
+      callbacks_(callbacks),
+      options_(options),
+      head_parser_(options.limits),
+      body_decoder_(options.limits) {}
+
+void ServerConnectionImpl::Dispatch(Buffer& data) {
+  while (!data.empty()) {
+    if (state_ == State::kHead) {
+      DispatchHead(data);
+      if (state_ == State::kHead) return;  // need more bytes
+    } else if (state_ == State::kBody) {
+      DispatchBody(data);
+      if (state_ == State::kBody) return;
+    } else {
+      return;  // kAwaitResponse (pipelined bytes wait) or kClosed
+    }
+  }
+}
+
+void ServerConnectionImpl::DispatchHead(Buffer& data) {
+  head_started_ = true;
+  // The parser needs the head contiguous; anything past the header limit
+  // is an error anyway, so never linearize more than that.
+  size_t window = std::min<size_t>(data.length(), options_.limits.max_header_bytes + 8);
+  std::string_view view = data.Linearize(window);
+  Head head;
+  HeadParser::Result result = head_parser_.ParseRequest(view, &head);
+  if (result == HeadParser::Result::kIncomplete) return;
+  if (result == HeadParser::Result::kError) {
+    ProtocolError(head_parser_.error());
+    return;
+  }
+
+  auto headers = std::make_unique<HeaderMap>();
+  std::string_view target = head.target;
+  std::string_view authority = head.host;
+  // absolute-form (a client that thinks we are a forward proxy): the
+  // authority in the target wins over Host (RFC 9112 3.2.2).
+  for (std::string_view scheme : {std::string_view("http://"), std::string_view("https://")}) {
+    if (target.size() > scheme.size() && StartsWithIgnoreCase(target, scheme)) {
+      std::string_view rest = target.substr(scheme.size());
+      size_t slash = rest.find_first_of("/?");
+      authority = rest.substr(0, slash);
+      target = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
+      break;
+    }
+  }
+  headers->AddLower(std::string(headers::kMethod), std::string(head.method));
+  headers->AddLower(std::string(headers::kPath), std::string(target));
+  headers->AddLower(std::string(headers::kAuthority), std::string(authority));
+  headers->AddLower(std::string(headers::kScheme), "http");
+  CopyFields(head, *headers, /*skip_host=*/true);
+
+  http10_ = head.version_minor == 0;
+  keep_alive_ = head.keep_alive;
+  request_is_head_ = head.method == "HEAD";
+  request_complete_ = false;
+  response_started_ = false;
+  body_received_ = 0;
+  if (options_.max_request_body_bytes > 0 && head.body == BodyKind::kContentLength &&
+      head.content_length > options_.max_request_body_bytes) {
+    data.Drain(head.head_size);
+    ProtocolError(413, "payload_too_large");
+    return;
+  }
+  data.Drain(head.head_size);
+  body_decoder_.Reset(head.body, head.content_length);
+  bool end_stream = head.body == BodyKind::kNone;
+  state_ = end_stream ? State::kAwaitResponse : State::kBody;
+  if (end_stream) {
+    request_complete_ = true;
+    // Pipelined bytes wait until this response is done.
+    connection_.ReadDisable(true);
+    read_paused_ = true;
+  }
+  decoder_ = &callbacks_.NewStream(*this);
+  decoder_->DecodeHeaders(std::move(headers), end_stream);
+}
+
+void ServerConnectionImpl::DispatchBody(Buffer& data) {
+  while (!data.empty() && state_ == State::kBody) {
+    std::string_view front = data.FrontSlice();
+    BodyDecoder::Step step = body_decoder_.Decode(front);
+    if (body_decoder_.error() != ParseError::kNone) {
+      ProtocolError(body_decoder_.error());
+      return;
+    }
+    Buffer payload;
+    TakePayload(data, step, payload);
+    body_received_ += payload.length();
+    if (options_.max_request_body_bytes > 0 && body_received_ > options_.max_request_body_bytes) {
+      ProtocolError(413, "payload_too_large");
+      return;
+    }
+    if (step.done) {
+      state_ = State::kAwaitResponse;
+      request_complete_ = true;
+      connection_.ReadDisable(true);
+      read_paused_ = true;
+      const auto& trailers = body_decoder_.trailers();
+      if (!trailers.empty()) {
+        if (!payload.empty()) decoder_->DecodeData(payload, false);
+        if (decoder_ == nullptr) return;
+        auto map = std::make_unique<HeaderMap>();
+        for (const auto& [name, value] : trailers) map->Add(name, value);
+        decoder_->DecodeTrailers(std::move(map));
+      } else {
+        decoder_->DecodeData(payload, true);
+      }
+      return;
+    }
+    if (!payload.empty()) decoder_->DecodeData(payload, false);
+    if (decoder_ == nullptr) return;  // the stream ended during the callback
+  }
+}
+
+void ServerConnectionImpl::ProtocolError(ParseError error) {
+  ProtocolError(portway::http1::ParseErrorStatus(error), portway::http1::ParseErrorName(error));
+}
+
+void ServerConnectionImpl::ProtocolError(int status, std::string cause) {
+  keep_alive_ = false;
+  State previous = state_;
+  state_ = State::kClosed;
+  CodecError error{status, std::move(cause)};
+  ResponseEncoder* encoder = response_started_ ? nullptr : this;
+  if (previous == State::kHead) {
+    // No stream exists yet: make one so the error is answered, logged and
+    // counted like any other response.
+    decoder_ = &callbacks_.NewStream(*this);
+  }
+  callbacks_.OnProtocolError(error, encoder);
+}
+
+void ServerConnectionImpl::OnEof() {
+  // A half-close after a complete request still gets its response; in the
+  // middle of a request it ends the exchange.
+  if (state_ == State::kAwaitResponse) {
+    keep_alive_ = false;
+    return;
+  }
+  if (state_ == State::kBody) {
+    state_ = State::kClosed;
+    ResetStream(StreamResetReason::kConnectionTermination);
+    return;
+  }
+  state_ = State::kClosed;
+}
+
+void ServerConnectionImpl::Encode100Continue() {
+  Buffer out;
+  out.Add("HTTP/1.1 100 Continue\r\n\r\n");
+  connection_.Write(out);
+}
+
+void ServerConnectionImpl::EncodeHeaders(const HeaderMap& headers, bool end_stream) {
+  response_started_ = true;
+  int status = headers.Status();
+  if (status == 0) status = 500;
+  std::string out;
+  out.reserve(256 + headers.byteSize() + headers.size() * 4);
+  out.append(http10_ ? "HTTP/1.0 " : "HTTP/1.1 ");
+  out += Cat(status, " ", ReasonPhrase(status), "\r\n");
+
+  response_no_body_ = request_is_head_ || status == 204 || status == 304 || status < 200;
+  response_chunked_ = false;
+  bool has_length = headers.Has("content-length");
+  AppendFields(out, headers, /*skip_content_length=*/status == 204 || status == 304);
+  if (!response_no_body_ && !has_length) {
+    if (end_stream) {
+      out.append("content-length: 0\r\n");
+    } else if (!http10_) {
+      out.append("transfer-encoding: chunked\r\n");
+      response_chunked_ = true;
+    } else {
+      // An HTTP/1.0 client learns the end of the body from the close.
+      keep_alive_ = false;
+    }
+  }
+  // A response that ends before the request body was read leaves the
+  // connection out of sync; close it.
+  if (end_stream && !request_complete_) keep_alive_ = false;
+  if (!keep_alive_) {
+    out.append("connection: close\r\n");
+  } else if (http10_) {
+    out.append("connection: keep-alive\r\n");
+  }
+  out.append("\r\n");
+  Buffer buffer;
+  buffer.Add(out);
+  connection_.Write(buffer);
+  if (end_stream) OnResponseComplete();
+}
+
+void ServerConnectionImpl::EncodeData(Buffer& data, bool end_stream) {
+  if (response_no_body_) {
+    data.Clear();
+  } else if (response_chunked_) {
+    Buffer out;
+    if (!data.empty()) EncodeChunk(out, data);
+    if (end_stream) out.Add("0\r\n\r\n");
+    connection_.Write(out);
+  } else {
+    connection_.Write(data);
+  }
+  if (end_stream) OnResponseComplete();
+}
+
+void ServerConnectionImpl::EncodeTrailers(const HeaderMap& trailers) {
+  if (response_chunked_) {
+    std::string out = "0\r\n";
+    AppendTrailerFields(out, trailers);
+    out.append("\r\n");
+    Buffer buffer;
+    buffer.Add(out);
+    connection_.Write(buffer);
+  }
+  OnResponseComplete();
+}
+
+void ServerConnectionImpl::OnResponseComplete() {
+  if (!request_complete_) keep_alive_ = false;
+  decoder_ = nullptr;
+  stream_callbacks_ = nullptr;
+  if (!keep_alive_) {
+    state_ = State::kClosed;
+    return;  // the connection manager closes after flushing
+  }
+  state_ = State::kHead;
+  head_started_ = false;
+  head_parser_.Reset();
+  if (read_paused_) {
+    read_paused_ = false;
+    // Resuming re-delivers bytes of a pipelined request from the loop.
+    connection_.ReadDisable(false);
+  }
+}
+
+void ServerConnectionImpl::ResetStream(StreamResetReason reason) {
+  keep_alive_ = false;
+  state_ = State::kClosed;
+  StreamCallbacks* callbacks = stream_callbacks_;
+  stream_callbacks_ = nullptr;
+  decoder_ = nullptr;
+  if (callbacks != nullptr) callbacks->OnResetStream(reason, "");
+}
+
+void ServerConnectionImpl::OnConnectionClosed() {
+  if (decoder_ != nullptr || stream_callbacks_ != nullptr) {
+    ResetStream(StreamResetReason::kConnectionTermination);
+  }
+  state_ = State::kClosed;
+}
+
+void ServerConnectionImpl::OnAboveWriteBufferHighWatermark() {
+  if (stream_callbacks_ != nullptr) stream_callbacks_->OnAboveWriteBufferHighWatermark();
+}
+
+void ServerConnectionImpl::OnBelowWriteBufferLowWatermark() {
+  if (stream_callbacks_ != nullptr) stream_callbacks_->OnBelowWriteBufferLowWatermark();
+}
+
+// ================================================================ client
+
+ClientConnectionImpl::ClientConnectionImpl(event::Connection& connection,
+                                           ClientConnectionCallbacks& callbacks,
+                                           const Limits& limits, size_t buffer_limit)
+    : connection_(connection),
+      callbacks_(callbacks),
+      buffer_limit_(buffer_limit),
+      limits_(limits),
+      head_parser_(limits),
+      body_decoder_(limits) {}
+
+RequestEncoder& ClientConnectionImpl::NewStream(ResponseDecoder& decoder) {
+  decoder_ = &decoder;
+  state_ = State::kHead;
+  request_complete_ = false;
+  response_complete_ = false;
+  head_parser_.Reset();
+  return *this;
+}
+
+void ClientConnectionImpl::EncodeHeaders(const HeaderMap& headers, bool end_stream) {
+  method_ = std::string(headers.Method());
+  std::string out;
+  out.reserve(256 + headers.byteSize() + headers.size() * 4);
+  out += Cat(headers.Method(), " ", headers.Path(), " HTTP/1.1\r\nhost: ", headers.Authority(),
+             "\r\n");
+  bool has_length = headers.Has("content-length");
+  AppendFields(out, headers, false);
+  request_chunked_ = !end_stream && !has_length;
+  if (request_chunked_) out.append("transfer-encoding: chunked\r\n");
+  out.append("\r\n");
+  Buffer buffer;
+  buffer.Add(out);
+  connection_.Write(buffer);
+  if (end_stream) {
+    request_complete_ = true;
+    MaybeComplete();
+  }
+}
+
+void ClientConnectionImpl::EncodeData(Buffer& data, bool end_stream) {
+  if (request_chunked_) {
+    Buffer out;
+    if (!data.empty()) EncodeChunk(out, data);
+    if (end_stream) out.Add("0\r\n\r\n");
+    connection_.Write(out);
+  } else {
+    connection_.Write(data);
+  }
+  if (end_stream) {
+    request_complete_ = true;
+    MaybeComplete();
+  }
+}
+
+void ClientConnectionImpl::EncodeTrailers(const HeaderMap& trailers) {
+  if (request_chunked_) {
+    std::string out = "0\r\n";
+    AppendTrailerFields(out, trailers);
+    out.append("\r\n");
+    Buffer buffer;
+    buffer.Add(out);
+    connection_.Write(buffer);
+  }
+  request_complete_ = true;
+  MaybeComplete();
+}
+
+void ClientConnectionImpl::Dispatch(Buffer& data) {
+  while (!data.empty()) {
+    if (state_ == State::kIdle || state_ == State::kDone) {
+      // Bytes nobody asked for: the connection cannot be trusted any more.
+      keep_alive_ = false;
+      data.Clear();
+      if (state_ == State::kIdle) connection_.Close(event::CloseType::kNoFlush);
+      return;
+    }
+    if (state_ == State::kHead) {
+      size_t window = std::min<size_t>(data.length(), limits_.max_header_bytes + 8);
+      std::string_view view = data.Linearize(window);
+      Head head;
+      HeadParser::Result result = head_parser_.ParseResponse(view, method_, &head);
+      if (result == HeadParser::Result::kIncomplete) return;
+      if (result == HeadParser::Result::kError) {
+        Fail(StreamResetReason::kProtocolError,
+             portway::http1::ParseErrorName(head_parser_.error()));
+        return;
+      }
+      data.Drain(head.head_size);
+      if (head.status < 200) {
+        // 100 Continue and other interim responses: Portway answers the
+        // client's Expect itself, so they are dropped. 101 would switch
+        // protocols, which was not asked for.
+        if (head.status == 101) {
+          Fail(StreamResetReason::kProtocolError, "unexpected_101_switching_protocols");
+          return;
+        }
+        head_parser_.Reset();
+        continue;
+      }
+      keep_alive_ = head.keep_alive;
+      auto headers = std::make_unique<HeaderMap>();
+      headers->AddLower(std::string(headers::kStatus), std::to_string(head.status));
+      CopyFields(head, *headers, /*skip_host=*/false);
+      body_decoder_.Reset(head.body, head.content_length);
+      bool end_stream = head.body == BodyKind::kNone;
+      state_ = end_stream ? State::kDone : State::kBody;
+      ResponseDecoder* decoder = decoder_;
+      if (end_stream) response_complete_ = true;
+      decoder->DecodeHeaders(std::move(headers), end_stream);
+      if (end_stream) {
+        MaybeComplete();
+        return;
+      }
+      continue;
+    }
+    // kBody
+    std::string_view front = data.FrontSlice();
+    BodyDecoder::Step step = body_decoder_.Decode(front);
+    if (body_decoder_.error() != ParseError::kNone) {
+      Fail(StreamResetReason::kProtocolError,
+           portway::http1::ParseErrorName(body_decoder_.error()));
+      return;
+    }
+    Buffer payload;
+    TakePayload(data, step, payload);
+    if (step.done) {
+      state_ = State::kDone;
+      response_complete_ = true;
+      ResponseDecoder* decoder = decoder_;
+      const auto& trailers = body_decoder_.trailers();
+      if (!trailers.empty()) {
+        if (!payload.empty()) decoder->DecodeData(payload, false);
+        if (decoder_ == nullptr) return;
+        auto map = std::make_unique<HeaderMap>();
+        for (const auto& [name, value] : trailers) map->Add(name, value);
+        decoder->DecodeTrailers(std::move(map));
+      } else {
+        decoder->DecodeData(payload, true);
+      }
+      MaybeComplete();
+      return;
+    }
+    if (!payload.empty()) {
+      decoder_->DecodeData(payload, false);
+      if (decoder_ == nullptr) return;
+    }
+  }
+}
+
+void ClientConnectionImpl::OnConnectionClose(bool clean_eof) {
+  keep_alive_ = false;
+  if (decoder_ == nullptr) return;
+  if (state_ == State::kBody && clean_eof && body_decoder_.OnEof()) {
+    state_ = State::kDone;
+    response_complete_ = true;
+    request_complete_ = true;  // nothing more can be sent anyway
+    Buffer empty;
+    decoder_->DecodeData(empty, true);
+    MaybeComplete();
+    return;
+  }
+  Fail(StreamResetReason::kConnectionTermination,
+       state_ == State::kHead ? "closed_before_response" : "closed_mid_body");
+}
+
+void ClientConnectionImpl::Fail(StreamResetReason reason, std::string_view detail) {
+  keep_alive_ = false;
+  state_ = State::kDone;
+  bool had_stream = decoder_ != nullptr;
+  decoder_ = nullptr;
+  StreamCallbacks* callbacks = stream_callbacks_;
+  stream_callbacks_ = nullptr;
+  if (callbacks != nullptr) callbacks->OnResetStream(reason, detail);
+  // The connection is in an unknown state: never reuse it.
+  if (had_stream) callbacks_.OnStreamComplete(false);
+}
+
+void ClientConnectionImpl::ResetStream(StreamResetReason reason) {
+  // A stream given up half-way leaves the connection in an unknown state.
+  keep_alive_ = false;
+  bool had_stream = decoder_ != nullptr;
+  decoder_ = nullptr;
+  stream_callbacks_ = nullptr;
+  state_ = State::kDone;
+  if (had_stream) callbacks_.OnStreamComplete(false);
+}
+
+void ClientConnectionImpl::MaybeComplete() {
+  if (!response_complete_ || decoder_ == nullptr) return;
+  // The response is done; a request still being sent means the peer
+  // answered early and the connection cannot be reused.
+  bool reusable = keep_alive_ && request_complete_;
+  decoder_ = nullptr;
+  stream_callbacks_ = nullptr;
+  state_ = State::kIdle;
+  callbacks_.OnStreamComplete(reusable);
+}
+
+}  // namespace portway::http::http1

@@ -1,0 +1,122 @@
+// The routing table of one listener: virtual hosts chosen by Host, routes
+// matched in order by path, method and headers, each with one action
+// (forward to a cluster, answer directly, or redirect).
+//
+// Thread safety: immutable once built; shared by every worker through the
+// config snapshot.
+//
+//   auto table = RouteTable::Build(listener_proto, "listeners[0]", cluster_names, &errors);
+//   const Route* route = table->Match(request_headers);
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "core/config/yaml_proto.h"
+#include "portway/headers.h"
+
+namespace re2 {
+class RE2;
+}
+namespace portway::config::v1 {
+class Listener;
+class Route;
+class HeaderMutation;
+}  // namespace portway::config::v1
+
+namespace portway::router {
+
+struct HeaderMutation {
+  std::vector<std::pair<std::string, std::string>> add;
+  std::vector<std::pair<std::string, std::string>> set;
+  std::vector<std::string> remove;
+  bool empty() const { return add.empty() && set.empty() && remove.empty(); }
+  void Apply(http::HeaderMap& headers) const;
+};
+
+struct Route {
+  enum class Action { kCluster, kDirectResponse, kRedirect };
+  enum class PathMatch { kPrefix, kExact, kRegex };
+  struct HeaderMatch {
+    std::string name;  // lowercase
+    std::string exact;
+    std::shared_ptr<re2::RE2> regex;
+    bool has_exact = false;
+    bool invert = false;
+  };
+
+  Route();
+  ~Route();
+  Route(Route&&) noexcept;
+  Route& operator=(Route&&) noexcept;
+
+  // Path is without the query string.
+  bool Matches(const http::HeaderMap& headers, std::string_view path) const;
+
+  std::string name;
+  PathMatch path_match = PathMatch::kPrefix;
+  std::string path_value;
+  std::shared_ptr<re2::RE2> path_regex;
+  std::vector<std::string> methods;
+  std::vector<HeaderMatch> header_matches;
+
+  Action action = Action::kCluster;
+  std::string cluster;
+  std::chrono::milliseconds timeout{15000};  // 0 = none
+  bool has_prefix_rewrite = false;
+  std::string prefix_rewrite;
+  std::string host_rewrite;
+  HeaderMutation request_headers;
+  HeaderMutation response_headers;
+
+  int direct_status = 200;
+  std::string direct_body;
+  std::string direct_content_type;
+
+  std::string redirect_scheme;
+  std::string redirect_host;
+  std::string redirect_path;
+  int redirect_status = 301;
+};
+
+struct VirtualHost {
+  std::string name;
+  std::vector<Route> routes;
+};
+
+class RouteTable {
+ public:
+  // Validates and builds. Every problem is appended to `errors` with its
+  // path under `path` (e.g. "listeners[0]"); returns null if there was any.
+  static std::shared_ptr<const RouteTable> Build(const config::v1::Listener& listener,
+                                                 const std::string& path,
+                                                 const std::set<std::string>& clusters,
+                                                 config::ConfigErrors* errors);
+
+  // The first matching route of the virtual host chosen by :authority, or
+  // null (404 no_route).
+  const Route* Match(const http::HeaderMap& headers) const;
+
+ private:
+  const VirtualHost* SelectVirtualHost(std::string_view authority) const;
+
+  std::vector<VirtualHost> virtual_hosts_;
+  absl::flat_hash_map<std::string, size_t> exact_domains_;
+  // Suffix wildcards ("*.example.com" stored as ".example.com"), longest
+  // first so the most specific wins.
+  std::vector<std::pair<std::string, size_t>> suffix_domains_;
+  int default_host_ = -1;
+};
+
+// Appends errors for a header name that cannot be sent (empty, pseudo,
+// non-token) under `path`.
+void ValidateHeaderName(std::string_view name, const std::string& path,
+                        config::ConfigErrors* errors);
+
+}  // namespace portway::router

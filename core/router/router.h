@@ -1,0 +1,101 @@
+// The router: the last stage of every stream. It carries out the route's
+// action: a direct response, a redirect, or forwarding to a cluster, where
+// it picks a host, takes a connection from the pool, streams the request
+// body up and the response back with back-pressure both ways, and turns
+// every upstream failure into the right local reply (the 502 family).
+//
+// Thread safety: one per stream, on the stream's worker.
+#pragma once
+
+#include <memory>
+#include <string_view>
+
+#include "core/event/dispatcher.h"
+#include "core/http/codec.h"
+#include "core/http/local_reply.h"
+#include "core/http/stream_info.h"
+#include "core/router/route_table.h"
+#include "core/upstream/cluster_manager.h"
+
+namespace portway::router {
+
+// What the router needs from the stream that owns it.
+class RouterCallbacks {
+ public:
+  virtual ~RouterCallbacks() = default;
+  virtual event::Dispatcher& Dispatcher() = 0;
+  virtual upstream::ClusterManager& ClusterManager() = 0;
+  virtual http::StreamInfo& Info() = 0;
+  // A response made here (status and taxonomy header from `cause`).
+  virtual void SendLocalReply(http::ErrorCause cause, std::string_view detail) = 0;
+  // A direct response or redirect configured on the route.
+  virtual void SendDirectResponse(int status, std::string_view body, std::string_view content_type,
+                                  std::string_view location) = 0;
+  virtual void EncodeHeaders(http::HeaderMapPtr headers, bool end_stream) = 0;
+  virtual void EncodeData(Buffer& data, bool end_stream) = 0;
+  virtual void EncodeTrailers(http::HeaderMapPtr trailers) = 0;
+  // The upstream failed after the response began: cut the downstream off
+  // so the client sees a truncation, never a clean end.
+  virtual void ResetDownstream(http::ErrorCause cause, std::string_view detail) = 0;
+  virtual void ReadDisableDownstream(bool disable) = 0;
+  virtual size_t BufferLimit() const = 0;
+};
+
+class Router : public http::ResponseDecoder,
+               public http::StreamCallbacks,
+               public upstream::PoolCallbacks {
+ public:
+  explicit Router(RouterCallbacks& callbacks) : callbacks_(callbacks) {}
+  ~Router() override;
+
+  // Request side, called by the stream.
+  void OnRequestHeaders(http::HeaderMapPtr headers, const Route& route, bool end_stream);
+  void OnRequestData(Buffer& data, bool end_stream);
+  void OnRequestTrailers(http::HeaderMapPtr trailers);
+  // The client stopped / resumed draining the response.
+  void OnDownstreamAboveWriteBufferHighWatermark();
+  void OnDownstreamBelowWriteBufferLowWatermark();
+  // The stream is going away (downstream reset or local reply): release the
+  // upstream side.
+  void Abort();
+
+  // http::ResponseDecoder (upstream response)
+  void DecodeHeaders(http::HeaderMapPtr headers, bool end_stream) override;
+  void DecodeData(Buffer& data, bool end_stream) override;
+  void DecodeTrailers(http::HeaderMapPtr trailers) override;
+
+  // http::StreamCallbacks (upstream stream)
+  void OnResetStream(http::StreamResetReason reason, std::string_view detail) override;
+  void OnAboveWriteBufferHighWatermark() override;
+  void OnBelowWriteBufferLowWatermark() override;
+
+  // upstream::PoolCallbacks
+  void OnPoolReady(http::RequestEncoder& encoder, double connect_ms) override;
+  void OnPoolFailure(upstream::PoolFailure reason, std::string_view detail) override;
+
+ private:
+  void StartTimeout();
+  void OnTimeout();
+  void Finish();
+  void ReleaseUpstream();
+  void RewriteRequest(http::HeaderMap& headers);
+  void SendUpstream();
+
+  RouterCallbacks& callbacks_;
+  const Route* route_ = nullptr;
+  http::HeaderMapPtr request_headers_;
+  http::HeaderMapPtr request_trailers_;
+  Buffer pending_body_;
+  upstream::ClusterSnapshotPtr cluster_;
+  upstream::HostSharedPtr host_;
+  upstream::Cancellable* pool_handle_ = nullptr;
+  http::RequestEncoder* encoder_ = nullptr;
+  event::TimerPtr timeout_;
+  bool request_complete_ = false;
+  bool response_started_ = false;
+  bool done_ = false;
+  bool downstream_paused_ = false;
+  bool upstream_paused_ = false;
+};
+
+}  // namespace portway::router

@@ -1,0 +1,267 @@
+#include "core/server/config_builder.h"
+
+#include "core/common/strings.h"
+
+#include <set>
+
+#include "portway/config/v1/bootstrap.pb.h"
+
+namespace portway::server {
+namespace {
+
+void AddError(config::ConfigErrors* errors, std::string path, std::string message) {
+  errors->push_back({std::move(path), std::move(message)});
+}
+
+std::chrono::milliseconds ToMillis(const google::protobuf::Duration& d) {
+  return std::chrono::milliseconds(d.seconds() * 1000 + d.nanos() / 1000000);
+}
+
+// A duration field: default when unset, error when negative.
+std::chrono::milliseconds DurationOr(bool has, const google::protobuf::Duration& d,
+                                     std::chrono::milliseconds fallback, const std::string& path,
+                                     config::ConfigErrors* errors) {
+  if (!has) return fallback;
+  if (d.seconds() < 0 || d.nanos() < 0) {
+    AddError(errors, path, "must not be negative");
+    return fallback;
+  }
+  return ToMillis(d);
+}
+
+upstream::LbPolicy ToPolicy(config::v1::Cluster::LbPolicy p) {
+  switch (p) {
+    case config::v1::Cluster::LEAST_REQUEST:
+      return upstream::LbPolicy::kLeastRequest;
+    case config::v1::Cluster::RANDOM:
+      return upstream::LbPolicy::kRandom;
+    case config::v1::Cluster::RING_HASH:
+      return upstream::LbPolicy::kRingHash;
+    case config::v1::Cluster::MAGLEV:
+      return upstream::LbPolicy::kMaglev;
+    default:
+      return upstream::LbPolicy::kRoundRobin;
+  }
+}
+
+}  // namespace
+
+bool LoadBootstrapFile(const std::string& path, config::v1::Bootstrap* bootstrap,
+                       config::ConfigErrors* errors) {
+  return config::YamlFileToProto(path, bootstrap, errors);
+}
+
+SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
+                                 const SnapshotPtr& previous, config::ConfigErrors* errors) {
+  size_t before = errors->size();
+  auto snapshot = std::make_shared<Snapshot>();
+
+  // Admin.
+  std::string admin =
+      bootstrap.admin().address().empty() ? "127.0.0.1:9901" : bootstrap.admin().address();
+  auto admin_address = network::Address::Parse(admin);
+  if (!admin_address.ok()) {
+    AddError(errors, "admin.address", std::string(admin_address.status().message()));
+  } else {
+    snapshot->admin_address = *admin_address;
+  }
+  snapshot->drain_timeout = DurationOr(bootstrap.has_drain_timeout(), bootstrap.drain_timeout(),
+                                       std::chrono::milliseconds(15000), "drain_timeout", errors);
+
+  // Access log.
+  std::string log_error;
+  snapshot->access_log = AccessLogger::Open(
+      bootstrap.access_log().path(),
+      bootstrap.access_log().format() == config::v1::AccessLog::JSON ? AccessLogger::Format::kJson
+                                                                     : AccessLogger::Format::kText,
+      &log_error);
+  if (!snapshot->access_log) AddError(errors, "access_log.path", log_error);
+
+  // Clusters first: routes are checked against their names.
+  std::set<std::string> cluster_names;
+  for (int i = 0; i < bootstrap.clusters_size(); ++i) {
+    const auto& proto = bootstrap.clusters(i);
+    std::string path = Cat("clusters[", i, "]");
+    size_t cluster_errors = errors->size();
+    if (proto.name().empty()) {
+      AddError(errors, path + ".name", "is required");
+    } else if (!cluster_names.insert(proto.name()).second) {
+      AddError(errors, path + ".name", Cat("duplicate cluster name '", proto.name(), "'"));
+    }
+    auto config = std::make_shared<upstream::ClusterConfig>();
+    config->name = proto.name();
+    config->dns = proto.type() == config::v1::Cluster::DNS;
+    config->lb_policy = ToPolicy(proto.lb_policy());
+    config->hash_header = ToLower(proto.hash_policy().header());
+    config->hash_source_ip = proto.hash_policy().source_ip();
+    if ((config->lb_policy == upstream::LbPolicy::kRingHash ||
+         config->lb_policy == upstream::LbPolicy::kMaglev) &&
+        config->hash_header.empty() && !config->hash_source_ip) {
+      AddError(errors, path + ".hash_policy",
+               "ring_hash and maglev need a hash_policy (header: NAME or source_ip: true)");
+    }
+    if (!config->hash_header.empty() && config->hash_source_ip) {
+      AddError(errors, path + ".hash_policy", "takes only one of header or source_ip");
+    }
+    config->connect_timeout =
+        DurationOr(proto.has_connect_timeout(), proto.connect_timeout(),
+                   std::chrono::milliseconds(5000), path + ".connect_timeout", errors);
+    if (proto.has_connect_timeout() && config->connect_timeout.count() == 0) {
+      AddError(errors, path + ".connect_timeout", "must be greater than 0");
+    }
+    config->dns_refresh_rate =
+        DurationOr(proto.has_dns_refresh_rate(), proto.dns_refresh_rate(),
+                   std::chrono::milliseconds(5000), path + ".dns_refresh_rate", errors);
+    if (config->dns_refresh_rate.count() < 100)
+      config->dns_refresh_rate = std::chrono::milliseconds(100);
+    const auto& pool = proto.connection_pool();
+    if (pool.max_connections() > 0) config->max_connections = pool.max_connections();
+    if (pool.max_pending_requests() > 0) config->max_pending_requests = pool.max_pending_requests();
+    config->idle_timeout =
+        DurationOr(pool.has_idle_timeout(), pool.idle_timeout(), std::chrono::milliseconds(60000),
+                   path + ".connection_pool.idle_timeout", errors);
+    config->max_requests_per_connection = pool.max_requests_per_connection();
+
+    upstream::HostVector hosts;
+    for (int e = 0; e < proto.endpoints_size(); ++e) {
+      const auto& ep = proto.endpoints(e);
+      std::string epath = Cat(path, ".endpoints[", e, "]");
+      upstream::EndpointSpec spec;
+      absl::Status split = network::Address::SplitHostPort(ep.address(), &spec.host, &spec.port);
+      if (!split.ok()) {
+        AddError(errors, epath + ".address", std::string(split.message()));
+        continue;
+      }
+      if (spec.port == 0) AddError(errors, epath + ".address", "port 0 cannot be connected to");
+      if (ep.weight() > 10000) AddError(errors, epath + ".weight", "must be at most 10000");
+      spec.weight = ep.weight() == 0 ? 1 : ep.weight();
+      if (!config->dns) {
+        bool ok = false;
+        network::Address address = network::Address::FromIp(spec.host, spec.port, &ok);
+        if (!ok) {
+          AddError(errors, epath + ".address",
+                   Cat("'", spec.host,
+                       "' is not an IP address; set the cluster's type: dns to resolve "
+                       "names"));
+          continue;
+        }
+        hosts.push_back(std::make_shared<upstream::Host>(config->name, address, spec.weight));
+      }
+      config->endpoints.push_back(std::move(spec));
+    }
+    if (errors->size() != cluster_errors || proto.name().empty()) continue;
+
+    auto& cs = cluster_stats_[proto.name()];
+    if (!cs) cs = std::make_unique<stats::ClusterStats>(store_, proto.name());
+    config->stats = cs.get();
+
+    std::string dns_error;
+    if (config->dns) {
+      // Keep what the last resolution found if the cluster did not change.
+      dns_error = "not resolved yet";
+      if (previous) {
+        auto it = previous->clusters.find(proto.name());
+        if (it != previous->clusters.end() && it->second->config->dns) {
+          const auto& old = *it->second->config;
+          bool same = old.endpoints.size() == config->endpoints.size();
+          for (size_t k = 0; same && k < old.endpoints.size(); ++k) {
+            same = old.endpoints[k].host == config->endpoints[k].host &&
+                   old.endpoints[k].port == config->endpoints[k].port &&
+                   old.endpoints[k].weight == config->endpoints[k].weight;
+          }
+          if (same) {
+            hosts = it->second->hosts;
+            dns_error = it->second->dns_error;
+          }
+        }
+      }
+    }
+    snapshot->clusters[proto.name()] =
+        upstream::MakeClusterSnapshot(std::move(config), std::move(hosts), std::move(dns_error));
+  }
+
+  // Listeners.
+  std::set<std::string> listener_names;
+  std::set<std::string> listener_addresses;
+  for (int i = 0; i < bootstrap.listeners_size(); ++i) {
+    const auto& proto = bootstrap.listeners(i);
+    std::string path = Cat("listeners[", i, "]");
+    size_t listener_errors = errors->size();
+    auto listener = std::make_shared<ListenerConfig>();
+    listener->name = proto.name();
+    if (proto.name().empty()) {
+      AddError(errors, path + ".name", "is required");
+    } else if (!listener_names.insert(proto.name()).second) {
+      AddError(errors, path + ".name", Cat("duplicate listener name '", proto.name(), "'"));
+    }
+    auto address = network::Address::Parse(proto.address());
+    if (proto.address().empty()) {
+      AddError(errors, path + ".address", "is required (e.g. 0.0.0.0:10000)");
+    } else if (!address.ok()) {
+      AddError(errors, path + ".address", std::string(address.status().message()));
+    } else {
+      listener->address = *address;
+      listener->address_text = proto.address();
+      if (address->port() != 0 && !listener_addresses.insert(proto.address()).second) {
+        AddError(errors, path + ".address", "two listeners cannot share an address");
+      }
+    }
+    if (proto.filters_size() > 0) {
+      AddError(errors, path + ".filters",
+               "HTTP filters are not available in this build yet (the router is the only "
+               "stage); remove the filters list");
+    }
+    const auto& limits = proto.limits();
+    auto& codec = listener->codec;
+    if (limits.max_header_bytes() > 0) codec.limits.max_header_bytes = limits.max_header_bytes();
+    if (limits.max_headers() > 0) codec.limits.max_headers = limits.max_headers();
+    if (limits.max_request_line_bytes() > 0) {
+      codec.limits.max_request_line_bytes = limits.max_request_line_bytes();
+    }
+    if (codec.limits.max_request_line_bytes > codec.limits.max_header_bytes) {
+      // The request line is part of the head: an explicit conflict is an
+      // error, a default simply follows the smaller head limit.
+      if (limits.max_request_line_bytes() > 0) {
+        AddError(errors, path + ".limits.max_request_line_bytes", "cannot exceed max_header_bytes");
+      }
+      codec.limits.max_request_line_bytes = codec.limits.max_header_bytes;
+    }
+    if (limits.max_header_bytes() > 1024 * 1024) {
+      AddError(errors, path + ".limits.max_header_bytes", "must be at most 1048576");
+    }
+    if (limits.buffer_limit_bytes() > 0) codec.buffer_limit = limits.buffer_limit_bytes();
+    if (limits.buffer_limit_bytes() > 0 && limits.buffer_limit_bytes() < 1024) {
+      AddError(errors, path + ".limits.buffer_limit_bytes", "must be at least 1024");
+    }
+    codec.max_request_body_bytes = limits.max_request_body_bytes();
+    if (limits.max_connections() > 0) listener->max_connections = limits.max_connections();
+    listener->request_headers_timeout = DurationOr(
+        proto.timeouts().has_request_headers_timeout(), proto.timeouts().request_headers_timeout(),
+        std::chrono::milliseconds(10000), path + ".timeouts.request_headers_timeout", errors);
+    listener->idle_timeout =
+        DurationOr(proto.timeouts().has_idle_timeout(), proto.timeouts().idle_timeout(),
+                   std::chrono::milliseconds(60000), path + ".timeouts.idle_timeout", errors);
+    listener->trust_forwarded_for = proto.proxy_headers().trust_forwarded_for();
+    listener->trust_request_id = proto.proxy_headers().trust_request_id();
+    if (proto.routes_size() == 0 && proto.virtual_hosts_size() == 0) {
+      AddError(errors, path, "needs routes or virtual_hosts");
+    }
+    listener->routes = router::RouteTable::Build(proto, path, cluster_names, errors);
+    if (errors->size() != listener_errors || proto.name().empty()) continue;
+
+    auto& ls = listener_stats_[proto.name()];
+    if (!ls) ls = std::make_unique<stats::ListenerStats>(store_, proto.name());
+    listener->stats = ls.get();
+    auto& state = listener_states_[proto.name()];
+    if (!state) state = std::make_shared<ListenerState>();
+    listener->state = state;
+    snapshot->listeners[proto.name()] = std::move(listener);
+  }
+
+  if (errors->size() != before) return nullptr;
+  snapshot->version = next_version_++;
+  snapshot->config_json = config::ProtoToJson(bootstrap);
+  return snapshot;
+}
+
+}  // namespace portway::server

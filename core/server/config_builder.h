@@ -1,0 +1,44 @@
+// Turns a Bootstrap proto into a runnable Snapshot, validating everything
+// and reporting every problem with its field path. Nothing is half-built:
+// either the whole snapshot is valid or the caller keeps the old one.
+//
+// Thread safety: main thread only.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "core/config/yaml_proto.h"
+#include "core/server/snapshot.h"
+#include "core/server/stats.h"
+
+namespace portway::config::v1 {
+class Bootstrap;
+}
+
+namespace portway::server {
+
+class ConfigBuilder {
+ public:
+  explicit ConfigBuilder(stats::Store& store) : store_(store) {}
+
+  // `previous` (may be null) lends DNS results and listener state to the
+  // new snapshot. Returns null and fills `errors` on any error.
+  SnapshotPtr Build(const config::v1::Bootstrap& bootstrap, const SnapshotPtr& previous,
+                    config::ConfigErrors* errors);
+
+ private:
+  stats::Store& store_;
+  // Per-name state and stats that live across reloads.
+  std::map<std::string, std::shared_ptr<ListenerState>> listener_states_;
+  std::map<std::string, std::unique_ptr<stats::ListenerStats>> listener_stats_;
+  std::map<std::string, std::unique_ptr<stats::ClusterStats>> cluster_stats_;
+  uint64_t next_version_ = 1;
+};
+
+// Loads a YAML/JSON bootstrap file into `bootstrap`; false with errors.
+bool LoadBootstrapFile(const std::string& path, config::v1::Bootstrap* bootstrap,
+                       config::ConfigErrors* errors);
+
+}  // namespace portway::server

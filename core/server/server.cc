@@ -1,0 +1,609 @@
+#include "core/server/server.h"
+
+#include "core/common/strings.h"
+
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+
+#include "absl/strings/str_format.h"
+#include "core/http/conn_manager.h"
+#include "core/upstream/cluster_manager.h"
+#include "portway/config/v1/bootstrap.pb.h"
+#include "spdlog/spdlog.h"
+
+namespace portway::server {
+
+// ================================================================ worker
+
+class Worker : public http::ConnectionManagerContext {
+ public:
+  Worker(int index) : index_(index), dispatcher_(event::Dispatcher::Create(Cat("worker_", index))) {
+    cluster_manager_ =
+        std::make_unique<upstream::ClusterManager>(*dispatcher_, upstream::MakeDefaultRandom());
+  }
+  ~Worker() override { Stop(); }
+
+  void Start(SnapshotPtr snapshot, std::map<std::string, int> fds) {
+    thread_ = std::thread([this, snapshot = std::move(snapshot), fds = std::move(fds)]() mutable {
+      ApplySnapshot(std::move(snapshot));
+      for (const auto& [name, fd] : fds) AddListener(name, fd);
+      dispatcher_->Run();
+      // Tear down in dependency order: downstream connections (which
+      // release their upstream streams), then what they queued for
+      // deletion, then the pools.
+      listeners_.clear();
+      connections_.clear();
+      dispatcher_->ClearDeferredDeleteList();
+      cluster_manager_.reset();
+      dispatcher_->ClearDeferredDeleteList();
+    });
+  }
+  void Stop() {
+    if (!thread_.joinable()) return;
+    dispatcher_->Post([this] { dispatcher_->Exit(); });
+    thread_.join();
+  }
+  void Post(std::function<void()> fn) { dispatcher_->Post(std::move(fn)); }
+  size_t ConnectionCount() const { return connection_count_.load(std::memory_order_relaxed); }
+
+  // --- worker thread from here on
+  void ApplySnapshot(SnapshotPtr snapshot) {
+    snapshot_ = std::move(snapshot);
+    cluster_manager_->Update(snapshot_->clusters);
+  }
+  void AddListener(const std::string& name, int fd) {
+    auto wl = std::make_unique<WorkerListener>(*this, name);
+    wl->listener = dispatcher_->AdoptListener(fd, *wl);
+    listeners_[name] = std::move(wl);
+  }
+  void RemoveListener(const std::string& name) { listeners_.erase(name); }
+  void Drain() {
+    draining_ = true;
+    listeners_.clear();
+    std::vector<http::ConnectionManager*> all;
+    for (auto& [ptr, owned] : connections_) all.push_back(ptr);
+    for (auto* c : all) c->StartDrain();
+    cluster_manager_->DrainAll();
+  }
+
+  // http::ConnectionManagerContext
+  event::Dispatcher& Dispatcher() override { return *dispatcher_; }
+  upstream::ClusterManager& ClusterManager() override { return *cluster_manager_; }
+  ListenerConfigPtr CurrentListener(const std::string& name) override {
+    auto it = snapshot_->listeners.find(name);
+    return it == snapshot_->listeners.end() ? nullptr : it->second;
+  }
+  const AccessLogger* AccessLog() override {
+    return snapshot_->access_log && snapshot_->access_log->enabled() ? snapshot_->access_log.get()
+                                                                     : nullptr;
+  }
+  bool Draining() const override { return draining_; }
+  std::string NewRequestId() override {
+    upstream::Random& r = cluster_manager_->random();
+    uint64_t hi = r.Next();
+    uint64_t lo = r.Next();
+    // RFC 9562 version 4 layout.
+    hi = (hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;
+    lo = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
+    return absl::StrFormat("%08x-%04x-%04x-%04x-%012x", hi >> 32, (hi >> 16) & 0xffff, hi & 0xffff,
+                           lo >> 48, lo & 0xffffffffffffULL);
+  }
+  void RemoveConnection(http::ConnectionManager& connection) override {
+    auto it = connections_.find(&connection);
+    if (it == connections_.end()) return;
+    dispatcher_->DeferredDelete(std::move(it->second));
+    connections_.erase(it);
+    connection_count_.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+ private:
+  struct WorkerListener : public event::ListenerCallbacks {
+    WorkerListener(Worker& worker, std::string name) : worker(worker), name(std::move(name)) {}
+    void OnAccept(event::ConnectionPtr connection) override {
+      worker.OnAccept(name, std::move(connection));
+    }
+    Worker& worker;
+    std::string name;
+    event::ListenerPtr listener;
+  };
+
+  void OnAccept(const std::string& name, event::ConnectionPtr connection) {
+    ListenerConfigPtr config = CurrentListener(name);
+    if (!config || draining_) {
+      connection->Close(event::CloseType::kNoFlush);
+      return;
+    }
+    if (config->state->connections.fetch_add(1, std::memory_order_relaxed) >=
+        config->max_connections) {
+      config->state->connections.fetch_sub(1, std::memory_order_relaxed);
+      config->stats->connections_overflow.Inc();
+      connection->Close(event::CloseType::kNoFlush);
+      return;
+    }
+    auto cm = std::make_unique<http::ConnectionManager>(*this, config, std::move(connection));
+    http::ConnectionManager* raw = cm.get();
+    connections_.emplace(raw, std::move(cm));
+    connection_count_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  const int index_;
+  event::DispatcherPtr dispatcher_;
+  std::unique_ptr<upstream::ClusterManager> cluster_manager_;
+  SnapshotPtr snapshot_;
+  std::map<std::string, std::unique_ptr<WorkerListener>> listeners_;
+  std::map<http::ConnectionManager*, std::unique_ptr<http::ConnectionManager>> connections_;
+  std::atomic<size_t> connection_count_{0};
+  std::thread thread_;
+  bool draining_ = false;
+};
+
+// ================================================================= admin
+
+class AdminServer : public event::ListenerCallbacks {
+ public:
+  AdminServer(Server& server, event::Dispatcher& dispatcher)
+      : server_(server), dispatcher_(dispatcher) {}
+
+  bool Listen(const network::Address& address, std::string* error) {
+    int fd = event::CreateListenSocket(address, 128, error);
+    if (fd < 0) return false;
+    bound_ = event::SocketLocalAddress(fd);
+    listener_ = dispatcher_.AdoptListener(fd, *this);
+    return true;
+  }
+  const network::Address& bound() const { return bound_; }
+  void OnAccept(event::ConnectionPtr connection) override {
+    auto c = std::make_unique<Connection>(*this, std::move(connection));
+    Connection* raw = c.get();
+    connections_.emplace(raw, std::move(c));
+  }
+
+ private:
+  // One admin connection: the same HTTP/1 codec as the data plane.
+  class Connection : public event::ConnectionCallbacks,
+                     public http::ServerConnectionCallbacks,
+                     public http::RequestDecoder,
+                     public event::DeferredDeletable {
+   public:
+    Connection(AdminServer& admin, event::ConnectionPtr connection)
+        : admin_(admin), connection_(std::move(connection)) {
+      http::http1::ServerOptions options;
+      codec_ = std::make_unique<http::http1::ServerConnectionImpl>(*connection_, *this, options);
+      connection_->SetCallbacks(this);
+    }
+    void OnData(Buffer& data, bool end_stream) override {
+      if (closed_) return;
+      codec_->Dispatch(data);
+      if (end_stream && !closed_) Close();
+    }
+    void OnEvent(event::ConnectionEvent event) override {
+      if (event == event::ConnectionEvent::kRemoteClose) Close();
+    }
+    http::RequestDecoder& NewStream(http::ResponseEncoder& encoder) override {
+      encoder_ = &encoder;
+      return *this;
+    }
+    void OnProtocolError(const http::CodecError& error, http::ResponseEncoder* encoder) override {
+      if (encoder != nullptr) Respond(error.status, "text/plain", error.cause + "\n");
+      Close();
+    }
+    void DecodeHeaders(http::HeaderMapPtr headers, bool end_stream) override {
+      method_ = std::string(headers->Method());
+      path_ = std::string(headers->Path());
+      if (end_stream) Handle();
+    }
+    void DecodeData(Buffer& data, bool end_stream) override {
+      data.Clear();
+      if (end_stream) Handle();
+    }
+    void DecodeTrailers(http::HeaderMapPtr) override { Handle(); }
+
+   private:
+    void Handle() {
+      Server& s = admin_.server_;
+      std::string path = path_.substr(0, path_.find('?'));
+      if (method_ != "GET" && method_ != "HEAD") {
+        Respond(405, "text/plain", "method not allowed\n");
+      } else if (path == "/ready") {
+        bool ready = s.Ready();
+        Respond(ready ? 200 : 503, "text/plain",
+                ready ? "ready\n" : (s.Draining() ? "draining\n" : "starting\n"));
+      } else if (path == "/stats") {
+        Respond(200, "text/plain; version=0.0.4", s.RenderStats());
+      } else if (path == "/clusters") {
+        Respond(200, "application/json", s.RenderClusters());
+      } else if (path == "/listeners") {
+        Respond(200, "application/json", s.RenderListeners());
+      } else if (path == "/config_dump") {
+        Respond(200, "application/json", s.RenderConfigDump());
+      } else if (path == "/") {
+        Respond(200, "text/plain", "/ready /stats /clusters /listeners /config_dump\n");
+      } else {
+        Respond(404, "text/plain", "unknown admin path\n");
+      }
+      if (codec_->WantsClose()) Close();
+    }
+    void Respond(int status, std::string_view content_type, const std::string& body) {
+      http::HeaderMap headers;
+      headers.AddLower(":status", std::to_string(status));
+      headers.AddLower("content-type", std::string(content_type));
+      headers.AddLower("content-length", std::to_string(body.size()));
+      encoder_->EncodeHeaders(headers, false);
+      Buffer data;
+      data.Add(body);
+      encoder_->EncodeData(data, true);
+    }
+    void Close() {
+      if (closed_) return;
+      closed_ = true;
+      connection_->Close(event::CloseType::kFlushWrite);
+      admin_.Remove(this);
+    }
+
+    AdminServer& admin_;
+    event::ConnectionPtr connection_;
+    std::unique_ptr<http::http1::ServerConnectionImpl> codec_;
+    http::ResponseEncoder* encoder_ = nullptr;
+    std::string method_;
+    std::string path_;
+    bool closed_ = false;
+  };
+
+  void Remove(Connection* c) {
+    auto it = connections_.find(c);
+    if (it == connections_.end()) return;
+    dispatcher_.DeferredDelete(std::move(it->second));
+    connections_.erase(it);
+  }
+
+  Server& server_;
+  event::Dispatcher& dispatcher_;
+  network::Address bound_;
+  event::ListenerPtr listener_;
+  std::map<Connection*, std::unique_ptr<Connection>> connections_;
+};
+
+// ================================================================ server
+
+Server::Server(Options options)
+    : options_(std::move(options)),
+      builder_(store_),
+      dispatcher_(event::Dispatcher::Create("main")) {
+  if (options_.workers <= 0) {
+    options_.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }
+}
+
+Server::~Server() {
+  for (auto& w : workers_) w->Stop();
+  workers_.clear();
+  admin_.reset();
+  for (auto& [name, bl] : listeners_) {
+    for (int fd : bl.fds) close(fd);
+  }
+}
+
+bool Server::BindListeners(const SnapshotPtr& snapshot, std::map<std::string, BoundListener>* bound,
+                           config::ConfigErrors* errors) {
+  for (const auto& [name, config] : snapshot->listeners) {
+    if (bound->count(name) > 0) continue;
+    BoundListener bl;
+    bl.config = config;
+    network::Address address = config->address;
+    for (int i = 0; i < options_.workers; ++i) {
+      std::string error;
+      // The first socket learns the port when the config says :0; the
+      // others join it with SO_REUSEPORT.
+      int fd = event::CreateListenSocket(address, 4096, &error);
+      if (fd < 0) {
+        errors->push_back({Cat("listeners[\"", name, "\"].address"), error});
+        for (int open_fd : bl.fds) close(open_fd);
+        return false;
+      }
+      if (i == 0) address = event::SocketLocalAddress(fd);
+      bl.fds.push_back(fd);
+    }
+    bl.bound = address;
+    (*bound)[name] = std::move(bl);
+  }
+  return true;
+}
+
+bool Server::Init(config::ConfigErrors* errors) {
+  config::v1::Bootstrap bootstrap;
+  if (!LoadBootstrapFile(options_.config_path, &bootstrap, errors)) return false;
+  SnapshotPtr snapshot = builder_.Build(bootstrap, nullptr, errors);
+  if (!snapshot) return false;
+  std::map<std::string, BoundListener> bound;
+  if (!BindListeners(snapshot, &bound, errors)) return false;
+
+  admin_ = std::make_unique<AdminServer>(*this, *dispatcher_);
+  std::string error;
+  if (!admin_->Listen(snapshot->admin_address, &error)) {
+    errors->push_back({"admin.address", error});
+    return false;
+  }
+  snapshot_ = snapshot;
+  listeners_ = std::move(bound);
+
+  for (int i = 0; i < options_.workers; ++i) {
+    auto worker = std::make_unique<Worker>(i);
+    std::map<std::string, int> fds;
+    for (auto& [name, bl] : listeners_) fds[name] = bl.fds[i];
+    worker->Start(snapshot_, std::move(fds));
+    workers_.push_back(std::move(worker));
+  }
+  // Workers own the listening fds now.
+  for (auto& [name, bl] : listeners_) bl.fds.clear();
+
+  signals_.push_back(dispatcher_->ListenForSignal(SIGTERM, [this] { StartDrain(); }));
+  signals_.push_back(dispatcher_->ListenForSignal(SIGINT, [this] { StartDrain(); }));
+  signals_.push_back(dispatcher_->ListenForSignal(SIGHUP, [this] { Reload(); }));
+  signal(SIGPIPE, SIG_IGN);
+
+  ScheduleDns();
+  if (!options_.admin_address_path.empty()) {
+    std::string tmp = options_.admin_address_path + ".tmp";
+    {
+      std::ofstream out(tmp);
+      out << admin_->bound().ToString();
+    }
+    std::rename(tmp.c_str(), options_.admin_address_path.c_str());
+  }
+  for (const auto& [name, bl] : listeners_) {
+    spdlog::info("listener '{}' on {}", name, bl.bound.ToString());
+  }
+  spdlog::info("admin on {}; {} worker(s); config version {}", admin_->bound().ToString(),
+               options_.workers, snapshot_->version);
+  return true;
+}
+
+int Server::Run() {
+  dispatcher_->Run();
+  for (auto& w : workers_) w->Stop();
+  spdlog::info("stopped");
+  return exit_code_;
+}
+
+void Server::Publish(SnapshotPtr snapshot) {
+  snapshot_ = std::move(snapshot);
+  for (auto& w : workers_) {
+    Worker* worker = w.get();
+    worker->Post([worker, s = snapshot_] { worker->ApplySnapshot(s); });
+  }
+}
+
+void Server::Reload() {
+  if (draining_) return;
+  spdlog::info("SIGHUP: reloading {}", options_.config_path);
+  config::ConfigErrors errors;
+  config::v1::Bootstrap bootstrap;
+  SnapshotPtr next;
+  if (LoadBootstrapFile(options_.config_path, &bootstrap, &errors)) {
+    next = builder_.Build(bootstrap, snapshot_, &errors);
+  }
+  std::map<std::string, BoundListener> added;
+  std::vector<std::string> removed;
+  if (next) {
+    for (const auto& [name, bl] : listeners_) {
+      auto it = next->listeners.find(name);
+      if (it == next->listeners.end() || it->second->address_text != bl.config->address_text) {
+        removed.push_back(name);
+      }
+    }
+    std::map<std::string, BoundListener> keep;
+    for (const auto& [name, bl] : listeners_) {
+      if (std::find(removed.begin(), removed.end(), name) == removed.end()) keep[name] = bl;
+    }
+    added = keep;
+    if (!BindListeners(next, &added, &errors)) next = nullptr;
+  }
+  if (!next) {
+    spdlog::error("reload rejected; the running config (version {}) keeps serving:",
+                  snapshot_->version);
+    for (const auto& e : errors) spdlog::error("  {}", e.ToString());
+    return;
+  }
+  Publish(next);
+  for (const std::string& name : removed) {
+    for (auto& w : workers_) {
+      Worker* worker = w.get();
+      worker->Post([worker, name] { worker->RemoveListener(name); });
+    }
+  }
+  for (auto& [name, bl] : added) {
+    if (bl.fds.empty()) continue;
+    for (size_t i = 0; i < workers_.size(); ++i) {
+      Worker* worker = workers_[i].get();
+      int fd = bl.fds[i];
+      worker->Post([worker, name = name, fd] { worker->AddListener(name, fd); });
+    }
+    bl.fds.clear();
+    spdlog::info("listener '{}' on {}", name, bl.bound.ToString());
+  }
+  for (auto& [name, bl] : added) bl.config = next->listeners.at(name);
+  listeners_ = std::move(added);
+  ScheduleDns();
+  spdlog::info("reload applied: config version {}", snapshot_->version);
+}
+
+void Server::StartDrain() {
+  if (draining_) return;
+  draining_ = true;
+  spdlog::info("draining: no new connections; waiting up to {}ms for requests in flight",
+               snapshot_->drain_timeout.count());
+  for (auto& w : workers_) {
+    Worker* worker = w.get();
+    worker->Post([worker] { worker->Drain(); });
+  }
+  drain_deadline_ = dispatcher_->Now() + snapshot_->drain_timeout;
+  drain_timer_ = dispatcher_->CreateTimer([this] { CheckDrained(); });
+  drain_timer_->Enable(std::chrono::milliseconds(20));
+}
+
+void Server::CheckDrained() {
+  size_t open = 0;
+  for (auto& w : workers_) open += w->ConnectionCount();
+  if (open == 0 || dispatcher_->Now() >= drain_deadline_) {
+    if (open > 0) spdlog::warn("drain timeout: closing {} connection(s)", open);
+    dns_timers_.clear();
+    signals_.clear();
+    dispatcher_->Exit();
+    return;
+  }
+  drain_timer_->Enable(std::chrono::milliseconds(20));
+}
+
+// ------------------------------------------------------------------- DNS
+
+void Server::ScheduleDns() {
+  bool all_resolved = true;
+  for (const auto& [name, cluster] : snapshot_->clusters) {
+    if (!cluster->config->dns) continue;
+    if (!dns_resolved_once_[name]) all_resolved = false;
+    if (dns_timers_.count(name) == 0) {
+      dns_timers_[name] = dispatcher_->CreateTimer([this, name = name] { ResolveCluster(name); });
+      ResolveCluster(name);
+    }
+  }
+  // Timers of clusters that are gone.
+  for (auto it = dns_timers_.begin(); it != dns_timers_.end();) {
+    it = snapshot_->clusters.count(it->first) ? std::next(it) : dns_timers_.erase(it);
+  }
+  if (all_resolved) ready_ = true;
+}
+
+void Server::ResolveCluster(const std::string& name) {
+  auto it = snapshot_->clusters.find(name);
+  if (it == snapshot_->clusters.end()) return;
+  const auto& endpoints = it->second->config->endpoints;
+  auto batch = std::make_shared<ResolveBatch>();
+  batch->results.resize(endpoints.size());
+  batch->remaining = endpoints.size();
+  if (endpoints.empty()) {
+    OnResolved(name, batch);
+    return;
+  }
+  for (size_t i = 0; i < endpoints.size(); ++i) {
+    dispatcher_->Resolve(endpoints[i].host, endpoints[i].port,
+                         [this, name, i, batch](event::ResolveResult r) {
+                           batch->results[i] = std::move(r);
+                           // Act once every endpoint has answered.
+                           if (--batch->remaining == 0) OnResolved(name, batch);
+                         });
+  }
+}
+
+void Server::OnResolved(const std::string& name, std::shared_ptr<ResolveBatch> batch) {
+  auto it = snapshot_->clusters.find(name);
+  if (it == snapshot_->clusters.end() || !it->second->config->dns) return;
+  const upstream::ClusterSnapshot& current = *it->second;
+  // The cluster may have been reconfigured while the lookups ran.
+  if (current.config->endpoints.size() != batch->results.size()) return;
+  const std::vector<event::ResolveResult>* results = &batch->results;
+  upstream::HostVector hosts;
+  std::string error;
+  for (size_t i = 0; i < results->size(); ++i) {
+    const auto& r = (*results)[i];
+    const auto& spec = current.config->endpoints[i];
+    if (r.error != 0) {
+      error = Cat("cannot resolve '", spec.host, "': ", r.error_message);
+      continue;
+    }
+    for (const network::Address& address : r.addresses) {
+      // Keep the Host object (and its counters) of an address we already had.
+      upstream::HostSharedPtr host;
+      for (const auto& old : current.hosts) {
+        if (old->address() == address) host = old;
+      }
+      if (!host) host = std::make_shared<upstream::Host>(name, address, spec.weight);
+      hosts.push_back(std::move(host));
+    }
+  }
+  if (!hosts.empty()) error.clear();
+  bool changed = hosts.size() != current.hosts.size() || error != current.dns_error;
+  for (size_t i = 0; !changed && i < hosts.size(); ++i) changed = hosts[i] != current.hosts[i];
+  if (changed) {
+    if (!error.empty()) spdlog::warn("cluster '{}': {}", name, error);
+    auto next = std::make_shared<Snapshot>(*snapshot_);
+    next->clusters[name] = upstream::MakeClusterSnapshot(current.config, hosts, error);
+    Publish(next);
+  }
+  dns_resolved_once_[name] = true;
+  bool all = true;
+  for (const auto& [n, c] : snapshot_->clusters) {
+    if (c->config->dns && !dns_resolved_once_[n]) all = false;
+  }
+  if (all) ready_ = true;
+  auto timer = dns_timers_.find(name);
+  if (timer != dns_timers_.end()) timer->second->Enable(current.config->dns_refresh_rate);
+}
+
+// ----------------------------------------------------------- admin pages
+
+namespace {
+std::string JsonString(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  out.push_back('"');
+  return out;
+}
+}  // namespace
+
+std::string Server::RenderClusters() const {
+  std::string out = "{\"clusters\":[";
+  bool first_cluster = true;
+  for (const auto& [name, cluster] : snapshot_->clusters) {
+    if (!first_cluster) out.push_back(',');
+    first_cluster = false;
+    out +=
+        Cat("{\"name\":", JsonString(name), ",\"type\":\"", cluster->config->dns ? "dns" : "static",
+            "\",\"dns_error\":", JsonString(cluster->dns_error), ",\"hosts\":[");
+    bool first = true;
+    for (const auto& host : cluster->hosts) {
+      if (!first) out.push_back(',');
+      first = false;
+      out += Cat("{\"address\":", JsonString(host->addressString()), ",\"weight\":", host->weight(),
+                 ",\"health\":\"", upstream::HealthStateName(host->health()),
+                 "\",\"active_requests\":", host->activeRequestCount(),
+                 ",\"requests_total\":", host->requests_total.load(),
+                 ",\"connect_failures\":", host->connect_failures.load(),
+                 ",\"active_connections\":", host->active_connections.load(), "}");
+    }
+    out.append("]}");
+  }
+  out.append("]}\n");
+  return out;
+}
+
+std::string Server::RenderListeners() const {
+  std::string out = "{\"listeners\":[";
+  bool first = true;
+  for (const auto& [name, bl] : listeners_) {
+    if (!first) out.push_back(',');
+    first = false;
+    out +=
+        Cat("{\"name\":", JsonString(name), ",\"address\":", JsonString(bl.bound.ToString()), "}");
+  }
+  out.append("]}\n");
+  return out;
+}
+
+std::string Server::RenderConfigDump() const {
+  // The running bootstrap, with the snapshot version as the first key.
+  std::string_view json = snapshot_->config_json;
+  size_t open = json.find('{');
+  if (open == std::string_view::npos) return Cat("{\"version\":", snapshot_->version, "}\n");
+  std::string_view rest = json.substr(open + 1);
+  size_t first = rest.find_first_not_of(" \n\t");
+  bool empty = first == std::string_view::npos || rest[first] == '}';
+  return Cat("{\"version\":", snapshot_->version, empty ? "" : ",", rest, "\n");
+}
+
+}  // namespace portway::server

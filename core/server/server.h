@@ -1,0 +1,95 @@
+// The gateway process: the main thread (config, admin, signals, DNS, drain)
+// and N workers, each with its own event loop and SO_REUSEPORT listeners.
+//
+// Thread safety: Server's methods run on the main thread. Workers receive
+// new snapshots, listeners and drain orders only through Dispatcher::Post;
+// they share nothing mutable except atomics (stats, host state).
+//
+//   Server server(options);
+//   if (!server.Init(&errors)) { ...print errors... }
+//   return server.Run();   // until SIGTERM/SIGINT and drain
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/config/yaml_proto.h"
+#include "core/event/dispatcher.h"
+#include "core/server/config_builder.h"
+#include "core/server/snapshot.h"
+#include "core/server/stats.h"
+
+namespace portway::server {
+
+struct Options {
+  std::string config_path;
+  int workers = 0;  // 0 = number of cores
+  std::string admin_address_path;
+};
+
+class Worker;
+class AdminServer;
+
+class Server {
+ public:
+  explicit Server(Options options);
+  ~Server();
+
+  // Loads the config, binds every socket and starts the workers. On
+  // failure, `errors` says why and nothing is left running.
+  bool Init(config::ConfigErrors* errors);
+  // Serves until a SIGTERM/SIGINT drain finishes. Returns the exit code.
+  int Run();
+
+  // Admin pages.
+  bool Ready() const { return ready_ && !draining_; }
+  bool Draining() const { return draining_; }
+  std::string RenderStats() const { return store_.RenderPrometheus(); }
+  std::string RenderClusters() const;
+  std::string RenderListeners() const;
+  std::string RenderConfigDump() const;
+
+ private:
+  struct BoundListener {
+    ListenerConfigPtr config;
+    std::vector<int> fds;  // one per worker; handed over on start
+    network::Address bound;
+  };
+
+  bool BindListeners(const SnapshotPtr& snapshot, std::map<std::string, BoundListener>* bound,
+                     config::ConfigErrors* errors);
+  void Publish(SnapshotPtr snapshot);
+  void Reload();
+  void StartDrain();
+  void CheckDrained();
+  void ScheduleDns();
+  void ResolveCluster(const std::string& name);
+  struct ResolveBatch {
+    std::vector<event::ResolveResult> results;  // one per endpoint
+    size_t remaining = 0;
+  };
+  void OnResolved(const std::string& name, std::shared_ptr<ResolveBatch> batch);
+
+  Options options_;
+  stats::Store store_;
+  ConfigBuilder builder_;
+  event::DispatcherPtr dispatcher_;
+  SnapshotPtr snapshot_;
+  std::map<std::string, BoundListener> listeners_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::unique_ptr<AdminServer> admin_;
+  std::vector<event::SignalHandlePtr> signals_;
+  std::map<std::string, event::TimerPtr> dns_timers_;
+  std::map<std::string, bool> dns_resolved_once_;
+  event::TimerPtr drain_timer_;
+  event::MonotonicTime drain_deadline_;
+  bool ready_ = false;
+  bool draining_ = false;
+  int exit_code_ = 0;
+};
+
+}  // namespace portway::server

@@ -1,0 +1,56 @@
+// The configuration the data plane runs on: immutable, built on the main
+// thread, handed to every worker as a shared_ptr<const Snapshot>. A request
+// keeps the snapshot it started with; the next request sees the newest.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "core/http/http1/codec.h"
+#include "core/network/address.h"
+#include "core/router/route_table.h"
+#include "core/server/access_log.h"
+#include "core/upstream/cluster.h"
+
+namespace portway::stats {
+struct ListenerStats;
+}
+
+namespace portway::server {
+
+// State of a listener that outlives config reloads (the same name keeps it).
+struct ListenerState {
+  std::atomic<uint64_t> connections{0};
+};
+
+struct ListenerConfig {
+  std::string name;
+  network::Address address;
+  std::string address_text;
+  http::http1::ServerOptions codec;
+  std::chrono::milliseconds request_headers_timeout{10000};
+  std::chrono::milliseconds idle_timeout{60000};
+  uint32_t max_connections = 16384;
+  bool trust_forwarded_for = false;
+  bool trust_request_id = false;
+  std::shared_ptr<const router::RouteTable> routes;
+  stats::ListenerStats* stats = nullptr;
+  std::shared_ptr<ListenerState> state;
+};
+using ListenerConfigPtr = std::shared_ptr<const ListenerConfig>;
+
+struct Snapshot {
+  uint64_t version = 0;
+  std::map<std::string, ListenerConfigPtr> listeners;
+  std::map<std::string, upstream::ClusterSnapshotPtr> clusters;
+  std::shared_ptr<AccessLogger> access_log;
+  std::chrono::milliseconds drain_timeout{15000};
+  network::Address admin_address;
+  std::string config_json;  // for /config_dump
+};
+using SnapshotPtr = std::shared_ptr<const Snapshot>;
+
+}  // namespace portway::server

@@ -1,0 +1,113 @@
+// Counters, gauges and histograms, rendered in Prometheus text format by
+// the admin /stats page.
+//
+// Thread safety: metrics are created on the main thread while a config is
+// built (under a mutex) and are never destroyed while the process runs, so
+// workers hold plain references. Updates are relaxed atomics: no lock on the
+// request path.
+//
+//   Counter& c = store.GetCounter("portway_downstream_requests_total", {{"listener", "edge"}});
+//   c.Inc();
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/http/local_reply.h"
+
+namespace portway::stats {
+
+using Labels = std::vector<std::pair<std::string, std::string>>;
+
+class Counter {
+ public:
+  void Inc(uint64_t n = 1) { value_.fetch_add(n, std::memory_order_relaxed); }
+  uint64_t Value() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> value_{0};
+};
+
+class Gauge {
+ public:
+  void Add(int64_t n = 1) { value_.fetch_add(n, std::memory_order_relaxed); }
+  void Sub(int64_t n = 1) { value_.fetch_sub(n, std::memory_order_relaxed); }
+  void Set(int64_t n) { value_.store(n, std::memory_order_relaxed); }
+  int64_t Value() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<int64_t> value_{0};
+};
+
+// Milliseconds, fixed buckets.
+class Histogram {
+ public:
+  static constexpr std::array<double, 14> kBounds = {0.5, 1,   2.5, 5,    10,   25,   50,
+                                                     100, 250, 500, 1000, 2500, 5000, 10000};
+  void Record(double ms);
+  uint64_t Count() const { return count_.load(std::memory_order_relaxed); }
+  double SumMs() const {
+    return static_cast<double>(sum_us_.load(std::memory_order_relaxed)) / 1000;
+  }
+  uint64_t Bucket(size_t i) const { return buckets_[i].load(std::memory_order_relaxed); }
+
+ private:
+  std::array<std::atomic<uint64_t>, kBounds.size() + 1> buckets_{};
+  std::atomic<uint64_t> count_{0};
+  std::atomic<uint64_t> sum_us_{0};
+};
+
+class Store {
+ public:
+  Counter& GetCounter(const std::string& name, const Labels& labels);
+  Gauge& GetGauge(const std::string& name, const Labels& labels);
+  Histogram& GetHistogram(const std::string& name, const Labels& labels);
+  std::string RenderPrometheus() const;
+
+ private:
+  template <typename T>
+  using Family = std::map<std::string, std::map<std::string, std::unique_ptr<T>>>;
+  mutable std::mutex mutex_;
+  Family<Counter> counters_;
+  Family<Gauge> gauges_;
+  Family<Histogram> histograms_;
+};
+
+// The metrics of one listener, shared by every worker.
+struct ListenerStats {
+  ListenerStats(Store& store, const std::string& listener);
+  Counter& requests;
+  std::array<Counter*, 6> responses;  // index = status / 100 (1xx..5xx); 0 unused
+  std::array<Counter*, static_cast<size_t>(http::ErrorCause::kCount)> local_replies;
+  Gauge& connections_active;
+  Counter& connections_total;
+  Counter& connections_overflow;
+  Counter& protocol_errors;
+};
+
+// The metrics of one cluster.
+struct ClusterStats {
+  ClusterStats(Store& store, const std::string& cluster);
+  Counter& requests;
+  std::array<Counter*, 6> responses;
+  Gauge& connections_active;
+  Counter& connections_total;
+  Counter& connect_failures;
+  Counter& connect_timeouts;
+  Counter& pending_overflow;
+  Counter& requests_timeout;
+  Counter& resets;
+  Histogram& connect_time;
+  Histogram& request_time;
+  Gauge& healthy_hosts;
+  Gauge& hosts;
+};
+
+}  // namespace portway::stats

@@ -1,0 +1,65 @@
+#include "core/upstream/cluster_manager.h"
+
+#include <set>
+
+namespace portway::upstream {
+
+ClusterManager::ClusterManager(event::Dispatcher& dispatcher, std::unique_ptr<Random> random)
+    : dispatcher_(dispatcher), random_(std::move(random)) {}
+
+void ClusterManager::Update(const std::map<std::string, ClusterSnapshotPtr>& clusters) {
+  absl::flat_hash_map<std::string, WorkerCluster> next;
+  std::set<std::pair<std::string, std::string>> live;
+  for (const auto& [name, snapshot] : clusters) {
+    auto it = clusters_.find(name);
+    WorkerCluster wc;
+    if (it != clusters_.end() && it->second.snapshot == snapshot) {
+      wc = std::move(it->second);
+    } else {
+      wc.snapshot = snapshot;
+      wc.lb = snapshot->lb_factory->Create(*random_);
+    }
+    for (const auto& host : snapshot->hosts) live.insert({name, host->addressString()});
+    next.emplace(name, std::move(wc));
+  }
+  clusters_ = std::move(next);
+  // Pools whose host or cluster is gone: stop reusing them; drop them once
+  // idle. Pools whose cluster settings changed are rebuilt on next use.
+  for (auto it = pools_.begin(); it != pools_.end();) {
+    auto cluster = clusters_.find(it->first.first);
+    bool keep = live.count(it->first) > 0 && cluster != clusters_.end();
+    if (!keep) {
+      it->second->Drain();
+      draining_pools_.push_back(std::move(it->second));
+      it = pools_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto it = draining_pools_.begin(); it != draining_pools_.end();) {
+    it = (*it)->Idle() ? draining_pools_.erase(it) : it + 1;
+  }
+}
+
+ClusterManager::WorkerCluster* ClusterManager::Get(const std::string& name) {
+  auto it = clusters_.find(name);
+  return it == clusters_.end() ? nullptr : &it->second;
+}
+
+ConnPool& ClusterManager::PoolFor(const ClusterSnapshot& cluster, const HostSharedPtr& host) {
+  auto key = std::make_pair(cluster.config->name, host->addressString());
+  auto it = pools_.find(key);
+  if (it != pools_.end()) return *it->second;
+  http1::Limits limits;
+  auto pool =
+      std::make_unique<ConnPool>(dispatcher_, host, cluster.config, limits, /*buffer_limit=*/65536);
+  ConnPool& ref = *pool;
+  pools_.emplace(std::move(key), std::move(pool));
+  return ref;
+}
+
+void ClusterManager::DrainAll() {
+  for (auto& [key, pool] : pools_) pool->Drain();
+}
+
+}  // namespace portway::upstream

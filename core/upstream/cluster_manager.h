@@ -1,0 +1,45 @@
+// The clusters as one worker sees them: a balancer and connection pools per
+// cluster, rebuilt when a new config snapshot arrives.
+//
+// Thread safety: one per worker; no locks.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "core/event/dispatcher.h"
+#include "core/upstream/cluster.h"
+#include "core/upstream/conn_pool.h"
+
+namespace portway::upstream {
+
+class ClusterManager {
+ public:
+  struct WorkerCluster {
+    ClusterSnapshotPtr snapshot;
+    LoadBalancerPtr lb;
+  };
+
+  ClusterManager(event::Dispatcher& dispatcher, std::unique_ptr<Random> random);
+
+  // Adopts a new set of clusters. Pools of hosts that remain are kept (their
+  // keep-alive connections too); pools of hosts that left are drained.
+  void Update(const std::map<std::string, ClusterSnapshotPtr>& clusters);
+  WorkerCluster* Get(const std::string& name);
+  ConnPool& PoolFor(const ClusterSnapshot& cluster, const HostSharedPtr& host);
+  Random& random() { return *random_; }
+  // Closes idle upstream connections (shutdown).
+  void DrainAll();
+
+ private:
+  event::Dispatcher& dispatcher_;
+  std::unique_ptr<Random> random_;
+  absl::flat_hash_map<std::string, WorkerCluster> clusters_;
+  // Keyed by cluster name and host address.
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<ConnPool>> pools_;
+  std::vector<std::unique_ptr<ConnPool>> draining_pools_;
+};
+
+}  // namespace portway::upstream

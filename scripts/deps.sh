@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages Portway needs to build (and, with "test",
+# to run its tests; with "bench", its benchmarks). As root it runs apt-get;
+# otherwise it prints the exact command to run.
+set -euo pipefail
+
+build_pkgs=(cmake ninja-build ccache pkg-config g++ make
+  libuv1-dev libnghttp2-dev libprotobuf-dev protobuf-compiler
+  libgrpc++-dev protobuf-compiler-grpc libabsl-dev libspdlog-dev libfmt-dev
+  libyaml-cpp-dev libssl-dev libre2-dev libgtest-dev libgmock-dev python3 curl)
+test_pkgs=(python3-pytest varnish)
+bench_pkgs=(nginx haproxy nghttp2-client wrk valgrind linux-perf)
+
+want=("${build_pkgs[@]}")
+case "${1:-build}" in
+  test) want+=("${test_pkgs[@]}") ;;
+  bench) want+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "Portway needs these Debian packages; run as root:" >&2
+  echo "  apt-get update && apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts these services on install; the benchmark runs its own.
+for s in nginx haproxy varnish; do
+  command -v systemctl >/dev/null 2>&1 && systemctl stop "$s" >/dev/null 2>&1 || true
+done
