@@ -11,9 +11,29 @@ Buffer::Slice Buffer::MakeSlice(size_t capacity) {
   return s;
 }
 
+void Buffer::PopFront() {
+  slices_[head_].data.reset();
+  ++head_;
+  if (head_ == slices_.size()) {
+    slices_.clear();
+    head_ = 0;
+  } else if (head_ >= 16 && head_ * 2 >= slices_.size()) {
+    slices_.erase(slices_.begin(), slices_.begin() + static_cast<ptrdiff_t>(head_));
+    head_ = 0;
+  }
+}
+
+void Buffer::PushFront(Slice slice) {
+  if (head_ > 0) {
+    slices_[--head_] = std::move(slice);
+  } else {
+    slices_.insert(slices_.begin(), std::move(slice));
+  }
+}
+
 void Buffer::Add(std::string_view data) {
   while (!data.empty()) {
-    if (slices_.empty() || slices_.back().end == slices_.back().capacity) {
+    if (NoSlices() || slices_.back().end == slices_.back().capacity) {
       slices_.push_back(MakeSlice(std::max<size_t>(std::min(data.size(), kSliceSize), 512)));
     }
     Slice& s = slices_.back();
@@ -26,28 +46,32 @@ void Buffer::Add(std::string_view data) {
 }
 
 void Buffer::Move(Buffer& other) {
-  if (other.slices_.empty()) return;
-  if (slices_.empty()) {
+  if (other.NoSlices()) return;
+  if (NoSlices()) {
     slices_ = std::move(other.slices_);
+    head_ = other.head_;
   } else {
-    for (Slice& s : other.slices_) slices_.push_back(std::move(s));
+    for (size_t i = other.head_; i < other.slices_.size(); ++i) {
+      slices_.push_back(std::move(other.slices_[i]));
+    }
   }
   length_ += other.length_;
   other.slices_.clear();
+  other.head_ = 0;
   other.length_ = 0;
 }
 
 void Buffer::Move(Buffer& other, size_t n) {
   n = std::min(n, other.length_);
   while (n > 0) {
-    Slice& front = other.slices_.front();
+    Slice& front = other.Front();
     size_t size = front.size();
     if (size <= n) {
       length_ += size;
       other.length_ -= size;
       n -= size;
       slices_.push_back(std::move(front));
-      other.slices_.pop_front();
+      other.PopFront();
     } else {
       Add(std::string_view(front.data.get() + front.start, n));
       other.Drain(n);
@@ -60,11 +84,11 @@ void Buffer::Drain(size_t n) {
   n = std::min(n, length_);
   length_ -= n;
   while (n > 0) {
-    Slice& front = slices_.front();
+    Slice& front = Front();
     size_t size = front.size();
     if (size <= n) {
       n -= size;
-      slices_.pop_front();
+      PopFront();
     } else {
       front.start += static_cast<uint32_t>(n);
       n = 0;
@@ -72,7 +96,11 @@ void Buffer::Drain(size_t n) {
   }
   // Drop a trailing empty slice left behind by Reserve so idle connections
   // hold no memory.
-  if (length_ == 0) slices_.clear();
+  if (length_ == 0) {
+    slices_.clear();
+    slices_.shrink_to_fit();
+    head_ = 0;
+  }
 }
 
 std::string Buffer::ToString() const {
@@ -86,36 +114,37 @@ std::string_view Buffer::Linearize(size_t n) {
   n = std::min(n, length_);
   if (n == 0) return {};
   // Skip empty leading slices (a Reserve that was never committed).
-  while (!slices_.empty() && slices_.front().size() == 0) slices_.pop_front();
-  Slice& front = slices_.front();
+  while (!NoSlices() && Front().size() == 0) PopFront();
+  Slice& front = Front();
   if (front.size() >= n) return std::string_view(front.data.get() + front.start, n);
   Slice merged = MakeSlice(std::max(n, kSliceSize));
   size_t copied = 0;
   while (copied < n) {
-    Slice& s = slices_.front();
+    Slice& s = Front();
     size_t take = std::min(s.size(), n - copied);
     std::memcpy(merged.data.get() + copied, s.data.get() + s.start, take);
     copied += take;
     if (take == s.size()) {
-      slices_.pop_front();
+      PopFront();
     } else {
       s.start += static_cast<uint32_t>(take);
     }
   }
   merged.end = static_cast<uint32_t>(n);
-  slices_.push_front(std::move(merged));
-  return std::string_view(slices_.front().data.get(), n);
+  PushFront(std::move(merged));
+  return std::string_view(Front().data.get(), n);
 }
 
 std::string_view Buffer::FrontSlice() const {
-  for (const Slice& s : slices_) {
+  for (size_t i = head_; i < slices_.size(); ++i) {
+    const Slice& s = slices_[i];
     if (s.size() > 0) return std::string_view(s.data.get() + s.start, s.size());
   }
   return {};
 }
 
 char* Buffer::Reserve(size_t min, size_t* available) {
-  if (slices_.empty() || slices_.back().capacity - slices_.back().end < min) {
+  if (NoSlices() || slices_.back().capacity - slices_.back().end < min) {
     slices_.push_back(MakeSlice(std::max(min, kSliceSize)));
   }
   Slice& s = slices_.back();
@@ -125,7 +154,13 @@ char* Buffer::Reserve(size_t min, size_t* available) {
 
 void Buffer::Commit(size_t n) {
   if (n == 0) {
-    if (!slices_.empty() && slices_.back().size() == 0) slices_.pop_back();
+    if (!NoSlices() && slices_.back().size() == 0) {
+      slices_.pop_back();
+      if (head_ == slices_.size()) {
+        slices_.clear();
+        head_ = 0;
+      }
+    }
     return;
   }
   slices_.back().end += static_cast<uint32_t>(n);

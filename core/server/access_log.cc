@@ -85,7 +85,8 @@ void AccessLogger::Log(const http::StreamInfo& info, event::MonotonicTime now) c
   double duration = Millis(info.start, info.end.value_or(now));
   std::string upstream_time = "-";
   if (info.upstream_request_sent && info.upstream_response_headers) {
-    upstream_time = Cat(Millis(*info.upstream_request_sent, *info.upstream_response_headers));
+    upstream_time = absl::StrFormat(
+        "%.3f", Millis(*info.upstream_request_sent, *info.upstream_response_headers));
   }
   std::string line;
   line.reserve(256);

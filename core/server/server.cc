@@ -85,11 +85,21 @@ class Worker : public http::ConnectionManagerContext {
     upstream::Random& r = cluster_manager_->random();
     uint64_t hi = r.Next();
     uint64_t lo = r.Next();
-    // RFC 9562 version 4 layout.
+    // RFC 9562 version 4 layout, formatted by hand: this runs per request.
     hi = (hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;
     lo = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
-    return absl::StrFormat("%08x-%04x-%04x-%04x-%012x", hi >> 32, (hi >> 16) & 0xffff, hi & 0xffff,
-                           lo >> 48, lo & 0xffffffffffffULL);
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string id(36, '-');
+    size_t pos = 0;
+    for (int i = 15; i >= 0; --i) {
+      if (pos == 8 || pos == 13 || pos == 18) ++pos;
+      id[pos++] = kHex[(hi >> (i * 4)) & 0xf];
+    }
+    for (int i = 15; i >= 0; --i) {
+      if (pos == 23) ++pos;
+      id[pos++] = kHex[(lo >> (i * 4)) & 0xf];
+    }
+    return id;
   }
   void RemoveConnection(http::ConnectionManager& connection) override {
     auto it = connections_.find(&connection);

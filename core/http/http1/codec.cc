@@ -156,7 +156,15 @@ void ServerConnectionImpl::Dispatch(Buffer& data) {
       DispatchBody(data);
       if (state_ == State::kBody) return;
     } else {
-      return;  // kAwaitResponse (pipelined bytes wait) or kClosed
+      // kAwaitResponse: bytes of a pipelined request wait in the
+      // connection's buffer. Reading pauses only now, when such bytes
+      // exist, so the common request/response exchange costs no
+      // epoll_ctl; resuming re-delivers them (OnResponseComplete).
+      if (state_ == State::kAwaitResponse && !read_paused_) {
+        read_paused_ = true;
+        connection_.ReadDisable(true);
+      }
+      return;
     }
   }
 }
@@ -211,12 +219,7 @@ void ServerConnectionImpl::DispatchHead(Buffer& data) {
   body_decoder_.Reset(head.body, head.content_length);
   bool end_stream = head.body == BodyKind::kNone;
   state_ = end_stream ? State::kAwaitResponse : State::kBody;
-  if (end_stream) {
-    request_complete_ = true;
-    // Pipelined bytes wait until this response is done.
-    connection_.ReadDisable(true);
-    read_paused_ = true;
-  }
+  if (end_stream) request_complete_ = true;
   decoder_ = &callbacks_.NewStream(*this);
   decoder_->DecodeHeaders(std::move(headers), end_stream);
 }
@@ -239,8 +242,6 @@ void ServerConnectionImpl::DispatchBody(Buffer& data) {
     if (step.done) {
       state_ = State::kAwaitResponse;
       request_complete_ = true;
-      connection_.ReadDisable(true);
-      read_paused_ = true;
       const auto& trailers = body_decoder_.trailers();
       if (!trailers.empty()) {
         if (!payload.empty()) decoder_->DecodeData(payload, false);
