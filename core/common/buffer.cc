@@ -98,7 +98,6 @@ void Buffer::Drain(size_t n) {
   // hold no memory.
   if (length_ == 0) {
     slices_.clear();
-    slices_.shrink_to_fit();
     head_ = 0;
   }
 }

@@ -4,12 +4,24 @@
 
 namespace portway::http {
 
+namespace {
+bool IsLower(std::string_view name) {
+  for (char c : name) {
+    if (c >= 'A' && c <= 'Z') return false;
+  }
+  return true;
+}
+}  // namespace
+
 void HeaderMap::Add(std::string_view name, std::string_view value) {
-  AddLower(ToLower(name), std::string(value));
+  AddLower(IsLower(name) ? std::string(name) : ToLower(name), std::string(value));
 }
 
 void HeaderMap::Set(std::string_view name, std::string_view value) {
-  std::string lower = ToLower(name);
+  // Most callers pass lowercase names already; only copy when needed.
+  std::string lowered;
+  if (!IsLower(name)) lowered = ToLower(name);
+  std::string_view lower = lowered.empty() ? name : std::string_view(lowered);
   bool replaced = false;
   for (auto it = entries_.begin(); it != entries_.end();) {
     if (it->name == lower) {
@@ -26,7 +38,23 @@ void HeaderMap::Set(std::string_view name, std::string_view value) {
       ++it;
     }
   }
-  if (!replaced) AddLower(std::move(lower), std::string(value));
+  if (!replaced) AddLower(std::string(lower), std::string(value));
+}
+
+size_t HeaderMap::RemoveIf(const std::function<bool(std::string_view)>& predicate) {
+  size_t removed = 0;
+  size_t out = 0;
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    if (predicate(entries_[i].name)) {
+      byte_size_ -= entries_[i].name.size() + entries_[i].value.size();
+      ++removed;
+      continue;
+    }
+    if (out != i) entries_[out] = std::move(entries_[i]);
+    ++out;
+  }
+  entries_.resize(out);
+  return removed;
 }
 
 size_t HeaderMap::Remove(std::string_view name) {

@@ -77,6 +77,7 @@ class ConnectionManager : public event::ConnectionCallbacks,
   std::unique_ptr<ActiveStream> stream_;
   event::TimerPtr idle_timer_;
   event::TimerPtr headers_timer_;
+  std::string client_ip_;
   bool closed_ = false;
   bool draining_ = false;
 };

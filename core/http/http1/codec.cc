@@ -184,6 +184,8 @@ void ServerConnectionImpl::DispatchHead(Buffer& data) {
   }
 
   auto headers = std::make_unique<HeaderMap>();
+  // Pseudo-headers, the fields, and room for the proxy headers.
+  headers->Reserve(head.headers.size() + 10);
   std::string_view target = head.target;
   std::string_view authority = head.host;
   // absolute-form (a client that thinks we are a forward proxy): the
@@ -305,7 +307,12 @@ void ServerConnectionImpl::EncodeHeaders(const HeaderMap& headers, bool end_stre
   std::string out;
   out.reserve(256 + headers.byteSize() + headers.size() * 4);
   out.append(http10_ ? "HTTP/1.0 " : "HTTP/1.1 ");
-  out += Cat(status, " ", ReasonPhrase(status), "\r\n");
+  char code[4] = {static_cast<char>('0' + status / 100 % 10),
+                  static_cast<char>('0' + status / 10 % 10), static_cast<char>('0' + status % 10),
+                  ' '};
+  out.append(code, 4);
+  out.append(ReasonPhrase(status));
+  out.append("\r\n");
 
   response_no_body_ = request_is_head_ || status == 204 || status == 304 || status < 200;
   response_chunked_ = false;
@@ -430,8 +437,12 @@ void ClientConnectionImpl::EncodeHeaders(const HeaderMap& headers, bool end_stre
   method_ = std::string(headers.Method());
   std::string out;
   out.reserve(256 + headers.byteSize() + headers.size() * 4);
-  out += Cat(headers.Method(), " ", headers.Path(), " HTTP/1.1\r\nhost: ", headers.Authority(),
-             "\r\n");
+  out.append(headers.Method());
+  out.push_back(' ');
+  out.append(headers.Path());
+  out.append(" HTTP/1.1\r\nhost: ");
+  out.append(headers.Authority());
+  out.append("\r\n");
   bool has_length = headers.Has("content-length");
   AppendFields(out, headers, false);
   request_chunked_ = !end_stream && !has_length;
@@ -508,6 +519,7 @@ void ClientConnectionImpl::Dispatch(Buffer& data) {
       }
       keep_alive_ = head.keep_alive;
       auto headers = std::make_unique<HeaderMap>();
+      headers->Reserve(head.headers.size() + 4);
       headers->AddLower(std::string(headers::kStatus), std::to_string(head.status));
       CopyFields(head, *headers, /*skip_host=*/false);
       body_decoder_.Reset(head.body, head.content_length);

@@ -17,6 +17,7 @@
 //   if (const std::string* v = h.Get("content-type")) { ... }
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -51,6 +52,9 @@ class HeaderMap {
   void Set(std::string_view name, std::string_view value);
   // Removes every field of that name; returns how many were removed.
   size_t Remove(std::string_view name);
+  // Removes, in one pass, every field whose (lowercase) name matches.
+  size_t RemoveIf(const std::function<bool(std::string_view)>& predicate);
+  void Reserve(size_t n) { entries_.reserve(n); }
   // The first value of `name` (lowercase), or null.
   const std::string* Get(std::string_view name) const;
   std::string_view GetOr(std::string_view name, std::string_view fallback) const {
