@@ -131,6 +131,8 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   server::ListenerConfigPtr listener_;
   StreamInfo info_;
   std::unique_ptr<router::Router> router_;
+  // Valid while listener_ (which owns the route table) is held.
+  const router::Route* route_ = nullptr;
   int read_disabled_ = 0;
   bool response_started_ = false;
   bool done_ = false;
@@ -155,6 +157,8 @@ void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool e
     SendLocalReply(ErrorCause::kNoRoute, "");
     return;
   }
+  route_ = route;
+  if (route->stats != nullptr) route->stats->requests.Inc();
   // Portway answers Expect itself so the client starts sending while the
   // upstream connection is being set up.
   if (expect_continue && !end_stream && route->action == router::Route::Action::kCluster) {
@@ -279,7 +283,12 @@ void ConnectionManager::ActiveStream::Finish(bool reset) {
   event::Dispatcher& d = parent_.context_.Dispatcher();
   info_.end = d.Now();
   stats::ListenerStats& s = *listener_->stats;
-  if (info_.status >= 100 && info_.status < 600 && !reset) s.responses[info_.status / 100]->Inc();
+  if (info_.status >= 100 && info_.status < 600 && !reset) {
+    s.responses[info_.status / 100]->Inc();
+    if (route_ != nullptr && route_->stats != nullptr) {
+      route_->stats->responses[info_.status / 100]->Inc();
+    }
+  }
   if (info_.cause != ErrorCause::kNone) s.local_replies[static_cast<size_t>(info_.cause)]->Inc();
   if (router_ != nullptr && info_.upstream_request_sent && info_.upstream_response_headers &&
       !info_.cluster.empty()) {

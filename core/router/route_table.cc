@@ -244,7 +244,8 @@ bool Route::Matches(const http::HeaderMap& headers, std::string_view path) const
 std::shared_ptr<const RouteTable> RouteTable::Build(const config::v1::Listener& listener,
                                                     const std::string& path,
                                                     const std::set<std::string>& clusters,
-                                                    config::ConfigErrors* errors) {
+                                                    config::ConfigErrors* errors,
+                                                    const RouteStatsFactory& stats_for) {
   size_t before = errors->size();
   auto table = std::shared_ptr<RouteTable>(new RouteTable());
   if (listener.routes_size() > 0) {
@@ -300,6 +301,13 @@ std::shared_ptr<const RouteTable> RouteTable::Build(const config::v1::Listener& 
   std::sort(table->suffix_domains_.begin(), table->suffix_domains_.end(),
             [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
   if (errors->size() != before) return nullptr;
+  for (VirtualHost& vh : table->virtual_hosts_) {
+    for (size_t i = 0; i < vh.routes.size(); ++i) {
+      Route& route = vh.routes[i];
+      if (route.name.empty()) route.name = Cat(vh.name, "/", i);
+      if (stats_for) route.stats = stats_for(route.name);
+    }
+  }
   return table;
 }
 

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
@@ -24,6 +25,9 @@
 namespace re2 {
 class RE2;
 }
+namespace portway::stats {
+struct RouteStats;
+}  // namespace portway::stats
 namespace portway::config::v1 {
 class Listener;
 class Route;
@@ -59,7 +63,10 @@ struct Route {
   // Path is without the query string.
   bool Matches(const http::HeaderMap& headers, std::string_view path) const;
 
+  // The configured name, or "<virtual host>/<index>" when unnamed; the
+  // label of the route's metrics.
   std::string name;
+  stats::RouteStats* stats = nullptr;
   PathMatch path_match = PathMatch::kPrefix;
   std::string path_value;
   std::shared_ptr<re2::RE2> path_regex;
@@ -94,10 +101,14 @@ class RouteTable {
  public:
   // Validates and builds. Every problem is appended to `errors` with its
   // path under `path` (e.g. "listeners[0]"); returns null if there was any.
+  // `stats_for` (may be empty, e.g. in tests) gives each route its metrics
+  // by route name.
+  using RouteStatsFactory = std::function<stats::RouteStats*(const std::string& route)>;
   static std::shared_ptr<const RouteTable> Build(const config::v1::Listener& listener,
                                                  const std::string& path,
                                                  const std::set<std::string>& clusters,
-                                                 config::ConfigErrors* errors);
+                                                 config::ConfigErrors* errors,
+                                                 const RouteStatsFactory& stats_for = {});
 
   // The first matching route of the virtual host chosen by :authority, or
   // null (404 no_route).

@@ -246,7 +246,12 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
     if (proto.routes_size() == 0 && proto.virtual_hosts_size() == 0) {
       AddError(errors, path, "needs routes or virtual_hosts");
     }
-    listener->routes = router::RouteTable::Build(proto, path, cluster_names, errors);
+    listener->routes = router::RouteTable::Build(
+        proto, path, cluster_names, errors, [this, &proto](const std::string& route) {
+          auto& slot = route_stats_[{proto.name(), route}];
+          if (!slot) slot = std::make_unique<stats::RouteStats>(store_, proto.name(), route);
+          return slot.get();
+        });
     if (errors->size() != listener_errors || proto.name().empty()) continue;
 
     auto& ls = listener_stats_[proto.name()];

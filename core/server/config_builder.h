@@ -34,6 +34,7 @@ class ConfigBuilder {
   std::map<std::string, std::shared_ptr<ListenerState>> listener_states_;
   std::map<std::string, std::unique_ptr<stats::ListenerStats>> listener_stats_;
   std::map<std::string, std::unique_ptr<stats::ClusterStats>> cluster_stats_;
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<stats::RouteStats>> route_stats_;
   uint64_t next_version_ = 1;
 };
 

@@ -130,6 +130,17 @@ ListenerStats::ListenerStats(Store& store, const std::string& listener)
   }
 }
 
+RouteStats::RouteStats(Store& store, const std::string& listener, const std::string& route)
+    : requests(store.GetCounter("portway_route_requests_total",
+                                {{"listener", listener}, {"route", route}})),
+      responses{} {
+  for (int i = 1; i <= 5; ++i) {
+    responses[i] =
+        &store.GetCounter("portway_route_responses_total",
+                          {{"listener", listener}, {"route", route}, {"class", Cat(i, "xx")}});
+  }
+}
+
 ClusterStats::ClusterStats(Store& store, const std::string& cluster)
     : requests(store.GetCounter("portway_upstream_requests_total", {{"cluster", cluster}})),
       responses(ClassCounters(store, "portway_upstream_responses_total", "cluster", cluster)),

@@ -92,6 +92,13 @@ struct ListenerStats {
   Counter& protocol_errors;
 };
 
+// The metrics of one route, labelled by listener and route name.
+struct RouteStats {
+  RouteStats(Store& store, const std::string& listener, const std::string& route);
+  Counter& requests;
+  std::array<Counter*, 6> responses;
+};
+
 // The metrics of one cluster.
 struct ClusterStats {
   ClusterStats(Store& store, const std::string& cluster);

@@ -1,0 +1,221 @@
+#include "core/router/route_table.h"
+
+#include <string>
+
+#include "core/config/yaml_proto.h"
+#include "gtest/gtest.h"
+#include "portway/config/v1/listener.pb.h"
+
+namespace portway::router {
+namespace {
+
+class RouteTableTest : public ::testing::Test {
+ protected:
+  // Builds a table from a listener written in YAML; fails the test on
+  // conversion errors, returns build errors in errors_.
+  std::shared_ptr<const RouteTable> Build(const std::string& yaml) {
+    config::v1::Listener listener;
+    config::ConfigErrors parse_errors;
+    EXPECT_TRUE(config::YamlTextToProto(yaml, &listener, &parse_errors))
+        << (parse_errors.empty() ? "" : parse_errors[0].ToString());
+    errors_.clear();
+    return RouteTable::Build(listener, "listeners[0]", {"a", "b", "c"}, &errors_);
+  }
+
+  static http::HeaderMap Request(std::string_view method, std::string_view path,
+                                 std::string_view host = "example.com") {
+    http::HeaderMap h;
+    h.Add(":method", method);
+    h.Add(":path", path);
+    h.Add(":authority", host);
+    return h;
+  }
+
+  static std::string ClusterOf(const RouteTable& table, const http::HeaderMap& h) {
+    const Route* r = table.Match(h);
+    return r == nullptr ? "<none>" : r->cluster;
+  }
+
+  std::string ErrorText() const {
+    std::string out;
+    for (const auto& e : errors_) out += e.ToString() + "\n";
+    return out;
+  }
+
+  config::ConfigErrors errors_;
+};
+
+TEST_F(RouteTableTest, FirstMatchingRouteWins) {
+  auto t = Build(R"(
+name: l
+routes:
+  - { match: { prefix: /api }, cluster: a }
+  - { match: { prefix: /api/v2 }, cluster: b }
+  - { match: { prefix: / }, cluster: c }
+)");
+  ASSERT_NE(t, nullptr) << ErrorText();
+  EXPECT_EQ(ClusterOf(*t, Request("GET", "/api/v2/x")), "a");
+  EXPECT_EQ(ClusterOf(*t, Request("GET", "/other")), "c");
+}
+
+TEST_F(RouteTableTest, ExactPathAndRegexIgnoreTheQuery) {
+  auto t = Build(R"(
+name: l
+routes:
+  - { match: { path: /exact }, cluster: a }
+  - { match: { regex: "/items/[0-9]+" }, cluster: b }
+)");
+  ASSERT_NE(t, nullptr) << ErrorText();
+  EXPECT_EQ(ClusterOf(*t, Request("GET", "/exact?x=1")), "a");
+  EXPECT_EQ(ClusterOf(*t, Request("GET", "/exact/more")), "<none>");
+  EXPECT_EQ(ClusterOf(*t, Request("GET", "/items/42?y")), "b");
+  // The regex must match the whole path.
+  EXPECT_EQ(ClusterOf(*t, Request("GET", "/items/42/x")), "<none>");
+}
+
+TEST_F(RouteTableTest, MethodAndHeaderMatchers) {
+  auto t = Build(R"(
+name: l
+routes:
+  - match: { prefix: /, methods: [POST], headers: [{ name: X-Tenant, exact: gold }] }
+    cluster: a
+  - match: { prefix: /, headers: [{ name: x-debug }] }
+    cluster: b
+  - match: { prefix: /, headers: [{ name: x-canary, regex: "on|yes", invert: true }] }
+    cluster: c
+)");
+  ASSERT_NE(t, nullptr) << ErrorText();
+  http::HeaderMap gold = Request("POST", "/");
+  gold.Add("x-tenant", "gold");
+  EXPECT_EQ(ClusterOf(*t, gold), "a");
+  http::HeaderMap get_gold = Request("GET", "/");
+  get_gold.Add("x-tenant", "gold");
+  EXPECT_EQ(ClusterOf(*t, get_gold), "c");  // method differs; not a canary
+  http::HeaderMap debug = Request("GET", "/");
+  debug.Add("x-debug", "");
+  EXPECT_EQ(ClusterOf(*t, debug), "b");  // presence is enough
+  http::HeaderMap canary = Request("GET", "/");
+  canary.Add("x-canary", "on");
+  EXPECT_EQ(ClusterOf(*t, canary), "<none>");  // inverted regex excludes it
+}
+
+TEST_F(RouteTableTest, VirtualHostsExactThenLongestSuffixThenDefault) {
+  auto t = Build(R"(
+name: l
+virtual_hosts:
+  - { name: exact, domains: [api.example.com], routes: [{ match: { prefix: / }, cluster: a }] }
+  - { name: wide, domains: ["*.example.com"], routes: [{ match: { prefix: / }, cluster: b }] }
+  - { name: narrow, domains: ["*.eu.example.com"], routes: [{ match: { prefix: / }, cluster: c }] }
+  - { name: any, domains: ["*"], routes: [{ match: { prefix: / }, direct_response: { status: 200 } }] }
+)");
+  ASSERT_NE(t, nullptr) << ErrorText();
+  EXPECT_EQ(ClusterOf(*t, Request("GET", "/", "api.example.com")), "a");
+  EXPECT_EQ(ClusterOf(*t, Request("GET", "/", "API.Example.COM:8443")), "a");  // case, port
+  EXPECT_EQ(ClusterOf(*t, Request("GET", "/", "www.example.com")), "b");
+  EXPECT_EQ(ClusterOf(*t, Request("GET", "/", "x.eu.example.com")), "c");
+  // The bare suffix is not matched by "*.example.com".
+  const Route* r = t->Match(Request("GET", "/", "example.com"));
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->action, Route::Action::kDirectResponse);
+}
+
+TEST_F(RouteTableTest, NoDefaultVirtualHostMeansNoRoute) {
+  auto t = Build(R"(
+name: l
+virtual_hosts:
+  - { domains: [a.test], routes: [{ match: { prefix: / }, cluster: a }] }
+)");
+  ASSERT_NE(t, nullptr) << ErrorText();
+  EXPECT_EQ(t->Match(Request("GET", "/", "b.test")), nullptr);
+}
+
+TEST_F(RouteTableTest, UnnamedRoutesAreNamedByVirtualHostAndIndex) {
+  auto t = Build(R"(
+name: l
+routes:
+  - { match: { prefix: /a }, cluster: a }
+  - { name: catch-all, match: { prefix: / }, cluster: b }
+)");
+  ASSERT_NE(t, nullptr) << ErrorText();
+  EXPECT_EQ(t->Match(Request("GET", "/a"))->name, "default/0");
+  EXPECT_EQ(t->Match(Request("GET", "/b"))->name, "catch-all");
+}
+
+TEST_F(RouteTableTest, ReportsEveryRouteErrorWithItsPath) {
+  auto t = Build(R"(
+name: l
+routes:
+  - { match: { prefix: / }, cluster: missing }
+  - { match: { prefix: /x }, cluster: a, direct_response: { status: 200 } }
+  - { match: { prefix: /y } }
+  - { match: { regex: "(" }, cluster: a }
+  - { match: { prefix: nope }, cluster: a }
+  - { match: { prefix: /, path: /p }, cluster: a }
+  - { match: { prefix: / }, redirect: { status: 200 } }
+  - { match: { path: /p }, cluster: a, prefix_rewrite: /q }
+  - { match: { prefix: / }, cluster: a, request_headers: { add: [{ name: ":path", value: x }] } }
+)");
+  EXPECT_EQ(t, nullptr);
+  std::string text = ErrorText();
+  EXPECT_NE(text.find("listeners[0].routes[0].cluster: unknown cluster 'missing'"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("listeners[0].routes[1]: takes only one of"), std::string::npos) << text;
+  EXPECT_NE(text.find("listeners[0].routes[2]: needs an action"), std::string::npos) << text;
+  EXPECT_NE(text.find("listeners[0].routes[3].match.regex: invalid regex"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("listeners[0].routes[4].match.prefix: must start with '/'"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("listeners[0].routes[5].match: takes only one of"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("listeners[0].routes[6].redirect.status"), std::string::npos) << text;
+  EXPECT_NE(text.find("listeners[0].routes[7].prefix_rewrite: needs match.prefix"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("listeners[0].routes[8].request_headers.add[0].name"), std::string::npos)
+      << text;
+  EXPECT_EQ(errors_.size(), 9u) << text;
+}
+
+TEST_F(RouteTableTest, RejectsDuplicateDomainsAndTwoDefaults) {
+  auto t = Build(R"(
+name: l
+routes: [{ match: { prefix: / }, cluster: a }]
+virtual_hosts:
+  - { domains: [a.test, "*"], routes: [{ match: { prefix: / }, cluster: a }] }
+  - { domains: [A.test], routes: [{ match: { prefix: / }, cluster: b }] }
+)");
+  EXPECT_EQ(t, nullptr);
+  std::string text = ErrorText();
+  EXPECT_NE(text.find("virtual_hosts[0].domains[1]: a listener has one default"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("virtual_hosts[1].domains[0]: domain 'a.test' is served by two"),
+            std::string::npos)
+      << text;
+}
+
+TEST(HeaderMutationTest, RemovesThenSetsThenAdds) {
+  HeaderMutation m;
+  m.remove = {"x-drop"};
+  m.set = {{"x-one", "set"}};
+  m.add = {{"x-many", "added"}};
+  http::HeaderMap h;
+  h.Add("x-drop", "1");
+  h.Add("x-one", "a");
+  h.Add("x-one", "b");
+  h.Add("x-many", "kept");
+  m.Apply(h);
+  EXPECT_FALSE(h.Has("x-drop"));
+  EXPECT_EQ(*h.Get("x-one"), "set");
+  size_t one = 0, many = 0;
+  for (const auto& e : h) {
+    one += e.name == "x-one";
+    many += e.name == "x-many";
+  }
+  EXPECT_EQ(one, 1u);
+  EXPECT_EQ(many, 2u);
+}
+
+}  // namespace
+}  // namespace portway::router
