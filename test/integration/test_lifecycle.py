@@ -145,6 +145,37 @@ def test_stats_count_requests_and_responses(proxy):
     assert s.get_value("portway_local_replies_total") == 0
 
 
+def test_stats_count_per_route_and_survive_reload(origin, make_gateway):
+    routes = [
+        {"name": "api", "match": {"prefix": "/status"}, "cluster": "backend"},
+        {"match": {"path": "/hello"}, "direct_response": {"status": 200, "body": "hi"}},
+        {"match": {"prefix": "/"}, "cluster": "backend"},
+    ]
+    gw = make_gateway(make_config([origin.address], routes=routes))
+    with HttpConn(gw.port) as c:
+        assert c.roundtrip("GET", "/status/404").status == 404  # the origin's answer
+        assert c.roundtrip("GET", "/hello").status == 200
+        assert c.roundtrip("GET", "/echo").status == 200
+        assert c.roundtrip("GET", "/echo").status == 200
+    gw.wait_stat("portway_downstream_requests_total", 4, listener="edge")
+    s = gw.stats()
+    assert s.get_value("portway_route_requests_total", listener="edge", route="api") == 1
+    assert s.get_value("portway_route_responses_total", listener="edge", route="api",
+                       **{"class": "4xx"}) == 1
+    # Unnamed routes are labelled "<virtual host>/<index>".
+    assert s.get_value("portway_route_requests_total", listener="edge", route="default/1") == 1
+    assert s.get_value("portway_route_requests_total", listener="edge", route="default/2") == 2
+    assert s.get_value("portway_route_responses_total", listener="edge", route="default/2",
+                       **{"class": "2xx"}) == 2
+    # A reload keeps counters of routes that keep their label.
+    gw.reload(make_config([origin.address], routes=routes))
+    wait_until(lambda: gw.admin_json("/config_dump").get("version") == 2, 5.0,
+               message="config version 2 applied")
+    with HttpConn(gw.port) as c:
+        assert c.roundtrip("GET", "/status/404").status == 404
+    gw.wait_stat("portway_route_requests_total", 2, listener="edge", route="api")
+
+
 def test_stats_histograms_are_consistent(proxy):
     with HttpConn(proxy.port) as c:
         for _ in range(3):
