@@ -72,9 +72,11 @@ class ConnectionImpl;
 
 // The parts of a connection libuv may touch after the owner is gone.
 struct Socket {
+  ~Socket() { delete write_req; }
   uv_tcp_t tcp;
-  uv_connect_t connect_req;
-  uv_write_t write_req;
+  // Made on the first write the kernel does not take at once; most
+  // connections never need one (writes complete in uv_try_write).
+  uv_write_t* write_req = nullptr;
   // Bytes handed to uv_write and not yet confirmed; they stay at the front
   // of `pending` until the write callback.
   size_t in_flight = 0;
@@ -99,6 +101,7 @@ class ConnectionImpl final : public Connection {
   size_t WriteBufferedBytes() const override { return socket_ ? socket_->pending.length() : 0; }
   void SetWriteBufferLimit(size_t high) override { high_watermark_ = high; }
   bool IsOpen() const override { return open_ && !closing_; }
+  bool Closed() const override { return socket_ == nullptr; }
   int LastError() const override { return last_error_; }
   const network::Address& RemoteAddress() const override { return remote_; }
   const network::Address& LocalAddress() const override { return local_; }
@@ -116,6 +119,8 @@ class ConnectionImpl final : public Connection {
   void CloseSocket(bool reset);
   void RaiseClose(int error);
   void DeferClose(int error);
+  void StartLinger();
+  void FinishClose(bool reset);
   void CheckWatermarks();
   void LearnAddresses();
 
@@ -124,7 +129,7 @@ class ConnectionImpl final : public Connection {
   ConnectionCallbacks* callbacks_ = nullptr;
   Buffer read_buffer_;
   TimerPtr resume_timer_;
-  TimerPtr flush_close_timer_;
+  TimerPtr close_timer_;
   TimerPtr deferred_close_timer_;
   network::Address remote_;
   network::Address local_;
@@ -134,7 +139,8 @@ class ConnectionImpl final : public Connection {
   int last_error_ = 0;
   bool connecting_;
   bool open_ = true;
-  bool closing_ = false;  // Close(kFlushWrite) waiting for the buffer to drain
+  bool closing_ = false;    // Close(kFlushWrite): flushing, then lingering
+  bool lingering_ = false;  // half-closed; reading and discarding until EOF
   bool reading_ = false;
   bool eof_ = false;
   bool above_high_ = false;
@@ -222,16 +228,18 @@ class DispatcherImpl final : public Dispatcher {
     auto* socket = new Socket;
     uv_tcp_init(&loop_, &socket->tcp);
     auto conn = std::make_unique<ConnectionImpl>(*this, socket, /*connecting=*/true);
-    int rc = uv_tcp_connect(&socket->connect_req, &socket->tcp, address.sockaddr_ptr(),
+    auto* req = new uv_connect_t;
+    int rc = uv_tcp_connect(req, &socket->tcp, address.sockaddr_ptr(),
                             [](uv_connect_t* req, int status) {
                               auto* s = reinterpret_cast<Socket*>(req->handle);
+                              delete req;
                               if (s->owner != nullptr) s->owner->OnConnect(status);
                             });
     if (rc != 0) {
+      delete req;
       // Report the failure from the loop, like an asynchronous one, so the
       // caller sees one path.
       ConnectionImpl* raw = conn.get();
-      socket->connect_req.handle = reinterpret_cast<uv_stream_t*>(&socket->tcp);
       failed_connects_.push_back({raw, rc});
       Post([this] { FailPendingConnects(); });
     }
@@ -344,6 +352,13 @@ void ConnectionImpl::StartReading() {
 }
 
 void ConnectionImpl::OnRead(ssize_t nread) {
+  if (closing_) {
+    // After Close(): nothing more is delivered; bytes are read only to be
+    // dropped, and the peer's close ends the linger.
+    read_buffer_.Clear();
+    if (nread < 0) FinishClose(false);
+    return;
+  }
   if (nread >= 0) {
     read_buffer_.Commit(static_cast<size_t>(nread));
     if (nread > 0 && callbacks_ != nullptr) callbacks_->OnData(read_buffer_, false);
@@ -417,7 +432,8 @@ void ConnectionImpl::Flush() {
     });
     s->in_flight = bytes;
     s->writing = true;
-    int rc = uv_write(&s->write_req, reinterpret_cast<uv_stream_t*>(&s->tcp), bufs, count,
+    if (s->write_req == nullptr) s->write_req = new uv_write_t;
+    int rc = uv_write(s->write_req, reinterpret_cast<uv_stream_t*>(&s->tcp), bufs, count,
                       [](uv_write_t* req, int status) {
                         auto* sock = static_cast<Socket*>(req->handle->data);
                         sock->writing = false;
@@ -432,7 +448,7 @@ void ConnectionImpl::Flush() {
     }
   }
   CheckWatermarks();
-  if (closing_ && s->pending.empty()) CloseSocket(false);
+  if (closing_ && !lingering_ && s->pending.empty() && !s->writing) StartLinger();
 }
 
 void ConnectionImpl::OnWriteDone(int status) {
@@ -482,15 +498,46 @@ void ConnectionImpl::ReadDisable(bool disable) {
 
 void ConnectionImpl::Close(CloseType type) {
   if (socket_ == nullptr) return;
-  if (type == CloseType::kFlushWrite && (socket_->writing || !socket_->pending.empty())) {
-    closing_ = true;
-    ReadDisable(true);
-    // A peer that never reads must not pin the connection forever.
-    flush_close_timer_ = dispatcher_.CreateTimer([this] { CloseSocket(true); });
-    flush_close_timer_->Enable(std::chrono::seconds(10));
+  if (type != CloseType::kFlushWrite) {
+    CloseSocket(type == CloseType::kReset);
     return;
   }
-  CloseSocket(type == CloseType::kReset);
+  if (closing_) return;
+  closing_ = true;
+  // A peer that never reads, or never closes, must not pin the connection:
+  // past this the socket is reset.
+  close_timer_ = dispatcher_.CreateTimer([this] { FinishClose(/*reset=*/true); });
+  close_timer_->Enable(std::chrono::seconds(10));
+  if (!socket_->writing && socket_->pending.empty()) StartLinger();
+  // Otherwise Flush() starts the linger once the last byte is out.
+}
+
+// Closing a socket with unread input makes the kernel answer with an RST,
+// which can destroy the response still in flight to the peer. So Portway
+// half-closes and reads (and drops) until the peer closes too, bounded in
+// time, like nginx's lingering close.
+void ConnectionImpl::StartLinger() {
+  lingering_ = true;
+  if (eof_) {
+    FinishClose(false);
+    return;
+  }
+  uv_os_fd_t fd;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&socket_->tcp), &fd) == 0) shutdown(fd, SHUT_WR);
+  read_disable_count_ = 0;
+  StartReading();
+  close_timer_->Enable(std::chrono::seconds(2));
+}
+
+// Closes the socket and tells the owner from the loop, never from inside
+// its own call to Close().
+void ConnectionImpl::FinishClose(bool reset) {
+  if (close_timer_) close_timer_->Disable();
+  CloseSocket(reset);
+  deferred_close_timer_ = dispatcher_.CreateTimer([this] {
+    if (callbacks_ != nullptr) callbacks_->OnEvent(ConnectionEvent::kLocalClose);
+  });
+  deferred_close_timer_->Enable(std::chrono::milliseconds(0));
 }
 
 void ConnectionImpl::CloseSocket(bool reset) {

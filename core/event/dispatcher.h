@@ -53,7 +53,7 @@ enum class ConnectionEvent {
 };
 
 enum class CloseType {
-  kFlushWrite,  // send what is buffered, then close
+  kFlushWrite,  // send what is buffered, half-close, linger, then close
   kNoFlush,     // close now, discard buffered output
   kReset,       // close now with an RST (SO_LINGER 0)
 };
@@ -87,6 +87,11 @@ class Connection {
   // High watermark for the write buffer; the low one is half of it.
   virtual void SetWriteBufferLimit(size_t high) = 0;
   virtual bool IsOpen() const = 0;
+  // The socket is gone. After Close(kFlushWrite) this turns true only once
+  // the buffered bytes were sent and the peer closed too (or a time limit
+  // passed); the owner learns it from OnEvent(kLocalClose) and must keep the
+  // Connection alive until then.
+  virtual bool Closed() const = 0;
   // errno-style code (e.g. ECONNREFUSED) of a failed connect or a reset.
   virtual int LastError() const = 0;
   virtual const network::Address& RemoteAddress() const = 0;

@@ -357,15 +357,18 @@ void ConnectionManager::OnData(Buffer& data, bool end_stream) {
 }
 
 void ConnectionManager::OnEvent(event::ConnectionEvent event) {
-  if (event == event::ConnectionEvent::kRemoteClose ||
-      event == event::ConnectionEvent::kLocalClose) {
-    if (closed_) return;
+  if (event != event::ConnectionEvent::kRemoteClose &&
+      event != event::ConnectionEvent::kLocalClose) {
+    return;
+  }
+  if (!closed_) {
     closed_ = true;
     idle_timer_->Disable();
     headers_timer_->Disable();
     codec_->OnConnectionClosed();
-    context_.RemoveConnection(*this);
   }
+  // The socket is gone (a flushed close finished, or the peer left).
+  context_.RemoveConnection(*this);
 }
 
 void ConnectionManager::OnAboveWriteBufferHighWatermark() {
@@ -422,7 +425,9 @@ void ConnectionManager::CloseConnection(event::CloseType type) {
   headers_timer_->Disable();
   if (stream_ != nullptr && !stream_->done()) codec_->OnConnectionClosed();
   connection_->Close(type);
-  context_.RemoveConnection(*this);
+  // A flushed close finishes later (OnEvent(kLocalClose)); until then this
+  // object owns the connection and must stay.
+  if (connection_->Closed()) context_.RemoveConnection(*this);
 }
 
 }  // namespace portway::http

@@ -41,8 +41,8 @@ absl::Status Address::SplitHostPort(std::string_view text, std::string* host, ui
 Address Address::FromIp(std::string_view ip, uint16_t port, bool* ok) {
   Address a;
   std::string ip_str(ip);
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&a.storage_);
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.storage_);
+  auto* v4 = &a.storage_.v4;
+  auto* v6 = &a.storage_.v6;
   if (inet_pton(AF_INET, ip_str.c_str(), &v4->sin_addr) == 1) {
     v4->sin_family = AF_INET;
     v4->sin_port = htons(port);
@@ -73,9 +73,9 @@ absl::StatusOr<Address> Address::Parse(std::string_view text) {
 Address Address::FromSockaddr(const sockaddr* sa) {
   Address a;
   if (sa->sa_family == AF_INET) {
-    std::memcpy(&a.storage_, sa, sizeof(sockaddr_in));
+    std::memcpy(&a.storage_.v4, sa, sizeof(sockaddr_in));
   } else if (sa->sa_family == AF_INET6) {
-    std::memcpy(&a.storage_, sa, sizeof(sockaddr_in6));
+    std::memcpy(&a.storage_.v6, sa, sizeof(sockaddr_in6));
   }
   return a;
 }
@@ -85,21 +85,17 @@ socklen_t Address::sockaddr_len() const {
 }
 
 uint16_t Address::port() const {
-  if (family() == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_port);
-  if (family() == AF_INET6) {
-    return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_port);
-  }
+  if (family() == AF_INET) return ntohs(storage_.v4.sin_port);
+  if (family() == AF_INET6) return ntohs(storage_.v6.sin6_port);
   return 0;
 }
 
 std::string Address::Ip() const {
   char buf[INET6_ADDRSTRLEN] = {0};
   if (family() == AF_INET) {
-    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr, buf,
-              sizeof(buf));
+    inet_ntop(AF_INET, &storage_.v4.sin_addr, buf, sizeof(buf));
   } else if (family() == AF_INET6) {
-    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, buf,
-              sizeof(buf));
+    inet_ntop(AF_INET6, &storage_.v6.sin6_addr, buf, sizeof(buf));
   }
   return buf;
 }

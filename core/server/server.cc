@@ -190,7 +190,11 @@ class AdminServer : public event::ListenerCallbacks {
       if (end_stream && !closed_) Close();
     }
     void OnEvent(event::ConnectionEvent event) override {
-      if (event == event::ConnectionEvent::kRemoteClose) Close();
+      if (event == event::ConnectionEvent::kRemoteClose ||
+          event == event::ConnectionEvent::kLocalClose) {
+        closed_ = true;
+        admin_.Remove(this);
+      }
     }
     http::RequestDecoder& NewStream(http::ResponseEncoder& encoder) override {
       encoder_ = &encoder;
@@ -250,7 +254,7 @@ class AdminServer : public event::ListenerCallbacks {
       if (closed_) return;
       closed_ = true;
       connection_->Close(event::CloseType::kFlushWrite);
-      admin_.Remove(this);
+      if (connection_->Closed()) admin_.Remove(this);
     }
 
     AdminServer& admin_;

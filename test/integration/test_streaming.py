@@ -2,6 +2,7 @@
 truncated upstream bodies reach the client as truncations."""
 
 import os
+import socket
 import threading
 import time
 import zlib
@@ -178,3 +179,73 @@ def test_gateway_serves_new_requests_after_truncation(stream_gw):
     _assert_truncated(stream_gw.port, "/truncate-cl")
     with HttpConn(stream_gw.port) as c:
         assert c.roundtrip("GET", "/echo").status == 200
+
+
+def test_close_delimited_response_is_complete_for_slow_http10_client(stream_gw):
+    # An HTTP/1.0 client gets a chunked upstream body re-framed as
+    # close-delimited: the end of the body is the close. Reading slowly keeps
+    # bytes queued in Portway when it decides to close, and every one of them
+    # must still arrive before the FIN.
+    size = 4 << 20
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # A small receive window keeps the kernel from absorbing the whole body.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.settimeout(60)
+    sock.connect(("127.0.0.1", stream_gw.port))
+    try:
+        sock.sendall(build_request("GET", f"/chunked/{size}", version="HTTP/1.0"))
+        time.sleep(1.0)  # let the origin finish while nobody reads
+        data = bytearray()
+        while True:
+            chunk = sock.recv(16384)
+            if not chunk:
+                break
+            data += chunk
+            time.sleep(0.002)  # a slow reader to the end: buffers stay full
+    finally:
+        sock.close()
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200"), head[:100]
+    assert b"transfer-encoding" not in head.lower()
+    assert len(body) == size, f"got {len(body)} of {size} body bytes before the close"
+    assert zlib.crc32(body) == pattern_crc32(size)
+
+
+def test_early_response_survives_client_still_sending(make_gateway):
+    # A direct response to a large upload goes out before the body is read,
+    # and Portway closes the connection. Closing with unread input must not
+    # reset the connection before the client has the response.
+    gw = make_gateway(make_config([], routes=[
+        {"match": {"prefix": "/"}, "direct_response": {"status": 403, "body": "denied"}}]))
+    sock = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+    received = bytearray()
+    try:
+        sock.sendall(build_request("POST", "/upload",
+                                   headers=[("Content-Length", str(64 << 20))]))
+        sock.settimeout(0.05)
+        sent = 0
+        piece = b"x" * 65536
+        deadline = time.monotonic() + 10
+        # Keep sending (as a client uploading would) while reading.
+        while time.monotonic() < deadline:
+            try:
+                sent += sock.send(piece)
+            except (BlockingIOError, socket.timeout):
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            try:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+            except socket.timeout:
+                pass
+            except ConnectionResetError:
+                break
+            if b"denied" in received:
+                break
+    finally:
+        sock.close()
+    assert received.startswith(b"HTTP/1.1 403"), bytes(received[:200])
+    assert received.endswith(b"denied"), bytes(received[-200:])
