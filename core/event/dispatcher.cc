@@ -691,7 +691,8 @@ DispatcherPtr Dispatcher::Create(std::string name) {
   return std::make_unique<DispatcherImpl>(std::move(name));
 }
 
-int CreateListenSocket(const network::Address& address, int backlog, std::string* error) {
+int CreateListenSocket(const network::Address& address, int backlog, std::string* error,
+                       bool reuse_port) {
   int fd = socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     *error = std::string("socket: ") + strerror(errno);
@@ -699,7 +700,7 @@ int CreateListenSocket(const network::Address& address, int backlog, std::string
   }
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  if (reuse_port) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
   if (address.family() == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
   if (bind(fd, address.sockaddr_ptr(), address.sockaddr_len()) != 0 || listen(fd, backlog) != 0) {
     int err = errno;

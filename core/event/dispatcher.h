@@ -165,9 +165,11 @@ class Dispatcher {
 };
 using DispatcherPtr = std::unique_ptr<Dispatcher>;
 
-// Makes a TCP socket bound to `address` and listening, with SO_REUSEADDR and
-// SO_REUSEPORT, non-blocking. Returns the fd or -errno.
-int CreateListenSocket(const network::Address& address, int backlog, std::string* error);
+// Makes a TCP socket bound to `address` and listening, non-blocking, with
+// SO_REUSEADDR and, when `reuse_port`, SO_REUSEPORT (one socket per worker).
+// Returns the fd or -errno.
+int CreateListenSocket(const network::Address& address, int backlog, std::string* error,
+                       bool reuse_port = true);
 // The address a socket is bound to (to learn the port after binding :0).
 network::Address SocketLocalAddress(int fd);
 

@@ -171,8 +171,16 @@ void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool e
 void ConnectionManager::ActiveStream::ApplyProxyHeaders(HeaderMap& headers) {
   const std::string& client_ip = parent_.client_ip_;
   const std::string* xff = headers.Get("x-forwarded-for");
-  if (listener_->trust_forwarded_for && xff != nullptr && !xff->empty()) {
-    headers.Set("x-forwarded-for", Cat(*xff, ", ", client_ip));
+  if (listener_->trust_forwarded_for && xff != nullptr) {
+    // Several X-Forwarded-For lines are one list (RFC 9110 5.3).
+    std::string chain;
+    for (const auto& e : headers) {
+      if (e.name != "x-forwarded-for" || e.value.empty()) continue;
+      if (!chain.empty()) chain += ", ";
+      chain += e.value;
+    }
+    chain += chain.empty() ? client_ip : Cat(", ", client_ip);
+    headers.Set("x-forwarded-for", chain);
   } else {
     headers.Set("x-forwarded-for", client_ip);
   }

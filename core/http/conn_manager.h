@@ -61,6 +61,7 @@ class ConnectionManager : public event::ConnectionCallbacks,
   // Drain: close now if idle, else after the current response.
   void StartDrain();
   bool Idle() const { return stream_ == nullptr && codec_->Idle(); }
+  const std::string& ListenerName() const { return listener_->name; }
 
  private:
   class ActiveStream;

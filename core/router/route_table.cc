@@ -39,6 +39,20 @@ bool ValidHeaderValue(std::string_view value) {
   return true;
 }
 
+// Fields that describe the message or the connection rather than its
+// content: a mutation of them would corrupt framing or routing.
+void RejectReservedName(std::string_view name, const std::string& path,
+                        config::ConfigErrors* errors) {
+  std::string lower = ToLower(name);
+  if (lower == "host") {
+    AddError(errors, path, "use host_rewrite to change the Host header");
+  } else if (lower == "content-length" || lower == "transfer-encoding" || lower == "connection" ||
+             lower == "keep-alive" || lower == "te" || lower == "upgrade" ||
+             lower == "proxy-connection" || lower == "trailer") {
+    AddError(errors, path, Cat("'", name, "' is managed by Portway and cannot be changed"));
+  }
+}
+
 HeaderMutation BuildMutation(const config::v1::HeaderMutation& proto, const std::string& path,
                              config::ConfigErrors* errors) {
   HeaderMutation m;
@@ -46,6 +60,7 @@ HeaderMutation BuildMutation(const config::v1::HeaderMutation& proto, const std:
     for (int i = 0; i < list.size(); ++i) {
       std::string p = Cat(path, ".", field, "[", i, "]");
       ValidateHeaderName(list[i].name(), p + ".name", errors);
+      RejectReservedName(list[i].name(), p + ".name", errors);
       if (!ValidHeaderValue(list[i].value())) {
         AddError(errors, p + ".value", "header values may not contain control characters");
       }
@@ -56,6 +71,7 @@ HeaderMutation BuildMutation(const config::v1::HeaderMutation& proto, const std:
   convert(proto.set(), "set", m.set);
   for (int i = 0; i < proto.remove_size(); ++i) {
     ValidateHeaderName(proto.remove(i), Cat(path, ".remove[", i, "]"), errors);
+    RejectReservedName(proto.remove(i), Cat(path, ".remove[", i, "]"), errors);
     m.remove.push_back(ToLower(proto.remove(i)));
   }
   return m;
@@ -98,6 +114,8 @@ bool BuildRoute(const config::v1::Route& proto, const std::string& path,
     ValidateHeaderName(h.name(), p + ".name", errors);
     Route::HeaderMatch hm;
     hm.name = ToLower(h.name());
+    // The Host header travels as :authority.
+    if (hm.name == "host") hm.name = std::string(http::headers::kAuthority);
     hm.invert = h.invert();
     if (!h.exact().empty() && !h.regex().empty()) {
       AddError(errors, p, "takes only one of exact or regex");
@@ -272,8 +290,10 @@ std::shared_ptr<const RouteTable> RouteTable::Build(const config::v1::Listener& 
     for (int d = 0; d < proto.domains_size(); ++d) {
       std::string domain = ToLower(proto.domains(d));
       std::string dpath = Cat(vpath, ".domains[", d, "]");
-      if (!seen_domains.insert(domain).second) {
-        AddError(errors, dpath, Cat("domain '", domain, "' is served by two virtual hosts"));
+      // Ports are ignored when matching, so "a.com" and "a.com:8080" clash.
+      if (!seen_domains.insert(std::string(StripPort(domain))).second) {
+        AddError(errors, dpath,
+                 Cat("domain '", domain, "' is served by two virtual hosts (ports are ignored)"));
         continue;
       }
       if (domain == "*") {

@@ -71,7 +71,7 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
   // Access log.
   std::string log_error;
   snapshot->access_log = AccessLogger::Open(
-      bootstrap.access_log().path(),
+      open_files_ ? bootstrap.access_log().path() : std::string("off"),
       bootstrap.access_log().format() == config::v1::AccessLog::JSON ? AccessLogger::Format::kJson
                                                                      : AccessLogger::Format::kText,
       &log_error);
@@ -145,7 +145,19 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
                        "names"));
           continue;
         }
-        hosts.push_back(std::make_shared<upstream::Host>(config->name, address, spec.weight));
+        // The same address and weight keep their Host object (its counters,
+        // health and the workers' pools) across a reload.
+        upstream::HostSharedPtr host;
+        if (previous) {
+          auto it = previous->clusters.find(proto.name());
+          if (it != previous->clusters.end() && !it->second->config->dns) {
+            for (const auto& old : it->second->hosts) {
+              if (old->address() == address && old->weight() == spec.weight) host = old;
+            }
+          }
+        }
+        if (!host) host = std::make_shared<upstream::Host>(config->name, address, spec.weight);
+        hosts.push_back(std::move(host));
       }
       config->endpoints.push_back(std::move(spec));
     }
@@ -158,7 +170,7 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
     std::string dns_error;
     if (config->dns) {
       // Keep what the last resolution found if the cluster did not change.
-      dns_error = "not resolved yet";
+      dns_error = kNotResolvedYet;
       if (previous) {
         auto it = previous->clusters.find(proto.name());
         if (it != previous->clusters.end() && it->second->config->dns) {

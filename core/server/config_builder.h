@@ -21,7 +21,9 @@ namespace portway::server {
 
 class ConfigBuilder {
  public:
-  explicit ConfigBuilder(stats::Store& store) : store_(store) {}
+  // `open_files` false: check only, touch nothing (portway --validate).
+  explicit ConfigBuilder(stats::Store& store, bool open_files = true)
+      : store_(store), open_files_(open_files) {}
 
   // `previous` (may be null) lends DNS results and listener state to the
   // new snapshot. Returns null and fills `errors` on any error.
@@ -30,6 +32,7 @@ class ConfigBuilder {
 
  private:
   stats::Store& store_;
+  const bool open_files_;
   // Per-name state and stats that live across reloads.
   std::map<std::string, std::shared_ptr<ListenerState>> listener_states_;
   std::map<std::string, std::unique_ptr<stats::ListenerStats>> listener_stats_;

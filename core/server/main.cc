@@ -61,6 +61,12 @@ int main(int argc, char** argv) {
     Usage();
     return 2;
   }
+  if (log_level != "trace" && log_level != "debug" && log_level != "info" && log_level != "warn" &&
+      log_level != "error" && log_level != "critical" && log_level != "off") {
+    std::cerr << "portway: unknown --log-level '" << log_level
+              << "' (trace, debug, info, warn, error, critical, off)\n";
+    return 2;
+  }
   auto logger = spdlog::stderr_color_mt("portway");
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(log_level));
@@ -69,7 +75,7 @@ int main(int argc, char** argv) {
     portway::config::ConfigErrors errors;
     portway::config::v1::Bootstrap bootstrap;
     portway::stats::Store store;
-    portway::server::ConfigBuilder builder(store);
+    portway::server::ConfigBuilder builder(store, /*open_files=*/false);
     if (portway::server::LoadBootstrapFile(options.config_path, &bootstrap, &errors)) {
       builder.Build(bootstrap, nullptr, &errors);
     }

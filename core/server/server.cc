@@ -59,7 +59,16 @@ class Worker : public http::ConnectionManagerContext {
     wl->listener = dispatcher_->AdoptListener(fd, *wl);
     listeners_[name] = std::move(wl);
   }
-  void RemoveListener(const std::string& name) { listeners_.erase(name); }
+  // Stops accepting and drains the listener's connections: each closes
+  // after its current response (idle ones at once).
+  void RemoveListener(const std::string& name) {
+    listeners_.erase(name);
+    std::vector<http::ConnectionManager*> on_listener;
+    for (auto& [ptr, owned] : connections_) {
+      if (ptr->ListenerName() == name) on_listener.push_back(ptr);
+    }
+    for (auto* c : on_listener) c->StartDrain();
+  }
   void Drain() {
     draining_ = true;
     listeners_.clear();
@@ -96,7 +105,7 @@ class Worker : public http::ConnectionManagerContext {
       id[pos++] = kHex[(hi >> (i * 4)) & 0xf];
     }
     for (int i = 15; i >= 0; --i) {
-      if (pos == 23) ++pos;
+      if (pos == 18 || pos == 23) ++pos;
       id[pos++] = kHex[(lo >> (i * 4)) & 0xf];
     }
     return id;
@@ -158,7 +167,9 @@ class AdminServer : public event::ListenerCallbacks {
       : server_(server), dispatcher_(dispatcher) {}
 
   bool Listen(const network::Address& address, std::string* error) {
-    int fd = event::CreateListenSocket(address, 128, error);
+    // No SO_REUSEPORT here: a second Portway started by mistake on the same
+    // ports fails on the admin address instead of silently sharing traffic.
+    int fd = event::CreateListenSocket(address, 128, error, /*reuse_port=*/false);
     if (fd < 0) return false;
     bound_ = event::SocketLocalAddress(fd);
     listener_ = dispatcher_.AdoptListener(fd, *this);
@@ -421,6 +432,10 @@ void Server::Reload() {
     for (const auto& e : errors) spdlog::error("  {}", e.ToString());
     return;
   }
+  if (!(next->admin_address == snapshot_->admin_address)) {
+    spdlog::warn("admin.address changed to {}; the admin server stays on {} until a restart",
+                 next->admin_address.ToString(), admin_->bound().ToString());
+  }
   Publish(next);
   for (const std::string& name : removed) {
     for (auto& w : workers_) {
@@ -481,6 +496,9 @@ void Server::ScheduleDns() {
     if (dns_timers_.count(name) == 0) {
       dns_timers_[name] = dispatcher_->CreateTimer([this, name = name] { ResolveCluster(name); });
       ResolveCluster(name);
+    } else if (cluster->hosts.empty() && cluster->dns_error == kNotResolvedYet) {
+      // A reload changed the endpoints: resolve now, not at the next tick.
+      ResolveCluster(name);
     }
   }
   // Timers of clusters that are gone.
@@ -495,6 +513,7 @@ void Server::ResolveCluster(const std::string& name) {
   if (it == snapshot_->clusters.end()) return;
   const auto& endpoints = it->second->config->endpoints;
   auto batch = std::make_shared<ResolveBatch>();
+  batch->endpoints = endpoints;
   batch->results.resize(endpoints.size());
   batch->remaining = endpoints.size();
   if (endpoints.empty()) {
@@ -511,17 +530,37 @@ void Server::ResolveCluster(const std::string& name) {
   }
 }
 
+namespace {
+bool SameEndpoints(const std::vector<upstream::EndpointSpec>& a,
+                   const std::vector<upstream::EndpointSpec>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].host != b[i].host || a[i].port != b[i].port || a[i].weight != b[i].weight) {
+      return false;
+    }
+  }
+  return true;
+}
+}  // namespace
+
+// Rules: a resolution only replaces the hosts when every name answered; a
+// failure never shrinks a cluster that has hosts (a resolver hiccup must not
+// turn into 502s); a cluster that never resolved reports the failure, and
+// requests to it get 502 upstream_dns_failure.
 void Server::OnResolved(const std::string& name, std::shared_ptr<ResolveBatch> batch) {
   auto it = snapshot_->clusters.find(name);
   if (it == snapshot_->clusters.end() || !it->second->config->dns) return;
   const upstream::ClusterSnapshot& current = *it->second;
-  // The cluster may have been reconfigured while the lookups ran.
-  if (current.config->endpoints.size() != batch->results.size()) return;
-  const std::vector<event::ResolveResult>* results = &batch->results;
+  auto timer = dns_timers_.find(name);
+  if (!SameEndpoints(current.config->endpoints, batch->endpoints)) {
+    // Reconfigured while the lookups ran: these answers are for old names.
+    ResolveCluster(name);
+    return;
+  }
   upstream::HostVector hosts;
   std::string error;
-  for (size_t i = 0; i < results->size(); ++i) {
-    const auto& r = (*results)[i];
+  for (size_t i = 0; i < batch->results.size(); ++i) {
+    const auto& r = batch->results[i];
     const auto& spec = current.config->endpoints[i];
     if (r.error != 0) {
       error = Cat("cannot resolve '", spec.host, "': ", r.error_message);
@@ -537,14 +576,19 @@ void Server::OnResolved(const std::string& name, std::shared_ptr<ResolveBatch> b
       hosts.push_back(std::move(host));
     }
   }
-  if (!hosts.empty()) error.clear();
-  bool changed = hosts.size() != current.hosts.size() || error != current.dns_error;
-  for (size_t i = 0; !changed && i < hosts.size(); ++i) changed = hosts[i] != current.hosts[i];
-  if (changed) {
-    if (!error.empty()) spdlog::warn("cluster '{}': {}", name, error);
-    auto next = std::make_shared<Snapshot>(*snapshot_);
-    next->clusters[name] = upstream::MakeClusterSnapshot(current.config, hosts, error);
-    Publish(next);
+  if (!error.empty() && !current.hosts.empty()) {
+    spdlog::warn("cluster '{}': {}; keeping its {} known host(s)", name, error,
+                 current.hosts.size());
+  } else {
+    if (!hosts.empty()) error.clear();
+    bool changed = hosts.size() != current.hosts.size() || error != current.dns_error;
+    for (size_t i = 0; !changed && i < hosts.size(); ++i) changed = hosts[i] != current.hosts[i];
+    if (changed) {
+      if (!error.empty()) spdlog::warn("cluster '{}': {}", name, error);
+      auto next = std::make_shared<Snapshot>(*snapshot_);
+      next->clusters[name] = upstream::MakeClusterSnapshot(current.config, hosts, error);
+      Publish(next);
+    }
   }
   dns_resolved_once_[name] = true;
   bool all = true;
@@ -552,7 +596,6 @@ void Server::OnResolved(const std::string& name, std::shared_ptr<ResolveBatch> b
     if (c->config->dns && !dns_resolved_once_[n]) all = false;
   }
   if (all) ready_ = true;
-  auto timer = dns_timers_.find(name);
   if (timer != dns_timers_.end()) timer->second->Enable(current.config->dns_refresh_rate);
 }
 

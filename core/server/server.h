@@ -69,7 +69,8 @@ class Server {
   void ScheduleDns();
   void ResolveCluster(const std::string& name);
   struct ResolveBatch {
-    std::vector<event::ResolveResult> results;  // one per endpoint
+    std::vector<upstream::EndpointSpec> endpoints;  // what was asked
+    std::vector<event::ResolveResult> results;      // one per endpoint
     size_t remaining = 0;
   };
   void OnResolved(const std::string& name, std::shared_ptr<ResolveBatch> batch);

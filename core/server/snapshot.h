@@ -42,6 +42,9 @@ struct ListenerConfig {
 };
 using ListenerConfigPtr = std::shared_ptr<const ListenerConfig>;
 
+// dns_error of a DNS cluster whose names were not looked up yet.
+inline constexpr char kNotResolvedYet[] = "not resolved yet";
+
 struct Snapshot {
   uint64_t version = 0;
   std::map<std::string, ListenerConfigPtr> listeners;

@@ -3,6 +3,15 @@
 #include <set>
 
 namespace portway::upstream {
+namespace {
+
+bool SamePoolSettings(const ClusterConfig& a, const ClusterConfig& b) {
+  return a.connect_timeout == b.connect_timeout && a.max_connections == b.max_connections &&
+         a.max_pending_requests == b.max_pending_requests && a.idle_timeout == b.idle_timeout &&
+         a.max_requests_per_connection == b.max_requests_per_connection;
+}
+
+}  // namespace
 
 ClusterManager::ClusterManager(event::Dispatcher& dispatcher, std::unique_ptr<Random> random)
     : dispatcher_(dispatcher), random_(std::move(random)) {}
@@ -23,11 +32,13 @@ void ClusterManager::Update(const std::map<std::string, ClusterSnapshotPtr>& clu
     next.emplace(name, std::move(wc));
   }
   clusters_ = std::move(next);
-  // Pools whose host or cluster is gone: stop reusing them; drop them once
-  // idle. Pools whose cluster settings changed are rebuilt on next use.
+  // Pools whose host or cluster is gone, or whose connection settings
+  // changed: stop reusing them and drop them once idle; the next request
+  // builds a fresh pool with the new settings.
   for (auto it = pools_.begin(); it != pools_.end();) {
     auto cluster = clusters_.find(it->first.first);
-    bool keep = live.count(it->first) > 0 && cluster != clusters_.end();
+    bool keep = live.count(it->first) > 0 && cluster != clusters_.end() &&
+                SamePoolSettings(it->second->config(), *cluster->second.snapshot->config);
     if (!keep) {
       it->second->Drain();
       draining_pools_.push_back(std::move(it->second));

@@ -247,6 +247,15 @@ void ConnPool::OnStreamComplete(ActiveClient& client, bool reusable) {
     return;
   }
   client.SetIdle();
+  // Keep the most recently used connection last: NewStream picks from the
+  // back, so the connections least likely to have hit the upstream's own
+  // idle timeout are reused first.
+  for (auto it = clients_.begin(); it != clients_.end(); ++it) {
+    if (it->get() == &client) {
+      clients_.splice(clients_.end(), clients_, it);
+      break;
+    }
+  }
 }
 
 void ConnPool::OnClientClosed(ActiveClient& client) { RemoveClient(client); }

@@ -58,6 +58,7 @@ class ConnPool {
   void Drain();
   bool Idle() const { return clients_.empty() && pending_.empty(); }
   const HostSharedPtr& host() const { return host_; }
+  const ClusterConfig& config() const { return *config_; }
   size_t ConnectionCount() const { return clients_.size(); }
 
  private:

@@ -5,11 +5,12 @@ import json
 import re
 import signal
 import socket
+import subprocess
 import time
 
 import pytest
 
-from portway_test_lib import (HttpConn, build_request, closed_port, make_cluster, make_config,
+from portway_test_lib import (HttpConn, build_request, closed_port, make_cluster, make_config, to_yaml,
                               raw_request, run_in_thread, run_validate, wait_until)
 
 pytestmark = pytest.mark.gateway
@@ -588,3 +589,86 @@ def test_access_log_writes_json_lines(origin, make_gateway, tmp_path):
     assert len(entries) == 2
     text = json.dumps(entries)
     assert "404" in text and "/echo" in text
+
+
+# --------------------------------------------------------------------------- review fixes
+
+
+def test_second_instance_on_same_admin_address_refuses_to_start(origin, make_gateway, tmp_path):
+    gw = make_gateway(make_config([origin.address]))
+    config = make_config([origin.address])
+    config["admin"] = {"address": f"127.0.0.1:{gw.admin_port}"}
+    path = tmp_path / "second.yaml"
+    path.write_text(to_yaml(config))
+    r = subprocess.run([gw.binary, "-c", str(path), "--workers", "1"], capture_output=True,
+                       text=True, timeout=10, stdin=subprocess.DEVNULL)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert "admin.address" in r.stderr and "bind" in r.stderr, r.stderr
+    # The first one is untouched.
+    assert gw.admin_get("/ready")[0] == 200
+
+
+def test_reload_keeps_host_counters_of_unchanged_endpoints(origin, make_gateway):
+    config = make_config([origin.address])
+    gw = make_gateway(config)
+    with HttpConn(gw.port) as c:
+        for _ in range(3):
+            assert c.roundtrip("GET", "/echo").status == 200
+
+    def host_requests():
+        hosts = gw.admin_json("/clusters")["clusters"][0]["hosts"]
+        return hosts[0]["requests_total"]
+
+    assert host_requests() == 3
+    config["listeners"][0]["routes"].insert(
+        0, {"match": {"path": "/hi"}, "direct_response": {"status": 200, "body": "hi"}})
+    gw.reload(config)
+    wait_until(lambda: gw.admin_json("/config_dump").get("version") == 2, 5.0,
+               message="config version 2 applied")
+    assert host_requests() == 3
+    with HttpConn(gw.port) as c:
+        assert c.roundtrip("GET", "/echo").status == 200
+    assert host_requests() == 4
+
+
+def test_removed_listener_drains_its_open_connections(origin, make_gateway):
+    extra = {"name": "side", "address": "127.0.0.1:0",
+             "routes": [{"match": {"prefix": "/"}, "cluster": "backend"}]}
+    config = make_config([origin.address], extra_listeners=[extra])
+    gw = make_gateway(config)
+    side_port = gw.listener_port("side")
+    side = HttpConn(side_port, timeout=5.0)
+    assert side.roundtrip("GET", "/echo").status == 200
+    config["listeners"] = config["listeners"][:1]
+    gw.reload(config)
+    wait_until(lambda: gw.admin_json("/config_dump").get("version") == 2, 5.0,
+               message="config version 2 applied")
+    # The idle keep-alive connection of the removed listener is closed, and
+    # nothing accepts on its port any more.
+    assert side.wait_closed(5.0), "connection of a removed listener stayed open"
+    side.close()
+
+    def refused():
+        try:
+            with socket.create_connection(("127.0.0.1", side_port), timeout=1.0):
+                return False
+        except OSError:
+            return True
+
+    wait_until(refused, 3.0, message="the removed listener's port refuses connections")
+
+
+def test_unknown_log_level_is_refused(portway_binary, tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("listeners: []\n")
+    r = subprocess.run([portway_binary, "-c", str(path), "--log-level", "loud"],
+                       capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2
+    assert "unknown --log-level 'loud'" in r.stderr
+
+
+def test_validate_creates_no_access_log_file(origin, tmp_path):
+    log = tmp_path / "access.log"
+    r = run_validate(make_config([origin.address], access_log={"path": str(log)}))
+    assert r.returncode == 0, r.stderr
+    assert not log.exists()

@@ -5,7 +5,7 @@ import zlib
 
 import pytest
 
-from portway_test_lib import (HttpConn, build_request, chunked_body, make_config, pattern_bytes,
+from portway_test_lib import (HttpConn, build_request, raw_request, chunked_body, make_config, pattern_bytes,
                               raw_request)
 
 pytestmark = pytest.mark.gateway
@@ -20,7 +20,9 @@ def _values(req, name):
 
 
 def _uuid_like(value):
-    return value is not None and re.fullmatch(r"[0-9a-fA-F]{16,}", value.replace("-", "")) is not None
+    # Generated ids are RFC 9562 version 4 UUIDs, dashes in their places.
+    return value is not None and re.fullmatch(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", value) is not None
 
 
 def _one(proxy, method="GET", target="/echo", headers=None, body=None, host="portway.test"):
@@ -91,6 +93,24 @@ def test_x_forwarded_for_appended_when_trusted(origin, make_gateway):
                                   listener={"proxy_headers": {"trust_forwarded_for": True}}))
     _one(gw, headers=[("X-Forwarded-For", "203.0.113.7")])
     assert _values(origin.requests[0], "x-forwarded-for") == ["203.0.113.7", "127.0.0.1"]
+
+
+def test_x_forwarded_for_lines_are_one_list_when_trusted(origin, make_gateway):
+    gw = make_gateway(make_config([origin.address],
+                                  listener={"proxy_headers": {"trust_forwarded_for": True}}))
+    _one(gw, headers=[("X-Forwarded-For", "203.0.113.7"), ("X-Forwarded-For", "198.51.100.2")])
+    assert _values(origin.requests[0], "x-forwarded-for") == [
+        "203.0.113.7", "198.51.100.2", "127.0.0.1"]
+
+
+def test_no_100_continue_for_http10_client(proxy, origin):
+    body = b"x" * 10
+    data = build_request("POST", "/echo", version="HTTP/1.0",
+                         headers=[("Expect", "100-continue"), ("Content-Length", "10")])
+    raw = raw_request(proxy.port, data + body, read_timeout=3.0)
+    assert not raw.startswith(b"HTTP/1.1 100"), raw[:80]
+    assert b" 100 Continue" not in raw
+    assert raw.startswith(b"HTTP/1.0 200"), raw[:80]
 
 
 def test_x_forwarded_proto_is_http(proxy, origin):

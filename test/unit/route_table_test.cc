@@ -195,6 +195,53 @@ virtual_hosts:
       << text;
 }
 
+TEST_F(RouteTableTest, HostHeaderMatcherMatchesTheAuthority) {
+  auto t = Build(R"(
+name: l
+routes:
+  - { match: { prefix: /, headers: [{ name: Host, regex: "api\\..*" }] }, cluster: a }
+  - { match: { prefix: / }, cluster: b }
+)");
+  ASSERT_NE(t, nullptr) << ErrorText();
+  EXPECT_EQ(ClusterOf(*t, Request("GET", "/", "api.example.com")), "a");
+  EXPECT_EQ(ClusterOf(*t, Request("GET", "/", "www.example.com")), "b");
+}
+
+TEST_F(RouteTableTest, RejectsMutationsOfFramingAndConnectionHeaders) {
+  auto t = Build(R"(
+name: l
+routes:
+  - match: { prefix: / }
+    cluster: a
+    request_headers: { set: [{ name: Host, value: x }], remove: [content-length] }
+    response_headers: { add: [{ name: Transfer-Encoding, value: chunked }], remove: [connection] }
+)");
+  EXPECT_EQ(t, nullptr);
+  std::string text = ErrorText();
+  EXPECT_NE(text.find("request_headers.set[0].name: use host_rewrite"), std::string::npos) << text;
+  EXPECT_NE(text.find("request_headers.remove[0]: 'content-length' is managed by Portway"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("response_headers.add[0].name: 'Transfer-Encoding' is managed"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("response_headers.remove[0]: 'connection' is managed"), std::string::npos)
+      << text;
+}
+
+TEST_F(RouteTableTest, DomainsThatDifferOnlyByPortClash) {
+  auto t = Build(R"(
+name: l
+virtual_hosts:
+  - { domains: [a.test], routes: [{ match: { prefix: / }, cluster: a }] }
+  - { domains: ["a.test:8080"], routes: [{ match: { prefix: / }, cluster: b }] }
+)");
+  EXPECT_EQ(t, nullptr);
+  EXPECT_NE(ErrorText().find("virtual_hosts[1].domains[0]: domain 'a.test:8080' is served by two"),
+            std::string::npos)
+      << ErrorText();
+}
+
 TEST(HeaderMutationTest, RemovesThenSetsThenAdds) {
   HeaderMutation m;
   m.remove = {"x-drop"};

@@ -295,6 +295,8 @@ void ServerConnectionImpl::OnEof() {
 }
 
 void ServerConnectionImpl::Encode100Continue() {
+  // RFC 9110 15.2: no 1xx to an HTTP/1.0 client.
+  if (http10_) return;
   Buffer out;
   out.Add("HTTP/1.1 100 Continue\r\n\r\n");
   connection_.Write(out);
