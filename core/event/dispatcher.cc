@@ -36,33 +36,24 @@ class DispatcherImpl;
 
 // ---------------------------------------------------------------- timers
 
+// Timers live in one min-heap per dispatcher, driven by a single uv timer:
+// a Timer costs a small heap entry rather than a libuv handle of its own
+// (every connection has one, every request another), and creating or
+// destroying one needs no asynchronous uv_close.
 class TimerImpl final : public Timer {
  public:
-  TimerImpl(uv_loop_t* loop, std::function<void()> callback) : callback_(std::move(callback)) {
-    handle_ = new uv_timer_t;
-    uv_timer_init(loop, handle_);
-    handle_->data = this;
-  }
-  ~TimerImpl() override {
-    handle_->data = nullptr;
-    uv_timer_stop(handle_);
-    CloseAndFree(handle_);
-  }
-  void Enable(std::chrono::milliseconds timeout) override {
-    uv_timer_start(
-        handle_,
-        [](uv_timer_t* h) {
-          if (auto* self = static_cast<TimerImpl*>(h->data)) self->callback_();
-        },
-        static_cast<uint64_t>(timeout.count()), 0);
-  }
-  void Disable() override { uv_timer_stop(handle_); }
-  bool Enabled() const override {
-    return uv_is_active(reinterpret_cast<const uv_handle_t*>(handle_)) != 0;
-  }
+  TimerImpl(DispatcherImpl& dispatcher, std::function<void()> callback)
+      : dispatcher_(dispatcher), callback_(std::move(callback)) {}
+  ~TimerImpl() override { Disable(); }
+  void Enable(std::chrono::milliseconds timeout) override;
+  void Disable() override;
+  bool Enabled() const override { return heap_index_ != kNotScheduled; }
 
- private:
-  uv_timer_t* handle_;
+  static constexpr size_t kNotScheduled = static_cast<size_t>(-1);
+  uint64_t deadline_ms_ = 0;
+  uint64_t sequence_ = 0;  // equal deadlines fire in the order they were set
+  size_t heap_index_ = kNotScheduled;
+  DispatcherImpl& dispatcher_;
   std::function<void()> callback_;
 };
 
@@ -104,7 +95,6 @@ class ConnectionImpl final : public Connection {
   bool Closed() const override { return socket_ == nullptr; }
   int LastError() const override { return last_error_; }
   const network::Address& RemoteAddress() const override { return remote_; }
-  const network::Address& LocalAddress() const override { return local_; }
   uint64_t Id() const override { return id_; }
 
   // libuv entry points.
@@ -122,7 +112,7 @@ class ConnectionImpl final : public Connection {
   void StartLinger();
   void FinishClose(bool reset);
   void CheckWatermarks();
-  void LearnAddresses();
+  void LearnRemoteAddress();
 
   DispatcherImpl& dispatcher_;
   Socket* socket_;
@@ -132,7 +122,6 @@ class ConnectionImpl final : public Connection {
   TimerPtr close_timer_;
   TimerPtr deferred_close_timer_;
   network::Address remote_;
-  network::Address local_;
   const uint64_t id_;
   size_t high_watermark_ = 0;
   int read_disable_count_ = 0;
@@ -164,14 +153,19 @@ class DispatcherImpl final : public Dispatcher {
     check_ = new uv_check_t;
     uv_check_init(&loop_, check_);
     check_->data = this;
+    uv_timer_ = new uv_timer_t;
+    uv_timer_init(&loop_, uv_timer_);
+    uv_timer_->data = this;
   }
 
   ~DispatcherImpl() override {
     ClearDeferredDeleteList();
     async_->data = nullptr;
     check_->data = nullptr;
+    uv_timer_->data = nullptr;
     CloseAndFree(async_);
     CloseAndFree(check_);
+    CloseAndFree(uv_timer_);
     // Close whatever handles are left (owners already detached) and let
     // their close callbacks free them.
     uv_walk(
@@ -197,7 +191,33 @@ class DispatcherImpl final : public Dispatcher {
   }
 
   TimerPtr CreateTimer(std::function<void()> callback) override {
-    return std::make_unique<TimerImpl>(&loop_, std::move(callback));
+    return std::make_unique<TimerImpl>(*this, std::move(callback));
+  }
+
+  // --- the timer heap
+  void Schedule(TimerImpl* timer, std::chrono::milliseconds timeout) {
+    if (timer->heap_index_ != TimerImpl::kNotScheduled) Unschedule(timer);
+    timer->deadline_ms_ =
+        uv_now(&loop_) + static_cast<uint64_t>(std::max<int64_t>(0, timeout.count()));
+    timer->sequence_ = next_timer_sequence_++;
+    timer->heap_index_ = timers_.size();
+    timers_.push_back(timer);
+    SiftUp(timer->heap_index_);
+    RearmUvTimer();
+  }
+  void Unschedule(TimerImpl* timer) {
+    size_t i = timer->heap_index_;
+    if (i == TimerImpl::kNotScheduled) return;
+    timer->heap_index_ = TimerImpl::kNotScheduled;
+    TimerImpl* last = timers_.back();
+    timers_.pop_back();
+    if (i < timers_.size()) {
+      timers_[i] = last;
+      last->heap_index_ = i;
+      SiftDown(i);
+      SiftUp(last->heap_index_);
+    }
+    // The uv timer may fire early for a removed timer; FireTimers copes.
   }
 
   void DeferredDelete(std::unique_ptr<DeferredDeletable> object) override {
@@ -260,6 +280,68 @@ class DispatcherImpl final : public Dispatcher {
   uv_loop_t* loop() { return &loop_; }
 
  private:
+  static bool Earlier(const TimerImpl* a, const TimerImpl* b) {
+    return a->deadline_ms_ != b->deadline_ms_ ? a->deadline_ms_ < b->deadline_ms_
+                                              : a->sequence_ < b->sequence_;
+  }
+  void Place(size_t i, TimerImpl* t) {
+    timers_[i] = t;
+    t->heap_index_ = i;
+  }
+  void SiftUp(size_t i) {
+    TimerImpl* t = timers_[i];
+    while (i > 0) {
+      size_t parent = (i - 1) / 2;
+      if (!Earlier(t, timers_[parent])) break;
+      Place(i, timers_[parent]);
+      i = parent;
+    }
+    Place(i, t);
+  }
+  void SiftDown(size_t i) {
+    TimerImpl* t = timers_[i];
+    size_t n = timers_.size();
+    while (true) {
+      size_t child = 2 * i + 1;
+      if (child >= n) break;
+      if (child + 1 < n && Earlier(timers_[child + 1], timers_[child])) ++child;
+      if (!Earlier(timers_[child], t)) break;
+      Place(i, timers_[child]);
+      i = child;
+    }
+    Place(i, t);
+  }
+  void RearmUvTimer() {
+    if (timers_.empty()) {
+      uv_timer_stop(uv_timer_);
+      return;
+    }
+    uint64_t now = uv_now(&loop_);
+    uint64_t first = timers_.front()->deadline_ms_;
+    if (uv_is_active(reinterpret_cast<uv_handle_t*>(uv_timer_)) && armed_for_ms_ == first) return;
+    armed_for_ms_ = first;
+    uv_timer_start(
+        uv_timer_,
+        [](uv_timer_t* h) {
+          if (auto* self = static_cast<DispatcherImpl*>(h->data)) self->FireTimers();
+        },
+        first > now ? first - now : 0, 0);
+  }
+  void FireTimers() {
+    uint64_t now = uv_now(&loop_);
+    // A callback may enable, disable or destroy any timer, itself included:
+    // take each due timer off the heap before running it.
+    while (!timers_.empty() && timers_.front()->deadline_ms_ <= now) {
+      TimerImpl* t = timers_.front();
+      Unschedule(t);
+      t->callback_();
+    }
+    armed_for_ms_ = 0;
+    RearmUvTimer();
+  }
+
+ public:
+ private:
   void RunPosted() {
     std::vector<std::function<void()>> callbacks;
     {
@@ -280,11 +362,18 @@ class DispatcherImpl final : public Dispatcher {
   uv_loop_t loop_;
   uv_async_t* async_;
   uv_check_t* check_;
+  uv_timer_t* uv_timer_;
+  std::vector<TimerImpl*> timers_;  // min-heap on (deadline, sequence)
+  uint64_t next_timer_sequence_ = 0;
+  uint64_t armed_for_ms_ = 0;
   std::mutex post_mutex_;
   std::vector<std::function<void()>> posted_;
   std::vector<std::unique_ptr<DeferredDeletable>> to_delete_;
   std::vector<std::pair<ConnectionImpl*, int>> failed_connects_;
 };
+
+void TimerImpl::Enable(std::chrono::milliseconds timeout) { dispatcher_.Schedule(this, timeout); }
+void TimerImpl::Disable() { dispatcher_.Unschedule(this); }
 
 // ------------------------------------------------- connection, continued
 
@@ -297,7 +386,7 @@ ConnectionImpl::ConnectionImpl(DispatcherImpl& dispatcher, Socket* socket, bool 
   socket_->tcp.data = socket_;
   if (!connecting_) {
     uv_tcp_nodelay(&socket_->tcp, 1);
-    LearnAddresses();
+    LearnRemoteAddress();
   }
 }
 
@@ -306,15 +395,11 @@ ConnectionImpl::~ConnectionImpl() {
   if (socket_ != nullptr) CloseSocket(false);
 }
 
-void ConnectionImpl::LearnAddresses() {
+void ConnectionImpl::LearnRemoteAddress() {
   sockaddr_storage ss;
   int len = sizeof(ss);
   if (uv_tcp_getpeername(&socket_->tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
     remote_ = network::Address::FromSockaddr(reinterpret_cast<sockaddr*>(&ss));
-  }
-  len = sizeof(ss);
-  if (uv_tcp_getsockname(&socket_->tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
-    local_ = network::Address::FromSockaddr(reinterpret_cast<sockaddr*>(&ss));
   }
 }
 
@@ -327,7 +412,7 @@ void ConnectionImpl::OnConnect(int status) {
     return;
   }
   uv_tcp_nodelay(&socket_->tcp, 1);
-  LearnAddresses();
+  LearnRemoteAddress();
   if (read_disable_count_ == 0) StartReading();
   if (callbacks_ != nullptr) callbacks_->OnEvent(ConnectionEvent::kConnected);
   // Anything written while connecting goes out now.

@@ -95,7 +95,6 @@ class Connection {
   // errno-style code (e.g. ECONNREFUSED) of a failed connect or a reset.
   virtual int LastError() const = 0;
   virtual const network::Address& RemoteAddress() const = 0;
-  virtual const network::Address& LocalAddress() const = 0;
   virtual uint64_t Id() const = 0;
 };
 using ConnectionPtr = std::unique_ptr<Connection>;

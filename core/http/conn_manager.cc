@@ -321,19 +321,12 @@ ConnectionManager::ConnectionManager(ConnectionManagerContext& context,
   codec_ = std::make_unique<http1::ServerConnectionImpl>(*connection_, *this, listener_->codec);
   connection_->SetWriteBufferLimit(listener_->codec.buffer_limit);
   connection_->SetCallbacks(this);
-  idle_timer_ =
-      context_.Dispatcher().CreateTimer([this] { CloseConnection(event::CloseType::kNoFlush); });
-  headers_timer_ = context_.Dispatcher().CreateTimer([this] {
-    if (stream_ != nullptr || closed_) return;
-    NewStream(*codec_);
-    codec_->CloseAfterResponse();
-    stream_->SendLocalReply(ErrorCause::kRequestHeaderTimeout, "");
-  });
+  timer_ = context_.Dispatcher().CreateTimer([this] { OnTimer(); });
   // Formatted once per connection, used by every request on it.
   client_ip_ = connection_->RemoteAddress().Ip();
   listener_->stats->connections_active.Add();
   listener_->stats->connections_total.Inc();
-  ArmIdleTimer();
+  ArmTimer(TimerMode::kIdle);
 }
 
 ConnectionManager::~ConnectionManager() {
@@ -341,8 +334,27 @@ ConnectionManager::~ConnectionManager() {
   listener_->state->connections.fetch_sub(1, std::memory_order_relaxed);
 }
 
-void ConnectionManager::ArmIdleTimer() {
-  if (listener_->idle_timeout.count() > 0) idle_timer_->Enable(listener_->idle_timeout);
+void ConnectionManager::ArmTimer(TimerMode mode) {
+  std::chrono::milliseconds timeout =
+      mode == TimerMode::kIdle ? listener_->idle_timeout : listener_->request_headers_timeout;
+  timer_mode_ = mode;
+  if (timeout.count() > 0) {
+    timer_->Enable(timeout);
+  } else {
+    timer_->Disable();
+  }
+}
+
+void ConnectionManager::OnTimer() {
+  if (closed_) return;
+  if (timer_mode_ == TimerMode::kIdle) {
+    CloseConnection(event::CloseType::kFlushWrite);
+    return;
+  }
+  if (stream_ != nullptr) return;
+  NewStream(*codec_);
+  codec_->CloseAfterResponse();
+  stream_->SendLocalReply(ErrorCause::kRequestHeaderTimeout, "");
 }
 
 void ConnectionManager::OnData(Buffer& data, bool end_stream) {
@@ -351,11 +363,9 @@ void ConnectionManager::OnData(Buffer& data, bool end_stream) {
     return;
   }
   if (!data.empty()) {
-    idle_timer_->Disable();
-    if (stream_ == nullptr && codec_->Idle() && !headers_timer_->Enabled() &&
-        listener_->request_headers_timeout.count() > 0) {
-      headers_timer_->Enable(listener_->request_headers_timeout);
-    }
+    // The first bytes of a request head start its timeout; more bytes of
+    // the same head do not extend it.
+    if (stream_ == nullptr && codec_->Idle()) ArmTimer(TimerMode::kRequestHeaders);
     codec_->Dispatch(data);
   }
   if (end_stream && !closed_) {
@@ -371,8 +381,7 @@ void ConnectionManager::OnEvent(event::ConnectionEvent event) {
   }
   if (!closed_) {
     closed_ = true;
-    idle_timer_->Disable();
-    headers_timer_->Disable();
+    timer_->Disable();
     codec_->OnConnectionClosed();
   }
   // The socket is gone (a flushed close finished, or the peer left).
@@ -388,8 +397,7 @@ void ConnectionManager::OnBelowWriteBufferLowWatermark() {
 }
 
 RequestDecoder& ConnectionManager::NewStream(ResponseEncoder& encoder) {
-  headers_timer_->Disable();
-  idle_timer_->Disable();
+  timer_->Disable();
   // New requests see the newest config of this listener.
   if (server::ListenerConfigPtr current = context_.CurrentListener(listener_->name)) {
     listener_ = std::move(current);
@@ -418,19 +426,20 @@ void ConnectionManager::OnStreamDone(bool reset) {
     CloseConnection(event::CloseType::kFlushWrite);
     return;
   }
-  ArmIdleTimer();
+  ArmTimer(TimerMode::kIdle);
 }
 
 void ConnectionManager::StartDrain() {
   draining_ = true;
-  if (stream_ == nullptr) CloseConnection(event::CloseType::kFlushWrite);
+  // A request head still arriving gets its response (with Connection:
+  // close); only a connection with nothing in progress closes now.
+  if (stream_ == nullptr && codec_->Idle()) CloseConnection(event::CloseType::kFlushWrite);
 }
 
 void ConnectionManager::CloseConnection(event::CloseType type) {
   if (closed_) return;
   closed_ = true;
-  idle_timer_->Disable();
-  headers_timer_->Disable();
+  timer_->Disable();
   if (stream_ != nullptr && !stream_->done()) codec_->OnConnectionClosed();
   connection_->Close(type);
   // A flushed close finishes later (OnEvent(kLocalClose)); until then this

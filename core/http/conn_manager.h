@@ -69,15 +69,20 @@ class ConnectionManager : public event::ConnectionCallbacks,
 
   void OnStreamDone(bool reset);
   void CloseConnection(event::CloseType type);
-  void ArmIdleTimer();
 
   ConnectionManagerContext& context_;
   server::ListenerConfigPtr listener_;
   event::ConnectionPtr connection_;
   std::unique_ptr<http1::ServerConnectionImpl> codec_;
   std::unique_ptr<ActiveStream> stream_;
-  event::TimerPtr idle_timer_;
-  event::TimerPtr headers_timer_;
+  // One timer serves both the idle timeout (no request in flight) and the
+  // request-headers timeout (a request head is arriving); they never run
+  // at once, and every idle connection pays for its timers in memory.
+  enum class TimerMode { kIdle, kRequestHeaders };
+  void ArmTimer(TimerMode mode);
+  void OnTimer();
+  event::TimerPtr timer_;
+  TimerMode timer_mode_ = TimerMode::kIdle;
   std::string client_ip_;
   bool closed_ = false;
   bool draining_ = false;

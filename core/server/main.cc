@@ -1,7 +1,7 @@
 // portway: the gateway binary. A thin main over the portway_core library.
 //
 //   portway -c portway.yaml [--workers N] [--admin-address-path FILE]
-//           [--log-level debug|info|warn|error]
+//           [--log-level trace|debug|info|warn|error|critical|off]
 //   portway --validate -c portway.yaml
 #include <cstdio>
 #include <cstdlib>
@@ -19,7 +19,7 @@ namespace {
 
 void Usage() {
   std::cerr << "usage: portway -c FILE [--workers N] [--admin-address-path FILE]\n"
-               "                [--log-level debug|info|warn|error]\n"
+               "                [--log-level trace|debug|info|warn|error|critical|off]\n"
                "       portway --validate -c FILE\n";
 }
 

@@ -18,7 +18,7 @@ ClusterManager::ClusterManager(event::Dispatcher& dispatcher, std::unique_ptr<Ra
 
 void ClusterManager::Update(const std::map<std::string, ClusterSnapshotPtr>& clusters) {
   absl::flat_hash_map<std::string, WorkerCluster> next;
-  std::set<std::pair<std::string, std::string>> live;
+  std::map<std::pair<std::string, std::string>, const Host*> live;
   for (const auto& [name, snapshot] : clusters) {
     auto it = clusters_.find(name);
     WorkerCluster wc;
@@ -28,7 +28,7 @@ void ClusterManager::Update(const std::map<std::string, ClusterSnapshotPtr>& clu
       wc.snapshot = snapshot;
       wc.lb = snapshot->lb_factory->Create(*random_);
     }
-    for (const auto& host : snapshot->hosts) live.insert({name, host->addressString()});
+    for (const auto& host : snapshot->hosts) live[{name, host->addressString()}] = host.get();
     next.emplace(name, std::move(wc));
   }
   clusters_ = std::move(next);
@@ -37,7 +37,11 @@ void ClusterManager::Update(const std::map<std::string, ClusterSnapshotPtr>& clu
   // builds a fresh pool with the new settings.
   for (auto it = pools_.begin(); it != pools_.end();) {
     auto cluster = clusters_.find(it->first.first);
-    bool keep = live.count(it->first) > 0 && cluster != clusters_.end() &&
+    // The pool must belong to the host object now in the snapshot (a new
+    // weight makes a new Host).
+    auto host = live.find(it->first);
+    bool keep = host != live.end() && host->second == it->second->host().get() &&
+                cluster != clusters_.end() &&
                 SamePoolSettings(it->second->config(), *cluster->second.snapshot->config);
     if (!keep) {
       it->second->Drain();

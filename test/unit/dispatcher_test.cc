@@ -157,5 +157,64 @@ TEST_F(DispatcherTest, ResumingReadingRedeliversBufferedBytes) {
   EXPECT_EQ(holder.seen, 18u);
 }
 
+TEST_F(DispatcherTest, TimersFireInDeadlineOrderAndOnlyWhenEnabled) {
+  std::vector<int> fired;
+  TimerPtr a = dispatcher_->CreateTimer([&] { fired.push_back(1); });
+  TimerPtr b = dispatcher_->CreateTimer([&] { fired.push_back(2); });
+  TimerPtr c = dispatcher_->CreateTimer([&] { fired.push_back(3); });
+  TimerPtr never = dispatcher_->CreateTimer([&] { fired.push_back(4); });
+  c->Enable(std::chrono::milliseconds(30));
+  a->Enable(std::chrono::milliseconds(10));
+  b->Enable(std::chrono::milliseconds(20));
+  never->Enable(std::chrono::milliseconds(15));
+  never->Disable();
+  EXPECT_TRUE(a->Enabled());
+  EXPECT_FALSE(never->Enabled());
+  RunUntil([&] { return fired.size() == 3; }, 2000);
+  EXPECT_EQ(fired, (std::vector<int>{1, 2, 3}));
+  EXPECT_FALSE(a->Enabled());
+}
+
+TEST_F(DispatcherTest, ReEnablingMovesTheDeadline) {
+  int fired = 0;
+  TimerPtr t = dispatcher_->CreateTimer([&] { ++fired; });
+  t->Enable(std::chrono::milliseconds(10));
+  t->Enable(std::chrono::milliseconds(300));
+  RunUntil([] { return false; }, 100);
+  EXPECT_EQ(fired, 0);
+  RunUntil([&] { return fired > 0; }, 2000);
+  EXPECT_EQ(fired, 1);
+}
+
+TEST_F(DispatcherTest, ACallbackMayDestroyOrReArmTimers) {
+  int rearmed = 0;
+  TimerPtr victim = dispatcher_->CreateTimer([] { FAIL() << "destroyed timer fired"; });
+  TimerPtr self_rearming;
+  self_rearming = dispatcher_->CreateTimer([&] {
+    if (++rearmed < 3) self_rearming->Enable(std::chrono::milliseconds(1));
+  });
+  TimerPtr killer = dispatcher_->CreateTimer([&] { victim.reset(); });
+  victim->Enable(std::chrono::milliseconds(20));
+  killer->Enable(std::chrono::milliseconds(5));
+  self_rearming->Enable(std::chrono::milliseconds(1));
+  RunUntil([] { return false; }, 100);
+  EXPECT_EQ(victim, nullptr);
+  EXPECT_EQ(rearmed, 3);
+}
+
+TEST_F(DispatcherTest, ManyTimersAllFireOnce) {
+  const int kTimers = 2000;
+  std::vector<int> counts(kTimers, 0);
+  std::vector<TimerPtr> timers;
+  for (int i = 0; i < kTimers; ++i) {
+    timers.push_back(dispatcher_->CreateTimer([&counts, i] { ++counts[i]; }));
+    timers.back()->Enable(std::chrono::milliseconds((i * 7919) % 50));
+  }
+  // Cancel every third one.
+  for (int i = 0; i < kTimers; i += 3) timers[i]->Disable();
+  RunUntil([] { return false; }, 150);
+  for (int i = 0; i < kTimers; ++i) EXPECT_EQ(counts[i], i % 3 == 0 ? 0 : 1) << i;
+}
+
 }  // namespace
 }  // namespace portway::event

@@ -141,11 +141,7 @@ void TakePayload(Buffer& data, const BodyDecoder::Step& step, Buffer& out) {
 ServerConnectionImpl::ServerConnectionImpl(event::Connection& connection,
                                            ServerConnectionCallbacks& callbacks,
                                            const ServerOptions& options)
-    : connection_(connection),
-      callbacks_(callbacks),
-      options_(options),
-      head_parser_(options.limits),
-      body_decoder_(options.limits) {}
+    : connection_(connection), callbacks_(callbacks), options_(options) {}
 
 void ServerConnectionImpl::Dispatch(Buffer& data) {
   while (!data.empty()) {
@@ -175,11 +171,12 @@ void ServerConnectionImpl::DispatchHead(Buffer& data) {
   // is an error anyway, so never linearize more than that.
   size_t window = std::min<size_t>(data.length(), options_.limits.max_header_bytes + 8);
   std::string_view view = data.Linearize(window);
+  if (!parsers_) parsers_ = std::make_unique<Parsers>(options_.limits);
   Head head;
-  HeadParser::Result result = head_parser_.ParseRequest(view, &head);
+  HeadParser::Result result = parsers_->head.ParseRequest(view, &head);
   if (result == HeadParser::Result::kIncomplete) return;
   if (result == HeadParser::Result::kError) {
-    ProtocolError(head_parser_.error());
+    ProtocolError(parsers_->head.error());
     return;
   }
 
@@ -218,7 +215,7 @@ void ServerConnectionImpl::DispatchHead(Buffer& data) {
     return;
   }
   data.Drain(head.head_size);
-  body_decoder_.Reset(head.body, head.content_length);
+  parsers_->body.Reset(head.body, head.content_length);
   bool end_stream = head.body == BodyKind::kNone;
   state_ = end_stream ? State::kAwaitResponse : State::kBody;
   if (end_stream) request_complete_ = true;
@@ -229,9 +226,10 @@ void ServerConnectionImpl::DispatchHead(Buffer& data) {
 void ServerConnectionImpl::DispatchBody(Buffer& data) {
   while (!data.empty() && state_ == State::kBody) {
     std::string_view front = data.FrontSlice();
-    BodyDecoder::Step step = body_decoder_.Decode(front);
-    if (body_decoder_.error() != ParseError::kNone) {
-      ProtocolError(body_decoder_.error());
+    BodyDecoder& decoder = parsers_->body;
+    BodyDecoder::Step step = decoder.Decode(front);
+    if (decoder.error() != ParseError::kNone) {
+      ProtocolError(decoder.error());
       return;
     }
     Buffer payload;
@@ -244,12 +242,13 @@ void ServerConnectionImpl::DispatchBody(Buffer& data) {
     if (step.done) {
       state_ = State::kAwaitResponse;
       request_complete_ = true;
-      const auto& trailers = body_decoder_.trailers();
-      if (!trailers.empty()) {
+      if (!decoder.trailers().empty()) {
+        // Copied out first: the callbacks may end the exchange and free
+        // the parser state.
+        auto map = std::make_unique<HeaderMap>();
+        for (const auto& [name, value] : decoder.trailers()) map->Add(name, value);
         if (!payload.empty()) decoder_->DecodeData(payload, false);
         if (decoder_ == nullptr) return;
-        auto map = std::make_unique<HeaderMap>();
-        for (const auto& [name, value] : trailers) map->Add(name, value);
         decoder_->DecodeTrailers(std::move(map));
       } else {
         decoder_->DecodeData(payload, true);
@@ -382,7 +381,8 @@ void ServerConnectionImpl::OnResponseComplete() {
   }
   state_ = State::kHead;
   head_started_ = false;
-  head_parser_.Reset();
+  // Safe here: no parser call is on the stack during stream callbacks.
+  parsers_.reset();
   if (read_paused_) {
     read_paused_ = false;
     // Resuming re-delivers bytes of a pipelined request from the loop.

@@ -73,11 +73,18 @@ class ServerConnectionImpl final : public ServerConnection, public Stream, publi
   void ProtocolError(int status, std::string cause);
   void OnResponseComplete();
 
+  // Parser state exists only while a request is being read or answered:
+  // an idle keep-alive connection does not carry ~200 bytes of it.
+  struct Parsers {
+    explicit Parsers(const Limits& limits) : head(limits), body(limits) {}
+    HeadParser head;
+    BodyDecoder body;
+  };
+
   event::Connection& connection_;
   ServerConnectionCallbacks& callbacks_;
   const ServerOptions options_;
-  HeadParser head_parser_;
-  BodyDecoder body_decoder_;
+  std::unique_ptr<Parsers> parsers_;
   RequestDecoder* decoder_ = nullptr;
   StreamCallbacks* stream_callbacks_ = nullptr;
   State state_ = State::kHead;
