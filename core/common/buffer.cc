@@ -3,16 +3,48 @@
 #include <algorithm>
 
 namespace portway {
+namespace {
+
+// Buffers never cross threads (one stream, one worker), so freed read-size
+// blocks go back to a per-thread list instead of malloc: at most
+// kPoolSlices * kSliceSize bytes stay reserved per thread.
+constexpr size_t kPoolSlices = 32;
+
+struct SlicePool {
+  ~SlicePool() {
+    for (char* p : free) delete[] p;
+  }
+  std::vector<char*> free;
+};
+
+thread_local SlicePool slice_pool;
+
+}  // namespace
+
+void Buffer::Slice::Release() {
+  if (data == nullptr) return;
+  if (capacity == kSliceSize && slice_pool.free.size() < kPoolSlices) {
+    slice_pool.free.push_back(data);
+  } else {
+    delete[] data;
+  }
+  data = nullptr;
+}
 
 Buffer::Slice Buffer::MakeSlice(size_t capacity) {
   Slice s;
-  s.data.reset(new char[capacity]);
+  if (capacity == kSliceSize && !slice_pool.free.empty()) {
+    s.data = slice_pool.free.back();
+    slice_pool.free.pop_back();
+  } else {
+    s.data = new char[capacity];
+  }
   s.capacity = static_cast<uint32_t>(capacity);
   return s;
 }
 
 void Buffer::PopFront() {
-  slices_[head_].data.reset();
+  slices_[head_].Release();
   ++head_;
   if (head_ == slices_.size()) {
     slices_.clear();
@@ -34,11 +66,11 @@ void Buffer::PushFront(Slice slice) {
 void Buffer::Add(std::string_view data) {
   while (!data.empty()) {
     if (NoSlices() || slices_.back().end == slices_.back().capacity) {
-      slices_.push_back(MakeSlice(std::max<size_t>(std::min(data.size(), kSliceSize), 512)));
+      slices_.push_back(MakeSlice(std::max(data.size(), kSliceSize)));
     }
     Slice& s = slices_.back();
     size_t n = std::min<size_t>(data.size(), s.capacity - s.end);
-    std::memcpy(s.data.get() + s.end, data.data(), n);
+    std::memcpy(s.data + s.end, data.data(), n);
     s.end += static_cast<uint32_t>(n);
     length_ += n;
     data.remove_prefix(n);
@@ -73,7 +105,7 @@ void Buffer::Move(Buffer& other, size_t n) {
       slices_.push_back(std::move(front));
       other.PopFront();
     } else {
-      Add(std::string_view(front.data.get() + front.start, n));
+      Add(std::string_view(front.data + front.start, n));
       other.Drain(n);
       n = 0;
     }
@@ -115,13 +147,13 @@ std::string_view Buffer::Linearize(size_t n) {
   // Skip empty leading slices (a Reserve that was never committed).
   while (!NoSlices() && Front().size() == 0) PopFront();
   Slice& front = Front();
-  if (front.size() >= n) return std::string_view(front.data.get() + front.start, n);
+  if (front.size() >= n) return std::string_view(front.data + front.start, n);
   Slice merged = MakeSlice(std::max(n, kSliceSize));
   size_t copied = 0;
   while (copied < n) {
     Slice& s = Front();
     size_t take = std::min(s.size(), n - copied);
-    std::memcpy(merged.data.get() + copied, s.data.get() + s.start, take);
+    std::memcpy(merged.data + copied, s.data + s.start, take);
     copied += take;
     if (take == s.size()) {
       PopFront();
@@ -131,13 +163,13 @@ std::string_view Buffer::Linearize(size_t n) {
   }
   merged.end = static_cast<uint32_t>(n);
   PushFront(std::move(merged));
-  return std::string_view(Front().data.get(), n);
+  return std::string_view(Front().data, n);
 }
 
 std::string_view Buffer::FrontSlice() const {
   for (size_t i = head_; i < slices_.size(); ++i) {
     const Slice& s = slices_[i];
-    if (s.size() > 0) return std::string_view(s.data.get() + s.start, s.size());
+    if (s.size() > 0) return std::string_view(s.data + s.start, s.size());
   }
   return {};
 }
@@ -148,7 +180,7 @@ char* Buffer::Reserve(size_t min, size_t* available) {
   }
   Slice& s = slices_.back();
   *available = s.capacity - s.end;
-  return s.data.get() + s.end;
+  return s.data + s.end;
 }
 
 void Buffer::Commit(size_t n) {

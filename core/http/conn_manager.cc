@@ -139,9 +139,12 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
 };
 
 void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool end_stream) {
-  info_.method = std::string(headers->Method());
-  info_.path = std::string(headers->Path());
-  info_.authority = std::string(headers->Authority());
+  // Only the access log reads these copies.
+  if (parent_.context_.AccessLog() != nullptr) {
+    info_.method = std::string(headers->Method());
+    info_.path = std::string(headers->Path());
+    info_.authority = std::string(headers->Authority());
+  }
   listener_->stats->requests.Inc();
   if (parent_.draining_ || parent_.context_.Draining()) encoder_.CloseAfterResponse();
 

@@ -117,6 +117,14 @@ void CopyFields(const Head& head, HeaderMap& map, bool skip_host) {
   }
 }
 
+// Heads are serialized into one reused string per thread, then copied once
+// into the (pooled) output buffer: no allocation per message.
+std::string& ScratchString() {
+  thread_local std::string scratch;
+  scratch.clear();
+  return scratch;
+}
+
 void EncodeChunk(Buffer& out, Buffer& data) {
   char size_line[24];
   int n = snprintf(size_line, sizeof(size_line), "%zx\r\n", data.length());
@@ -305,7 +313,7 @@ void ServerConnectionImpl::EncodeHeaders(const HeaderMap& headers, bool end_stre
   response_started_ = true;
   int status = headers.Status();
   if (status == 0) status = 500;
-  std::string out;
+  std::string& out = ScratchString();
   out.reserve(256 + headers.byteSize() + headers.size() * 4);
   out.append(http10_ ? "HTTP/1.0 " : "HTTP/1.1 ");
   char code[4] = {static_cast<char>('0' + status / 100 % 10),
@@ -437,7 +445,7 @@ RequestEncoder& ClientConnectionImpl::NewStream(ResponseDecoder& decoder) {
 
 void ClientConnectionImpl::EncodeHeaders(const HeaderMap& headers, bool end_stream) {
   method_ = std::string(headers.Method());
-  std::string out;
+  std::string& out = ScratchString();
   out.reserve(256 + headers.byteSize() + headers.size() * 4);
   out.append(headers.Method());
   out.push_back(' ');

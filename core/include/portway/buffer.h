@@ -65,18 +65,36 @@ class Buffer {
   void ForEachSlice(F&& f) const {
     for (size_t i = head_; i < slices_.size(); ++i) {
       const Slice& s = slices_[i];
-      if (s.end > s.start) f(std::string_view(s.data.get() + s.start, s.end - s.start));
+      if (s.end > s.start) f(std::string_view(s.data + s.start, s.end - s.start));
     }
   }
   size_t SliceCount() const { return slices_.size() - head_; }
 
  private:
+  // A block of bytes; blocks of kSliceSize are recycled through a small
+  // per-thread pool (one is taken and returned for nearly every read).
   struct Slice {
-    std::unique_ptr<char[]> data;
+    Slice() = default;
+    Slice(Slice&& other) noexcept { *this = std::move(other); }
+    Slice& operator=(Slice&& other) noexcept {
+      if (this != &other) {
+        Release();
+        data = other.data;
+        start = other.start;
+        end = other.end;
+        capacity = other.capacity;
+        other.data = nullptr;
+      }
+      return *this;
+    }
+    ~Slice() { Release(); }
+    void Release();
+    size_t size() const { return end - start; }
+
+    char* data = nullptr;
     uint32_t start = 0;
     uint32_t end = 0;
     uint32_t capacity = 0;
-    size_t size() const { return end - start; }
   };
   static Slice MakeSlice(size_t capacity);
   bool NoSlices() const { return head_ == slices_.size(); }
