@@ -41,6 +41,14 @@ void HeaderMap::Set(std::string_view name, std::string_view value) {
   if (!replaced) AddLower(std::string(lower), std::string(value));
 }
 
+void HeaderMap::SetOwned(std::string_view name, std::string value) {
+  std::string lowered;
+  if (!IsLower(name)) lowered = ToLower(name);
+  std::string_view lower = lowered.empty() ? name : std::string_view(lowered);
+  Remove(lower);
+  AddLower(std::string(lower), std::move(value));
+}
+
 size_t HeaderMap::RemoveIf(const std::function<bool(std::string_view)>& predicate) {
   size_t removed = 0;
   size_t out = 0;

@@ -191,11 +191,13 @@ void ConnectionManager::ActiveStream::ApplyProxyHeaders(HeaderMap& headers) {
     headers.Set("x-forwarded-proto", "http");
   }
   const std::string* request_id = headers.Get("x-request-id");
+  bool logged = parent_.context_.AccessLog() != nullptr;
   if (listener_->trust_request_id && request_id != nullptr && !request_id->empty()) {
-    info_.request_id = *request_id;
+    if (logged) info_.request_id = *request_id;
   } else {
-    info_.request_id = parent_.context_.NewRequestId();
-    headers.Set("x-request-id", info_.request_id);
+    std::string id = parent_.context_.NewRequestId();
+    if (logged) info_.request_id = id;
+    headers.SetOwned("x-request-id", std::move(id));
   }
 }
 

@@ -180,7 +180,9 @@ void ServerConnectionImpl::DispatchHead(Buffer& data) {
   size_t window = std::min<size_t>(data.length(), options_.limits.max_header_bytes + 8);
   std::string_view view = data.Linearize(window);
   if (!parsers_) parsers_ = std::make_unique<Parsers>(options_.limits);
-  Head head;
+  // One Head per thread: parsing completes before any callback runs, and
+  // its field vector keeps its capacity from request to request.
+  thread_local Head head;
   HeadParser::Result result = parsers_->head.ParseRequest(view, &head);
   if (result == HeadParser::Result::kIncomplete) return;
   if (result == HeadParser::Result::kError) {
@@ -507,7 +509,7 @@ void ClientConnectionImpl::Dispatch(Buffer& data) {
     if (state_ == State::kHead) {
       size_t window = std::min<size_t>(data.length(), limits_.max_header_bytes + 8);
       std::string_view view = data.Linearize(window);
-      Head head;
+      thread_local Head head;  // see DispatchHead
       HeadParser::Result result = head_parser_.ParseResponse(view, method_, &head);
       if (result == HeadParser::Result::kIncomplete) return;
       if (result == HeadParser::Result::kError) {

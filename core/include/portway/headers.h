@@ -50,6 +50,8 @@ class HeaderMap {
   }
   // Replaces every field of that name with one (keeps the first one's place).
   void Set(std::string_view name, std::string_view value);
+  // Set() taking ownership of the value (no copy).
+  void SetOwned(std::string_view name, std::string value);
   // Removes every field of that name; returns how many were removed.
   size_t Remove(std::string_view name);
   // Removes, in one pass, every field whose (lowercase) name matches.
