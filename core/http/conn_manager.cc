@@ -69,12 +69,19 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
     info_.start_system = d.SystemNow();
     info_.listener = listener_->name;
     info_.downstream_remote = parent_.connection_->RemoteAddress();
+    if (listener_->stream_idle_timeout.count() > 0) {
+      last_activity_ = info_.start;
+      idle_timer_ = d.CreateTimer([this] { OnIdleTimer(); });
+      idle_timer_->Enable(listener_->stream_idle_timeout);
+    }
   }
   ~ActiveStream() override = default;
 
   // RequestDecoder
   void DecodeHeaders(HeaderMapPtr headers, bool end_stream) override;
   void DecodeData(Buffer& data, bool end_stream) override {
+    Touch();
+    if (end_stream) request_complete_ = true;
     info_.bytes_received += data.length();
     if (router_ != nullptr && !done_) {
       router_->OnRequestData(data, end_stream);
@@ -83,6 +90,8 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
     }
   }
   void DecodeTrailers(HeaderMapPtr trailers) override {
+    Touch();
+    request_complete_ = true;
     if (router_ != nullptr && !done_) router_->OnRequestTrailers(std::move(trailers));
   }
 
@@ -122,6 +131,12 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
 
  private:
   void ApplyProxyHeaders(HeaderMap& headers);
+  // Activity only stamps a time; the timer re-arms itself for the rest when
+  // it fires early, so a busy stream costs no timer work per chunk.
+  void Touch() {
+    if (idle_timer_) last_activity_ = parent_.context_.Dispatcher().Now();
+  }
+  void OnIdleTimer();
   void SendReply(int status, std::string_view error_header, std::string_view body,
                  std::string_view content_type, std::string_view location);
   void Finish(bool reset);
@@ -134,11 +149,36 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   // Valid while listener_ (which owns the route table) is held.
   const router::Route* route_ = nullptr;
   int read_disabled_ = 0;
+  event::TimerPtr idle_timer_;
+  event::MonotonicTime last_activity_;
+  bool request_complete_ = false;
   bool response_started_ = false;
   bool done_ = false;
 };
 
+void ConnectionManager::ActiveStream::OnIdleTimer() {
+  if (done_) return;
+  auto timeout = listener_->stream_idle_timeout;
+  auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(
+      parent_.context_.Dispatcher().Now() - last_activity_);
+  if (idle < timeout) {
+    idle_timer_->Enable(timeout - idle);
+    return;
+  }
+  std::string detail = Cat("no bytes on the stream for ", timeout.count(), "ms");
+  if (router_ != nullptr && !response_started_) router_->Abort();
+  if (response_started_) {
+    ResetDownstream(ErrorCause::kStreamIdleTimeout, detail);
+  } else if (!request_complete_) {
+    encoder_.CloseAfterResponse();
+    SendLocalReply(ErrorCause::kStreamIdleTimeout, detail);
+  } else {
+    SendLocalReply(ErrorCause::kUpstreamTimeout, detail);
+  }
+}
+
 void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool end_stream) {
+  request_complete_ = end_stream;
   // Only the access log reads these copies.
   if (parent_.context_.AccessLog() != nullptr) {
     info_.method = std::string(headers->Method());
@@ -253,6 +293,7 @@ void ConnectionManager::ActiveStream::SendReply(int status, std::string_view err
 
 void ConnectionManager::ActiveStream::EncodeHeaders(HeaderMapPtr headers, bool end_stream) {
   if (done_) return;
+  Touch();
   response_started_ = true;
   if (!info_.local_reply) StripHopByHop(*headers);
   if (parent_.draining_ || parent_.context_.Draining()) encoder_.CloseAfterResponse();
@@ -266,6 +307,7 @@ void ConnectionManager::ActiveStream::EncodeData(Buffer& data, bool end_stream) 
     data.Clear();
     return;
   }
+  Touch();
   info_.bytes_sent += data.length();
   encoder_.EncodeData(data, end_stream);
   if (end_stream) Finish(false);
@@ -287,6 +329,7 @@ void ConnectionManager::ActiveStream::ResetDownstream(ErrorCause cause, std::str
 void ConnectionManager::ActiveStream::Finish(bool reset) {
   if (done_) return;
   done_ = true;
+  if (idle_timer_) idle_timer_->Disable();
   encoder_.GetStream().RemoveCallbacks(*this);
   // Undo any pause the router left on the downstream connection.
   while (read_disabled_ > 0) {

@@ -21,6 +21,7 @@ const ErrorCauseInfo& InfoFor(ErrorCause cause) {
       {"no_route", "NR", 404},
       {"downstream_protocol_error", "DPE", 400},
       {"request_header_timeout", "RHT", 408},
+      {"stream_idle_timeout", "SI", 408},
       {"payload_too_large", "PTL", 413},
       {"downstream_disconnect", "DC", 0},
   };

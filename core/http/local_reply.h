@@ -24,6 +24,7 @@ enum class ErrorCause : uint8_t {
   kNoRoute,
   kDownstreamProtocolError,  // detail names the exact parse error
   kRequestHeaderTimeout,
+  kStreamIdleTimeout,
   kPayloadTooLarge,
   kDownstreamDisconnect,
   kCount,

@@ -253,6 +253,9 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
     listener->idle_timeout =
         DurationOr(proto.timeouts().has_idle_timeout(), proto.timeouts().idle_timeout(),
                    std::chrono::milliseconds(60000), path + ".timeouts.idle_timeout", errors);
+    listener->stream_idle_timeout = DurationOr(
+        proto.timeouts().has_stream_idle_timeout(), proto.timeouts().stream_idle_timeout(),
+        std::chrono::milliseconds(300000), path + ".timeouts.stream_idle_timeout", errors);
     listener->trust_forwarded_for = proto.proxy_headers().trust_forwarded_for();
     listener->trust_request_id = proto.proxy_headers().trust_request_id();
     if (proto.routes_size() == 0 && proto.virtual_hosts_size() == 0) {

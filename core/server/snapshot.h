@@ -33,6 +33,7 @@ struct ListenerConfig {
   http::http1::ServerOptions codec;
   std::chrono::milliseconds request_headers_timeout{10000};
   std::chrono::milliseconds idle_timeout{60000};
+  std::chrono::milliseconds stream_idle_timeout{300000};
   uint32_t max_connections = 16384;
   bool trust_forwarded_for = false;
   bool trust_request_id = false;

@@ -285,6 +285,29 @@ def test_request_header_timeout_is_408(origin, make_gateway):
     assert origin.all_requests == [] and origin.bytes_received == 0
 
 
+def test_stalled_request_body_is_408_stream_idle_timeout(origin, make_gateway):
+    gw = make_gateway(make_config([origin.address],
+                                  listener={"timeouts": {"stream_idle_timeout": "0.5s"}}))
+    head = build_request("POST", "/sink", headers=[("Content-Length", "100")])
+    r = raw_request(gw.port, head + b"only ten b", read_timeout=5.0)
+    assert 0.4 <= r.elapsed < 4.0, r.elapsed
+    assert_local_reply(gw, r.response(), 408, "stream_idle_timeout")
+    assert r.closed
+
+
+def test_trickled_body_that_keeps_moving_is_not_timed_out(origin, make_gateway):
+    gw = make_gateway(make_config([origin.address],
+                                  listener={"timeouts": {"stream_idle_timeout": "0.6s"}}))
+    with HttpConn(gw.port, timeout=10.0) as c:
+        c.send(build_request("POST", "/sink", headers=[("Content-Length", "8")]))
+        for _ in range(8):  # 8 bytes over ~1.6 s, never idle for 0.6 s
+            time.sleep(0.2)
+            c.send(b"x")
+        r = c.read_response(timeout=5.0)
+    assert r.status == 200, r
+    assert r.header("x-portway-error") is None
+
+
 def test_error_connection_does_not_serve_pipelined_request(proxy, origin):
     """A request pipelined behind a bad one is never processed."""
     raw = (b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n"
