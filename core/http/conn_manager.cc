@@ -2,6 +2,7 @@
 
 #include "core/common/strings.h"
 
+#include "core/http/filter_manager.h"
 #include "core/server/stats.h"
 
 namespace portway::http {
@@ -59,6 +60,7 @@ void StripHopByHop(HeaderMap& headers) {
 class ConnectionManager::ActiveStream : public RequestDecoder,
                                         public StreamCallbacks,
                                         public router::RouterCallbacks,
+                                        public FilterManagerCallbacks,
                                         public event::DeferredDeletable {
  public:
   ActiveStream(ConnectionManager& parent, ResponseEncoder& encoder)
@@ -68,11 +70,18 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
     info_.start = d.Now();
     info_.start_system = d.SystemNow();
     info_.listener = listener_->name;
-    info_.downstream_remote = parent_.connection_->RemoteAddress();
+    info_.downstream_ip = parent_.client_ip_;
     if (listener_->stream_idle_timeout.count() > 0) {
       last_activity_ = info_.start;
       idle_timer_ = d.CreateTimer([this] { OnIdleTimer(); });
       idle_timer_->Enable(listener_->stream_idle_timeout);
+    }
+    // A listener without filters pays nothing for the mechanism.
+    if (!listener_->filters.empty()) {
+      std::vector<FilterPtr> filters;
+      filters.reserve(listener_->filters.size());
+      for (const auto& f : listener_->filters) filters.push_back(f.make());
+      filters_ = std::make_unique<FilterManager>(*this, std::move(filters));
     }
   }
   ~ActiveStream() override = default;
@@ -83,16 +92,49 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
     Touch();
     if (end_stream) request_complete_ = true;
     info_.bytes_received += data.length();
+    if (filters_) {
+      filters_->DecodeData(data, end_stream);
+    } else {
+      DecodeDataToRouter(data, end_stream);
+    }
+  }
+  void DecodeTrailers(HeaderMapPtr trailers) override {
+    Touch();
+    request_complete_ = true;
+    if (filters_) {
+      filters_->DecodeTrailers(std::move(trailers));
+    } else {
+      DecodeTrailersToRouter(std::move(trailers));
+    }
+  }
+
+  // FilterManagerCallbacks: the ends of the chain.
+  void DecodeHeadersToRouter(HeaderMapPtr headers, bool end_stream) override;
+  void DecodeDataToRouter(Buffer& data, bool end_stream) override {
     if (router_ != nullptr && !done_) {
       router_->OnRequestData(data, end_stream);
     } else {
       data.Clear();
     }
   }
-  void DecodeTrailers(HeaderMapPtr trailers) override {
-    Touch();
-    request_complete_ = true;
+  void DecodeTrailersToRouter(HeaderMapPtr trailers) override {
     if (router_ != nullptr && !done_) router_->OnRequestTrailers(std::move(trailers));
+  }
+  void EncodeHeadersToCodec(HeaderMapPtr headers, bool end_stream) override;
+  void EncodeDataToCodec(Buffer& data, bool end_stream) override;
+  void EncodeTrailersToCodec(HeaderMapPtr trailers) override;
+  void OnFilterLocalReply(int status, std::string_view body, std::string_view error) override;
+  void OnBufferOverflow(bool request) override;
+  void PauseSource(bool request, bool pause) override {
+    if (request) {
+      ReadDisableDownstream(pause);
+    } else if (router_ != nullptr) {
+      if (pause) {
+        router_->OnDownstreamAboveWriteBufferHighWatermark();
+      } else {
+        router_->OnDownstreamBelowWriteBufferLowWatermark();
+      }
+    }
   }
 
   // StreamCallbacks (downstream)
@@ -145,7 +187,9 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   ResponseEncoder& encoder_;
   server::ListenerConfigPtr listener_;
   StreamInfo info_;
+  std::unique_ptr<FilterManager> filters_;  // null when the listener has none
   std::unique_ptr<router::Router> router_;
+  bool expect_continue_ = false;
   // Valid while listener_ (which owns the route table) is held.
   const router::Route* route_ = nullptr;
   int read_disabled_ = 0;
@@ -189,26 +233,36 @@ void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool e
   if (parent_.draining_ || parent_.context_.Draining()) encoder_.CloseAfterResponse();
 
   const std::string* expect = headers->Get("expect");
-  bool expect_continue = expect != nullptr && EqualsIgnoreCase(*expect, "100-continue");
+  expect_continue_ = expect != nullptr && EqualsIgnoreCase(*expect, "100-continue");
   if (expect != nullptr) headers->Remove("expect");
 
   StripHopByHop(*headers);
   ApplyProxyHeaders(*headers);
+  // Routed before the filters so they can see the route; a missing route is
+  // answered by the router stage, after the filters ran.
+  route_ = listener_->routes ? listener_->routes->Match(*headers) : nullptr;
+  if (route_ != nullptr) info_.route = route_->name;
+  if (filters_) {
+    filters_->DecodeHeaders(std::move(headers), end_stream);
+  } else {
+    DecodeHeadersToRouter(std::move(headers), end_stream);
+  }
+}
 
-  const router::Route* route = listener_->routes ? listener_->routes->Match(*headers) : nullptr;
-  if (route == nullptr) {
+void ConnectionManager::ActiveStream::DecodeHeadersToRouter(HeaderMapPtr headers, bool end_stream) {
+  if (done_) return;
+  if (route_ == nullptr) {
     SendLocalReply(ErrorCause::kNoRoute, "");
     return;
   }
-  route_ = route;
-  if (route->stats != nullptr) route->stats->requests.Inc();
+  if (route_->stats != nullptr) route_->stats->requests.Inc();
   // Portway answers Expect itself so the client starts sending while the
   // upstream connection is being set up.
-  if (expect_continue && !end_stream && route->action == router::Route::Action::kCluster) {
+  if (expect_continue_ && !request_complete_ && route_->action == router::Route::Action::kCluster) {
     encoder_.Encode100Continue();
   }
   router_ = std::make_unique<router::Router>(*this);
-  router_->OnRequestHeaders(std::move(headers), *route, end_stream);
+  router_->OnRequestHeaders(std::move(headers), *route_, end_stream);
 }
 
 void ConnectionManager::ActiveStream::ApplyProxyHeaders(HeaderMap& headers) {
@@ -250,6 +304,7 @@ void ConnectionManager::ActiveStream::SendLocalReply(ErrorCause cause, std::stri
   info_.cause = cause;
   info_.detail = std::string(detail);
   info_.local_reply = true;
+  if (filters_) filters_->StopDecoding();
   const ErrorCauseInfo& ci = InfoFor(cause);
   std::string body = detail.empty() ? Cat(ci.name, "\n") : Cat(ci.name, ": ", detail, "\n");
   SendReply(ci.status, ci.name, body, "text/plain", "");
@@ -293,8 +348,39 @@ void ConnectionManager::ActiveStream::SendReply(int status, std::string_view err
 
 void ConnectionManager::ActiveStream::EncodeHeaders(HeaderMapPtr headers, bool end_stream) {
   if (done_) return;
-  Touch();
+  // From here a local reply can no longer replace the response.
   response_started_ = true;
+  if (filters_) {
+    filters_->EncodeHeaders(std::move(headers), end_stream);
+  } else {
+    EncodeHeadersToCodec(std::move(headers), end_stream);
+  }
+}
+
+void ConnectionManager::ActiveStream::EncodeData(Buffer& data, bool end_stream) {
+  if (done_) {
+    data.Clear();
+    return;
+  }
+  if (filters_) {
+    filters_->EncodeData(data, end_stream);
+  } else {
+    EncodeDataToCodec(data, end_stream);
+  }
+}
+
+void ConnectionManager::ActiveStream::EncodeTrailers(HeaderMapPtr trailers) {
+  if (done_) return;
+  if (filters_) {
+    filters_->EncodeTrailers(std::move(trailers));
+  } else {
+    EncodeTrailersToCodec(std::move(trailers));
+  }
+}
+
+void ConnectionManager::ActiveStream::EncodeHeadersToCodec(HeaderMapPtr headers, bool end_stream) {
+  if (done_) return;
+  Touch();
   if (!info_.local_reply) StripHopByHop(*headers);
   if (parent_.draining_ || parent_.context_.Draining()) encoder_.CloseAfterResponse();
   info_.status = headers->Status();
@@ -302,7 +388,7 @@ void ConnectionManager::ActiveStream::EncodeHeaders(HeaderMapPtr headers, bool e
   if (end_stream) Finish(false);
 }
 
-void ConnectionManager::ActiveStream::EncodeData(Buffer& data, bool end_stream) {
+void ConnectionManager::ActiveStream::EncodeDataToCodec(Buffer& data, bool end_stream) {
   if (done_) {
     data.Clear();
     return;
@@ -313,10 +399,35 @@ void ConnectionManager::ActiveStream::EncodeData(Buffer& data, bool end_stream) 
   if (end_stream) Finish(false);
 }
 
-void ConnectionManager::ActiveStream::EncodeTrailers(HeaderMapPtr trailers) {
+void ConnectionManager::ActiveStream::EncodeTrailersToCodec(HeaderMapPtr trailers) {
   if (done_) return;
   encoder_.EncodeTrailers(*trailers);
   Finish(false);
+}
+
+void ConnectionManager::ActiveStream::OnFilterLocalReply(int status, std::string_view body,
+                                                         std::string_view error) {
+  if (done_) return;
+  if (response_started_) {
+    ResetDownstream(ErrorCause::kFilterLocalReply, error);
+    return;
+  }
+  if (router_ != nullptr) router_->Abort();
+  info_.cause = ErrorCause::kFilterLocalReply;
+  info_.detail = std::string(error);
+  info_.local_reply = true;
+  SendReply(status, error, body, "text/plain", "");
+}
+
+void ConnectionManager::ActiveStream::OnBufferOverflow(bool request) {
+  if (request) {
+    if (filters_) filters_->StopDecoding();
+    if (router_ != nullptr) router_->Abort();
+    encoder_.CloseAfterResponse();
+    SendLocalReply(ErrorCause::kPayloadTooLarge, "a filter's body buffer limit");
+  } else {
+    ResetDownstream(ErrorCause::kFilterLocalReply, "response_buffer_overflow");
+  }
 }
 
 void ConnectionManager::ActiveStream::ResetDownstream(ErrorCause cause, std::string_view detail) {
@@ -338,6 +449,7 @@ void ConnectionManager::ActiveStream::Finish(bool reset) {
   }
   event::Dispatcher& d = parent_.context_.Dispatcher();
   info_.end = d.Now();
+  if (filters_) filters_->Complete(info_);
   stats::ListenerStats& s = *listener_->stats;
   if (info_.status >= 100 && info_.status < 600 && !reset) {
     s.responses[info_.status / 100]->Inc();

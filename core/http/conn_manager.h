@@ -17,9 +17,9 @@
 #include "core/event/dispatcher.h"
 #include "core/http/codec.h"
 #include "core/http/http1/codec.h"
-#include "core/http/stream_info.h"
 #include "core/router/router.h"
 #include "core/server/snapshot.h"
+#include "portway/stream_info.h"
 
 namespace portway::http {
 

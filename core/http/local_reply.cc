@@ -24,6 +24,7 @@ const ErrorCauseInfo& InfoFor(ErrorCause cause) {
       {"stream_idle_timeout", "SI", 408},
       {"payload_too_large", "PTL", 413},
       {"downstream_disconnect", "DC", 0},
+      {"filter_local_reply", "FLR", 0},
   };
   static_assert(sizeof(kInfo) / sizeof(kInfo[0]) == static_cast<size_t>(ErrorCause::kCount));
   return kInfo[static_cast<size_t>(cause)];

@@ -6,29 +6,9 @@
 #include <cstdint>
 #include <string_view>
 
-namespace portway::http {
+#include "portway/stream_info.h"
 
-enum class ErrorCause : uint8_t {
-  kNone = 0,
-  kUpstreamConnectRefused,
-  kUpstreamConnectFailure,
-  kUpstreamConnectTimeout,
-  kUpstreamResetBeforeResponse,
-  kUpstreamResetAfterResponseStarted,
-  kUpstreamMalformedResponse,
-  kUpstreamDnsFailure,
-  kUpstreamTimeout,
-  kNoHealthyUpstream,
-  kUpstreamOverflow,
-  kClusterNotFound,
-  kNoRoute,
-  kDownstreamProtocolError,  // detail names the exact parse error
-  kRequestHeaderTimeout,
-  kStreamIdleTimeout,
-  kPayloadTooLarge,
-  kDownstreamDisconnect,
-  kCount,
-};
+namespace portway::http {
 
 struct ErrorCauseInfo {
   std::string_view name;  // x-portway-error value, stats label

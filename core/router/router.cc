@@ -89,7 +89,7 @@ void Router::OnRequestHeaders(http::HeaderMapPtr headers, const Route& route, bo
     }
   } else if (config.hash_source_ip) {
     context.has_hash = true;
-    context.hash = upstream::HashKey(info.downstream_remote.Ip());
+    context.hash = upstream::HashKey(info.downstream_ip);
   }
   host_ = cluster->lb->ChooseHost(&context);
   if (!host_) {

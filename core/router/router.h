@@ -13,9 +13,9 @@
 #include "core/event/dispatcher.h"
 #include "core/http/codec.h"
 #include "core/http/local_reply.h"
-#include "core/http/stream_info.h"
 #include "core/router/route_table.h"
 #include "core/upstream/cluster_manager.h"
+#include "portway/stream_info.h"
 
 namespace portway::router {
 

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
+#include "core/http/local_reply.h"
 
 namespace portway::server {
 namespace {
@@ -48,7 +49,7 @@ void AppendJsonString(std::string& out, std::string_view s) {
 
 std::string_view OrDash(std::string_view s) { return s.empty() ? std::string_view("-") : s; }
 
-double Millis(event::MonotonicTime from, event::MonotonicTime to) {
+double Millis(http::StreamInfo::Time from, http::StreamInfo::Time to) {
   return std::chrono::duration<double, std::milli>(to - from).count();
 }
 
@@ -73,11 +74,13 @@ AccessLogger::~AccessLogger() {
   if (owned_ && fd_ >= 0) close(fd_);
 }
 
-void AccessLogger::Log(const http::StreamInfo& info, event::MonotonicTime now) const {
+void AccessLogger::Log(const http::StreamInfo& info, http::StreamInfo::Time now) const {
   if (fd_ < 0) return;
   const http::ErrorCauseInfo& cause = http::InfoFor(info.cause);
   std::string error = info.cause == http::ErrorCause::kNone ? "" : std::string(cause.name);
-  if (info.cause == http::ErrorCause::kDownstreamProtocolError && !info.detail.empty()) {
+  if ((info.cause == http::ErrorCause::kDownstreamProtocolError ||
+       info.cause == http::ErrorCause::kFilterLocalReply) &&
+      !info.detail.empty()) {
     error = info.detail;
   }
   std::string time = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromChrono(info.start_system),
@@ -124,7 +127,7 @@ void AccessLogger::Log(const http::StreamInfo& info, event::MonotonicTime now) c
     line.append(",\"cluster\":");
     AppendJsonString(line, info.cluster);
     line.append(",\"client\":");
-    AppendJsonString(line, info.downstream_remote.Ip());
+    AppendJsonString(line, info.downstream_ip);
     line.append("}\n");
   }
   // One write per line keeps lines whole when workers log at once.

@@ -9,7 +9,7 @@
 #include <memory>
 #include <string>
 
-#include "core/http/stream_info.h"
+#include "portway/stream_info.h"
 
 namespace portway::server {
 
@@ -20,7 +20,7 @@ class AccessLogger {
   static std::shared_ptr<AccessLogger> Open(const std::string& path, Format format,
                                             std::string* error);
   ~AccessLogger();
-  void Log(const http::StreamInfo& info, event::MonotonicTime now) const;
+  void Log(const http::StreamInfo& info, http::StreamInfo::Time now) const;
   bool enabled() const { return fd_ >= 0; }
 
  private:

@@ -4,6 +4,8 @@
 
 #include <set>
 
+#include "core/http/filter_registry.h"
+#include "google/protobuf/message.h"
 #include "portway/config/v1/bootstrap.pb.h"
 
 namespace portway::server {
@@ -41,6 +43,44 @@ upstream::LbPolicy ToPolicy(config::v1::Cluster::LbPolicy p) {
       return upstream::LbPolicy::kMaglev;
     default:
       return upstream::LbPolicy::kRoundRobin;
+  }
+}
+
+// Each filter's config is parsed into its factory's typed message, then
+// checked by the factory; every error is reported under the filter's path.
+void BuildFilters(const config::v1::Listener& proto, const std::string& path,
+                  std::vector<ListenerConfig::Filter>* out, config::ConfigErrors* errors) {
+  const http::FilterRegistryImpl& registry = http::GlobalFilterRegistry();
+  for (int i = 0; i < proto.filters_size(); ++i) {
+    const auto& f = proto.filters(i);
+    std::string fpath = Cat(path, ".filters[", i, "]");
+    const http::FilterFactory* factory = registry.Find(f.name());
+    if (factory == nullptr) {
+      std::string known;
+      for (const std::string& n : registry.Names()) known += (known.empty() ? "" : ", ") + n;
+      AddError(
+          errors, fpath + ".name",
+          Cat("unknown filter '", f.name(), "' (known: ", known.empty() ? "none" : known, ")"));
+      continue;
+    }
+    std::unique_ptr<google::protobuf::Message> config = factory->NewConfig();
+    if (!config::StructToProto(f.config(), config.get(), errors, fpath + ".config")) continue;
+    absl::StatusOr<http::FilterFactoryCallback> made = factory->Create(*config);
+    if (!made.ok()) {
+      // Factories report "FIELD.PATH: message" relative to their config.
+      std::string message(made.status().message());
+      size_t colon = message.find(": ");
+      std::string_view head = std::string_view(message).substr(0, colon);
+      bool is_path =
+          colon != std::string::npos && !head.empty() && head.find(' ') == std::string_view::npos;
+      if (is_path) {
+        AddError(errors, Cat(fpath, ".config.", head), message.substr(colon + 2));
+      } else {
+        AddError(errors, fpath + ".config", message);
+      }
+      continue;
+    }
+    out->push_back({f.name(), std::move(*made)});
   }
 }
 
@@ -218,11 +258,7 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
         AddError(errors, path + ".address", "two listeners cannot share an address");
       }
     }
-    if (proto.filters_size() > 0) {
-      AddError(errors, path + ".filters",
-               "HTTP filters are not available in this build yet (the router is the only "
-               "stage); remove the filters list");
-    }
+    BuildFilters(proto, path, &listener->filters, errors);
     const auto& limits = proto.limits();
     auto& codec = listener->codec;
     if (limits.max_header_bytes() > 0) codec.limits.max_header_bytes = limits.max_header_bytes();

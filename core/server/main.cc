@@ -11,6 +11,7 @@
 
 #include "core/server/config_builder.h"
 #include "core/server/server.h"
+#include "filters/builtin.h"
 #include "portway/config/v1/bootstrap.pb.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
@@ -61,6 +62,7 @@ int main(int argc, char** argv) {
     Usage();
     return 2;
   }
+  portway::filters::RegisterBuiltinFilters();
   if (log_level != "trace" && log_level != "debug" && log_level != "info" && log_level != "warn" &&
       log_level != "error" && log_level != "critical" && log_level != "off") {
     std::cerr << "portway: unknown --log-level '" << log_level

@@ -14,6 +14,7 @@
 #include "core/router/route_table.h"
 #include "core/server/access_log.h"
 #include "core/upstream/cluster.h"
+#include "portway/filter_factory.h"
 
 namespace portway::stats {
 struct ListenerStats;
@@ -38,6 +39,12 @@ struct ListenerConfig {
   bool trust_forwarded_for = false;
   bool trust_request_id = false;
   std::shared_ptr<const router::RouteTable> routes;
+  // The HTTP filter chain, in order; each makes one filter per stream.
+  struct Filter {
+    std::string name;
+    http::FilterFactoryCallback make;
+  };
+  std::vector<Filter> filters;
   stats::ListenerStats* stats = nullptr;
   std::shared_ptr<ListenerState> state;
 };

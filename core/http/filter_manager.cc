@@ -1,0 +1,270 @@
+#include "core/http/filter_manager.h"
+
+#include "core/event/dispatcher.h"
+
+namespace portway::http {
+namespace {
+
+class FilterTimerImpl : public FilterTimer {
+ public:
+  explicit FilterTimerImpl(event::TimerPtr timer) : timer_(std::move(timer)) {}
+  void Enable(std::chrono::milliseconds timeout) override { timer_->Enable(timeout); }
+  void Disable() override { timer_->Disable(); }
+
+ private:
+  event::TimerPtr timer_;
+};
+
+}  // namespace
+
+// One filter in the chain, with the callbacks it sees.
+class FilterManager::FilterState : public FilterCallbacks {
+ public:
+  FilterState(FilterManager& manager, int index, FilterPtr filter)
+      : manager_(manager), index_(index), filter(std::move(filter)) {}
+
+  void Continue() override {
+    if (manager_.completed_) return;
+    manager_.Resume(manager_.decode_, index_);
+    if (manager_.completed_) return;
+    manager_.Resume(manager_.encode_, index_);
+  }
+  void SendLocalReply(int status, std::string_view body, std::string_view error) override {
+    manager_.LocalReply(index_, status, body, error);
+  }
+  StreamInfo& Info() override { return manager_.callbacks_.Info(); }
+  Buffer& KeptBody() override {
+    // The direction this filter currently keeps a body in; the request
+    // direction if neither.
+    return absorbing[1] && !absorbing[0] ? kept[1] : kept[0];
+  }
+  std::unique_ptr<FilterTimer> CreateTimer(std::function<void()> callback) override {
+    return std::make_unique<FilterTimerImpl>(
+        manager_.callbacks_.Dispatcher().CreateTimer(std::move(callback)));
+  }
+
+  FilterManager& manager_;
+  const int index_;
+  FilterPtr filter;
+  // Per direction (0 request, 1 response): absorbing a body, what it kept,
+  // and whether the end of the body was among it.
+  bool absorbing[2] = {false, false};
+  Buffer kept[2];
+  bool kept_end[2] = {false, false};
+};
+
+FilterManager::FilterManager(FilterManagerCallbacks& callbacks, std::vector<FilterPtr> filters)
+    : callbacks_(callbacks) {
+  filters_.reserve(filters.size());
+  for (size_t i = 0; i < filters.size(); ++i) {
+    filters_.push_back(
+        std::make_unique<FilterState>(*this, static_cast<int>(i), std::move(filters[i])));
+  }
+  for (auto& f : filters_) f->filter->SetCallbacks(*f);
+}
+
+FilterManager::~FilterManager() = default;
+
+void FilterManager::DecodeHeaders(HeaderMapPtr headers, bool end_stream) {
+  Item item{Item::kHeaders, std::move(headers), {}, end_stream};
+  Accept(decode_, std::move(item));
+}
+
+void FilterManager::DecodeData(Buffer& data, bool end_stream) {
+  Item item{Item::kData, nullptr, {}, end_stream};
+  item.data.Move(data);
+  Accept(decode_, std::move(item));
+}
+
+void FilterManager::DecodeTrailers(HeaderMapPtr trailers) {
+  Accept(decode_, Item{Item::kTrailers, std::move(trailers), {}, true});
+}
+
+void FilterManager::EncodeHeaders(HeaderMapPtr headers, bool end_stream) {
+  Accept(encode_, Item{Item::kHeaders, std::move(headers), {}, end_stream});
+}
+
+void FilterManager::EncodeData(Buffer& data, bool end_stream) {
+  Item item{Item::kData, nullptr, {}, end_stream};
+  item.data.Move(data);
+  Accept(encode_, std::move(item));
+}
+
+void FilterManager::EncodeTrailers(HeaderMapPtr trailers) {
+  Accept(encode_, Item{Item::kTrailers, std::move(trailers), {}, true});
+}
+
+void FilterManager::Accept(Direction& d, Item item) {
+  if (d.ended || completed_) return;
+  if (d.stopped_at >= 0) {
+    // The direction is held: wait, in order, bounded.
+    d.queued_bytes += item.data.length();
+    d.queue.push_back(std::move(item));
+    if (d.queued_bytes > callbacks_.BufferLimit() && !d.paused_source) {
+      d.paused_source = true;
+      callbacks_.PauseSource(d.decode, true);
+    }
+    return;
+  }
+  Run(d, First(d), item);
+}
+
+bool FilterManager::Run(Direction& d, int index, Item& item) {
+  const int dir = d.decode ? 0 : 1;
+  for (int i = index; InRange(i); i = Next(d, i)) {
+    FilterState& state = *filters_[i];
+    Filter& f = *state.filter;
+    switch (item.kind) {
+      case Item::kHeaders: {
+        FilterHeadersStatus status = d.decode ? f.DecodeHeaders(*item.headers, item.end_stream)
+                                              : f.EncodeHeaders(*item.headers, item.end_stream);
+        if (completed_ || d.ended) return false;
+        if (status == FilterHeadersStatus::kStopIteration) {
+          d.stopped_at = i;
+          d.held = std::move(item);
+          return false;
+        }
+        break;
+      }
+      case Item::kData: {
+        FilterDataStatus status = d.decode ? f.DecodeData(item.data, item.end_stream)
+                                           : f.EncodeData(item.data, item.end_stream);
+        if (completed_ || d.ended) return false;
+        if (status == FilterDataStatus::kStopIterationAndBuffer) {
+          state.absorbing[dir] = true;
+          state.kept[dir].Move(item.data);
+          state.kept_end[dir] = state.kept_end[dir] || item.end_stream;
+          if (state.kept[dir].length() > callbacks_.BufferLimit()) {
+            callbacks_.OnBufferOverflow(d.decode);
+          }
+          return false;
+        }
+        if (state.absorbing[dir]) {
+          // Done absorbing: what it kept goes on, ahead of this chunk.
+          state.absorbing[dir] = false;
+          state.kept[dir].Move(item.data);
+          item.data.Move(state.kept[dir]);
+          state.kept_end[dir] = false;
+        }
+        break;
+      }
+      case Item::kTrailers: {
+        if (state.absorbing[dir]) {
+          // Trailers end the body: the kept body goes on first.
+          state.absorbing[dir] = false;
+          Item body{Item::kData, nullptr, {}, false};
+          body.data.Move(state.kept[dir]);
+          if (!Run(d, Next(d, i), body) || completed_ || d.ended) {
+            // Only the next filters can stop here; keep the trailers queued
+            // behind whatever now holds the direction.
+            d.queue.push_back(std::move(item));
+            return false;
+          }
+        }
+        FilterTrailersStatus status =
+            d.decode ? f.DecodeTrailers(*item.headers) : f.EncodeTrailers(*item.headers);
+        if (completed_ || d.ended) return false;
+        if (status == FilterTrailersStatus::kStopIteration) {
+          d.stopped_at = i;
+          d.held = std::move(item);
+          return false;
+        }
+        break;
+      }
+    }
+  }
+  ToSink(d, item);
+  return !(completed_ || d.ended);
+}
+
+void FilterManager::ToSink(Direction& d, Item& item) {
+  switch (item.kind) {
+    case Item::kHeaders:
+      if (d.decode) {
+        callbacks_.DecodeHeadersToRouter(std::move(item.headers), item.end_stream);
+      } else {
+        callbacks_.EncodeHeadersToCodec(std::move(item.headers), item.end_stream);
+      }
+      break;
+    case Item::kData:
+      if (d.decode) {
+        callbacks_.DecodeDataToRouter(item.data, item.end_stream);
+      } else {
+        callbacks_.EncodeDataToCodec(item.data, item.end_stream);
+      }
+      break;
+    case Item::kTrailers:
+      if (d.decode) {
+        callbacks_.DecodeTrailersToRouter(std::move(item.headers));
+      } else {
+        callbacks_.EncodeTrailersToCodec(std::move(item.headers));
+      }
+      break;
+  }
+}
+
+void FilterManager::Resume(Direction& d, int filter) {
+  if (d.ended || completed_) return;
+  const int dir = d.decode ? 0 : 1;
+  FilterState& state = *filters_[filter];
+  if (d.stopped_at == filter) {
+    d.stopped_at = -1;
+    Item held = std::move(d.held);
+    if (!Run(d, Next(d, filter), held)) return;
+  } else if (state.absorbing[dir]) {
+    // The filter ends its absorbing early (e.g. after an async check).
+    state.absorbing[dir] = false;
+    Item body{Item::kData, nullptr, {}, state.kept_end[dir]};
+    body.data.Move(state.kept[dir]);
+    state.kept_end[dir] = false;
+    if (!Run(d, Next(d, filter), body)) return;
+  } else {
+    return;  // nothing held by this filter in this direction
+  }
+  // What waited re-enters at the first filter, in order, until something
+  // stops the direction again.
+  while (!d.queue.empty() && d.stopped_at < 0 && !d.ended && !completed_) {
+    Item next = std::move(d.queue.front());
+    d.queue.erase(d.queue.begin());
+    d.queued_bytes -= std::min(d.queued_bytes, next.data.length());
+    Run(d, First(d), next);
+  }
+  if (d.paused_source && d.queued_bytes <= callbacks_.BufferLimit() / 2) {
+    d.paused_source = false;
+    callbacks_.PauseSource(d.decode, false);
+  }
+}
+
+void FilterManager::StopDecoding() {
+  decode_.ended = true;
+  decode_.queue.clear();
+  decode_.held = Item{};
+  decode_.stopped_at = -1;
+  for (auto& f : filters_) {
+    f->absorbing[0] = false;
+    f->kept[0].Clear();
+  }
+  if (decode_.paused_source) {
+    decode_.paused_source = false;
+    callbacks_.PauseSource(true, false);
+  }
+}
+
+void FilterManager::LocalReply(int filter, int status, std::string_view body,
+                               std::string_view error) {
+  if (completed_) return;
+  (void)filter;
+  StopDecoding();
+  callbacks_.OnFilterLocalReply(status, body, error);
+}
+
+void FilterManager::Complete(const StreamInfo& info) {
+  if (completed_) return;
+  completed_ = true;
+  decode_.ended = true;
+  encode_.ended = true;
+  for (auto& f : filters_) f->filter->OnStreamComplete(info);
+  for (auto& f : filters_) f->filter->OnDestroy();
+}
+
+}  // namespace portway::http

@@ -1,0 +1,118 @@
+// The filter manager: runs a stream's filter chain in both directions and
+// hands what passes to the router (request) or the codec (response).
+//
+// Iteration model (docs/filters.md):
+// - Request data flows filter 0 -> n-1 -> router; response data flows
+//   n-1 -> 0 -> codec.
+// - A headers or trailers Stop pauses its whole direction. Body or
+//   trailers arriving meanwhile wait in a queue (bounded by the buffer
+//   limit: past it the downstream is paused).
+// - kStopIterationAndBuffer makes the filter absorb the body: every later
+//   chunk still reaches it (so it sees the end), and nothing passes it until
+//   it returns kContinue or calls Continue(); then the kept body goes on.
+// - Continue() resumes: the held item goes on from the next filter, then
+//   queued items enter at the first filter, so every filter sees its
+//   direction's items in order.
+// - A body kept with kStopIterationAndBuffer is bounded by the buffer
+//   limit: past it the stream ends with 413 (request) or 500 (response).
+//
+// Thread safety: one stream, one worker.
+#pragma once
+
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "portway/filter.h"
+
+namespace portway::event {
+class Dispatcher;
+}
+
+namespace portway::http {
+
+// Where the chain's two directions end, and what the manager needs from
+// its stream.
+class FilterManagerCallbacks {
+ public:
+  virtual ~FilterManagerCallbacks() = default;
+  virtual void DecodeHeadersToRouter(HeaderMapPtr headers, bool end_stream) = 0;
+  virtual void DecodeDataToRouter(Buffer& data, bool end_stream) = 0;
+  virtual void DecodeTrailersToRouter(HeaderMapPtr trailers) = 0;
+  virtual void EncodeHeadersToCodec(HeaderMapPtr headers, bool end_stream) = 0;
+  virtual void EncodeDataToCodec(Buffer& data, bool end_stream) = 0;
+  virtual void EncodeTrailersToCodec(HeaderMapPtr trailers) = 0;
+  // A filter answered (decode direction stops for good; the stream sends
+  // this response through the encode direction).
+  virtual void OnFilterLocalReply(int status, std::string_view body, std::string_view error) = 0;
+  // A kept or queued body outgrew the buffer limit.
+  virtual void OnBufferOverflow(bool request) = 0;
+  // Too much waits in a held direction: pause its source (the client for
+  // requests, the upstream for responses) until it drains.
+  virtual void PauseSource(bool request, bool pause) = 0;
+  virtual StreamInfo& Info() = 0;
+  virtual event::Dispatcher& Dispatcher() = 0;
+  virtual size_t BufferLimit() const = 0;
+};
+
+class FilterManager {
+ public:
+  FilterManager(FilterManagerCallbacks& callbacks, std::vector<FilterPtr> filters);
+  ~FilterManager();
+
+  void DecodeHeaders(HeaderMapPtr headers, bool end_stream);
+  void DecodeData(Buffer& data, bool end_stream);
+  void DecodeTrailers(HeaderMapPtr trailers);
+  void EncodeHeaders(HeaderMapPtr headers, bool end_stream);
+  void EncodeData(Buffer& data, bool end_stream);
+  void EncodeTrailers(HeaderMapPtr trailers);
+
+  // The decode direction is over (a local reply was sent): drop what waits.
+  void StopDecoding();
+  // OnStreamComplete and OnDestroy for every filter, once.
+  void Complete(const StreamInfo& info);
+  size_t size() const { return filters_.size(); }
+
+ private:
+  class FilterState;
+  struct Item {
+    enum Kind { kHeaders, kData, kTrailers } kind;
+    HeaderMapPtr headers;  // headers or trailers
+    Buffer data;
+    bool end_stream = false;
+  };
+  struct Direction {
+    explicit Direction(bool is_decode) : decode(is_decode) {}
+    bool decode;
+    // The filter holding the direction after a headers or trailers stop,
+    // or -1. (A filter keeping the body does not hold the direction: the
+    // rest of the body keeps flowing to it.)
+    int stopped_at = -1;
+    Item held;  // what that filter holds
+    std::vector<Item> queue;
+    size_t queued_bytes = 0;
+    bool paused_source = false;
+    bool ended = false;  // no more items will be accepted
+  };
+
+  void Accept(Direction& d, Item item);
+  // Runs `item` through filters starting at `index` (in the direction's
+  // order); returns false if a filter stopped the direction.
+  bool Run(Direction& d, int index, Item& item);
+  void ToSink(Direction& d, Item& item);
+  void Resume(Direction& d, int filter);
+  void LocalReply(int filter, int status, std::string_view body, std::string_view error);
+  int Next(const Direction& d, int index) const { return d.decode ? index + 1 : index - 1; }
+  int First(const Direction& d) const {
+    return d.decode ? 0 : static_cast<int>(filters_.size()) - 1;
+  }
+  bool InRange(int index) const { return index >= 0 && index < static_cast<int>(filters_.size()); }
+
+  FilterManagerCallbacks& callbacks_;
+  std::vector<std::unique_ptr<FilterState>> filters_;
+  Direction decode_{/*is_decode=*/true};
+  Direction encode_{/*is_decode=*/false};
+  bool completed_ = false;
+};
+
+}  // namespace portway::http

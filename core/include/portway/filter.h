@@ -1,0 +1,144 @@
+// The HTTP filter SDK: one interface for built-in and custom filters.
+//
+// Every request runs through the listener's filter chain, in order, and
+// then the router; the response comes back through the same filters in
+// reverse order. A filter overrides only the phases it needs; every method
+// has a default that lets the stream continue.
+//
+//   request:  DecodeHeaders -> DecodeData* -> DecodeTrailers?   (f1, f2, ..., router)
+//   response: EncodeHeaders -> EncodeData* -> EncodeTrailers?   (router, ..., f2, f1)
+//   always:   OnStreamComplete, then OnDestroy
+//
+// Thread safety: a Filter belongs to one stream on one worker thread; all
+// its methods and callbacks run there. A filter may keep state freely. It
+// must not block: to wait, return a Stop status and resume later from a
+// timer (FilterCallbacks::CreateTimer) or another callback.
+//
+// Lifecycle: created per stream by its factory (see filter_factory.h),
+// SetCallbacks() first, then the phases, then OnStreamComplete() and
+// OnDestroy(); after OnDestroy() nothing calls the filter and it must not
+// use its callbacks or timers any more (destroy them there).
+//
+// Example: add a header to every response.
+//
+//   class StampFilter : public portway::http::Filter {
+//    public:
+//     FilterHeadersStatus EncodeHeaders(HeaderMap& headers, bool) override {
+//       headers.Add("x-stamp", "1");
+//       return FilterHeadersStatus::kContinue;
+//     }
+//   };
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string_view>
+
+#include "portway/buffer.h"
+#include "portway/headers.h"
+#include "portway/stream_info.h"
+
+namespace portway::http {
+
+// What the core does after a headers phase.
+enum class FilterHeadersStatus {
+  // Pass the headers to the next filter now.
+  kContinue,
+  // Hold them (and anything that follows) until the filter calls
+  // Continue() — or ends the stream with SendLocalReply().
+  kStopIteration,
+};
+
+// What the core does after a body phase.
+enum class FilterDataStatus {
+  // Pass this data on now.
+  kContinue,
+  // Keep this data (appended to what earlier calls kept) and pass nothing
+  // on until Continue(); the kept body is bounded by the listener's buffer
+  // limit: past it the stream ends with 413 (request) or 500 (response).
+  kStopIterationAndBuffer,
+};
+
+// What the core does after a trailers phase.
+enum class FilterTrailersStatus {
+  kContinue,
+  kStopIteration,  // hold until Continue()
+};
+
+// A timer owned by a filter (see FilterCallbacks::CreateTimer).
+class FilterTimer {
+ public:
+  virtual ~FilterTimer() = default;
+  // Fires once after `timeout`; re-enabling moves the deadline.
+  virtual void Enable(std::chrono::milliseconds timeout) = 0;
+  virtual void Disable() = 0;
+};
+
+class FilterCallbacks {
+ public:
+  virtual ~FilterCallbacks() = default;
+  // Resumes the direction this filter stopped (request or response) from
+  // the next filter on, with whatever headers, kept body and trailers the
+  // filter now holds.
+  virtual void Continue() = 0;
+  // Answers the request from here: nothing more goes upstream, later
+  // filters' decode phases are skipped, and the response passes back
+  // through the encode phases. `error` becomes the x-portway-error header
+  // and the stream's detail (empty: no header). Only before the response
+  // has started; afterwards it ends the stream as a truncation.
+  virtual void SendLocalReply(int status, std::string_view body, std::string_view error) = 0;
+  virtual StreamInfo& Info() = 0;
+  // The body this filter kept with kStopIterationAndBuffer in the current
+  // direction; may be modified before Continue().
+  virtual Buffer& KeptBody() = 0;
+  // A timer on this stream's worker; destroy it in OnDestroy() at the
+  // latest.
+  virtual std::unique_ptr<FilterTimer> CreateTimer(std::function<void()> callback) = 0;
+};
+
+class Filter {
+ public:
+  virtual ~Filter() = default;
+
+  virtual void SetCallbacks(FilterCallbacks& callbacks) { (void)callbacks; }
+
+  virtual FilterHeadersStatus DecodeHeaders(HeaderMap& headers, bool end_stream) {
+    (void)headers;
+    (void)end_stream;
+    return FilterHeadersStatus::kContinue;
+  }
+  virtual FilterDataStatus DecodeData(Buffer& data, bool end_stream) {
+    (void)data;
+    (void)end_stream;
+    return FilterDataStatus::kContinue;
+  }
+  virtual FilterTrailersStatus DecodeTrailers(HeaderMap& trailers) {
+    (void)trailers;
+    return FilterTrailersStatus::kContinue;
+  }
+
+  virtual FilterHeadersStatus EncodeHeaders(HeaderMap& headers, bool end_stream) {
+    (void)headers;
+    (void)end_stream;
+    return FilterHeadersStatus::kContinue;
+  }
+  virtual FilterDataStatus EncodeData(Buffer& data, bool end_stream) {
+    (void)data;
+    (void)end_stream;
+    return FilterDataStatus::kContinue;
+  }
+  virtual FilterTrailersStatus EncodeTrailers(HeaderMap& trailers) {
+    (void)trailers;
+    return FilterTrailersStatus::kContinue;
+  }
+
+  // The stream is over (response sent, reset, or the client left).
+  virtual void OnStreamComplete(const StreamInfo& info) { (void)info; }
+  // Last call; release timers and anything tied to the stream.
+  virtual void OnDestroy() {}
+};
+
+using FilterPtr = std::unique_ptr<Filter>;
+
+}  // namespace portway::http

@@ -1,0 +1,17 @@
+#include "filters/builtin.h"
+
+#include "core/http/filter_registry.h"
+#include "filters/fault/fault_filter.h"
+
+namespace portway::filters {
+
+void RegisterBuiltinFilters() {
+  static bool registered = [] {
+    auto& registry = http::GlobalFilterRegistry();
+    (void)registry.Register(std::make_unique<fault::FaultFactory>());
+    return true;
+  }();
+  (void)registered;
+}
+
+}  // namespace portway::filters
