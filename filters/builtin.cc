@@ -2,6 +2,7 @@
 
 #include "core/http/filter_registry.h"
 #include "filters/fault/fault_filter.h"
+#include "filters/retry/retry_filter.h"
 
 namespace portway::filters {
 
@@ -9,6 +10,7 @@ void RegisterBuiltinFilters() {
   static bool registered = [] {
     auto& registry = http::GlobalFilterRegistry();
     (void)registry.Register(std::make_unique<fault::FaultFactory>());
+    (void)registry.Register(std::make_unique<retry::RetryFactory>());
     return true;
   }();
   (void)registered;

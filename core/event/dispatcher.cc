@@ -18,6 +18,7 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <set>
 
 #include "spdlog/spdlog.h"
 
@@ -33,6 +34,13 @@ void CloseAndFree(T* handle) {
 }
 
 class DispatcherImpl;
+
+struct ResolveRequest {
+  uv_getaddrinfo_t req;
+  uint16_t port;
+  std::function<void(ResolveResult)> callback;  // emptied if the dispatcher goes first
+  std::set<ResolveRequest*>* outstanding;
+};
 
 // ---------------------------------------------------------------- timers
 
@@ -160,6 +168,12 @@ class DispatcherImpl final : public Dispatcher {
 
   ~DispatcherImpl() override {
     ClearDeferredDeleteList();
+    // Lookups still running must not call into owners that are gone.
+    for (ResolveRequest* r : resolves_) {
+      r->callback = nullptr;
+      uv_cancel(reinterpret_cast<uv_req_t*>(&r->req));
+    }
+    resolves_.clear();
     async_->data = nullptr;
     check_->data = nullptr;
     uv_timer_->data = nullptr;
@@ -370,6 +384,7 @@ class DispatcherImpl final : public Dispatcher {
   std::vector<std::function<void()>> posted_;
   std::vector<std::unique_ptr<DeferredDeletable>> to_delete_;
   std::vector<std::pair<ConnectionImpl*, int>> failed_connects_;
+  std::set<ResolveRequest*> resolves_;
 };
 
 void TimerImpl::Enable(std::chrono::milliseconds timeout) { dispatcher_.Schedule(this, timeout); }
@@ -415,8 +430,9 @@ void ConnectionImpl::OnConnect(int status) {
   LearnRemoteAddress();
   if (read_disable_count_ == 0) StartReading();
   if (callbacks_ != nullptr) callbacks_->OnEvent(ConnectionEvent::kConnected);
-  // Anything written while connecting goes out now.
-  if (socket_ != nullptr && !socket_->pending.empty()) Flush();
+  // Anything written while connecting goes out now (unless the callback's
+  // own writes already started a write).
+  if (socket_ != nullptr && !socket_->writing && !socket_->pending.empty()) Flush();
 }
 
 void ConnectionImpl::StartReading() {
@@ -439,8 +455,15 @@ void ConnectionImpl::StartReading() {
 void ConnectionImpl::OnRead(ssize_t nread) {
   if (closing_) {
     // After Close(): nothing more is delivered; bytes are read only to be
-    // dropped, and the peer's close ends the linger.
+    // dropped. While still flushing, a half-close (EOF) is not the end: the
+    // peer may still be reading what we send.
     read_buffer_.Clear();
+    if (nread == UV_EOF && !lingering_) {
+      eof_ = true;
+      reading_ = false;
+      uv_read_stop(reinterpret_cast<uv_stream_t*>(&socket_->tcp));
+      return;
+    }
     if (nread < 0) FinishClose(false);
     return;
   }
@@ -489,6 +512,9 @@ void ConnectionImpl::Write(Buffer& data) {
 
 void ConnectionImpl::Flush() {
   Socket* s = socket_;
+  // One write at a time: the bytes of a write in flight are still at the
+  // front of `pending`; the write callback calls Flush() again.
+  if (s == nullptr || s->writing) return;
   // uv_write copies the iovec array, so it can live on the stack.
   uv_buf_t bufs[64];
   // Write what the kernel takes right away; queue the rest.
@@ -722,17 +748,13 @@ SignalHandlePtr DispatcherImpl::ListenForSignal(int signum, std::function<void()
 
 // ------------------------------------------------------------------- DNS
 
-struct ResolveRequest {
-  uv_getaddrinfo_t req;
-  uint16_t port;
-  std::function<void(ResolveResult)> callback;
-};
-
 void DispatcherImpl::Resolve(const std::string& host, uint16_t port,
                              std::function<void(ResolveResult)> callback) {
   auto* r = new ResolveRequest;
   r->port = port;
   r->callback = std::move(callback);
+  r->outstanding = &resolves_;
+  resolves_.insert(r);
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -756,7 +778,10 @@ void DispatcherImpl::Resolve(const std::string& host, uint16_t port,
           }
         }
         uv_freeaddrinfo(res);
-        r->callback(std::move(result));
+        if (r->callback) {
+          r->outstanding->erase(r);
+          r->callback(std::move(result));
+        }
         delete r;
       },
       host.c_str(), nullptr, &hints);
@@ -765,6 +790,7 @@ void DispatcherImpl::Resolve(const std::string& host, uint16_t port,
     result.error = rc;
     result.error_message = uv_strerror(rc);
     auto cb = std::move(r->callback);
+    resolves_.erase(r);
     delete r;
     Post([cb = std::move(cb), result = std::move(result)]() mutable { cb(std::move(result)); });
   }

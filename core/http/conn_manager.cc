@@ -167,6 +167,15 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
     encoder_.GetStream().ReadDisable(disable);
   }
   size_t BufferLimit() const override { return listener_->codec.buffer_limit; }
+  size_t ReplayLimit() const override { return replay_limit_; }
+  std::chrono::milliseconds PerTryTimeout() const override { return per_try_timeout_; }
+  UpstreamResultStatus OnUpstreamResult(UpstreamResult& result) override {
+    return filters_ ? filters_->OnUpstreamResult(result) : UpstreamResultStatus::kContinue;
+  }
+  void EnableRequestReplay(size_t max_body_bytes) override {
+    replay_limit_ = std::max(replay_limit_, std::max<size_t>(max_body_bytes, 1));
+  }
+  void SetPerTryTimeout(std::chrono::milliseconds timeout) override { per_try_timeout_ = timeout; }
 
   void SendProtocolError(const CodecError& error);
   bool done() const { return done_; }
@@ -190,6 +199,8 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   std::unique_ptr<FilterManager> filters_;  // null when the listener has none
   std::unique_ptr<router::Router> router_;
   bool expect_continue_ = false;
+  size_t replay_limit_ = 0;
+  std::chrono::milliseconds per_try_timeout_{0};
   // Valid while listener_ (which owns the route table) is held.
   const router::Route* route_ = nullptr;
   int read_disabled_ = 0;
@@ -582,6 +593,12 @@ void ConnectionManager::OnProtocolError(const CodecError& error, ResponseEncoder
 void ConnectionManager::OnStreamDone(bool reset) {
   if (stream_ != nullptr) context_.Dispatcher().DeferredDelete(std::move(stream_));
   if (closed_) return;
+  if (reset && codec_->ResponseCloseDelimited()) {
+    // The client reads this body until the close: a FIN would look like a
+    // clean end. Only a reset says the response was cut off.
+    CloseConnection(event::CloseType::kReset);
+    return;
+  }
   if (reset || codec_->WantsClose() || draining_ || context_.Draining()) {
     CloseConnection(event::CloseType::kFlushWrite);
     return;

@@ -42,6 +42,12 @@ class FilterManager::FilterState : public FilterCallbacks {
     return std::make_unique<FilterTimerImpl>(
         manager_.callbacks_.Dispatcher().CreateTimer(std::move(callback)));
   }
+  void EnableRequestReplay(size_t max_body_bytes) override {
+    manager_.callbacks_.EnableRequestReplay(max_body_bytes);
+  }
+  void SetPerTryTimeout(std::chrono::milliseconds timeout) override {
+    manager_.callbacks_.SetPerTryTimeout(timeout);
+  }
 
   FilterManager& manager_;
   const int index_;
@@ -233,6 +239,22 @@ void FilterManager::Resume(Direction& d, int filter) {
     d.paused_source = false;
     callbacks_.PauseSource(d.decode, false);
   }
+}
+
+UpstreamResultStatus FilterManager::OnUpstreamResult(UpstreamResult& result) {
+  UpstreamResultStatus verdict = UpstreamResultStatus::kContinue;
+  for (auto& f : filters_) {
+    if (completed_) break;
+    // Every filter sees every result (a breaker counts failures a retry
+    // filter retries); the first retry's delay wins.
+    UpstreamResult copy = result;
+    if (f->filter->OnUpstreamResult(copy) == UpstreamResultStatus::kRetry &&
+        verdict != UpstreamResultStatus::kRetry) {
+      verdict = UpstreamResultStatus::kRetry;
+      result.retry_delay = copy.retry_delay;
+    }
+  }
+  return verdict;
 }
 
 void FilterManager::StopDecoding() {

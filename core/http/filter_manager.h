@@ -19,6 +19,7 @@
 // Thread safety: one stream, one worker.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string_view>
 #include <vector>
@@ -53,6 +54,9 @@ class FilterManagerCallbacks {
   virtual StreamInfo& Info() = 0;
   virtual event::Dispatcher& Dispatcher() = 0;
   virtual size_t BufferLimit() const = 0;
+  // From FilterCallbacks::EnableRequestReplay / SetPerTryTimeout.
+  virtual void EnableRequestReplay(size_t max_body_bytes) = 0;
+  virtual void SetPerTryTimeout(std::chrono::milliseconds timeout) = 0;
 };
 
 class FilterManager {
@@ -66,6 +70,10 @@ class FilterManager {
   void EncodeHeaders(HeaderMapPtr headers, bool end_stream);
   void EncodeData(Buffer& data, bool end_stream);
   void EncodeTrailers(HeaderMapPtr trailers);
+
+  // Asks every filter, in order, about an upstream attempt; kRetry if any
+  // filter wants one.
+  UpstreamResultStatus OnUpstreamResult(UpstreamResult& result);
 
   // The decode direction is over (a local reply was sent): drop what waits.
   void StopDecoding();

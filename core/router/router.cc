@@ -27,24 +27,40 @@ http::ErrorCause CauseFor(upstream::PoolFailure reason) {
 Router::~Router() { Abort(); }
 
 void Router::Abort() {
+  if (retry_timer_) retry_timer_->Disable();
+  EndAttempt();
+  if (timeout_) timeout_->Disable();
+  Finish();
+}
+
+void Router::EndAttempt() {
   if (pool_handle_ != nullptr) {
     pool_handle_->Cancel();
     pool_handle_ = nullptr;
   }
   if (encoder_ != nullptr) {
+    // A stream given up half-way closes its connection (never reused).
     http::RequestEncoder* encoder = encoder_;
     encoder_ = nullptr;
+    upstream_paused_ = false;
     encoder->GetStream().RemoveCallbacks(*this);
     encoder->GetStream().ResetStream(http::StreamResetReason::kLocalReset);
   }
-  if (timeout_) timeout_->Disable();
-  Finish();
+  if (per_try_timer_) per_try_timer_->Disable();
+  if (attempt_counted_ && host_) host_->activeRequests().fetch_sub(1, std::memory_order_relaxed);
+  attempt_counted_ = false;
+  // A pause for this attempt's slow upstream ends with the attempt.
+  if (paused_for_upstream_) {
+    paused_for_upstream_ = false;
+    callbacks_.ReadDisableDownstream(false);
+  }
 }
 
 void Router::Finish() {
   if (done_) return;
   done_ = true;
-  if (host_) host_->activeRequests().fetch_sub(1, std::memory_order_relaxed);
+  if (attempt_counted_ && host_) host_->activeRequests().fetch_sub(1, std::memory_order_relaxed);
+  attempt_counted_ = false;
 }
 
 void Router::OnRequestHeaders(http::HeaderMapPtr headers, const Route& route, bool end_stream) {
@@ -78,40 +94,94 @@ void Router::OnRequestHeaders(http::HeaderMapPtr headers, const Route& route, bo
     callbacks_.SendLocalReply(http::ErrorCause::kClusterNotFound, route.cluster);
     return;
   }
-  cluster_ = cluster->snapshot;
-  const upstream::ClusterConfig& config = *cluster_->config;
-
-  upstream::LbContext context;
+  const upstream::ClusterConfig& config = *cluster->snapshot->config;
   if (!config.hash_header.empty()) {
     if (const std::string* v = headers->Get(config.hash_header)) {
-      context.has_hash = true;
-      context.hash = upstream::HashKey(*v);
+      lb_context_.has_hash = true;
+      lb_context_.hash = upstream::HashKey(*v);
     }
   } else if (config.hash_source_ip) {
-    context.has_hash = true;
-    context.hash = upstream::HashKey(info.downstream_ip);
+    lb_context_.has_hash = true;
+    lb_context_.hash = upstream::HashKey(info.downstream_ip);
   }
-  host_ = cluster->lb->ChooseHost(&context);
-  if (!host_) {
-    done_ = true;
-    if (!cluster_->dns_error.empty()) {
-      callbacks_.SendLocalReply(http::ErrorCause::kUpstreamDnsFailure, cluster_->dns_error);
-    } else {
-      callbacks_.SendLocalReply(http::ErrorCause::kNoHealthyUpstream, route.cluster);
-    }
-    return;
-  }
-  host_->activeRequests().fetch_add(1, std::memory_order_relaxed);
-  host_->requests_total.fetch_add(1, std::memory_order_relaxed);
-  if (config.stats) config.stats->requests.Inc();
-  info.upstream_host = host_->addressString();
+  replay_limit_ = callbacks_.ReplayLimit();
+  replay_ok_ = replay_limit_ > 0;
 
   RewriteRequest(*headers);
   request_headers_ = std::move(headers);
   if (request_complete_) StartTimeout();
+  StartAttempt();
+}
 
+void Router::StartAttempt() {
+  http::StreamInfo& info = callbacks_.Info();
+  // Looked up again for every attempt: a config update may have replaced
+  // the worker's balancer since the request started.
+  upstream::ClusterManager::WorkerCluster* cluster =
+      callbacks_.ClusterManager().Get(route_->cluster);
+  if (cluster == nullptr) {
+    Finish();
+    callbacks_.SendLocalReply(http::ErrorCause::kClusterNotFound, route_->cluster);
+    return;
+  }
+  cluster_ = cluster->snapshot;
+  std::vector<const upstream::Host*> avoid;
+  avoid.reserve(tried_.size());
+  for (const auto& h : tried_) avoid.push_back(h.get());
+  host_ = cluster->lb->ChooseHost(&lb_context_, avoid);
+  if (!host_) {
+    Finish();
+    if (!cluster_->dns_error.empty()) {
+      callbacks_.SendLocalReply(http::ErrorCause::kUpstreamDnsFailure, cluster_->dns_error);
+    } else {
+      callbacks_.SendLocalReply(http::ErrorCause::kNoHealthyUpstream, route_->cluster);
+    }
+    return;
+  }
+  ++attempt_;
+  info.attempts = attempt_;
+  attempt_counted_ = true;
+  host_->activeRequests().fetch_add(1, std::memory_order_relaxed);
+  host_->requests_total.fetch_add(1, std::memory_order_relaxed);
+  if (cluster_->config->stats) cluster_->config->stats->requests.Inc();
+  info.upstream_host = host_->addressString();
+  if (replay_limit_ > 0) {
+    // The upstream can tell a retry from a first try.
+    request_headers_->Set("x-portway-attempt-count", std::to_string(attempt_));
+  }
+  if (attempt_ > 1) {
+    // A new attempt sends everything received so far again.
+    pending_body_.Clear();
+    replay_.ForEachSlice([this](std::string_view s) { pending_body_.Add(s); });
+    if (replay_trailers_ && !request_trailers_) {
+      request_trailers_ = std::make_unique<http::HeaderMap>(*replay_trailers_);
+    }
+  }
   upstream::ConnPool& pool = callbacks_.ClusterManager().PoolFor(*cluster_, host_);
   pool_handle_ = pool.NewStream(*this, *this);
+}
+
+bool Router::MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause, int status,
+                        const http::HeaderMap* headers) {
+  if (response_started_ || done_) return false;
+  http::UpstreamResult result;
+  result.kind = kind;
+  result.cause = cause;
+  result.status = status;
+  result.headers = headers;
+  result.attempt = attempt_;
+  result.host = host_ ? std::string_view(host_->addressString()) : std::string_view();
+  if (callbacks_.OnUpstreamResult(result) != http::UpstreamResultStatus::kRetry) return false;
+  if (!replay_ok_) {
+    // A retry was wanted but the request cannot be sent again: say so.
+    if (replay_limit_ > 0) callbacks_.Info().replay_overflow = true;
+    return false;
+  }
+  EndAttempt();
+  if (host_) tried_.push_back(host_);
+  if (!retry_timer_) retry_timer_ = callbacks_.Dispatcher().CreateTimer([this] { StartAttempt(); });
+  retry_timer_->Enable(result.retry_delay);
+  return true;
 }
 
 void Router::RewriteRequest(http::HeaderMap& headers) {
@@ -130,6 +200,13 @@ void Router::OnPoolReady(http::RequestEncoder& encoder, double connect_ms) {
   encoder_ = &encoder;
   encoder.GetStream().AddCallbacks(*this);
   callbacks_.Info().upstream_request_sent = callbacks_.Dispatcher().Now();
+  std::chrono::milliseconds per_try = callbacks_.PerTryTimeout();
+  if (per_try.count() > 0) {
+    if (!per_try_timer_) {
+      per_try_timer_ = callbacks_.Dispatcher().CreateTimer([this] { OnPerTryTimeout(); });
+    }
+    per_try_timer_->Enable(per_try);
+  }
   SendUpstream();
 }
 
@@ -142,18 +219,29 @@ void Router::SendUpstream() {
     encoder->EncodeData(pending_body_, request_complete_ && !request_trailers_);
     if (encoder_ == nullptr) return;
   }
-  if (request_trailers_) encoder->EncodeTrailers(*request_trailers_);
-  if (downstream_paused_) {
-    downstream_paused_ = false;
+  if (request_trailers_) {
+    encoder->EncodeTrailers(*request_trailers_);
+    request_trailers_.reset();
+  }
+  // The waiting body is out: that pause ends (a pause for a slow upstream
+  // is separate and ends on its own watermark).
+  if (paused_for_pending_) {
+    paused_for_pending_ = false;
     callbacks_.ReadDisableDownstream(false);
   }
 }
 
 void Router::OnPoolFailure(upstream::PoolFailure reason, std::string_view detail) {
   pool_handle_ = nullptr;
+  http::ErrorCause cause = CauseFor(reason);
+  // An overflow made no attempt: nothing to retry, the limit answers.
+  if (reason != upstream::PoolFailure::kOverflow &&
+      MaybeRetry(http::UpstreamResult::Kind::kConnectFailure, cause, 0, nullptr)) {
+    return;
+  }
   if (timeout_) timeout_->Disable();
   Finish();
-  callbacks_.SendLocalReply(CauseFor(reason), detail);
+  callbacks_.SendLocalReply(cause, detail);
 }
 
 void Router::OnRequestData(Buffer& data, bool end_stream) {
@@ -162,14 +250,24 @@ void Router::OnRequestData(Buffer& data, bool end_stream) {
     data.Clear();
     return;
   }
+  if (replay_ok_) {
+    // Kept for a retry, bounded: past the limit the request can no longer
+    // be sent again.
+    if (replay_.length() + data.length() > replay_limit_) {
+      replay_ok_ = false;
+      replay_.Clear();
+    } else {
+      data.ForEachSlice([this](std::string_view s) { replay_.Add(s); });
+    }
+  }
   if (encoder_ != nullptr) {
     encoder_->EncodeData(data, end_stream);
   } else {
     pending_body_.Move(data);
     // Until a connection is ready the body waits here, bounded: past the
     // limit the client is paused.
-    if (pending_body_.length() > callbacks_.BufferLimit() && !downstream_paused_) {
-      downstream_paused_ = true;
+    if (pending_body_.length() > callbacks_.BufferLimit() && !paused_for_pending_) {
+      paused_for_pending_ = true;
       callbacks_.ReadDisableDownstream(true);
     }
   }
@@ -178,6 +276,7 @@ void Router::OnRequestData(Buffer& data, bool end_stream) {
 
 void Router::OnRequestTrailers(http::HeaderMapPtr trailers) {
   request_complete_ = true;
+  if (replay_ok_) replay_trailers_ = std::make_unique<http::HeaderMap>(*trailers);
   if (encoder_ != nullptr) {
     encoder_->EncodeTrailers(*trailers);
   } else {
@@ -204,6 +303,16 @@ void Router::OnTimeout() {
   }
 }
 
+void Router::OnPerTryTimeout() {
+  if (cluster_ && cluster_->config->stats) cluster_->config->stats->requests_timeout.Inc();
+  if (MaybeRetry(http::UpstreamResult::Kind::kPerTryTimeout, http::ErrorCause::kUpstreamTimeout, 0,
+                 nullptr)) {
+    return;
+  }
+  Abort();
+  callbacks_.SendLocalReply(http::ErrorCause::kUpstreamTimeout, "per-try timeout");
+}
+
 void Router::ReleaseUpstream() {
   // A connection going back to the pool must not stay paused.
   if (encoder_ != nullptr && upstream_paused_) {
@@ -216,13 +325,19 @@ void Router::ReleaseUpstream() {
 }
 
 void Router::DecodeHeaders(http::HeaderMapPtr headers, bool end_stream) {
-  response_started_ = true;
-  http::StreamInfo& info = callbacks_.Info();
-  info.upstream_response_headers = callbacks_.Dispatcher().Now();
+  if (per_try_timer_) per_try_timer_->Disable();
   int status = headers->Status();
   if (cluster_->config->stats && status >= 100 && status < 600) {
     cluster_->config->stats->responses[status / 100]->Inc();
   }
+  // The last moment to try again: nothing of this response left yet.
+  if (MaybeRetry(http::UpstreamResult::Kind::kResponseHeaders, http::ErrorCause::kNone, status,
+                 headers.get())) {
+    return;
+  }
+  response_started_ = true;
+  http::StreamInfo& info = callbacks_.Info();
+  info.upstream_response_headers = callbacks_.Dispatcher().Now();
   route_->response_headers.Apply(*headers);
   if (end_stream) ReleaseUpstream();
   callbacks_.EncodeHeaders(std::move(headers), end_stream);
@@ -240,32 +355,36 @@ void Router::DecodeTrailers(http::HeaderMapPtr trailers) {
 
 void Router::OnResetStream(http::StreamResetReason reason, std::string_view detail) {
   encoder_ = nullptr;
-  if (timeout_) timeout_->Disable();
-  Finish();
+  upstream_paused_ = false;
+  if (per_try_timer_) per_try_timer_->Disable();
   if (cluster_ && cluster_->config->stats) cluster_->config->stats->resets.Inc();
   if (response_started_) {
+    if (timeout_) timeout_->Disable();
+    Finish();
     callbacks_.ResetDownstream(http::ErrorCause::kUpstreamResetAfterResponseStarted, detail);
     return;
   }
-  if (reason == http::StreamResetReason::kProtocolError) {
-    callbacks_.SendLocalReply(http::ErrorCause::kUpstreamMalformedResponse, detail);
-  } else {
-    callbacks_.SendLocalReply(http::ErrorCause::kUpstreamResetBeforeResponse, detail);
-  }
+  http::ErrorCause cause = reason == http::StreamResetReason::kProtocolError
+                               ? http::ErrorCause::kUpstreamMalformedResponse
+                               : http::ErrorCause::kUpstreamResetBeforeResponse;
+  if (MaybeRetry(http::UpstreamResult::Kind::kReset, cause, 0, nullptr)) return;
+  if (timeout_) timeout_->Disable();
+  Finish();
+  callbacks_.SendLocalReply(cause, detail);
 }
 
 void Router::OnAboveWriteBufferHighWatermark() {
   // The upstream is not taking the request body as fast as the client
   // sends it.
-  if (!downstream_paused_) {
-    downstream_paused_ = true;
+  if (!paused_for_upstream_) {
+    paused_for_upstream_ = true;
     callbacks_.ReadDisableDownstream(true);
   }
 }
 
 void Router::OnBelowWriteBufferLowWatermark() {
-  if (downstream_paused_) {
-    downstream_paused_ = false;
+  if (paused_for_upstream_) {
+    paused_for_upstream_ = false;
     callbacks_.ReadDisableDownstream(false);
   }
 }

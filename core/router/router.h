@@ -9,12 +9,14 @@
 
 #include <memory>
 #include <string_view>
+#include <vector>
 
 #include "core/event/dispatcher.h"
 #include "core/http/codec.h"
 #include "core/http/local_reply.h"
 #include "core/router/route_table.h"
 #include "core/upstream/cluster_manager.h"
+#include "portway/filter.h"
 #include "portway/stream_info.h"
 
 namespace portway::router {
@@ -39,6 +41,11 @@ class RouterCallbacks {
   virtual void ResetDownstream(http::ErrorCause cause, std::string_view detail) = 0;
   virtual void ReadDisableDownstream(bool disable) = 0;
   virtual size_t BufferLimit() const = 0;
+  // Set by filters (EnableRequestReplay, SetPerTryTimeout); 0: off.
+  virtual size_t ReplayLimit() const = 0;
+  virtual std::chrono::milliseconds PerTryTimeout() const = 0;
+  // Asks the filters about an attempt; kRetry means try again.
+  virtual http::UpstreamResultStatus OnUpstreamResult(http::UpstreamResult& result) = 0;
 };
 
 class Router : public http::ResponseDecoder,
@@ -80,6 +87,15 @@ class Router : public http::ResponseDecoder,
   void ReleaseUpstream();
   void RewriteRequest(http::HeaderMap& headers);
   void SendUpstream();
+  // Attempts: each picks a host (avoiding those tried), takes a connection
+  // and sends the request; EndAttempt() gives up the current one.
+  void StartAttempt();
+  void EndAttempt();
+  // Reports a failed or answered attempt to the filters; true if they
+  // asked for (and the router started) a retry.
+  bool MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause, int status,
+                  const http::HeaderMap* headers);
+  void OnPerTryTimeout();
 
   RouterCallbacks& callbacks_;
   const Route* route_ = nullptr;
@@ -87,14 +103,29 @@ class Router : public http::ResponseDecoder,
   http::HeaderMapPtr request_trailers_;
   Buffer pending_body_;
   upstream::ClusterSnapshotPtr cluster_;
+  upstream::LbContext lb_context_;
+  // The current attempt.
   upstream::HostSharedPtr host_;
   upstream::Cancellable* pool_handle_ = nullptr;
   http::RequestEncoder* encoder_ = nullptr;
+  event::TimerPtr per_try_timer_;
+  bool attempt_counted_ = false;  // host_'s active-request count includes us
+  // Across attempts.
+  uint32_t attempt_ = 0;
+  std::vector<upstream::HostSharedPtr> tried_;
+  size_t replay_limit_ = 0;  // 0: no retries possible
+  bool replay_ok_ = false;   // the whole request so far is in replay_
+  Buffer replay_;
+  http::HeaderMapPtr replay_trailers_;
+  event::TimerPtr retry_timer_;
   event::TimerPtr timeout_;
   bool request_complete_ = false;
   bool response_started_ = false;
   bool done_ = false;
-  bool downstream_paused_ = false;
+  // The client is paused because the body waiting for a connection is
+  // full, or because the upstream is not taking it fast enough.
+  bool paused_for_pending_ = false;
+  bool paused_for_upstream_ = false;
   bool upstream_paused_ = false;
 };
 

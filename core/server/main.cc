@@ -3,6 +3,7 @@
 //   portway -c portway.yaml [--workers N] [--admin-address-path FILE]
 //           [--log-level trace|debug|info|warn|error|critical|off]
 //   portway --validate -c portway.yaml
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -27,6 +28,9 @@ void Usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before any thread or socket exists: a write to a closed peer must be
+  // an error code, never a signal that kills the process.
+  signal(SIGPIPE, SIG_IGN);
   portway::server::Options options;
   bool validate = false;
   std::string log_level = "info";

@@ -295,6 +295,7 @@ class AdminServer : public event::ListenerCallbacks {
 
 Server::Server(Options options)
     : options_(std::move(options)),
+      store_(stats::GlobalStore()),
       builder_(store_),
       dispatcher_(event::Dispatcher::Create("main")) {
   if (options_.workers <= 0) {
@@ -343,7 +344,12 @@ bool Server::Init(config::ConfigErrors* errors) {
   SnapshotPtr snapshot = builder_.Build(bootstrap, nullptr, errors);
   if (!snapshot) return false;
   std::map<std::string, BoundListener> bound;
-  if (!BindListeners(snapshot, &bound, errors)) return false;
+  if (!BindListeners(snapshot, &bound, errors)) {
+    for (auto& [name, bl] : bound) {
+      for (int fd : bl.fds) close(fd);
+    }
+    return false;
+  }
 
   admin_ = std::make_unique<AdminServer>(*this, *dispatcher_);
   std::string error;
@@ -367,7 +373,6 @@ bool Server::Init(config::ConfigErrors* errors) {
   signals_.push_back(dispatcher_->ListenForSignal(SIGTERM, [this] { StartDrain(); }));
   signals_.push_back(dispatcher_->ListenForSignal(SIGINT, [this] { StartDrain(); }));
   signals_.push_back(dispatcher_->ListenForSignal(SIGHUP, [this] { Reload(); }));
-  signal(SIGPIPE, SIG_IGN);
 
   ScheduleDns();
   if (!options_.admin_address_path.empty()) {
@@ -427,6 +432,11 @@ void Server::Reload() {
     if (!BindListeners(next, &added, &errors)) next = nullptr;
   }
   if (!next) {
+    // Sockets bound for listeners this reload would have added are closed.
+    for (auto& [name, bl] : added) {
+      for (int fd : bl.fds) close(fd);
+      bl.fds.clear();
+    }
     spdlog::error("reload rejected; the running config (version {}) keeps serving:",
                   snapshot_->version);
     for (const auto& e : errors) spdlog::error("  {}", e.ToString());

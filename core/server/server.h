@@ -76,7 +76,7 @@ class Server {
   void OnResolved(const std::string& name, std::shared_ptr<ResolveBatch> batch);
 
   Options options_;
-  stats::Store store_;
+  stats::Store& store_;  // the process's GlobalStore()
   ConfigBuilder builder_;
   event::DispatcherPtr dispatcher_;
   SnapshotPtr snapshot_;

@@ -42,6 +42,11 @@ std::string FormatDouble(double v) { return absl::StrFormat("%.6g", v); }
 
 }  // namespace
 
+Store& GlobalStore() {
+  static Store* store = new Store();
+  return *store;
+}
+
 void Histogram::Record(double ms) {
   size_t i = 0;
   while (i < kBounds.size() && ms > kBounds[i]) ++i;
@@ -163,3 +168,12 @@ ClusterStats::ClusterStats(Store& store, const std::string& cluster)
       hosts(store.GetGauge("portway_upstream_hosts", {{"cluster", cluster}})) {}
 
 }  // namespace portway::stats
+
+namespace portway {
+
+Counter& GetCounter(const std::string& name,
+                    const std::vector<std::pair<std::string, std::string>>& labels) {
+  return stats::GlobalStore().GetCounter(name, labels);
+}
+
+}  // namespace portway

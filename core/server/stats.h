@@ -21,15 +21,17 @@
 #include <vector>
 
 #include "core/http/local_reply.h"
+#include "portway/stats.h"
 
 namespace portway::stats {
 
 using Labels = std::vector<std::pair<std::string, std::string>>;
 
-class Counter {
+// Final, so calls on the core's own counters are not virtual.
+class Counter final : public portway::Counter {
  public:
-  void Inc(uint64_t n = 1) { value_.fetch_add(n, std::memory_order_relaxed); }
-  uint64_t Value() const { return value_.load(std::memory_order_relaxed); }
+  void Inc(uint64_t n = 1) override { value_.fetch_add(n, std::memory_order_relaxed); }
+  uint64_t Value() const override { return value_.load(std::memory_order_relaxed); }
 
  private:
   std::atomic<uint64_t> value_{0};
@@ -79,6 +81,10 @@ class Store {
   Family<Gauge> gauges_;
   Family<Histogram> histograms_;
 };
+
+// The process's store (the admin /stats page renders it); filters reach it
+// through portway::GetCounter.
+Store& GlobalStore();
 
 // The metrics of one listener, shared by every worker.
 struct ListenerStats {

@@ -44,6 +44,12 @@ class ConnPool::ActiveClient : public event::ConnectionCallbacks,
 
   // event::ConnectionCallbacks
   void OnData(Buffer& data, bool end_stream) override {
+    if (state_ == State::kIdle && !data.empty()) {
+      // Bytes no request asked for: the connection is out of step.
+      data.Clear();
+      Close();
+      return;
+    }
     if (!data.empty()) codec_->Dispatch(data);
     if (end_stream && state_ != State::kClosed) {
       codec_->OnConnectionClose(/*clean_eof=*/true);
@@ -203,7 +209,8 @@ void ConnPool::Attach(ActiveClient& client, http::ResponseDecoder& decoder,
 }
 
 void ConnPool::OnClientReady(ActiveClient& client, double connect_ms) {
-  if (pending_.empty() || draining_) {
+  // Draining stops keeping idle connections, not serving waiting requests.
+  if (pending_.empty()) {
     if (draining_) {
       client.Close();
     } else {
@@ -225,6 +232,11 @@ void ConnPool::OnClientConnectFailed(ActiveClient& client, PoolFailure reason, s
     pending_.pop_front();
     request->callbacks.OnPoolFailure(reason, detail);
   }
+  // Whoever still waits without a connection on the way gets one.
+  if (!pending_.empty() && pending_.size() > ConnectingCount() &&
+      clients_.size() < config_->max_connections) {
+    CreateClient();
+  }
 }
 
 void ConnPool::OnStreamComplete(ActiveClient& client, bool reusable) {
@@ -233,8 +245,9 @@ void ConnPool::OnStreamComplete(ActiveClient& client, bool reusable) {
                  client.requests_served() >= config_->max_requests_per_connection);
   if (retire) {
     client.Close();
-    // A waiting request gets a fresh connection in place of this one.
-    if (!pending_.empty() && !draining_ && clients_.size() < config_->max_connections &&
+    // A waiting request gets a fresh connection in place of this one (also
+    // while draining: draining retires connections, not requests).
+    if (!pending_.empty() && clients_.size() < config_->max_connections &&
         ConnectingCount() < pending_.size()) {
       CreateClient();
     }

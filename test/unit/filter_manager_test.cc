@@ -47,6 +47,10 @@ class Sink : public FilterManagerCallbacks {
   StreamInfo& Info() override { return info; }
   event::Dispatcher& Dispatcher() override { return *dispatcher_; }
   size_t BufferLimit() const override { return limit; }
+  void EnableRequestReplay(size_t max_body_bytes) override { replay = max_body_bytes; }
+  void SetPerTryTimeout(std::chrono::milliseconds timeout) override { per_try = timeout; }
+  size_t replay = 0;
+  std::chrono::milliseconds per_try{0};
 
   std::vector<std::string> log;
   HeaderMapPtr request_headers;

@@ -154,8 +154,18 @@ ServerConnectionImpl::ServerConnectionImpl(event::Connection& connection,
 void ServerConnectionImpl::Dispatch(Buffer& data) {
   while (!data.empty()) {
     if (state_ == State::kHead) {
-      DispatchHead(data);
-      if (state_ == State::kHead) return;  // need more bytes
+      // A client that keeps sending requests without reading the responses
+      // waits until it has read them: what we buffer for it stays bounded.
+      if (above_high_) {
+        if (!paused_for_output_) {
+          paused_for_output_ = true;
+          connection_.ReadDisable(true);
+        }
+        return;
+      }
+      // A request answered at once (direct response, local reply) leaves
+      // the state at kHead with pipelined bytes to go: keep parsing.
+      if (!DispatchHead(data)) return;  // need more bytes
     } else if (state_ == State::kBody) {
       DispatchBody(data);
       if (state_ == State::kBody) return;
@@ -173,7 +183,7 @@ void ServerConnectionImpl::Dispatch(Buffer& data) {
   }
 }
 
-void ServerConnectionImpl::DispatchHead(Buffer& data) {
+bool ServerConnectionImpl::DispatchHead(Buffer& data) {
   head_started_ = true;
   // The parser needs the head contiguous; anything past the header limit
   // is an error anyway, so never linearize more than that.
@@ -184,10 +194,10 @@ void ServerConnectionImpl::DispatchHead(Buffer& data) {
   // its field vector keeps its capacity from request to request.
   thread_local Head head;
   HeadParser::Result result = parsers_->head.ParseRequest(view, &head);
-  if (result == HeadParser::Result::kIncomplete) return;
+  if (result == HeadParser::Result::kIncomplete) return false;
   if (result == HeadParser::Result::kError) {
     ProtocolError(parsers_->head.error());
-    return;
+    return true;
   }
 
   auto headers = std::make_unique<HeaderMap>();
@@ -212,6 +222,11 @@ void ServerConnectionImpl::DispatchHead(Buffer& data) {
   headers->AddLower(std::string(headers::kScheme), "http");
   CopyFields(head, *headers, /*skip_host=*/true);
 
+  if (head.method == "CONNECT") {
+    data.Drain(head.head_size);
+    ProtocolError(501, "connect_not_supported");
+    return true;
+  }
   http10_ = head.version_minor == 0;
   keep_alive_ = head.keep_alive;
   request_is_head_ = head.method == "HEAD";
@@ -222,7 +237,7 @@ void ServerConnectionImpl::DispatchHead(Buffer& data) {
       head.content_length > options_.max_request_body_bytes) {
     data.Drain(head.head_size);
     ProtocolError(413, "payload_too_large");
-    return;
+    return true;
   }
   data.Drain(head.head_size);
   parsers_->body.Reset(head.body, head.content_length);
@@ -231,6 +246,7 @@ void ServerConnectionImpl::DispatchHead(Buffer& data) {
   if (end_stream) request_complete_ = true;
   decoder_ = &callbacks_.NewStream(*this);
   decoder_->DecodeHeaders(std::move(headers), end_stream);
+  return true;
 }
 
 void ServerConnectionImpl::DispatchBody(Buffer& data) {
@@ -327,6 +343,7 @@ void ServerConnectionImpl::EncodeHeaders(const HeaderMap& headers, bool end_stre
 
   response_no_body_ = request_is_head_ || status == 204 || status == 304 || status < 200;
   response_chunked_ = false;
+  response_close_delimited_ = false;
   bool has_length = headers.Has("content-length");
   AppendFields(out, headers, /*skip_content_length=*/status == 204 || status == 304);
   if (!response_no_body_ && !has_length) {
@@ -338,6 +355,7 @@ void ServerConnectionImpl::EncodeHeaders(const HeaderMap& headers, bool end_stre
     } else {
       // An HTTP/1.0 client learns the end of the body from the close.
       keep_alive_ = false;
+      response_close_delimited_ = true;
     }
   }
   // A response that ends before the request body was read leaves the
@@ -391,6 +409,8 @@ void ServerConnectionImpl::OnResponseComplete() {
   }
   state_ = State::kHead;
   head_started_ = false;
+  request_is_head_ = false;
+  http10_ = false;
   // Safe here: no parser call is on the stack during stream callbacks.
   parsers_.reset();
   if (read_paused_) {
@@ -417,11 +437,17 @@ void ServerConnectionImpl::OnConnectionClosed() {
 }
 
 void ServerConnectionImpl::OnAboveWriteBufferHighWatermark() {
+  above_high_ = true;
   if (stream_callbacks_ != nullptr) stream_callbacks_->OnAboveWriteBufferHighWatermark();
 }
 
 void ServerConnectionImpl::OnBelowWriteBufferLowWatermark() {
+  above_high_ = false;
   if (stream_callbacks_ != nullptr) stream_callbacks_->OnBelowWriteBufferLowWatermark();
+  if (paused_for_output_) {
+    paused_for_output_ = false;
+    connection_.ReadDisable(false);  // re-delivers the waiting requests
+  }
 }
 
 // ================================================================ client
@@ -500,10 +526,10 @@ void ClientConnectionImpl::EncodeTrailers(const HeaderMap& trailers) {
 void ClientConnectionImpl::Dispatch(Buffer& data) {
   while (!data.empty()) {
     if (state_ == State::kIdle || state_ == State::kDone) {
-      // Bytes nobody asked for: the connection cannot be trusted any more.
+      // Bytes nobody asked for: the connection cannot be trusted any more
+      // (its owner retires it; see ConnPool).
       keep_alive_ = false;
       data.Clear();
-      if (state_ == State::kIdle) connection_.Close(event::CloseType::kNoFlush);
       return;
     }
     if (state_ == State::kHead) {
@@ -541,6 +567,12 @@ void ClientConnectionImpl::Dispatch(Buffer& data) {
       if (end_stream) response_complete_ = true;
       decoder->DecodeHeaders(std::move(headers), end_stream);
       if (end_stream) {
+        // Bytes past the end of the response: the upstream broke framing;
+        // never hand them to the next request on this connection.
+        if (!data.empty()) {
+          keep_alive_ = false;
+          data.Clear();
+        }
         MaybeComplete();
         return;
       }
@@ -559,6 +591,10 @@ void ClientConnectionImpl::Dispatch(Buffer& data) {
     if (step.done) {
       state_ = State::kDone;
       response_complete_ = true;
+      if (!data.empty()) {  // see above: bytes past the end of the response
+        keep_alive_ = false;
+        data.Clear();
+      }
       ResponseDecoder* decoder = decoder_;
       const auto& trailers = body_decoder_.trailers();
       if (!trailers.empty()) {

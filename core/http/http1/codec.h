@@ -48,7 +48,12 @@ class ServerConnectionImpl final : public ServerConnection, public Stream, publi
   void CloseAfterResponse() override { keep_alive_ = false; }
 
   // Stream
-  void AddCallbacks(StreamCallbacks& callbacks) override { stream_callbacks_ = &callbacks; }
+  void AddCallbacks(StreamCallbacks& callbacks) override {
+    stream_callbacks_ = &callbacks;
+    // A stream that starts on a connection already over its limit must
+    // know, or it would never pause its source.
+    if (above_high_) callbacks.OnAboveWriteBufferHighWatermark();
+  }
   void RemoveCallbacks(StreamCallbacks& callbacks) override {
     if (stream_callbacks_ == &callbacks) stream_callbacks_ = nullptr;
   }
@@ -63,11 +68,14 @@ class ServerConnectionImpl final : public ServerConnection, public Stream, publi
   void OnBelowWriteBufferLowWatermark();
 
   bool ResponseStarted() const { return response_started_; }
+  // The response's end is the connection's close (HTTP/1.0, no length).
+  bool ResponseCloseDelimited() const { return response_close_delimited_; }
 
  private:
   enum class State { kHead, kBody, kAwaitResponse, kClosed };
 
-  void DispatchHead(Buffer& data);
+  // True when it consumed a head (or failed on one); false: needs more.
+  bool DispatchHead(Buffer& data);
   void DispatchBody(Buffer& data);
   void ProtocolError(portway::http1::ParseError error);
   void ProtocolError(int status, std::string cause);
@@ -94,7 +102,10 @@ class ServerConnectionImpl final : public ServerConnection, public Stream, publi
   bool response_started_ = false;
   bool response_chunked_ = false;
   bool response_no_body_ = false;
+  bool response_close_delimited_ = false;
   bool request_is_head_ = false;
+  bool above_high_ = false;         // the connection's write buffer is over its limit
+  bool paused_for_output_ = false;  // reading paused until the client drains
   bool http10_ = false;
   bool read_paused_ = false;
   uint64_t body_received_ = 0;
@@ -118,7 +129,10 @@ class ClientConnectionImpl final : public ClientConnection, public Stream, publi
   Stream& GetStream() override { return *this; }
 
   // Stream
-  void AddCallbacks(StreamCallbacks& callbacks) override { stream_callbacks_ = &callbacks; }
+  void AddCallbacks(StreamCallbacks& callbacks) override {
+    stream_callbacks_ = &callbacks;
+    if (above_high_) callbacks.OnAboveWriteBufferHighWatermark();
+  }
   void RemoveCallbacks(StreamCallbacks& callbacks) override {
     if (stream_callbacks_ == &callbacks) stream_callbacks_ = nullptr;
   }
@@ -127,9 +141,11 @@ class ClientConnectionImpl final : public ClientConnection, public Stream, publi
   size_t BufferLimit() const override { return buffer_limit_; }
 
   void OnAboveWriteBufferHighWatermark() {
+    above_high_ = true;
     if (stream_callbacks_) stream_callbacks_->OnAboveWriteBufferHighWatermark();
   }
   void OnBelowWriteBufferLowWatermark() {
+    above_high_ = false;
     if (stream_callbacks_) stream_callbacks_->OnBelowWriteBufferLowWatermark();
   }
 
@@ -152,6 +168,7 @@ class ClientConnectionImpl final : public ClientConnection, public Stream, publi
   bool request_complete_ = false;
   bool response_complete_ = false;
   bool keep_alive_ = true;
+  bool above_high_ = false;
 };
 
 }  // namespace portway::http::http1

@@ -6,6 +6,7 @@
 // has a default that lets the stream continue.
 //
 //   request:  DecodeHeaders -> DecodeData* -> DecodeTrailers?   (f1, f2, ..., router)
+//   upstream: OnUpstreamResult per attempt, before anything is committed
 //   response: EncodeHeaders -> EncodeData* -> EncodeTrailers?   (router, ..., f2, f1)
 //   always:   OnStreamComplete, then OnDestroy
 //
@@ -66,6 +67,36 @@ enum class FilterTrailersStatus {
   kStopIteration,  // hold until Continue()
 };
 
+// What happened to one upstream attempt, reported to every filter's
+// OnUpstreamResult before anything of it reaches the client.
+struct UpstreamResult {
+  enum class Kind {
+    kConnectFailure,   // refused, unreachable, or the connect timed out
+    kReset,            // the connection failed before a response head
+    kPerTryTimeout,    // no response head within the per-try timeout
+    kResponseHeaders,  // a response head arrived (see status, headers)
+  };
+  Kind kind;
+  // For failures: the local reply the client gets if nobody retries.
+  ErrorCause cause = ErrorCause::kNone;
+  int status = 0;                      // kResponseHeaders: the upstream's status
+  const HeaderMap* headers = nullptr;  // kResponseHeaders: the response head
+  uint32_t attempt = 1;                // 1 for the first try
+  std::string_view host;               // "IP:PORT" of the host this attempt used
+  // Out: with kRetry, how long to wait before the next attempt.
+  std::chrono::milliseconds retry_delay{0};
+};
+
+enum class UpstreamResultStatus {
+  // Accept it: response headers go on to the client; a failure becomes its
+  // local reply (the 502 family).
+  kContinue,
+  // Discard this attempt (its connection is closed, never reused) and send
+  // the request again, to another host when the cluster has one, after
+  // retry_delay. Needs EnableRequestReplay(); otherwise it is kContinue.
+  kRetry,
+};
+
 // A timer owned by a filter (see FilterCallbacks::CreateTimer).
 class FilterTimer {
  public:
@@ -95,6 +126,14 @@ class FilterCallbacks {
   // A timer on this stream's worker; destroy it in OnDestroy() at the
   // latest.
   virtual std::unique_ptr<FilterTimer> CreateTimer(std::function<void()> callback) = 0;
+  // Keeps the request (head and up to `max_body_bytes` of body) so it can
+  // be sent again after kRetry. A body over the limit makes the request
+  // unretriable; StreamInfo::replay_overflow records it. Call in
+  // DecodeHeaders.
+  virtual void EnableRequestReplay(size_t max_body_bytes) = 0;
+  // Bounds each attempt (from sending the request to the response head);
+  // over it the attempt ends with UpstreamResult::kPerTryTimeout. 0: none.
+  virtual void SetPerTryTimeout(std::chrono::milliseconds timeout) = 0;
 };
 
 class Filter {
@@ -131,6 +170,14 @@ class Filter {
   virtual FilterTrailersStatus EncodeTrailers(HeaderMap& trailers) {
     (void)trailers;
     return FilterTrailersStatus::kContinue;
+  }
+
+  // An upstream attempt ended or its response head arrived, before anything
+  // of it was sent to the client. Filters are asked in order; any kRetry
+  // retries.
+  virtual UpstreamResultStatus OnUpstreamResult(UpstreamResult& result) {
+    (void)result;
+    return UpstreamResultStatus::kContinue;
   }
 
   // The stream is over (response sent, reset, or the client left).

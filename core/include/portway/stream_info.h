@@ -69,6 +69,10 @@ struct StreamInfo {
   uint64_t bytes_received = 0;
   uint64_t bytes_sent = 0;
   bool local_reply = false;
+  // Upstream attempts made (0: none, e.g. a direct response).
+  uint32_t attempts = 0;
+  // A retry was wanted but the request body outgrew the replay limit.
+  bool replay_overflow = false;
 };
 
 }  // namespace portway::http

@@ -1,0 +1,221 @@
+#include "filters/retry/retry_filter.h"
+
+#include <algorithm>
+#include <charconv>
+#include <random>
+#include <string>
+
+#include "portway/filters/retry/v1/retry.pb.h"
+
+namespace portway::filters::retry {
+namespace {
+
+std::chrono::milliseconds ToMillis(const google::protobuf::Duration& d) {
+  return std::chrono::milliseconds(d.seconds() * 1000 + d.nanos() / 1000000);
+}
+
+bool Idempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "TRACE" ||
+         method == "PUT" || method == "DELETE";
+}
+
+uint64_t RandomBelow(uint64_t bound) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return bound == 0 ? 0 : rng() % (bound + 1);
+}
+
+}  // namespace
+
+RetryFilter::RetryFilter(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {
+  shared_->active_requests.fetch_add(1, std::memory_order_relaxed);
+}
+
+RetryFilter::~RetryFilter() {
+  EndRetry();
+  shared_->active_requests.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void RetryFilter::EndRetry() {
+  if (in_retry_) {
+    in_retry_ = false;
+    shared_->active_retries.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+http::FilterHeadersStatus RetryFilter::DecodeHeaders(http::HeaderMap& headers, bool) {
+  const Settings& s = shared_->settings;
+  enabled_ = s.retry_non_idempotent || Idempotent(headers.Method());
+  if (enabled_) {
+    callbacks_->EnableRequestReplay(s.max_replay_bytes);
+    if (s.per_try_timeout.count() > 0) callbacks_->SetPerTryTimeout(s.per_try_timeout);
+  }
+  return http::FilterHeadersStatus::kContinue;
+}
+
+bool RetryFilter::Retriable(const http::UpstreamResult& r) const {
+  const Settings& s = shared_->settings;
+  bool any_failure = s.on_gateway_error || s.on_5xx;
+  switch (r.kind) {
+    case http::UpstreamResult::Kind::kConnectFailure:
+      return s.on_connect_failure || any_failure;
+    case http::UpstreamResult::Kind::kReset:
+      return s.on_reset || any_failure;
+    case http::UpstreamResult::Kind::kPerTryTimeout:
+      return s.on_per_try_timeout || any_failure;
+    case http::UpstreamResult::Kind::kResponseHeaders:
+      if (s.on_5xx && r.status >= 500 && r.status <= 599) return true;
+      if (s.on_gateway_error && (r.status == 502 || r.status == 503 || r.status == 504)) {
+        return true;
+      }
+      return s.on_status_codes && s.status_codes.count(r.status) > 0;
+  }
+  return false;
+}
+
+std::chrono::milliseconds RetryFilter::Backoff(const http::UpstreamResult& r) {
+  const Settings& s = shared_->settings;
+  if (s.honor_retry_after && r.headers != nullptr && (r.status == 429 || r.status == 503)) {
+    if (const std::string* v = r.headers->Get("retry-after")) {
+      uint64_t seconds = 0;
+      auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), seconds);
+      if (ec == std::errc() && end == v->data() + v->size()) {
+        return std::min(std::chrono::milliseconds(seconds * 1000), s.max_interval);
+      }
+    }
+  }
+  // Full jitter over an exponentially growing ceiling.
+  uint64_t ceiling = static_cast<uint64_t>(s.base_interval.count());
+  for (uint32_t i = 1; i < retries_ + 1 && ceiling < static_cast<uint64_t>(s.max_interval.count());
+       ++i) {
+    ceiling *= 2;
+  }
+  ceiling = std::min<uint64_t>(ceiling, static_cast<uint64_t>(s.max_interval.count()));
+  return std::chrono::milliseconds(RandomBelow(ceiling));
+}
+
+http::UpstreamResultStatus RetryFilter::OnUpstreamResult(http::UpstreamResult& result) {
+  // The attempt that was a retry is over, whatever came of it.
+  EndRetry();
+  if (!enabled_ || !Retriable(result)) return http::UpstreamResultStatus::kContinue;
+  const Settings& s = shared_->settings;
+  if (retries_ >= s.num_retries) {
+    shared_->exhausted->Inc();
+    return http::UpstreamResultStatus::kContinue;
+  }
+  // The budget: retries in flight stay a bounded share of all requests, so
+  // a failing upstream is not hit with a multiple of its normal load.
+  uint64_t active = shared_->active_requests.load(std::memory_order_relaxed);
+  uint64_t allowed = std::max<uint64_t>(s.min_retry_concurrency,
+                                        static_cast<uint64_t>(active * s.budget_percent / 100.0));
+  if (shared_->active_retries.load(std::memory_order_relaxed) >= allowed) {
+    shared_->budget_overflow->Inc();
+    return http::UpstreamResultStatus::kContinue;
+  }
+  result.retry_delay = Backoff(result);
+  ++retries_;
+  in_retry_ = true;
+  shared_->active_retries.fetch_add(1, std::memory_order_relaxed);
+  shared_->attempts->Inc();
+  return http::UpstreamResultStatus::kRetry;
+}
+
+void RetryFilter::OnStreamComplete(const http::StreamInfo& info) {
+  EndRetry();
+  if (info.replay_overflow) shared_->replay_overflow->Inc();
+  if (retries_ > 0 && info.status >= 200 && info.status < 500 && !info.local_reply) {
+    shared_->succeeded->Inc();
+  }
+}
+
+std::unique_ptr<google::protobuf::Message> RetryFactory::NewConfig() const {
+  return std::make_unique<v1::Retry>();
+}
+
+absl::StatusOr<http::FilterFactoryCallback> RetryFactory::Create(
+    const google::protobuf::Message& message) const {
+  const auto& config = static_cast<const v1::Retry&>(message);
+  auto shared = std::make_shared<Shared>();
+  Settings& s = shared->settings;
+  if (config.retry_on_size() == 0) s.on_connect_failure = true;
+  for (int i = 0; i < config.retry_on_size(); ++i) {
+    const std::string& on = config.retry_on(i);
+    if (on == "connect-failure") {
+      s.on_connect_failure = true;
+    } else if (on == "reset") {
+      s.on_reset = true;
+    } else if (on == "per-try-timeout") {
+      s.on_per_try_timeout = true;
+    } else if (on == "gateway-error") {
+      s.on_gateway_error = true;
+    } else if (on == "5xx") {
+      s.on_5xx = true;
+    } else if (on == "retriable-status-codes") {
+      s.on_status_codes = true;
+    } else {
+      return absl::InvalidArgumentError(
+          "retry_on[" + std::to_string(i) + "]: unknown condition '" + on +
+          "' (connect-failure, reset, per-try-timeout, gateway-error, 5xx, "
+          "retriable-status-codes)");
+    }
+  }
+  if (config.has_num_retries()) {
+    if (config.num_retries().value() > 10) {
+      return absl::InvalidArgumentError("num_retries: must be at most 10");
+    }
+    s.num_retries = config.num_retries().value();
+  }
+  if (config.has_per_try_timeout()) {
+    s.per_try_timeout = ToMillis(config.per_try_timeout());
+    if (s.per_try_timeout.count() <= 0) {
+      return absl::InvalidArgumentError("per_try_timeout: must be at least 1ms");
+    }
+  }
+  for (int i = 0; i < config.retriable_status_codes_size(); ++i) {
+    uint32_t code = config.retriable_status_codes(i);
+    if (code < 100 || code > 599) {
+      return absl::InvalidArgumentError("retriable_status_codes[" + std::to_string(i) +
+                                        "]: must be between 100 and 599");
+    }
+    s.status_codes.insert(static_cast<int>(code));
+  }
+  if (s.on_status_codes && s.status_codes.empty()) {
+    return absl::InvalidArgumentError(
+        "retriable_status_codes: retry_on has retriable-status-codes but none are listed");
+  }
+  s.retry_non_idempotent = config.retry_non_idempotent();
+  if (config.backoff().has_base_interval()) {
+    s.base_interval = ToMillis(config.backoff().base_interval());
+    if (s.base_interval.count() <= 0) {
+      return absl::InvalidArgumentError("backoff.base_interval: must be at least 1ms");
+    }
+  }
+  s.max_interval = config.backoff().has_max_interval() ? ToMillis(config.backoff().max_interval())
+                                                       : s.base_interval * 10;
+  if (s.max_interval < s.base_interval) {
+    return absl::InvalidArgumentError("backoff.max_interval: must not be below base_interval");
+  }
+  s.honor_retry_after = config.honor_retry_after();
+  if (config.budget().has_budget_percent()) {
+    double p = config.budget().budget_percent().value();
+    if (!(p >= 0 && p <= 100)) {
+      return absl::InvalidArgumentError("budget.budget_percent: must be between 0 and 100");
+    }
+    s.budget_percent = p;
+  }
+  if (config.budget().has_min_retry_concurrency()) {
+    s.min_retry_concurrency = config.budget().min_retry_concurrency().value();
+  }
+  if (config.has_max_replay_bytes()) {
+    s.max_replay_bytes = static_cast<size_t>(config.max_replay_bytes().value());
+  }
+  const std::vector<std::pair<std::string, std::string>> labels = {{"filter", "portway.retry"}};
+  shared->attempts = &GetCounter("portway_retry_attempts_total", labels);
+  shared->succeeded = &GetCounter("portway_retry_success_after_retry_total", labels);
+  shared->exhausted = &GetCounter("portway_retry_exhausted_total", labels);
+  shared->budget_overflow = &GetCounter("portway_retry_budget_overflow_total", labels);
+  shared->replay_overflow = &GetCounter("portway_retry_replay_overflow_total", labels);
+  return http::FilterFactoryCallback(
+      [shared]() -> http::FilterPtr { return std::make_unique<RetryFilter>(shared); });
+}
+
+}  // namespace portway::filters::retry

@@ -1,0 +1,81 @@
+// portway.retry: sends a failed request again, to a host not tried yet
+// when the cluster has one (see docs/filters/retry.md). SDK only.
+//
+// Thread safety: RetryFactory runs on the main thread. Filters run on
+// workers; the Shared state (settings, budget counters, stats) is read-only
+// except for atomics.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <set>
+
+#include "portway/filter.h"
+#include "portway/filter_factory.h"
+#include "portway/stats.h"
+
+namespace portway::filters::retry {
+
+struct Settings {
+  bool on_connect_failure = false;
+  bool on_reset = false;
+  bool on_per_try_timeout = false;
+  bool on_gateway_error = false;  // 502/503/504 responses
+  bool on_5xx = false;            // any 5xx response
+  bool on_status_codes = false;
+  std::set<int> status_codes;
+  uint32_t num_retries = 1;
+  std::chrono::milliseconds per_try_timeout{0};
+  bool retry_non_idempotent = false;
+  std::chrono::milliseconds base_interval{25};
+  std::chrono::milliseconds max_interval{250};
+  bool honor_retry_after = false;
+  double budget_percent = 20;
+  uint32_t min_retry_concurrency = 3;
+  size_t max_replay_bytes = 65536;
+};
+
+// Shared by every stream of one configured filter, on every worker.
+struct Shared {
+  Settings settings;
+  std::atomic<uint64_t> active_requests{0};
+  std::atomic<uint64_t> active_retries{0};
+  Counter* attempts = nullptr;   // retries sent
+  Counter* succeeded = nullptr;  // requests answered after at least one retry
+  Counter* exhausted = nullptr;  // retriable failures with no retry left
+  Counter* budget_overflow = nullptr;
+  Counter* replay_overflow = nullptr;
+};
+
+class RetryFilter : public http::Filter {
+ public:
+  explicit RetryFilter(std::shared_ptr<Shared> shared);
+  ~RetryFilter() override;
+
+  void SetCallbacks(http::FilterCallbacks& callbacks) override { callbacks_ = &callbacks; }
+  http::FilterHeadersStatus DecodeHeaders(http::HeaderMap& headers, bool end_stream) override;
+  http::UpstreamResultStatus OnUpstreamResult(http::UpstreamResult& result) override;
+  void OnStreamComplete(const http::StreamInfo& info) override;
+
+ private:
+  bool Retriable(const http::UpstreamResult& result) const;
+  std::chrono::milliseconds Backoff(const http::UpstreamResult& result);
+  void EndRetry();
+
+  std::shared_ptr<Shared> shared_;
+  http::FilterCallbacks* callbacks_ = nullptr;
+  bool enabled_ = false;   // idempotent (or allowed) request
+  uint32_t retries_ = 0;   // retries made
+  bool in_retry_ = false;  // counted in active_retries
+};
+
+class RetryFactory : public http::FilterFactory {
+ public:
+  std::string_view Name() const override { return "portway.retry"; }
+  std::unique_ptr<google::protobuf::Message> NewConfig() const override;
+  absl::StatusOr<http::FilterFactoryCallback> Create(
+      const google::protobuf::Message& config) const override;
+};
+
+}  // namespace portway::filters::retry
