@@ -172,11 +172,9 @@ bool Router::MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause,
   result.attempt = attempt_;
   result.host = host_ ? std::string_view(host_->addressString()) : std::string_view();
   if (callbacks_.OnUpstreamResult(result) != http::UpstreamResultStatus::kRetry) return false;
-  if (!replay_ok_) {
-    // A retry was wanted but the request cannot be sent again: say so.
-    if (replay_limit_ > 0) callbacks_.Info().replay_overflow = true;
-    return false;
-  }
+  // Filters see StreamInfo::replay_overflow and do not ask; a filter that
+  // asks anyway gets no retry.
+  if (!replay_ok_) return false;
   EndAttempt();
   if (host_) tried_.push_back(host_);
   if (!retry_timer_) retry_timer_ = callbacks_.Dispatcher().CreateTimer([this] { StartAttempt(); });
@@ -256,6 +254,7 @@ void Router::OnRequestData(Buffer& data, bool end_stream) {
     if (replay_.length() + data.length() > replay_limit_) {
       replay_ok_ = false;
       replay_.Clear();
+      callbacks_.Info().replay_overflow = true;
     } else {
       data.ForEachSlice([this](std::string_view s) { replay_.Add(s); });
     }

@@ -126,6 +126,8 @@ void AccessLogger::Log(const http::StreamInfo& info, http::StreamInfo::Time now)
     AppendJsonString(line, info.route);
     line.append(",\"cluster\":");
     AppendJsonString(line, info.cluster);
+    line += Cat(",\"attempts\":", info.attempts,
+                ",\"replay_overflow\":", info.replay_overflow ? "true" : "false");
     line.append(",\"client\":");
     AppendJsonString(line, info.downstream_ip);
     line.append("}\n");

@@ -97,6 +97,12 @@ http::UpstreamResultStatus RetryFilter::OnUpstreamResult(http::UpstreamResult& r
   // The attempt that was a retry is over, whatever came of it.
   EndRetry();
   if (!enabled_ || !Retriable(result)) return http::UpstreamResultStatus::kContinue;
+  if (callbacks_->Info().replay_overflow) {
+    // Retriable, but the body is too large to send again: counted, and the
+    // access log shows replay_overflow.
+    shared_->replay_overflow->Inc();
+    return http::UpstreamResultStatus::kContinue;
+  }
   const Settings& s = shared_->settings;
   if (retries_ >= s.num_retries) {
     shared_->exhausted->Inc();
@@ -121,7 +127,6 @@ http::UpstreamResultStatus RetryFilter::OnUpstreamResult(http::UpstreamResult& r
 
 void RetryFilter::OnStreamComplete(const http::StreamInfo& info) {
   EndRetry();
-  if (info.replay_overflow) shared_->replay_overflow->Inc();
   if (retries_ > 0 && info.status >= 200 && info.status < 500 && !info.local_reply) {
     shared_->succeeded->Inc();
   }

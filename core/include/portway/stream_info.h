@@ -71,7 +71,8 @@ struct StreamInfo {
   bool local_reply = false;
   // Upstream attempts made (0: none, e.g. a direct response).
   uint32_t attempts = 0;
-  // A retry was wanted but the request body outgrew the replay limit.
+  // The request body outgrew the replay limit (EnableRequestReplay): the
+  // request can no longer be sent again.
   bool replay_overflow = false;
 };
 
