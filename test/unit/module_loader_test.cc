@@ -11,10 +11,12 @@
 #include <string>
 
 #include "core/common/strings.h"
+#include "core/server/config_builder.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/empty.pb.h"
 #include "gtest/gtest.h"
 #include "portway/abi.h"
+#include "portway/config/v1/bootstrap.pb.h"
 
 namespace portway::http {
 namespace {
@@ -163,6 +165,42 @@ TEST(ModuleLoaderTest, GatewayStampNamesVersionSdkAndCompiler) {
   EXPECT_THAT(stamp, HasSubstr(PORTWAY_SDK_HASH));
   EXPECT_THAT(stamp, HasSubstr("; c++ 202002L"));
   EXPECT_EQ(std::string(PORTWAY_SDK_HASH).size(), 16u);
+}
+
+// The config side: modules[i].path, resolved against module_dir or the
+// config file's directory, errors at the field's path.
+TEST(LoadModulesTest, ResolvesRelativePathsAndReportsEachFailureAtItsPath) {
+  config::v1::Bootstrap bootstrap;
+  bootstrap.add_modules()->set_path("good.so");
+  bootstrap.add_modules()->set_path("wrong_stamp.so");
+  bootstrap.add_modules()->set_path("");
+  config::ConfigErrors errors;
+  // The config file's directory by default.
+  EXPECT_FALSE(
+      server::LoadModules(bootstrap, Cat(PORTWAY_TEST_MODULE_DIR, "/portway.yaml"), &errors));
+  ASSERT_EQ(errors.size(), 2u);
+  EXPECT_EQ(errors[0].path, "modules[1].path");
+  EXPECT_THAT(errors[0].message, HasSubstr(ModulePath("wrong_stamp")));
+  EXPECT_THAT(errors[0].message, HasSubstr("ABI stamp mismatch"));
+  EXPECT_EQ(errors[1].path, "modules[2].path");
+  EXPECT_EQ(errors[1].message, "is required");
+  EXPECT_NE(GlobalFilterRegistry().Find("test.good"), nullptr);
+
+  // module_dir, itself relative to the config file's directory.
+  config::v1::Bootstrap relative;
+  relative.set_module_dir("modules");
+  relative.add_modules()->set_path("good.so");
+  errors.clear();
+  std::string parent = std::filesystem::path(PORTWAY_TEST_MODULE_DIR).parent_path();
+  EXPECT_TRUE(server::LoadModules(relative, parent + "/portway.yaml", &errors));
+  EXPECT_TRUE(errors.empty());
+
+  relative.set_module_dir("elsewhere");
+  errors.clear();
+  EXPECT_FALSE(server::LoadModules(relative, parent + "/portway.yaml", &errors));
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_THAT(errors[0].message, HasSubstr(parent + "/elsewhere/good.so"));
+  EXPECT_THAT(errors[0].message, HasSubstr("no such file"));
 }
 
 }  // namespace
