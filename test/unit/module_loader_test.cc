@@ -3,6 +3,7 @@
 // test modules are built from test/modules/ into PORTWAY_TEST_MODULE_DIR.
 #include "core/http/module_loader.h"
 
+#include <dlfcn.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -116,6 +117,23 @@ TEST(ModuleLoaderTest, RefusesAModuleWhoseRegistrationThrowsAndRegistersNothing)
   // It registered a factory before throwing: all or nothing.
   EXPECT_EQ(registry.Find("test.throws"), nullptr);
   EXPECT_TRUE(registry.Modules().empty());
+}
+
+TEST(ModuleLoaderTest, RefusesAModuleThatAbortsWhileLoadingAndKeepsRunning) {
+  FilterRegistryImpl registry;
+  absl::Status s = LoadModule(ModulePath("aborts_on_load"), registry);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(Message(s), HasSubstr(ModulePath("aborts_on_load")));
+  EXPECT_THAT(Message(s), HasSubstr("killed by signal 6"));
+  EXPECT_THAT(Message(s), HasSubstr("it printed: aborts_on_load: aborting on purpose"));
+  // This process never mapped it.
+  EXPECT_EQ(dlopen(ModulePath("aborts_on_load").c_str(), RTLD_NOW | RTLD_NOLOAD), nullptr);
+}
+
+TEST(ModuleLoaderTest, NeverMapsAModuleWithAnotherStamp) {
+  FilterRegistryImpl registry;
+  ASSERT_FALSE(LoadModule(ModulePath("wrong_stamp"), registry).ok());
+  EXPECT_EQ(dlopen(ModulePath("wrong_stamp").c_str(), RTLD_NOW | RTLD_NOLOAD), nullptr);
 }
 
 TEST(ModuleLoaderTest, LoadsAGoodModuleWhoseFilterUsesTheSdk) {
