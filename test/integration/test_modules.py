@@ -69,7 +69,9 @@ def sdk(tmp_path_factory):
     # ABI stamp names the compiler.
     cache = bdir / "CMakeCache.txt"
     cmd = ["cmake", "-S", str(EXAMPLE_DIR), "-B", str(root / "example"), "-G", "Ninja",
-           f"-DCMAKE_PREFIX_PATH={prefix}", "-DCMAKE_BUILD_TYPE=RelWithDebInfo"]
+           f"-DCMAKE_PREFIX_PATH={prefix}", "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
+           # The example is held to the project's own warning policy.
+           "-DCMAKE_CXX_FLAGS=-Wall -Wextra -Wno-unused-parameter -Werror"]
     for key in ("CMAKE_CXX_COMPILER", "CMAKE_CXX_COMPILER_LAUNCHER"):
         value = _cache_value(cache, key)
         if value:
