@@ -37,7 +37,7 @@ bench:
 	bench/run.sh
 
 format:
-	find core test/unit test/fuzz -name '*.cc' -o -name '*.h' | xargs clang-format -i
+	find core filters test/unit test/fuzz test/modules examples -name '*.cc' -o -name '*.h' | xargs clang-format -i
 
 clean:
 	rm -rf $(BUILD_DIR)

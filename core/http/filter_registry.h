@@ -8,6 +8,7 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -21,8 +22,15 @@ class FilterRegistryImpl : public FilterRegistry {
   const FilterFactory* Find(std::string_view name) const;
   std::vector<std::string> Names() const;
 
+  // The modules whose factories this registry holds, by canonical path
+  // (see module_loader.h).
+  bool HasModule(const std::string& path) const { return modules_.count(path) > 0; }
+  void AddModule(std::string path) { modules_.insert(std::move(path)); }
+  const std::set<std::string>& Modules() const { return modules_; }
+
  private:
   std::map<std::string, std::unique_ptr<FilterFactory>, std::less<>> factories_;
+  std::set<std::string> modules_;
 };
 
 FilterRegistryImpl& GlobalFilterRegistry();

@@ -2,9 +2,11 @@
 
 #include "core/common/strings.h"
 
+#include <filesystem>
 #include <set>
 
 #include "core/http/filter_registry.h"
+#include "core/http/module_loader.h"
 #include "google/protobuf/message.h"
 #include "portway/config/v1/bootstrap.pb.h"
 
@@ -89,6 +91,30 @@ void BuildFilters(const config::v1::Listener& proto, const std::string& path,
 bool LoadBootstrapFile(const std::string& path, config::v1::Bootstrap* bootstrap,
                        config::ConfigErrors* errors) {
   return config::YamlFileToProto(path, bootstrap, errors);
+}
+
+bool LoadModules(const config::v1::Bootstrap& bootstrap, const std::string& config_path,
+                 config::ConfigErrors* errors) {
+  namespace fs = std::filesystem;
+  size_t before = errors->size();
+  fs::path config_dir = fs::path(config_path).parent_path();
+  fs::path module_dir = config_dir / fs::path(bootstrap.module_dir());
+  for (int i = 0; i < bootstrap.modules_size(); ++i) {
+    const std::string& path = bootstrap.modules(i).path();
+    std::string field = Cat("modules[", i, "].path");
+    if (path.empty()) {
+      AddError(errors, field, "is required");
+      continue;
+    }
+    // Always a path with a directory: dlopen never searches for it.
+    fs::path full = fs::path(path).is_absolute() ? fs::path(path) : module_dir / path;
+    std::error_code ec;
+    fs::path absolute = fs::absolute(full, ec);
+    std::string resolved = (ec ? full : absolute).lexically_normal().string();
+    absl::Status status = http::LoadModule(resolved, http::GlobalFilterRegistry());
+    if (!status.ok()) AddError(errors, field, std::string(status.message()));
+  }
+  return errors->size() == before;
 }
 
 SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,

@@ -45,4 +45,13 @@ class ConfigBuilder {
 bool LoadBootstrapFile(const std::string& path, config::v1::Bootstrap* bootstrap,
                        config::ConfigErrors* errors);
 
+// Loads the filter modules `bootstrap` names into the global filter
+// registry (see core/http/module_loader.h), before Build() looks filters up.
+// Relative paths resolve against `module_dir`, itself relative to the
+// directory of `config_path`, the config file. Modules already loaded are
+// skipped. False, with an error at modules[i].path per module that could
+// not be loaded; the modules that did load stay loaded.
+bool LoadModules(const config::v1::Bootstrap& bootstrap, const std::string& config_path,
+                 config::ConfigErrors* errors);
+
 }  // namespace portway::server

@@ -3,6 +3,7 @@
 //   portway -c portway.yaml [--workers N] [--admin-address-path FILE]
 //           [--log-level trace|debug|info|warn|error|critical|off]
 //   portway --validate -c portway.yaml
+//   portway --version
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -10,9 +11,11 @@
 #include <iostream>
 #include <string>
 
+#include "core/http/module_loader.h"
 #include "core/server/config_builder.h"
 #include "core/server/server.h"
 #include "filters/builtin.h"
+#include "portway/abi.h"
 #include "portway/config/v1/bootstrap.pb.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
@@ -22,7 +25,8 @@ namespace {
 void Usage() {
   std::cerr << "usage: portway -c FILE [--workers N] [--admin-address-path FILE]\n"
                "                [--log-level trace|debug|info|warn|error|critical|off]\n"
-               "       portway --validate -c FILE\n";
+               "       portway --validate -c FILE\n"
+               "       portway --version\n";
 }
 
 }  // namespace
@@ -56,6 +60,11 @@ int main(int argc, char** argv) {
     } else if (arg == "-h" || arg == "--help") {
       Usage();
       return 0;
+    } else if (arg == "--version") {
+      // The ABI stamp is what a filter module must have been built with.
+      std::cout << "portway " << PORTWAY_VERSION_STRING << "\n"
+                << "module ABI stamp: " << portway::http::GatewayAbiStamp() << "\n";
+      return 0;
     } else {
       std::cerr << "portway: unknown argument '" << arg << "'\n";
       Usage();
@@ -83,6 +92,8 @@ int main(int argc, char** argv) {
     portway::stats::Store store;
     portway::server::ConfigBuilder builder(store, /*open_files=*/false);
     if (portway::server::LoadBootstrapFile(options.config_path, &bootstrap, &errors)) {
+      // Loading a module runs its code: --validate does, to know its filters.
+      portway::server::LoadModules(bootstrap, options.config_path, &errors);
       builder.Build(bootstrap, nullptr, &errors);
     }
     if (!errors.empty()) {

@@ -341,8 +341,11 @@ bool Server::BindListeners(const SnapshotPtr& snapshot, std::map<std::string, Bo
 bool Server::Init(config::ConfigErrors* errors) {
   config::v1::Bootstrap bootstrap;
   if (!LoadBootstrapFile(options_.config_path, &bootstrap, errors)) return false;
+  // Modules first: the filters they register are looked up by Build(),
+  // which still runs after a module error so that every error is reported.
+  bool modules_loaded = LoadModules(bootstrap, options_.config_path, errors);
   SnapshotPtr snapshot = builder_.Build(bootstrap, nullptr, errors);
-  if (!snapshot) return false;
+  if (!snapshot || !modules_loaded) return false;
   std::map<std::string, BoundListener> bound;
   if (!BindListeners(snapshot, &bound, errors)) {
     for (auto& [name, bl] : bound) {
@@ -413,7 +416,11 @@ void Server::Reload() {
   config::v1::Bootstrap bootstrap;
   SnapshotPtr next;
   if (LoadBootstrapFile(options_.config_path, &bootstrap, &errors)) {
+    // Only paths not loaded yet are loaded; a module that fails rejects the
+    // reload like any other config error.
+    bool modules_loaded = LoadModules(bootstrap, options_.config_path, &errors);
     next = builder_.Build(bootstrap, snapshot_, &errors);
+    if (!modules_loaded) next = nullptr;
   }
   std::map<std::string, BoundListener> added;
   std::vector<std::string> removed;
