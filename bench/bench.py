@@ -1,8 +1,11 @@
 #!/usr/bin/python3
 """Side-by-side benchmark of Portway, nginx and HAProxy as HTTP/1.1 reverse
-proxies. Called by bench/run.sh (which checks the tools); see bench/README.md.
+proxies, plus Portway with a filter chain ("portway+chain": portway.fault that
+never fires + portway.retry) to price the chain against the bare proxy.
+Called by bench/run.sh (which checks the tools); see bench/README.md.
 
-Per round, for each candidate in the order portway -> nginx -> haproxy:
+Per round, for each candidate in the order portway -> portway+chain -> nginx
+-> haproxy:
   1. instructions/request: the proxy under callgrind; warm up, zero the
      counters, a fixed-count h2load run (c10), dump, Ir / requests.
   2. syscalls (and context switches)/request: perf stat on the native proxy
@@ -11,7 +14,9 @@ Per round, for each candidate in the order portway -> nginx -> haproxy:
      h2load run at 50 connections (also gives req/s, dashboards only).
   4. RSS/idle connection: a fresh proxy, 1,000 idle keep-alive connections.
 The proxy is pinned to one CPU, origin and load generator to the other.
-Prints a markdown table of medians and ratios; saves everything as JSON.
+Prints a markdown table of medians and ratios (Portway bare vs each peer;
+portway+chain vs Portway bare); saves everything as JSON. BENCH_CHAIN=0 skips
+portway+chain.
 """
 import argparse
 import datetime
@@ -31,7 +36,10 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-CANDIDATES = ["portway", "nginx", "haproxy"]
+CANDIDATES = ["portway", "portway+chain", "nginx", "haproxy"]
+PORTWAYS = {"portway": "portway.yaml", "portway+chain": "portway-chain.yaml"}  # name -> config
+CHAIN = "portway+chain"
+CHAIN_FILTERS = ["portway.fault", "portway.retry"]  # what configs/portway-chain.yaml must load
 BODY = "0123456789" * 10  # the origin's fixed 100-byte body
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -56,6 +64,11 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+def slug(name):
+    """A candidate name usable in file names ("portway+chain" -> "portway-chain")."""
+    return name.replace("+", "-")
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -68,6 +81,7 @@ class Bench:
         self.load_cpu = os.environ.get("BENCH_LOAD_CPU", "1" if ncpu > 1 else "0")
         self.perf_reason = self.probe_perf()
         self.origin_port = None
+        self.admin = {}  # portway candidate -> admin address of the last one started
 
     # ---------------------------------------------------------------- processes
     def spawn(self, cmd, name, cpu, stdout=None):
@@ -224,10 +238,10 @@ class Bench:
         if valgrind_out:
             pre = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={valgrind_out}"]
         deadline = 120 if valgrind_out else 20
-        tag = f"{name}{'-callgrind' if valgrind_out else ''}"
-        if name == "portway":
-            cfg = self.render("portway.yaml", "portway.yaml", ORIGIN_PORT=self.origin_port)
-            addr_file = os.path.join(self.tmp, "portway-admin-address")
+        tag = f"{slug(name)}{'-callgrind' if valgrind_out else ''}"
+        if name in PORTWAYS:
+            cfg = self.render(PORTWAYS[name], f"{slug(name)}.yaml", ORIGIN_PORT=self.origin_port)
+            addr_file = os.path.join(self.tmp, f"{slug(name)}-admin-address")
             if os.path.exists(addr_file):
                 os.unlink(addr_file)
             p = self.spawn(pre + [self.args.portway_bin, "-c", cfg, "--workers", "1",
@@ -236,19 +250,25 @@ class Bench:
             admin = None
             while time.monotonic() < end:
                 if p.poll() is not None:
-                    raise RuntimeError(f"portway exited with {p.returncode}: {self.tail(tag)}")
+                    raise RuntimeError(f"{name} exited with {p.returncode}: {self.tail(tag)}")
                 if os.path.exists(addr_file):
                     admin = open(addr_file).read().strip()
                     if admin and self.http_get(f"http://{admin}/ready")[0] == 200:
                         break
                 time.sleep(0.1)
             else:
-                raise RuntimeError(f"portway admin not ready after {deadline}s (admin={admin})")
+                raise RuntimeError(f"{name} admin not ready after {deadline}s (admin={admin})")
             status, body = self.http_get(f"http://{admin}/listeners")
             if status != 200:
                 raise RuntimeError(f"GET /listeners -> {status}")
             listeners = json.loads(body)["listeners"]
             port = int(next(l for l in listeners if l["name"] == "edge")["address"].rsplit(":", 1)[1])
+            self.admin[name] = admin
+            try:
+                self.check_filters(name, admin)
+            except Exception:
+                self.stop(p)  # do not leave it running on the proxy CPU
+                raise
         elif name == "nginx":
             port = self.free_port()
             cfg = self.render("nginx.conf", "nginx.conf", ORIGIN_PORT=self.origin_port, PORT=port)
@@ -263,10 +283,38 @@ class Bench:
         self.wait_http(p, f"http://127.0.0.1:{port}/", deadline, tag)
         return p, port
 
+    def check_filters(self, name, admin):
+        """The chain column must really run the chain, and the bare one none:
+        compares the loaded listener's filters (GET /config_dump) with what
+        the candidate is meant to have."""
+        status, body = self.http_get(f"http://{admin}/config_dump")
+        if status != 200:
+            raise RuntimeError(f"{name}: GET /config_dump -> {status}")
+        edge = next(l for l in json.loads(body)["listeners"] if l["name"] == "edge")
+        got = [f["name"] for f in edge.get("filters", [])]
+        want = CHAIN_FILTERS if name == CHAIN else []
+        if got != want:
+            raise RuntimeError(f"{name}: listener filters are {got}, expected {want} "
+                               f"(configs/{PORTWAYS[name]})")
+
+    def chain_counters(self, name):
+        """Counters that show whether the chain acted (it should not: the fault
+        is at 0% and the origin never fails); None if unavailable."""
+        status, body = self.http_get(f"http://{self.admin.get(name)}/stats")
+        if status != 200:
+            return None
+        res = {}
+        for key, pat in (("retry_attempts", r'^portway_retry_attempts_total\{[^}]*\} (\S+)'),
+                         ("filter_local_replies",
+                          r'^portway_local_replies_total\{[^}]*cause="filter_local_reply"[^}]*\} (\S+)')):
+            vals = [float(v) for v in re.findall(pat, body.decode(errors="replace"), re.M)]
+            res[key] = sum(vals) if vals else None
+        return res
+
     # ------------------------------------------------------------------ metrics
     def measure_instructions(self, name, rnd):
         c = self.counts
-        out = os.path.join(self.tmp, f"callgrind.{name}.{rnd}")
+        out = os.path.join(self.tmp, f"callgrind.{slug(name)}.{rnd}")
         p, port = self.start(name, valgrind_out=out)
         try:
             self.h2load(port, c["warmup"], c["cg_c"])
@@ -293,7 +341,7 @@ class Bench:
         finally:
             self.stop(p, timeout=30)
             for f in os.listdir(self.tmp):
-                if f.startswith(f"callgrind.{name}.{rnd}"):
+                if f.startswith(f"callgrind.{slug(name)}.{rnd}"):
                     os.unlink(os.path.join(self.tmp, f))
 
     def perf_syscalls(self, pid, port, n, conns):
@@ -349,6 +397,12 @@ class Bench:
             res["core_busy_pct"] = busy
             if p.poll() is not None:
                 raise RuntimeError(f"{name} died during the run")
+            if name == CHAIN:
+                counters = self.chain_counters(name)
+                res["chain_counters"] = counters
+                if counters and any(counters.values()):
+                    log(f"bench: warning: {name}: the chain acted during the run ({counters}); "
+                        f"the column is then not the cost of an idle chain")
         finally:
             self.stop(p)
         return res
@@ -421,6 +475,7 @@ class Bench:
             "perf": "ok" if self.perf_reason is None else f"unsupported: {self.perf_reason}",
             "versions": versions, "order": cands,
             "errors": errors, "medians": summary, "raw": results,
+            "chain": self.chain_summary(results, summary),
         }
         os.makedirs(self.args.results_dir, exist_ok=True)
         path = os.path.join(self.args.results_dir,
@@ -430,6 +485,35 @@ class Bench:
         print(self.table(doc))
         print(f"\nraw numbers: {os.path.relpath(path, ROOT)}")
         return 1 if errors else 0
+
+    def chain_summary(self, results, summary):
+        """The filter chain's cost: portway+chain / portway for every metric,
+        as a ratio of medians (what the table shows) and per round (the two
+        are measured back to back in each round)."""
+        if CHAIN not in results:
+            return {"measured": False, "reason": self.args.chain_skipped or "not selected"}
+        doc = {"measured": True, "candidate": CHAIN,
+               "config": f"bench/configs/{PORTWAYS[CHAIN]}", "filters": CHAIN_FILTERS,
+               "not_included": "circuit breaker (not implemented yet)",
+               "target_instr_overhead_pct": 10}
+        if "portway" not in results:
+            doc["reason_no_ratio"] = "bare portway not measured in this run"
+            return doc
+        med_b, med_c = summary.get("portway", {}), summary.get(CHAIN, {})
+        doc["ratio_of_medians"] = {k: med_c[k] / med_b[k] for k, _, _ in METRICS
+                                   if k in med_b and k in med_c and med_b[k]}
+        bare = {r["round"]: r for r in results["portway"]}
+        per_round = {}
+        for k, _, _ in METRICS:
+            rs = [r[k] / bare[r["round"]][k] for r in results[CHAIN]
+                  if k in r and k in bare.get(r["round"], {}) and bare[r["round"]][k]]
+            if rs:
+                per_round[k] = rs
+        doc["per_round_ratio"] = per_round
+        if "instr_per_req" in doc["ratio_of_medians"]:
+            doc["instr_overhead_pct"] = 100 * (doc["ratio_of_medians"]["instr_per_req"] - 1)
+            doc["instr_extra_per_req"] = med_c["instr_per_req"] - med_b["instr_per_req"]
+        return doc
 
     def table(self, doc):
         med = doc["medians"]
@@ -445,12 +529,40 @@ class Bench:
             if a in med and b in med and key in med[a] and key in med[b] and med[b][key]:
                 return f"{med[a][key] / med[b][key]:.2f}"
             return "—"
-        lines = ["| metric | portway | nginx | haproxy | portway/nginx | portway/haproxy |",
-                 "|---|---:|---:|---:|---:|---:|"]
+        # The chain's two columns only when it was measured (BENCH_CHAIN=0
+        # gives the table as it was before the chain existed).
+        chain = CHAIN in doc["order"]
+        cols = ["portway"] + ([CHAIN] if chain else []) + ["nginx", "haproxy"]
+        ratios = [("portway/nginx", "portway", "nginx"), ("portway/haproxy", "portway", "haproxy")]
+        if chain:
+            ratios.append(("chain/portway", CHAIN, "portway"))
+        lines = ["| metric | " + " | ".join(cols + [r[0] for r in ratios]) + " |",
+                 "|---|" + "---:|" * (len(cols) + len(ratios))]
         for key, label, fmt in METRICS:
-            lines.append(f"| {label} | {cell('portway', key, fmt)} | {cell('nginx', key, fmt)} | "
-                         f"{cell('haproxy', key, fmt)} | {ratio('portway', 'nginx', key)} | "
-                         f"{ratio('portway', 'haproxy', key)} |")
+            lines.append(f"| {label} | " + " | ".join(
+                [cell(c, key, fmt) for c in cols] + [ratio(a, b, key) for _, a, b in ratios]) + " |")
+        ch = doc.get("chain", {})
+        if chain:
+            if "instr_overhead_pct" in ch:
+                pct = ch["instr_overhead_pct"]
+                cost = f"{pct:+.1f}%"
+            else:
+                cost = f"n/a ({ch.get('reason_no_ratio', 'no instruction count')})"
+            line = (f"filter chain ({' + '.join(ch.get('filters', CHAIN_FILTERS))}) cost: {cost} "
+                    f"instructions per request vs bare portway (target < 10%)")
+            per = ch.get("per_round_ratio", {}).get("instr_per_req", [])
+            extra = []
+            if "instr_extra_per_req" in ch:
+                extra.append(f"{ch['instr_extra_per_req']:+,.0f} instructions/request")
+            if len(per) > 1:
+                extra.append(f"per round {100 * (min(per) - 1):+.1f}% to {100 * (max(per) - 1):+.1f}%")
+            if extra:
+                line += f" — {'; '.join(extra)}"
+            lines.append("")
+            lines.append(line + "; circuit breaker not included yet.")
+        elif ch.get("reason"):
+            lines.append("")
+            lines.append(f"filter chain: not measured ({ch['reason']}).")
         c = doc["counts"]
         v = doc["versions"]
         busy = []
@@ -487,7 +599,7 @@ class Bench:
                 return txt[0]
             except OSError:
                 return "?"
-        if "portway" in cands:
+        if "portway" in cands or CHAIN in cands:
             # No --version flag: identify the build by its binary.
             import hashlib
             path = self.args.portway_bin
@@ -521,7 +633,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default=",".join(CANDIDATES),
-                    help="comma-separated subset of portway,nginx,haproxy")
+                    help="comma-separated subset of " + ",".join(CANDIDATES) +
+                         " (BENCH_CHAIN=0 removes portway+chain)")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--portway-bin", default=os.environ.get(
         "PORTWAY_BIN", os.path.join(ROOT, "build", "bin", "portway")))
@@ -539,7 +652,17 @@ def main():
     if bad or not only:
         ap.error(f"--only takes a subset of {','.join(CANDIDATES)}")
     a.only = [c for c in CANDIDATES if c in only]  # keep the interleaving order
-    if "portway" in a.only and not os.access(a.portway_bin, os.X_OK):
+    a.chain_skipped = None
+    if CHAIN not in a.only:
+        a.chain_skipped = "not in --only"
+    if os.environ.get("BENCH_CHAIN", "1").strip() == "0":
+        a.chain_skipped = "BENCH_CHAIN=0"
+        if CHAIN in a.only:
+            a.only.remove(CHAIN)
+            print(f"bench: BENCH_CHAIN=0: skipping {CHAIN}", file=sys.stderr)
+        if not a.only:
+            ap.error("nothing left to run: --only named only portway+chain and BENCH_CHAIN=0")
+    if any(c in PORTWAYS for c in a.only) and not os.access(a.portway_bin, os.X_OK):
         print(f"bench: portway binary not found at {a.portway_bin}; build it first "
               f"(or set PORTWAY_BIN), or run with --only nginx,haproxy", file=sys.stderr)
         return 1

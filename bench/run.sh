@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: Portway vs nginx vs HAProxy (see bench/README.md).
+# Side-by-side benchmark: Portway vs nginx vs HAProxy, plus Portway with a
+# filter chain (portway+chain) against bare Portway (see bench/README.md).
 #
-#   bench/run.sh [--only portway,nginx,haproxy] [--loadgen h2load|wrk]
+#   bench/run.sh [--only portway,portway+chain,nginx,haproxy] [--loadgen h2load|wrk]
 #
 # Environment: BENCH_ROUNDS (default 5), BENCH_QUICK=1 (one round, smaller
-# counts: a smoke test), PORTWAY_BIN (default build/bin/portway),
-# BENCH_PROXY_CPU / BENCH_LOAD_CPU (default 0 / 1).
+# counts: a smoke test), BENCH_CHAIN=0 (skip portway+chain), PORTWAY_BIN
+# (default build/bin/portway), BENCH_PROXY_CPU / BENCH_LOAD_CPU (default 0 / 1).
 #
 # Installs nothing: if a tool is missing it prints the apt-get line and exits 1.
 # Everything runs on 127.0.0.1 with bounded request counts; every process it
