@@ -133,6 +133,29 @@ void EncodeChunk(Buffer& out, Buffer& data) {
   out.Add("\r\n");
 }
 
+// Writes body bytes, framed as chunks when the message is chunked; the end
+// of a chunked body is the last chunk.
+void WriteBody(event::Connection& connection, Buffer& data, bool end_stream, bool chunked) {
+  if (!chunked) {
+    connection.Write(data);
+    return;
+  }
+  Buffer out;
+  if (!data.empty()) EncodeChunk(out, data);
+  if (end_stream) out.Add("0\r\n\r\n");
+  connection.Write(out);
+}
+
+// Ends a chunked body with the last chunk and the trailer section.
+void WriteTrailers(event::Connection& connection, const HeaderMap& trailers) {
+  std::string out = "0\r\n";
+  AppendTrailerFields(out, trailers);
+  out.append("\r\n");
+  Buffer buffer;
+  buffer.Add(out);
+  connection.Write(buffer);
+}
+
 // Moves `len` payload bytes at `offset` in the front of `data` into `out`
 // and drops the `consumed` framing+payload bytes, without copying whole
 // slices.
@@ -376,26 +399,14 @@ void ServerConnectionImpl::EncodeHeaders(const HeaderMap& headers, bool end_stre
 void ServerConnectionImpl::EncodeData(Buffer& data, bool end_stream) {
   if (response_no_body_) {
     data.Clear();
-  } else if (response_chunked_) {
-    Buffer out;
-    if (!data.empty()) EncodeChunk(out, data);
-    if (end_stream) out.Add("0\r\n\r\n");
-    connection_.Write(out);
   } else {
-    connection_.Write(data);
+    WriteBody(connection_, data, end_stream, response_chunked_);
   }
   if (end_stream) OnResponseComplete();
 }
 
 void ServerConnectionImpl::EncodeTrailers(const HeaderMap& trailers) {
-  if (response_chunked_) {
-    std::string out = "0\r\n";
-    AppendTrailerFields(out, trailers);
-    out.append("\r\n");
-    Buffer buffer;
-    buffer.Add(out);
-    connection_.Write(buffer);
-  }
+  if (response_chunked_) WriteTrailers(connection_, trailers);
   OnResponseComplete();
 }
 
@@ -496,14 +507,7 @@ void ClientConnectionImpl::EncodeHeaders(const HeaderMap& headers, bool end_stre
 }
 
 void ClientConnectionImpl::EncodeData(Buffer& data, bool end_stream) {
-  if (request_chunked_) {
-    Buffer out;
-    if (!data.empty()) EncodeChunk(out, data);
-    if (end_stream) out.Add("0\r\n\r\n");
-    connection_.Write(out);
-  } else {
-    connection_.Write(data);
-  }
+  WriteBody(connection_, data, end_stream, request_chunked_);
   if (end_stream) {
     request_complete_ = true;
     MaybeComplete();
@@ -511,14 +515,7 @@ void ClientConnectionImpl::EncodeData(Buffer& data, bool end_stream) {
 }
 
 void ClientConnectionImpl::EncodeTrailers(const HeaderMap& trailers) {
-  if (request_chunked_) {
-    std::string out = "0\r\n";
-    AppendTrailerFields(out, trailers);
-    out.append("\r\n");
-    Buffer buffer;
-    buffer.Add(out);
-    connection_.Write(buffer);
-  }
+  if (request_chunked_) WriteTrailers(connection_, trailers);
   request_complete_ = true;
   MaybeComplete();
 }
