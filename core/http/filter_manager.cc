@@ -1,6 +1,7 @@
 #include "core/http/filter_manager.h"
 
 #include "core/event/dispatcher.h"
+#include "spdlog/spdlog.h"
 
 namespace portway::http {
 namespace {
@@ -52,12 +53,38 @@ class FilterManager::FilterState : public FilterCallbacks {
   FilterManager& manager_;
   const int index_;
   FilterPtr filter;
+  bool failed = false;  // threw once; never called again
   // Per direction (0 request, 1 response): absorbing a body, what it kept,
   // and whether the end of the body was among it.
   bool absorbing[2] = {false, false};
   Buffer kept[2];
   bool kept_end[2] = {false, false};
 };
+
+// Runs one call into a filter. A filter that throws must not take the
+// process down (an exception would otherwise unwind through libuv's C
+// callbacks): the stream answers 500 filter_exception, or is cut off if the
+// response started, and the filter is not called again.
+template <typename Call>
+bool FilterManager::Guard(FilterState& state, const char* phase, Call&& call) {
+  try {
+    call();
+    return true;
+  } catch (const std::exception& e) {
+    OnFilterException(state, phase, e.what());
+  } catch (...) {
+    OnFilterException(state, phase, "unknown exception");
+  }
+  return false;
+}
+
+void FilterManager::OnFilterException(FilterState& state, const char* phase, const char* what) {
+  state.failed = true;
+  spdlog::error("filter {} threw in {}: {}", state.index_, phase, what);
+  if (completed_) return;
+  StopDecoding();
+  callbacks_.OnFilterLocalReply(500, "filter_exception\n", "filter_exception");
+}
 
 FilterManager::FilterManager(FilterManagerCallbacks& callbacks, std::vector<FilterPtr> filters)
     : callbacks_(callbacks) {
@@ -66,7 +93,10 @@ FilterManager::FilterManager(FilterManagerCallbacks& callbacks, std::vector<Filt
     filters_.push_back(
         std::make_unique<FilterState>(*this, static_cast<int>(i), std::move(filters[i])));
   }
-  for (auto& f : filters_) f->filter->SetCallbacks(*f);
+  for (auto& f : filters_) {
+    FilterState& state = *f;
+    Guard(state, "SetCallbacks", [&] { state.filter->SetCallbacks(state); });
+  }
 }
 
 FilterManager::~FilterManager() = default;
@@ -120,10 +150,16 @@ bool FilterManager::Run(Direction& d, int index, Item& item) {
   for (int i = index; InRange(i); i = Next(d, i)) {
     FilterState& state = *filters_[i];
     Filter& f = *state.filter;
+    if (state.failed) continue;
     switch (item.kind) {
       case Item::kHeaders: {
-        FilterHeadersStatus status = d.decode ? f.DecodeHeaders(*item.headers, item.end_stream)
-                                              : f.EncodeHeaders(*item.headers, item.end_stream);
+        FilterHeadersStatus status = FilterHeadersStatus::kContinue;
+        if (!Guard(state, "headers", [&] {
+              status = d.decode ? f.DecodeHeaders(*item.headers, item.end_stream)
+                                : f.EncodeHeaders(*item.headers, item.end_stream);
+            })) {
+          return false;
+        }
         if (completed_ || d.ended) return false;
         if (status == FilterHeadersStatus::kStopIteration) {
           d.stopped_at = i;
@@ -133,8 +169,13 @@ bool FilterManager::Run(Direction& d, int index, Item& item) {
         break;
       }
       case Item::kData: {
-        FilterDataStatus status = d.decode ? f.DecodeData(item.data, item.end_stream)
-                                           : f.EncodeData(item.data, item.end_stream);
+        FilterDataStatus status = FilterDataStatus::kContinue;
+        if (!Guard(state, "data", [&] {
+              status = d.decode ? f.DecodeData(item.data, item.end_stream)
+                                : f.EncodeData(item.data, item.end_stream);
+            })) {
+          return false;
+        }
         if (completed_ || d.ended) return false;
         if (status == FilterDataStatus::kStopIterationAndBuffer) {
           state.absorbing[dir] = true;
@@ -167,8 +208,12 @@ bool FilterManager::Run(Direction& d, int index, Item& item) {
             return false;
           }
         }
-        FilterTrailersStatus status =
-            d.decode ? f.DecodeTrailers(*item.headers) : f.EncodeTrailers(*item.headers);
+        FilterTrailersStatus status = FilterTrailersStatus::kContinue;
+        if (!Guard(state, "trailers", [&] {
+              status = d.decode ? f.DecodeTrailers(*item.headers) : f.EncodeTrailers(*item.headers);
+            })) {
+          return false;
+        }
         if (completed_ || d.ended) return false;
         if (status == FilterTrailersStatus::kStopIteration) {
           d.stopped_at = i;
@@ -247,9 +292,13 @@ UpstreamResultStatus FilterManager::OnUpstreamResult(UpstreamResult& result) {
     if (completed_) break;
     // Every filter sees every result (a breaker counts failures a retry
     // filter retries); the first retry's delay wins.
+    if (f->failed) continue;
     UpstreamResult copy = result;
-    if (f->filter->OnUpstreamResult(copy) == UpstreamResultStatus::kRetry &&
-        verdict != UpstreamResultStatus::kRetry) {
+    UpstreamResultStatus answer = UpstreamResultStatus::kContinue;
+    if (!Guard(*f, "upstream result", [&] { answer = f->filter->OnUpstreamResult(copy); })) {
+      return UpstreamResultStatus::kContinue;
+    }
+    if (answer == UpstreamResultStatus::kRetry && verdict != UpstreamResultStatus::kRetry) {
       verdict = UpstreamResultStatus::kRetry;
       result.retry_delay = copy.retry_delay;
     }
@@ -285,8 +334,15 @@ void FilterManager::Complete(const StreamInfo& info) {
   completed_ = true;
   decode_.ended = true;
   encode_.ended = true;
-  for (auto& f : filters_) f->filter->OnStreamComplete(info);
-  for (auto& f : filters_) f->filter->OnDestroy();
+  // Every filter is told, even one that failed; exceptions here only log.
+  for (auto& f : filters_) {
+    FilterState& state = *f;
+    Guard(state, "stream complete", [&] { state.filter->OnStreamComplete(info); });
+  }
+  for (auto& f : filters_) {
+    FilterState& state = *f;
+    Guard(state, "destroy", [&] { state.filter->OnDestroy(); });
+  }
 }
 
 }  // namespace portway::http

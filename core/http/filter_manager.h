@@ -110,6 +110,9 @@ class FilterManager {
   void ToSink(Direction& d, Item& item);
   void Resume(Direction& d, int filter);
   void LocalReply(int filter, int status, std::string_view body, std::string_view error);
+  template <typename Call>
+  bool Guard(FilterState& state, const char* phase, Call&& call);
+  void OnFilterException(FilterState& state, const char* phase, const char* what);
   int Next(const Direction& d, int index) const { return d.decode ? index + 1 : index - 1; }
   int First(const Direction& d) const {
     return d.decode ? 0 : static_cast<int>(filters_.size()) - 1;

@@ -2,6 +2,7 @@
 // stream.
 #include "core/http/filter_manager.h"
 
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -69,6 +70,7 @@ class Scripted : public Filter {
   void SetCallbacks(FilterCallbacks& callbacks) override { callbacks_ = &callbacks; }
   FilterHeadersStatus DecodeHeaders(HeaderMap& headers, bool) override {
     log_->push_back(name_ + ":decode_headers");
+    if (throw_in_decode_headers) throw std::runtime_error("boom");
     headers.Add("x-seen-by", name_);
     return stop_decode_headers ? FilterHeadersStatus::kStopIteration
                                : FilterHeadersStatus::kContinue;
@@ -96,6 +98,7 @@ class Scripted : public Filter {
 
   FilterCallbacks* callbacks_ = nullptr;
   bool stop_decode_headers = false;
+  bool throw_in_decode_headers = false;
   bool buffer_request_until_end = false;
   bool buffer_response = false;
 
@@ -245,6 +248,20 @@ TEST_F(FilterManagerTest, CompleteCallsEveryFilterOnceThenStopsIteration) {
   manager_->Complete(sink_.info);
   manager_->Complete(sink_.info);
   Data("after", true);
+  EXPECT_EQ(sink_.log, (Log{"a:complete", "b:complete", "a:destroy", "b:destroy"}));
+}
+
+TEST_F(FilterManagerTest, AFilterThatThrowsGetsA500AndIsNotCalledAgain) {
+  Scripted* a = Add("a");
+  Add("b");
+  a->throw_in_decode_headers = true;
+  Start();
+  manager_->DecodeHeaders(Request(), false);
+  Data("late", true);
+  EXPECT_EQ(sink_.log, (Log{"a:decode_headers", "local_reply:500:filter_exception"}));
+  sink_.log.clear();
+  manager_->Complete(sink_.info);
+  // Completion still reaches every filter.
   EXPECT_EQ(sink_.log, (Log{"a:complete", "b:complete", "a:destroy", "b:destroy"}));
 }
 
