@@ -49,22 +49,6 @@ void HeaderMap::SetOwned(std::string_view name, std::string value) {
   AddLower(std::string(lower), std::move(value));
 }
 
-size_t HeaderMap::RemoveIf(const std::function<bool(std::string_view)>& predicate) {
-  size_t removed = 0;
-  size_t out = 0;
-  for (size_t i = 0; i < entries_.size(); ++i) {
-    if (predicate(entries_[i].name)) {
-      byte_size_ -= entries_[i].name.size() + entries_[i].value.size();
-      ++removed;
-      continue;
-    }
-    if (out != i) entries_[out] = std::move(entries_[i]);
-    ++out;
-  }
-  entries_.resize(out);
-  return removed;
-}
-
 size_t HeaderMap::Remove(std::string_view name) {
   size_t removed = 0;
   for (auto it = entries_.begin(); it != entries_.end();) {

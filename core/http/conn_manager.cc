@@ -1,5 +1,7 @@
 #include "core/http/conn_manager.h"
 
+#include <optional>
+
 #include "core/common/strings.h"
 
 #include "core/http/filter_manager.h"
@@ -81,7 +83,7 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
       std::vector<FilterPtr> filters;
       filters.reserve(listener_->filters.size());
       for (const auto& f : listener_->filters) filters.push_back(f.make());
-      filters_ = std::make_unique<FilterManager>(*this, std::move(filters));
+      filters_.emplace(*this, std::move(filters));
     }
   }
   ~ActiveStream() override = default;
@@ -196,7 +198,7 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   ResponseEncoder& encoder_;
   server::ListenerConfigPtr listener_;
   StreamInfo info_;
-  std::unique_ptr<FilterManager> filters_;  // null when the listener has none
+  std::optional<FilterManager> filters_;  // empty when the listener has none
   std::unique_ptr<router::Router> router_;
   bool expect_continue_ = false;
   size_t replay_limit_ = 0;

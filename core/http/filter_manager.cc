@@ -90,11 +90,11 @@ FilterManager::FilterManager(FilterManagerCallbacks& callbacks, std::vector<Filt
     : callbacks_(callbacks) {
   filters_.reserve(filters.size());
   for (size_t i = 0; i < filters.size(); ++i) {
-    filters_.push_back(
-        std::make_unique<FilterState>(*this, static_cast<int>(i), std::move(filters[i])));
+    filters_.emplace_back(*this, static_cast<int>(i), std::move(filters[i]));
   }
+  count_ = static_cast<int>(filters_.size());
   for (auto& f : filters_) {
-    FilterState& state = *f;
+    FilterState& state = f;
     Guard(state, "SetCallbacks", [&] { state.filter->SetCallbacks(state); });
   }
 }
@@ -148,7 +148,7 @@ void FilterManager::Accept(Direction& d, Item item) {
 bool FilterManager::Run(Direction& d, int index, Item& item) {
   const int dir = d.decode ? 0 : 1;
   for (int i = index; InRange(i); i = Next(d, i)) {
-    FilterState& state = *filters_[i];
+    FilterState& state = filters_[i];
     Filter& f = *state.filter;
     if (state.failed) continue;
     switch (item.kind) {
@@ -257,7 +257,7 @@ void FilterManager::ToSink(Direction& d, Item& item) {
 void FilterManager::Resume(Direction& d, int filter) {
   if (d.ended || completed_) return;
   const int dir = d.decode ? 0 : 1;
-  FilterState& state = *filters_[filter];
+  FilterState& state = filters_[filter];
   if (d.stopped_at == filter) {
     d.stopped_at = -1;
     Item held = std::move(d.held);
@@ -288,14 +288,14 @@ void FilterManager::Resume(Direction& d, int filter) {
 
 UpstreamResultStatus FilterManager::OnUpstreamResult(UpstreamResult& result) {
   UpstreamResultStatus verdict = UpstreamResultStatus::kContinue;
-  for (auto& f : filters_) {
+  for (FilterState& f : filters_) {
     if (completed_) break;
     // Every filter sees every result (a breaker counts failures a retry
     // filter retries); the first retry's delay wins.
-    if (f->failed) continue;
+    if (f.failed) continue;
     UpstreamResult copy = result;
     UpstreamResultStatus answer = UpstreamResultStatus::kContinue;
-    if (!Guard(*f, "upstream result", [&] { answer = f->filter->OnUpstreamResult(copy); })) {
+    if (!Guard(f, "upstream result", [&] { answer = f.filter->OnUpstreamResult(copy); })) {
       return UpstreamResultStatus::kContinue;
     }
     if (answer == UpstreamResultStatus::kRetry && verdict != UpstreamResultStatus::kRetry) {
@@ -311,9 +311,9 @@ void FilterManager::StopDecoding() {
   decode_.queue.clear();
   decode_.held = Item{};
   decode_.stopped_at = -1;
-  for (auto& f : filters_) {
-    f->absorbing[0] = false;
-    f->kept[0].Clear();
+  for (FilterState& f : filters_) {
+    f.absorbing[0] = false;
+    f.kept[0].Clear();
   }
   if (decode_.paused_source) {
     decode_.paused_source = false;
@@ -336,11 +336,11 @@ void FilterManager::Complete(const StreamInfo& info) {
   encode_.ended = true;
   // Every filter is told, even one that failed; exceptions here only log.
   for (auto& f : filters_) {
-    FilterState& state = *f;
+    FilterState& state = f;
     Guard(state, "stream complete", [&] { state.filter->OnStreamComplete(info); });
   }
   for (auto& f : filters_) {
-    FilterState& state = *f;
+    FilterState& state = f;
     Guard(state, "destroy", [&] { state.filter->OnDestroy(); });
   }
 }

@@ -79,7 +79,7 @@ class FilterManager {
   void StopDecoding();
   // OnStreamComplete and OnDestroy for every filter, once.
   void Complete(const StreamInfo& info);
-  size_t size() const { return filters_.size(); }
+  size_t size() const { return static_cast<size_t>(count_); }
 
  private:
   class FilterState;
@@ -114,13 +114,14 @@ class FilterManager {
   bool Guard(FilterState& state, const char* phase, Call&& call);
   void OnFilterException(FilterState& state, const char* phase, const char* what);
   int Next(const Direction& d, int index) const { return d.decode ? index + 1 : index - 1; }
-  int First(const Direction& d) const {
-    return d.decode ? 0 : static_cast<int>(filters_.size()) - 1;
-  }
-  bool InRange(int index) const { return index >= 0 && index < static_cast<int>(filters_.size()); }
+  int First(const Direction& d) const { return d.decode ? 0 : count_ - 1; }
+  bool InRange(int index) const { return index >= 0 && index < count_; }
 
   FilterManagerCallbacks& callbacks_;
-  std::vector<std::unique_ptr<FilterState>> filters_;
+  // Inline, reserved once: their addresses (handed to the filters as
+  // callbacks) never move.
+  std::vector<FilterState> filters_;
+  int count_ = 0;
   Direction decode_{/*is_decode=*/true};
   Direction encode_{/*is_decode=*/false};
   bool completed_ = false;

@@ -54,8 +54,24 @@ class HeaderMap {
   void SetOwned(std::string_view name, std::string value);
   // Removes every field of that name; returns how many were removed.
   size_t Remove(std::string_view name);
-  // Removes, in one pass, every field whose (lowercase) name matches.
-  size_t RemoveIf(const std::function<bool(std::string_view)>& predicate);
+  // Removes, in one pass, every field whose (lowercase) name matches
+  // predicate(std::string_view name).
+  template <typename Predicate>
+  size_t RemoveIf(Predicate&& predicate) {
+    size_t removed = 0;
+    size_t out = 0;
+    for (size_t i = 0; i < entries_.size(); ++i) {
+      if (predicate(std::string_view(entries_[i].name))) {
+        byte_size_ -= entries_[i].name.size() + entries_[i].value.size();
+        ++removed;
+        continue;
+      }
+      if (out != i) entries_[out] = std::move(entries_[i]);
+      ++out;
+    }
+    entries_.resize(out);
+    return removed;
+  }
   void Reserve(size_t n) { entries_.reserve(n); }
   // The first value of `name` (lowercase), or null.
   const std::string* Get(std::string_view name) const;
