@@ -78,13 +78,6 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
       idle_timer_ = d.CreateTimer([this] { OnIdleTimer(); });
       idle_timer_->Enable(listener_->stream_idle_timeout);
     }
-    // A listener without filters pays nothing for the mechanism.
-    if (!listener_->filters.empty()) {
-      std::vector<FilterPtr> filters;
-      filters.reserve(listener_->filters.size());
-      for (const auto& f : listener_->filters) filters.push_back(f.make());
-      filters_.emplace(*this, std::move(filters));
-    }
   }
   ~ActiveStream() override = default;
 
@@ -184,6 +177,19 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
 
  private:
   void ApplyProxyHeaders(HeaderMap& headers);
+  // The listener's chain with the route's overrides; nothing at all when no
+  // filter applies (a listener without filters pays nothing).
+  void BuildFilterChain() {
+    if (listener_->filters.empty()) return;
+    std::vector<FilterPtr> filters;
+    filters.reserve(listener_->filters.size());
+    for (const auto& f : listener_->filters) {
+      const router::FilterOverride* o = route_ ? route_->FindOverride(f.name) : nullptr;
+      if (o != nullptr && o->disabled) continue;
+      filters.push_back(o != nullptr && o->make ? o->make() : f.make());
+    }
+    if (!filters.empty()) filters_.emplace(*this, std::move(filters));
+  }
   // Activity only stamps a time; the timer re-arms itself for the rest when
   // it fires early, so a busy stream costs no timer work per chunk.
   void Touch() {
@@ -255,6 +261,7 @@ void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool e
   // answered by the router stage, after the filters ran.
   route_ = listener_->routes ? listener_->routes->Match(*headers) : nullptr;
   if (route_ != nullptr) info_.route = route_->name;
+  BuildFilterChain();
   if (filters_) {
     filters_->DecodeHeaders(std::move(headers), end_stream);
   } else {

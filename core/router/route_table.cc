@@ -78,7 +78,8 @@ HeaderMutation BuildMutation(const config::v1::HeaderMutation& proto, const std:
 }
 
 bool BuildRoute(const config::v1::Route& proto, const std::string& path,
-                const std::set<std::string>& clusters, Route* route, config::ConfigErrors* errors) {
+                const std::set<std::string>& clusters, Route* route, config::ConfigErrors* errors,
+                const RouteTable::FilterOverrideBuilder& overrides) {
   size_t before = errors->size();
   route->name = proto.name();
   const auto& match = proto.match();
@@ -184,6 +185,15 @@ bool BuildRoute(const config::v1::Route& proto, const std::string& path,
     }
   }
   route->host_rewrite = proto.host_rewrite();
+  for (int i = 0; i < proto.filters_size(); ++i) {
+    std::string fpath = Cat(path, ".filters[", i, "]");
+    FilterOverride o;
+    if (!overrides) {
+      AddError(errors, fpath, "filter overrides are not supported here");
+    } else if (overrides(proto.filters(i), fpath, &o, errors)) {
+      route->filter_overrides.push_back(std::move(o));
+    }
+  }
   route->request_headers =
       BuildMutation(proto.request_headers(), path + ".request_headers", errors);
   route->response_headers =
@@ -263,7 +273,8 @@ std::shared_ptr<const RouteTable> RouteTable::Build(const config::v1::Listener& 
                                                     const std::string& path,
                                                     const std::set<std::string>& clusters,
                                                     config::ConfigErrors* errors,
-                                                    const RouteStatsFactory& stats_for) {
+                                                    const RouteStatsFactory& stats_for,
+                                                    const FilterOverrideBuilder& overrides) {
   size_t before = errors->size();
   auto table = std::shared_ptr<RouteTable>(new RouteTable());
   if (listener.routes_size() > 0) {
@@ -271,7 +282,8 @@ std::shared_ptr<const RouteTable> RouteTable::Build(const config::v1::Listener& 
     vh.name = "default";
     for (int i = 0; i < listener.routes_size(); ++i) {
       Route route;
-      BuildRoute(listener.routes(i), Cat(path, ".routes[", i, "]"), clusters, &route, errors);
+      BuildRoute(listener.routes(i), Cat(path, ".routes[", i, "]"), clusters, &route, errors,
+                 overrides);
       vh.routes.push_back(std::move(route));
     }
     table->virtual_hosts_.push_back(std::move(vh));
@@ -313,7 +325,8 @@ std::shared_ptr<const RouteTable> RouteTable::Build(const config::v1::Listener& 
     }
     for (int i = 0; i < proto.routes_size(); ++i) {
       Route route;
-      BuildRoute(proto.routes(i), Cat(vpath, ".routes[", i, "]"), clusters, &route, errors);
+      BuildRoute(proto.routes(i), Cat(vpath, ".routes[", i, "]"), clusters, &route, errors,
+                 overrides);
       vh.routes.push_back(std::move(route));
     }
     table->virtual_hosts_.push_back(std::move(vh));

@@ -20,6 +20,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "core/config/yaml_proto.h"
+#include "portway/filter_factory.h"
 #include "portway/headers.h"
 
 namespace re2 {
@@ -32,6 +33,7 @@ namespace portway::config::v1 {
 class Listener;
 class Route;
 class HeaderMutation;
+class FilterOverride;
 }  // namespace portway::config::v1
 
 namespace portway::router {
@@ -42,6 +44,13 @@ struct HeaderMutation {
   std::vector<std::string> remove;
   bool empty() const { return add.empty() && set.empty() && remove.empty(); }
   void Apply(http::HeaderMap& headers) const;
+};
+
+// A route's change to one filter of the listener's chain.
+struct FilterOverride {
+  std::string name;
+  bool disabled = false;
+  http::FilterFactoryCallback make;  // set when the route replaces the config
 };
 
 struct Route {
@@ -81,6 +90,13 @@ struct Route {
   std::string host_rewrite;
   HeaderMutation request_headers;
   HeaderMutation response_headers;
+  std::vector<FilterOverride> filter_overrides;
+  const FilterOverride* FindOverride(std::string_view filter) const {
+    for (const FilterOverride& o : filter_overrides) {
+      if (o.name == filter) return &o;
+    }
+    return nullptr;
+  }
 
   int direct_status = 200;
   std::string direct_body;
@@ -104,11 +120,17 @@ class RouteTable {
   // `stats_for` (may be empty, e.g. in tests) gives each route its metrics
   // by route name.
   using RouteStatsFactory = std::function<stats::RouteStats*(const std::string& route)>;
+  // Checks one route's filter override (at `path`) and fills `out`; false
+  // (with errors appended) when it is wrong.
+  using FilterOverrideBuilder =
+      std::function<bool(const config::v1::FilterOverride& proto, const std::string& path,
+                         FilterOverride* out, config::ConfigErrors* errors)>;
   static std::shared_ptr<const RouteTable> Build(const config::v1::Listener& listener,
                                                  const std::string& path,
                                                  const std::set<std::string>& clusters,
                                                  config::ConfigErrors* errors,
-                                                 const RouteStatsFactory& stats_for = {});
+                                                 const RouteStatsFactory& stats_for = {},
+                                                 const FilterOverrideBuilder& overrides = {});
 
   // The first matching route of the virtual host chosen by :authority, or
   // null (404 no_route).

@@ -48,42 +48,78 @@ upstream::LbPolicy ToPolicy(config::v1::Cluster::LbPolicy p) {
   }
 }
 
-// Each filter's config is parsed into its factory's typed message, then
-// checked by the factory; every error is reported under the filter's path.
+// Parses a filter's `config` into its factory's typed message and lets the
+// factory check it; every error is reported under `path`.
+bool MakeFilter(const std::string& name, const google::protobuf::Struct& config,
+                const std::string& path, http::FilterFactoryCallback* out,
+                config::ConfigErrors* errors) {
+  const http::FilterRegistryImpl& registry = http::GlobalFilterRegistry();
+  const http::FilterFactory* factory = registry.Find(name);
+  if (factory == nullptr) {
+    std::string known;
+    for (const std::string& n : registry.Names()) known += (known.empty() ? "" : ", ") + n;
+    AddError(errors, path + ".name",
+             Cat("unknown filter '", name, "' (known: ", known.empty() ? "none" : known, ")"));
+    return false;
+  }
+  std::unique_ptr<google::protobuf::Message> message = factory->NewConfig();
+  if (!config::StructToProto(config, message.get(), errors, path + ".config")) return false;
+  absl::StatusOr<http::FilterFactoryCallback> made = factory->Create(*message);
+  if (!made.ok()) {
+    // Factories report "FIELD.PATH: message" relative to their config.
+    std::string text(made.status().message());
+    size_t colon = text.find(": ");
+    std::string_view head = std::string_view(text).substr(0, colon);
+    bool is_path =
+        colon != std::string::npos && !head.empty() && head.find(' ') == std::string_view::npos;
+    if (is_path) {
+      AddError(errors, Cat(path, ".config.", head), text.substr(colon + 2));
+    } else {
+      AddError(errors, path + ".config", text);
+    }
+    return false;
+  }
+  *out = std::move(*made);
+  return true;
+}
+
 void BuildFilters(const config::v1::Listener& proto, const std::string& path,
                   std::vector<ListenerConfig::Filter>* out, config::ConfigErrors* errors) {
-  const http::FilterRegistryImpl& registry = http::GlobalFilterRegistry();
   for (int i = 0; i < proto.filters_size(); ++i) {
     const auto& f = proto.filters(i);
-    std::string fpath = Cat(path, ".filters[", i, "]");
-    const http::FilterFactory* factory = registry.Find(f.name());
-    if (factory == nullptr) {
-      std::string known;
-      for (const std::string& n : registry.Names()) known += (known.empty() ? "" : ", ") + n;
-      AddError(
-          errors, fpath + ".name",
-          Cat("unknown filter '", f.name(), "' (known: ", known.empty() ? "none" : known, ")"));
-      continue;
+    http::FilterFactoryCallback make;
+    if (MakeFilter(f.name(), f.config(), Cat(path, ".filters[", i, "]"), &make, errors)) {
+      out->push_back({f.name(), std::move(make)});
     }
-    std::unique_ptr<google::protobuf::Message> config = factory->NewConfig();
-    if (!config::StructToProto(f.config(), config.get(), errors, fpath + ".config")) continue;
-    absl::StatusOr<http::FilterFactoryCallback> made = factory->Create(*config);
-    if (!made.ok()) {
-      // Factories report "FIELD.PATH: message" relative to their config.
-      std::string message(made.status().message());
-      size_t colon = message.find(": ");
-      std::string_view head = std::string_view(message).substr(0, colon);
-      bool is_path =
-          colon != std::string::npos && !head.empty() && head.find(' ') == std::string_view::npos;
-      if (is_path) {
-        AddError(errors, Cat(fpath, ".config.", head), message.substr(colon + 2));
-      } else {
-        AddError(errors, fpath + ".config", message);
-      }
-      continue;
-    }
-    out->push_back({f.name(), std::move(*made)});
   }
+}
+
+// A route's override must name a filter of the listener's chain.
+router::RouteTable::FilterOverrideBuilder OverrideBuilder(const config::v1::Listener& listener) {
+  return [&listener](const config::v1::FilterOverride& proto, const std::string& path,
+                     router::FilterOverride* out, config::ConfigErrors* errors) {
+    bool in_chain = false;
+    for (const auto& f : listener.filters()) in_chain = in_chain || f.name() == proto.name();
+    if (!in_chain) {
+      AddError(errors, path + ".name",
+               Cat("'", proto.name(), "' is not in this listener's filters"));
+      return false;
+    }
+    out->name = proto.name();
+    out->disabled = proto.disabled();
+    if (proto.disabled()) {
+      if (proto.has_config()) {
+        AddError(errors, path + ".config", "has no effect on a disabled filter");
+        return false;
+      }
+      return true;
+    }
+    if (!proto.has_config()) {
+      AddError(errors, path, "needs disabled: true or a config");
+      return false;
+    }
+    return MakeFilter(proto.name(), proto.config(), path, &out->make, errors);
+  };
 }
 
 }  // namespace
@@ -324,11 +360,13 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
       AddError(errors, path, "needs routes or virtual_hosts");
     }
     listener->routes = router::RouteTable::Build(
-        proto, path, cluster_names, errors, [this, &proto](const std::string& route) {
+        proto, path, cluster_names, errors,
+        [this, &proto](const std::string& route) {
           auto& slot = route_stats_[{proto.name(), route}];
           if (!slot) slot = std::make_unique<stats::RouteStats>(store_, proto.name(), route);
           return slot.get();
-        });
+        },
+        OverrideBuilder(proto));
     if (errors->size() != listener_errors || proto.name().empty()) continue;
 
     auto& ls = listener_stats_[proto.name()];

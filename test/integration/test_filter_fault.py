@@ -87,3 +87,37 @@ def test_bad_fault_config_is_rejected_with_paths(origin):
     assert "listeners[0].filters[0].config.abort.status: must be between 200 and 599" in r.stderr
     assert "listeners[0].filters[1].config.delay.fixd_delay: unknown field" in r.stderr
     assert "listeners[0].filters[2].name: unknown filter 'portway.nope'" in r.stderr, r.stderr
+
+
+def test_route_can_disable_or_reconfigure_a_listener_filter(origin, make_gateway):
+    config = make_config([origin.address], routes=[
+        {"match": {"prefix": "/open"}, "cluster": "backend",
+         "filters": [{"name": "portway.fault", "disabled": True}]},
+        {"match": {"prefix": "/teapot"}, "cluster": "backend",
+         "filters": [{"name": "portway.fault", "config": {"abort": {"status": 418}}}]},
+        {"match": {"prefix": "/"}, "cluster": "backend"},
+    ], listener={"filters": [{"name": "portway.fault", "config": {"abort": {"status": 503}}}]})
+    gw = make_gateway(config)
+    with HttpConn(gw.port) as c:
+        assert c.roundtrip("GET", "/open/x").status == 200
+        assert c.roundtrip("GET", "/teapot").status == 418
+        assert c.roundtrip("GET", "/other").status == 503
+    assert [r.path for r in origin.requests] == ["/open/x"]
+
+
+def test_bad_route_filter_overrides_are_rejected_with_paths(origin):
+    config = make_config([origin.address], routes=[
+        {"match": {"prefix": "/a"}, "cluster": "backend",
+         "filters": [{"name": "portway.retry", "disabled": True}]},
+        {"match": {"prefix": "/b"}, "cluster": "backend",
+         "filters": [{"name": "portway.fault", "config": {"abort": {"status": 99}}}]},
+        {"match": {"prefix": "/c"}, "cluster": "backend",
+         "filters": [{"name": "portway.fault"}]},
+    ], listener={"filters": [{"name": "portway.fault", "config": {"abort": {"status": 503}}}]})
+    r = run_validate(config)
+    assert r.returncode == 1
+    assert ("listeners[0].routes[0].filters[0].name: 'portway.retry' is not in this listener's "
+            "filters") in r.stderr, r.stderr
+    assert ("listeners[0].routes[1].filters[0].config.abort.status: must be between 200 and 599"
+            in r.stderr), r.stderr
+    assert "listeners[0].routes[2].filters[0]: needs disabled: true or a config" in r.stderr
