@@ -48,6 +48,18 @@ class DispatcherTest : public ::testing::Test {
     }
   }
 
+  // Connects a client to the test listener; the server side is
+  // acceptor_.accepted. Callbacks are set on both sides.
+  ConnectionPtr ConnectPair(ConnectionCallbacks* client_callbacks,
+                            ConnectionCallbacks* server_callbacks) {
+    ConnectionPtr client = dispatcher_->Connect(address_);
+    client->SetCallbacks(client_callbacks);
+    RunUntil([&] { return acceptor_.accepted != nullptr; }, 2000);
+    EXPECT_NE(acceptor_.accepted, nullptr);
+    if (acceptor_.accepted != nullptr) acceptor_.accepted->SetCallbacks(server_callbacks);
+    return client;
+  }
+
   DispatcherPtr dispatcher_;
   network::Address address_;
   Acceptor acceptor_;
@@ -55,13 +67,10 @@ class DispatcherTest : public ::testing::Test {
 };
 
 TEST_F(DispatcherTest, FlushedCloseDeliversEveryByteBeforeClosing) {
-  ConnectionPtr client = dispatcher_->Connect(address_);
   Recorder client_events;
-  client->SetCallbacks(&client_events);
-  RunUntil([&] { return acceptor_.accepted != nullptr; }, 2000);
-  ASSERT_NE(acceptor_.accepted, nullptr);
   Recorder server_events;
-  acceptor_.accepted->SetCallbacks(&server_events);
+  ConnectionPtr client = ConnectPair(&client_events, &server_events);
+  ASSERT_NE(acceptor_.accepted, nullptr);
 
   // The client does not read yet, so most of this stays queued in Portway.
   client->ReadDisable(true);
@@ -87,13 +96,10 @@ TEST_F(DispatcherTest, FlushedCloseDeliversEveryByteBeforeClosing) {
 }
 
 TEST_F(DispatcherTest, FlushedCloseLingersUntilThePeerCloses) {
-  ConnectionPtr client = dispatcher_->Connect(address_);
   Recorder client_events;
-  client->SetCallbacks(&client_events);
-  RunUntil([&] { return acceptor_.accepted != nullptr; }, 2000);
-  ASSERT_NE(acceptor_.accepted, nullptr);
   Recorder server_events;
-  acceptor_.accepted->SetCallbacks(&server_events);
+  ConnectionPtr client = ConnectPair(&client_events, &server_events);
+  ASSERT_NE(acceptor_.accepted, nullptr);
 
   Buffer out;
   out.Add("response");
