@@ -173,6 +173,8 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   void SetPerTryTimeout(std::chrono::milliseconds timeout) override { per_try_timeout_ = timeout; }
 
   void SendProtocolError(const CodecError& error);
+  void AnswerLocally(int status, ErrorCause cause, std::string_view detail,
+                     std::string_view error_header, std::string_view body, bool close);
   bool done() const { return done_; }
 
  private:
@@ -229,7 +231,6 @@ void ConnectionManager::ActiveStream::OnIdleTimer() {
     return;
   }
   std::string detail = Cat("no bytes on the stream for ", timeout.count(), "ms");
-  if (router_ != nullptr && !response_started_) router_->Abort();
   if (response_started_) {
     ResetDownstream(ErrorCause::kStreamIdleTimeout, detail);
   } else if (!request_complete_) {
@@ -316,28 +317,38 @@ void ConnectionManager::ActiveStream::ApplyProxyHeaders(HeaderMap& headers) {
 }
 
 void ConnectionManager::ActiveStream::SendLocalReply(ErrorCause cause, std::string_view detail) {
+  const ErrorCauseInfo& ci = InfoFor(cause);
+  std::string body = detail.empty() ? Cat(ci.name, "\n") : Cat(ci.name, ": ", detail, "\n");
+  AnswerLocally(ci.status, cause, detail, ci.name, body, /*close=*/false);
+}
+
+void ConnectionManager::ActiveStream::SendProtocolError(const CodecError& error) {
+  ErrorCause cause =
+      error.status == 413 ? ErrorCause::kPayloadTooLarge : ErrorCause::kDownstreamProtocolError;
+  AnswerLocally(error.status, cause, error.cause, error.cause, Cat(error.cause, "\n"),
+                /*close=*/true);
+}
+
+// Every locally generated answer goes through here: nothing more goes
+// upstream, the request direction of the filter chain ends, the stream
+// records why, and the reply passes back through the response filters.
+// After the response started it can only cut the stream off.
+void ConnectionManager::ActiveStream::AnswerLocally(int status, ErrorCause cause,
+                                                    std::string_view detail,
+                                                    std::string_view error_header,
+                                                    std::string_view body, bool close) {
   if (done_) return;
   if (response_started_) {
     ResetDownstream(cause, detail);
     return;
   }
+  if (router_ != nullptr) router_->Abort();
+  if (filters_) filters_->StopDecoding();
   info_.cause = cause;
   info_.detail = std::string(detail);
   info_.local_reply = true;
-  if (filters_) filters_->StopDecoding();
-  const ErrorCauseInfo& ci = InfoFor(cause);
-  std::string body = detail.empty() ? Cat(ci.name, "\n") : Cat(ci.name, ": ", detail, "\n");
-  SendReply(ci.status, ci.name, body, "text/plain", "");
-}
-
-void ConnectionManager::ActiveStream::SendProtocolError(const CodecError& error) {
-  if (router_ != nullptr) router_->Abort();
-  info_.cause =
-      error.status == 413 ? ErrorCause::kPayloadTooLarge : ErrorCause::kDownstreamProtocolError;
-  info_.detail = error.cause;
-  info_.local_reply = true;
-  encoder_.CloseAfterResponse();
-  SendReply(error.status, error.cause, Cat(error.cause, "\n"), "text/plain", "");
+  if (close) encoder_.CloseAfterResponse();
+  SendReply(status, error_header, body, "text/plain", "");
 }
 
 void ConnectionManager::ActiveStream::SendDirectResponse(int status, std::string_view body,
@@ -427,24 +438,15 @@ void ConnectionManager::ActiveStream::EncodeTrailersToCodec(HeaderMapPtr trailer
 
 void ConnectionManager::ActiveStream::OnFilterLocalReply(int status, std::string_view body,
                                                          std::string_view error) {
-  if (done_) return;
-  if (response_started_) {
-    ResetDownstream(ErrorCause::kFilterLocalReply, error);
-    return;
-  }
-  if (router_ != nullptr) router_->Abort();
-  info_.cause = ErrorCause::kFilterLocalReply;
-  info_.detail = std::string(error);
-  info_.local_reply = true;
-  SendReply(status, error, body, "text/plain", "");
+  AnswerLocally(status, ErrorCause::kFilterLocalReply, error, error, body, /*close=*/false);
 }
 
 void ConnectionManager::ActiveStream::OnBufferOverflow(bool request) {
   if (request) {
-    if (filters_) filters_->StopDecoding();
-    if (router_ != nullptr) router_->Abort();
-    encoder_.CloseAfterResponse();
-    SendLocalReply(ErrorCause::kPayloadTooLarge, "a filter's body buffer limit");
+    // The rest of the body will not be read: the connection closes after.
+    const ErrorCauseInfo& ci = InfoFor(ErrorCause::kPayloadTooLarge);
+    AnswerLocally(ci.status, ErrorCause::kPayloadTooLarge, "a filter's body buffer limit", ci.name,
+                  Cat(ci.name, ": a filter's body buffer limit\n"), /*close=*/true);
   } else {
     ResetDownstream(ErrorCause::kFilterLocalReply, "response_buffer_overflow");
   }

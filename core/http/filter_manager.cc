@@ -154,29 +154,29 @@ bool FilterManager::Run(Direction& d, int index, Item& item) {
     switch (item.kind) {
       case Item::kHeaders: {
         FilterHeadersStatus status = FilterHeadersStatus::kContinue;
-        if (!Guard(state, "headers", [&] {
-              status = d.decode ? f.DecodeHeaders(*item.headers, item.end_stream)
-                                : f.EncodeHeaders(*item.headers, item.end_stream);
-            })) {
+        // A throw, a local reply or the end of the stream stops here.
+        if (!Guard(state, "headers",
+                   [&] {
+                     status = d.decode ? f.DecodeHeaders(*item.headers, item.end_stream)
+                                       : f.EncodeHeaders(*item.headers, item.end_stream);
+                   }) ||
+            completed_ || d.ended) {
           return false;
         }
-        if (completed_ || d.ended) return false;
-        if (status == FilterHeadersStatus::kStopIteration) {
-          d.stopped_at = i;
-          d.held = std::move(item);
-          return false;
-        }
+        if (status == FilterHeadersStatus::kStopIteration) return Hold(d, i, item);
         break;
       }
       case Item::kData: {
         FilterDataStatus status = FilterDataStatus::kContinue;
-        if (!Guard(state, "data", [&] {
-              status = d.decode ? f.DecodeData(item.data, item.end_stream)
-                                : f.EncodeData(item.data, item.end_stream);
-            })) {
+        // A throw, a local reply or the end of the stream stops here.
+        if (!Guard(state, "data",
+                   [&] {
+                     status = d.decode ? f.DecodeData(item.data, item.end_stream)
+                                       : f.EncodeData(item.data, item.end_stream);
+                   }) ||
+            completed_ || d.ended) {
           return false;
         }
-        if (completed_ || d.ended) return false;
         if (status == FilterDataStatus::kStopIterationAndBuffer) {
           state.absorbing[dir] = true;
           state.kept[dir].Move(item.data);
@@ -209,23 +209,28 @@ bool FilterManager::Run(Direction& d, int index, Item& item) {
           }
         }
         FilterTrailersStatus status = FilterTrailersStatus::kContinue;
-        if (!Guard(state, "trailers", [&] {
-              status = d.decode ? f.DecodeTrailers(*item.headers) : f.EncodeTrailers(*item.headers);
-            })) {
+        // A throw, a local reply or the end of the stream stops here.
+        if (!Guard(state, "trailers",
+                   [&] {
+                     status = d.decode ? f.DecodeTrailers(*item.headers)
+                                       : f.EncodeTrailers(*item.headers);
+                   }) ||
+            completed_ || d.ended) {
           return false;
         }
-        if (completed_ || d.ended) return false;
-        if (status == FilterTrailersStatus::kStopIteration) {
-          d.stopped_at = i;
-          d.held = std::move(item);
-          return false;
-        }
+        if (status == FilterTrailersStatus::kStopIteration) return Hold(d, i, item);
         break;
       }
     }
   }
   ToSink(d, item);
   return !(completed_ || d.ended);
+}
+
+bool FilterManager::Hold(Direction& d, int filter, Item& item) {
+  d.stopped_at = filter;
+  d.held = std::move(item);
+  return false;
 }
 
 void FilterManager::ToSink(Direction& d, Item& item) {

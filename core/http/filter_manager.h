@@ -108,6 +108,8 @@ class FilterManager {
   // order); returns false if a filter stopped the direction.
   bool Run(Direction& d, int index, Item& item);
   void ToSink(Direction& d, Item& item);
+  // `filter` holds `item` and with it the direction; returns false.
+  bool Hold(Direction& d, int filter, Item& item);
   void Resume(Direction& d, int filter);
   void LocalReply(int filter, int status, std::string_view body, std::string_view error);
   template <typename Call>

@@ -47,8 +47,7 @@ void Router::EndAttempt() {
     encoder->GetStream().ResetStream(http::StreamResetReason::kLocalReset);
   }
   if (per_try_timer_) per_try_timer_->Disable();
-  if (attempt_counted_ && host_) host_->activeRequests().fetch_sub(1, std::memory_order_relaxed);
-  attempt_counted_ = false;
+  ReleaseHostCount();
   // A pause for this attempt's slow upstream ends with the attempt.
   if (paused_for_upstream_) {
     paused_for_upstream_ = false;
@@ -59,6 +58,10 @@ void Router::EndAttempt() {
 void Router::Finish() {
   if (done_) return;
   done_ = true;
+  ReleaseHostCount();
+}
+
+void Router::ReleaseHostCount() {
   if (attempt_counted_ && host_) host_->activeRequests().fetch_sub(1, std::memory_order_relaxed);
   attempt_counted_ = false;
 }
@@ -67,7 +70,6 @@ void Router::OnRequestHeaders(http::HeaderMapPtr headers, const Route& route, bo
   route_ = &route;
   request_complete_ = end_stream;
   http::StreamInfo& info = callbacks_.Info();
-  info.route = route.name;
 
   if (route.action == Route::Action::kDirectResponse) {
     done_ = true;

@@ -84,6 +84,8 @@ class Router : public http::ResponseDecoder,
   void StartTimeout();
   void OnTimeout();
   void Finish();
+  // The current attempt no longer counts in its host's active requests.
+  void ReleaseHostCount();
   void ReleaseUpstream();
   void RewriteRequest(http::HeaderMap& headers);
   void SendUpstream();

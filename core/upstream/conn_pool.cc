@@ -194,12 +194,19 @@ Cancellable* ConnPool::NewStream(http::ResponseDecoder& decoder, PoolCallbacks& 
   }
   pending_.push_back(std::make_unique<PendingRequest>(*this, decoder, callbacks));
   Cancellable* handle = pending_.back().get();
-  // One connection per waiting request, up to the limit.
-  if (can_connect && ConnectingCount() < pending_.size()) CreateClient();
+  ConnectForWaiting();
   return handle;
 }
 
 void ConnPool::CreateClient() { clients_.push_back(std::make_unique<ActiveClient>(*this)); }
+
+// One connection on its way per waiting request, up to the limit (also
+// while draining: draining retires connections, not requests).
+void ConnPool::ConnectForWaiting() {
+  if (pending_.size() > ConnectingCount() && clients_.size() < config_->max_connections) {
+    CreateClient();
+  }
+}
 
 void ConnPool::Attach(ActiveClient& client, http::ResponseDecoder& decoder,
                       PoolCallbacks& callbacks, double connect_ms) {
@@ -233,10 +240,7 @@ void ConnPool::OnClientConnectFailed(ActiveClient& client, PoolFailure reason, s
     request->callbacks.OnPoolFailure(reason, detail);
   }
   // Whoever still waits without a connection on the way gets one.
-  if (!pending_.empty() && pending_.size() > ConnectingCount() &&
-      clients_.size() < config_->max_connections) {
-    CreateClient();
-  }
+  ConnectForWaiting();
 }
 
 void ConnPool::OnStreamComplete(ActiveClient& client, bool reusable) {
@@ -245,12 +249,8 @@ void ConnPool::OnStreamComplete(ActiveClient& client, bool reusable) {
                  client.requests_served() >= config_->max_requests_per_connection);
   if (retire) {
     client.Close();
-    // A waiting request gets a fresh connection in place of this one (also
-    // while draining: draining retires connections, not requests).
-    if (!pending_.empty() && clients_.size() < config_->max_connections &&
-        ConnectingCount() < pending_.size()) {
-      CreateClient();
-    }
+    // A waiting request gets a fresh connection in place of this one.
+    ConnectForWaiting();
     return;
   }
   if (!pending_.empty()) {

@@ -74,6 +74,7 @@ class ConnPool {
   using PendingPtr = std::unique_ptr<PendingRequest>;
 
   void CreateClient();
+  void ConnectForWaiting();
   void Attach(ActiveClient& client, http::ResponseDecoder& decoder, PoolCallbacks& callbacks,
               double connect_ms);
   void OnClientReady(ActiveClient& client, double connect_ms);
