@@ -422,25 +422,24 @@ void Server::Reload() {
     next = builder_.Build(bootstrap, snapshot_, &errors);
     if (!modules_loaded) next = nullptr;
   }
-  std::map<std::string, BoundListener> added;
+  // The next listener set: those that stay (same name and address keep
+  // their sockets), plus new ones bound now; the rest are removed.
+  std::map<std::string, BoundListener> next_listeners;
   std::vector<std::string> removed;
   if (next) {
     for (const auto& [name, bl] : listeners_) {
       auto it = next->listeners.find(name);
-      if (it == next->listeners.end() || it->second->address_text != bl.config->address_text) {
+      if (it != next->listeners.end() && it->second->address_text == bl.config->address_text) {
+        next_listeners[name] = bl;
+      } else {
         removed.push_back(name);
       }
     }
-    std::map<std::string, BoundListener> keep;
-    for (const auto& [name, bl] : listeners_) {
-      if (std::find(removed.begin(), removed.end(), name) == removed.end()) keep[name] = bl;
-    }
-    added = keep;
-    if (!BindListeners(next, &added, &errors)) next = nullptr;
+    if (!BindListeners(next, &next_listeners, &errors)) next = nullptr;
   }
   if (!next) {
     // Sockets bound for listeners this reload would have added are closed.
-    for (auto& [name, bl] : added) {
+    for (auto& [name, bl] : next_listeners) {
       for (int fd : bl.fds) close(fd);
       bl.fds.clear();
     }
@@ -460,8 +459,8 @@ void Server::Reload() {
       worker->Post([worker, name] { worker->RemoveListener(name); });
     }
   }
-  for (auto& [name, bl] : added) {
-    if (bl.fds.empty()) continue;
+  for (auto& [name, bl] : next_listeners) {
+    if (bl.fds.empty()) continue;  // kept: its workers already serve it
     for (size_t i = 0; i < workers_.size(); ++i) {
       Worker* worker = workers_[i].get();
       int fd = bl.fds[i];
@@ -470,8 +469,8 @@ void Server::Reload() {
     bl.fds.clear();
     spdlog::info("listener '{}' on {}", name, bl.bound.ToString());
   }
-  for (auto& [name, bl] : added) bl.config = next->listeners.at(name);
-  listeners_ = std::move(added);
+  for (auto& [name, bl] : next_listeners) bl.config = next->listeners.at(name);
+  listeners_ = std::move(next_listeners);
   ScheduleDns();
   spdlog::info("reload applied: config version {}", snapshot_->version);
 }
