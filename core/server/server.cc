@@ -1,7 +1,6 @@
 #include "core/server/server.h"
 
-#include "core/common/strings.h"
-
+#include <pthread.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -9,6 +8,7 @@
 #include <fstream>
 
 #include "absl/strings/str_format.h"
+#include "core/common/strings.h"
 #include "core/http/conn_manager.h"
 #include "core/upstream/cluster_manager.h"
 #include "portway/config/v1/bootstrap.pb.h"
@@ -363,6 +363,13 @@ bool Server::Init(config::ConfigErrors* errors) {
   snapshot_ = snapshot;
   listeners_ = std::move(bound);
 
+  // Workers are created with the process signals blocked, so the kernel
+  // delivers them to the main thread, whose loop handles them.
+  sigset_t process_signals;
+  sigset_t previous;
+  sigemptyset(&process_signals);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&process_signals, sig);
+  pthread_sigmask(SIG_BLOCK, &process_signals, &previous);
   for (int i = 0; i < options_.workers; ++i) {
     auto worker = std::make_unique<Worker>(i);
     std::map<std::string, int> fds;
@@ -370,6 +377,7 @@ bool Server::Init(config::ConfigErrors* errors) {
     worker->Start(snapshot_, std::move(fds));
     workers_.push_back(std::move(worker));
   }
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   // Workers own the listening fds now.
   for (auto& [name, bl] : listeners_) bl.fds.clear();
 
@@ -495,6 +503,14 @@ void Server::CheckDrained() {
   if (open == 0 || dispatcher_->Now() >= drain_deadline_) {
     if (open > 0) spdlog::warn("drain timeout: closing {} connection(s)", open);
     dns_timers_.clear();
+    // A SIGTERM repeated by a supervisor while the process finishes exiting
+    // must not turn a clean exit into a kill. Removing the handlers restores
+    // the default action, so SIGTERM is blocked first (workers never take
+    // signals; see Init): it stays pending and the process exits 0.
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &term, nullptr);
     signals_.clear();
     dispatcher_->Exit();
     return;

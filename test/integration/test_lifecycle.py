@@ -672,3 +672,19 @@ def test_validate_creates_no_access_log_file(origin, tmp_path):
     r = run_validate(make_config([origin.address], access_log={"path": str(log)}))
     assert r.returncode == 0, r.stderr
     assert not log.exists()
+
+
+def test_repeated_sigterm_during_shutdown_still_exits_zero(drain_gw, origin):
+    # A supervisor may repeat SIGTERM; none of them, even one arriving while
+    # the process finishes exiting, may turn the clean exit into a kill.
+    c = _start_inflight(drain_gw, origin, 0.3)
+    deadline = time.monotonic() + 10
+    while drain_gw.alive() and time.monotonic() < deadline:
+        try:
+            drain_gw.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            break
+        # As fast as possible: the window between the drain's end and the
+        # process's exit is about a millisecond.
+    c.close()
+    assert drain_gw.wait_exit(5.0) == 0
