@@ -1,6 +1,7 @@
 #include "filters/builtin.h"
 
 #include "core/http/filter_registry.h"
+#include "filters/circuit_breaker/circuit_breaker_filter.h"
 #include "filters/fault/fault_filter.h"
 #include "filters/retry/retry_filter.h"
 
@@ -11,6 +12,7 @@ void RegisterBuiltinFilters() {
     auto& registry = http::GlobalFilterRegistry();
     (void)registry.Register(std::make_unique<fault::FaultFactory>());
     (void)registry.Register(std::make_unique<retry::RetryFactory>());
+    (void)registry.Register(std::make_unique<circuit_breaker::CircuitBreakerFactory>());
     return true;
   }();
   (void)registered;

@@ -164,6 +164,10 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   size_t BufferLimit() const override { return listener_->codec.buffer_limit; }
   size_t ReplayLimit() const override { return replay_limit_; }
   std::chrono::milliseconds PerTryTimeout() const override { return per_try_timeout_; }
+  const UpstreamLimits& Limits() const override { return limits_; }
+  UpstreamAttemptStatus OnUpstreamAttempt(UpstreamAttempt& attempt) override {
+    return filters_ ? filters_->OnUpstreamAttempt(attempt) : UpstreamAttemptStatus::kContinue;
+  }
   UpstreamResultStatus OnUpstreamResult(UpstreamResult& result) override {
     return filters_ ? filters_->OnUpstreamResult(result) : UpstreamResultStatus::kContinue;
   }
@@ -171,6 +175,11 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
     replay_limit_ = std::max(replay_limit_, std::max<size_t>(max_body_bytes, 1));
   }
   void SetPerTryTimeout(std::chrono::milliseconds timeout) override { per_try_timeout_ = timeout; }
+  void SetUpstreamLimits(const UpstreamLimits& limits) override { limits_ = limits; }
+  void SetUpstreamCluster(std::string_view cluster) override { info_.cluster = cluster; }
+  void OnFilterErrorReply(ErrorCause cause, std::string_view detail) override {
+    SendLocalReply(cause, detail);
+  }
 
   void SendProtocolError(const CodecError& error);
   void AnswerLocally(int status, ErrorCause cause, std::string_view detail,
@@ -211,6 +220,7 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   bool expect_continue_ = false;
   size_t replay_limit_ = 0;
   std::chrono::milliseconds per_try_timeout_{0};
+  UpstreamLimits limits_;
   // Valid while listener_ (which owns the route table) is held.
   const router::Route* route_ = nullptr;
   int read_disabled_ = 0;
@@ -261,7 +271,10 @@ void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool e
   // Routed before the filters so they can see the route; a missing route is
   // answered by the router stage, after the filters ran.
   route_ = listener_->routes ? listener_->routes->Match(*headers) : nullptr;
-  if (route_ != nullptr) info_.route = route_->name;
+  if (route_ != nullptr) {
+    info_.route = route_->name;
+    if (route_->action == router::Route::Action::kCluster) info_.cluster = route_->cluster;
+  }
   BuildFilterChain();
   if (filters_) {
     filters_->DecodeHeaders(std::move(headers), end_stream);

@@ -33,6 +33,9 @@ class FilterManager::FilterState : public FilterCallbacks {
   void SendLocalReply(int status, std::string_view body, std::string_view error) override {
     manager_.LocalReply(index_, status, body, error);
   }
+  void SendErrorReply(ErrorCause cause, std::string_view detail) override {
+    manager_.ErrorReply(cause, detail);
+  }
   StreamInfo& Info() override { return manager_.callbacks_.Info(); }
   Buffer& KeptBody() override {
     // The direction this filter currently keeps a body in; the request
@@ -48,6 +51,12 @@ class FilterManager::FilterState : public FilterCallbacks {
   }
   void SetPerTryTimeout(std::chrono::milliseconds timeout) override {
     manager_.callbacks_.SetPerTryTimeout(timeout);
+  }
+  void SetUpstreamLimits(const UpstreamLimits& limits) override {
+    manager_.callbacks_.SetUpstreamLimits(limits);
+  }
+  void SetUpstreamCluster(std::string_view cluster) override {
+    manager_.callbacks_.SetUpstreamCluster(cluster);
   }
 
   FilterManager& manager_;
@@ -291,6 +300,19 @@ void FilterManager::Resume(Direction& d, int filter) {
   }
 }
 
+UpstreamAttemptStatus FilterManager::OnUpstreamAttempt(UpstreamAttempt& attempt) {
+  for (FilterState& f : filters_) {
+    if (completed_) break;
+    if (f.failed) continue;
+    UpstreamAttemptStatus answer = UpstreamAttemptStatus::kContinue;
+    if (!Guard(f, "upstream attempt", [&] { answer = f.filter->OnUpstreamAttempt(attempt); })) {
+      break;
+    }
+    if (answer == UpstreamAttemptStatus::kOtherHost) return answer;
+  }
+  return UpstreamAttemptStatus::kContinue;
+}
+
 UpstreamResultStatus FilterManager::OnUpstreamResult(UpstreamResult& result) {
   UpstreamResultStatus verdict = UpstreamResultStatus::kContinue;
   for (FilterState& f : filters_) {
@@ -332,6 +354,12 @@ void FilterManager::LocalReply(int filter, int status, std::string_view body,
   (void)filter;
   StopDecoding();
   callbacks_.OnFilterLocalReply(status, body, error);
+}
+
+void FilterManager::ErrorReply(ErrorCause cause, std::string_view detail) {
+  if (completed_) return;
+  StopDecoding();
+  callbacks_.OnFilterErrorReply(cause, detail);
 }
 
 void FilterManager::Complete(const StreamInfo& info) {

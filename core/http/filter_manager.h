@@ -46,6 +46,8 @@ class FilterManagerCallbacks {
   // A filter answered (decode direction stops for good; the stream sends
   // this response through the encode direction).
   virtual void OnFilterLocalReply(int status, std::string_view body, std::string_view error) = 0;
+  // The same with the core's own reply for `cause` (SendErrorReply).
+  virtual void OnFilterErrorReply(ErrorCause cause, std::string_view detail) = 0;
   // A kept or queued body outgrew the buffer limit.
   virtual void OnBufferOverflow(bool request) = 0;
   // Too much waits in a held direction: pause its source (the client for
@@ -57,6 +59,9 @@ class FilterManagerCallbacks {
   // From FilterCallbacks::EnableRequestReplay / SetPerTryTimeout.
   virtual void EnableRequestReplay(size_t max_body_bytes) = 0;
   virtual void SetPerTryTimeout(std::chrono::milliseconds timeout) = 0;
+  // From FilterCallbacks::SetUpstreamLimits / SetUpstreamCluster.
+  virtual void SetUpstreamLimits(const UpstreamLimits& limits) = 0;
+  virtual void SetUpstreamCluster(std::string_view cluster) = 0;
 };
 
 class FilterManager {
@@ -71,6 +76,9 @@ class FilterManager {
   void EncodeData(Buffer& data, bool end_stream);
   void EncodeTrailers(HeaderMapPtr trailers);
 
+  // Asks the filters, in order, about the host picked for an attempt; the
+  // first kOtherHost turns it down.
+  UpstreamAttemptStatus OnUpstreamAttempt(UpstreamAttempt& attempt);
   // Asks every filter, in order, about an upstream attempt; kRetry if any
   // filter wants one.
   UpstreamResultStatus OnUpstreamResult(UpstreamResult& result);
@@ -112,6 +120,7 @@ class FilterManager {
   bool Hold(Direction& d, int filter, Item& item);
   void Resume(Direction& d, int filter);
   void LocalReply(int filter, int status, std::string_view body, std::string_view error);
+  void ErrorReply(ErrorCause cause, std::string_view detail);
   template <typename Call>
   bool Guard(FilterState& state, const char* phase, Call&& call);
   void OnFilterException(FilterState& state, const char* phase, const char* what);

@@ -17,6 +17,7 @@ const ErrorCauseInfo& InfoFor(ErrorCause cause) {
       {"upstream_timeout", "UTO", 504},
       {"no_healthy_upstream", "UH", 503},
       {"upstream_overflow", "UO", 503},
+      {"circuit_open", "CO", 503},
       {"cluster_not_found", "NC", 503},
       {"no_route", "NR", 404},
       {"downstream_protocol_error", "DPE", 400},

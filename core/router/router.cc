@@ -1,7 +1,8 @@
 #include "core/router/router.h"
 
-#include "core/common/strings.h"
+#include <algorithm>
 
+#include "core/common/strings.h"
 #include "core/server/stats.h"
 #include "core/upstream/load_balancer.h"
 
@@ -48,6 +49,10 @@ void Router::EndAttempt() {
   }
   if (per_try_timer_) per_try_timer_->Disable();
   ReleaseHostCount();
+  if (retry_counted_) {
+    retry_counted_ = false;
+    if (stats::ClusterStats* stats = Stats()) stats->retries_active.Sub();
+  }
   // A pause for this attempt's slow upstream ends with the attempt.
   if (paused_for_upstream_) {
     paused_for_upstream_ = false;
@@ -59,6 +64,14 @@ void Router::Finish() {
   if (done_) return;
   done_ = true;
   ReleaseHostCount();
+  if (retry_counted_) {
+    retry_counted_ = false;
+    if (stats::ClusterStats* stats = Stats()) stats->retries_active.Sub();
+  }
+  if (request_counted_ != nullptr) {
+    request_counted_->requests_active.Sub();
+    request_counted_ = nullptr;
+  }
 }
 
 void Router::ReleaseHostCount() {
@@ -89,14 +102,28 @@ void Router::OnRequestHeaders(http::HeaderMapPtr headers, const Route& route, bo
     return;
   }
 
-  info.cluster = route.cluster;
-  upstream::ClusterManager::WorkerCluster* cluster = callbacks_.ClusterManager().Get(route.cluster);
+  // The route's cluster, or the one a filter chose instead.
+  if (info.cluster.empty()) info.cluster = route.cluster;
+  upstream::ClusterManager::WorkerCluster* cluster = callbacks_.ClusterManager().Get(info.cluster);
   if (cluster == nullptr) {
     done_ = true;
-    callbacks_.SendLocalReply(http::ErrorCause::kClusterNotFound, route.cluster);
+    callbacks_.SendLocalReply(http::ErrorCause::kClusterNotFound, info.cluster);
     return;
   }
   const upstream::ClusterConfig& config = *cluster->snapshot->config;
+  if (config.stats != nullptr) {
+    uint32_t max_requests = callbacks_.Limits().max_requests;
+    if (max_requests > 0 &&
+        config.stats->requests_active.Value() >= static_cast<int64_t>(max_requests)) {
+      done_ = true;
+      config.stats->overflow_max_requests.Inc();
+      callbacks_.SendLocalReply(http::ErrorCause::kUpstreamOverflow,
+                                Cat("max_requests (", max_requests, ") reached for the cluster"));
+      return;
+    }
+    request_counted_ = config.stats;
+    request_counted_->requests_active.Add();
+  }
   if (!config.hash_header.empty()) {
     if (const std::string* v = headers->Get(config.hash_header)) {
       lb_context_.has_hash = true;
@@ -116,30 +143,19 @@ void Router::OnRequestHeaders(http::HeaderMapPtr headers, const Route& route, bo
 }
 
 void Router::StartAttempt() {
-  http::StreamInfo& info = callbacks_.Info();
   // Looked up again for every attempt: a config update may have replaced
   // the worker's balancer since the request started.
-  upstream::ClusterManager::WorkerCluster* cluster =
-      callbacks_.ClusterManager().Get(route_->cluster);
+  const std::string& name = callbacks_.Info().cluster;
+  upstream::ClusterManager::WorkerCluster* cluster = callbacks_.ClusterManager().Get(name);
   if (cluster == nullptr) {
     Finish();
-    callbacks_.SendLocalReply(http::ErrorCause::kClusterNotFound, route_->cluster);
+    callbacks_.SendLocalReply(http::ErrorCause::kClusterNotFound, name);
     return;
   }
   cluster_ = cluster->snapshot;
-  std::vector<const upstream::Host*> avoid;
-  avoid.reserve(tried_.size());
-  for (const auto& h : tried_) avoid.push_back(h.get());
-  host_ = cluster->lb->ChooseHost(&lb_context_, avoid);
-  if (!host_) {
-    Finish();
-    if (!cluster_->dns_error.empty()) {
-      callbacks_.SendLocalReply(http::ErrorCause::kUpstreamDnsFailure, cluster_->dns_error);
-    } else {
-      callbacks_.SendLocalReply(http::ErrorCause::kNoHealthyUpstream, route_->cluster);
-    }
-    return;
-  }
+  host_ = PickHost(*cluster);
+  if (!host_) return;
+  http::StreamInfo& info = callbacks_.Info();
   ++attempt_;
   info.attempts = attempt_;
   attempt_counted_ = true;
@@ -160,7 +176,52 @@ void Router::StartAttempt() {
     }
   }
   upstream::ConnPool& pool = callbacks_.ClusterManager().PoolFor(*cluster_, host_);
-  pool_handle_ = pool.NewStream(*this, *this);
+  pool_handle_ = pool.NewStream(*this, *this, callbacks_.Limits());
+}
+
+upstream::HostSharedPtr Router::PickHost(upstream::ClusterManager::WorkerCluster& cluster) {
+  std::vector<const upstream::Host*> avoid;
+  avoid.reserve(tried_.size());
+  for (const auto& h : tried_) avoid.push_back(h.get());
+  // Hosts the filters turned down for this attempt (a breaker open for
+  // them); never used, unlike tried hosts, which are only avoided.
+  std::vector<const upstream::Host*> refused;
+  http::ErrorCause cause_if_none_left = http::ErrorCause::kNoHealthyUpstream;
+  for (;;) {
+    upstream::HostSharedPtr host = cluster.lb->ChooseHost(&lb_context_, avoid);
+    auto is_refused = [&](const upstream::HostSharedPtr& h) {
+      return std::find(refused.begin(), refused.end(), h.get()) != refused.end();
+    };
+    if (host && is_refused(host)) {
+      // Every usable host is tried or refused: a tried one may still do.
+      host = cluster.lb->ChooseHost(&lb_context_, refused);
+      if (host && is_refused(host)) {
+        Finish();
+        callbacks_.SendLocalReply(
+            cause_if_none_left, Cat("every host of ", cluster_->config->name, " was turned down"));
+        return nullptr;
+      }
+    }
+    if (!host) {
+      Finish();
+      if (!cluster_->dns_error.empty()) {
+        callbacks_.SendLocalReply(http::ErrorCause::kUpstreamDnsFailure, cluster_->dns_error);
+      } else {
+        callbacks_.SendLocalReply(http::ErrorCause::kNoHealthyUpstream, cluster_->config->name);
+      }
+      return nullptr;
+    }
+    http::UpstreamAttempt attempt;
+    attempt.cluster = cluster_->config->name;
+    attempt.host = host->addressString();
+    attempt.attempt = attempt_ + 1;
+    http::UpstreamAttemptStatus status = callbacks_.OnUpstreamAttempt(attempt);
+    if (done_) return nullptr;  // a filter answered
+    if (status == http::UpstreamAttemptStatus::kContinue) return host;
+    refused.push_back(host.get());
+    avoid.push_back(host.get());
+    cause_if_none_left = attempt.cause_if_none_left;
+  }
 }
 
 bool Router::MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause, int status,
@@ -177,8 +238,20 @@ bool Router::MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause,
   // Filters see StreamInfo::replay_overflow and do not ask; a filter that
   // asks anyway gets no retry.
   if (!replay_ok_) return false;
+  stats::ClusterStats* stats = Stats();
+  uint32_t max_retries = callbacks_.Limits().max_retries;
+  if (max_retries > 0 && stats != nullptr &&
+      stats->retries_active.Value() >= static_cast<int64_t>(max_retries)) {
+    // The cluster has enough retries in flight: this result stands.
+    stats->overflow_max_retries.Inc();
+    return false;
+  }
   EndAttempt();
   if (host_) tried_.push_back(host_);
+  if (stats != nullptr) {
+    retry_counted_ = true;
+    stats->retries_active.Add();
+  }
   if (!retry_timer_) retry_timer_ = callbacks_.Dispatcher().CreateTimer([this] { StartAttempt(); });
   retry_timer_->Enable(result.retry_delay);
   return true;

@@ -44,7 +44,11 @@ class RouterCallbacks {
   // Set by filters (EnableRequestReplay, SetPerTryTimeout); 0: off.
   virtual size_t ReplayLimit() const = 0;
   virtual std::chrono::milliseconds PerTryTimeout() const = 0;
-  // Asks the filters about an attempt; kRetry means try again.
+  // Set by filters (SetUpstreamLimits); all 0 when none did.
+  virtual const http::UpstreamLimits& Limits() const = 0;
+  // Asks the filters about the host picked for an attempt.
+  virtual http::UpstreamAttemptStatus OnUpstreamAttempt(http::UpstreamAttempt& attempt) = 0;
+  // Asks the filters about an attempt's result; kRetry means try again.
   virtual http::UpstreamResultStatus OnUpstreamResult(http::UpstreamResult& result) = 0;
 };
 
@@ -89,9 +93,13 @@ class Router : public http::ResponseDecoder,
   void ReleaseUpstream();
   void RewriteRequest(http::HeaderMap& headers);
   void SendUpstream();
-  // Attempts: each picks a host (avoiding those tried), takes a connection
-  // and sends the request; EndAttempt() gives up the current one.
+  // Attempts: each picks a host (avoiding those tried and those the
+  // filters turn down), takes a connection and sends the request;
+  // EndAttempt() gives up the current one.
   void StartAttempt();
+  // The host for the next attempt, or null after replying.
+  upstream::HostSharedPtr PickHost(upstream::ClusterManager::WorkerCluster& cluster);
+  stats::ClusterStats* Stats() const { return cluster_ ? cluster_->config->stats : nullptr; }
   void EndAttempt();
   // Reports a failed or answered attempt to the filters; true if they
   // asked for (and the router started) a retry.
@@ -112,6 +120,7 @@ class Router : public http::ResponseDecoder,
   http::RequestEncoder* encoder_ = nullptr;
   event::TimerPtr per_try_timer_;
   bool attempt_counted_ = false;  // host_'s active-request count includes us
+  bool retry_counted_ = false;    // counted in the cluster's active retries
   // Across attempts.
   uint32_t attempt_ = 0;
   std::vector<upstream::HostSharedPtr> tried_;
@@ -121,6 +130,8 @@ class Router : public http::ResponseDecoder,
   http::HeaderMapPtr replay_trailers_;
   event::TimerPtr retry_timer_;
   event::TimerPtr timeout_;
+  // Counted in the cluster's active requests (one per request, not attempt).
+  stats::ClusterStats* request_counted_ = nullptr;
   bool request_complete_ = false;
   bool response_started_ = false;
   bool done_ = false;

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "core/common/strings.h"
 #include "core/http/conn_manager.h"
+#include "core/server/sdk.h"
 #include "core/upstream/cluster_manager.h"
 #include "portway/config/v1/bootstrap.pb.h"
 #include "spdlog/spdlog.h"
@@ -665,7 +666,16 @@ std::string Server::RenderClusters() const {
                  ",\"connect_failures\":", host->connect_failures.load(),
                  ",\"active_connections\":", host->active_connections.load(), "}");
     }
-    out.append("]}");
+    out.append("]");
+    if (const stats::ClusterStats* stats = cluster->config->stats) {
+      out += Cat(",\"load\":{\"requests_active\":", stats->requests_active.Value(),
+                 ",\"requests_pending\":", stats->requests_pending.Value(),
+                 ",\"retries_active\":", stats->retries_active.Value(),
+                 ",\"connections_active\":", stats->connections_active.Value(), "}");
+    }
+    std::string filters = RenderFilterClusterStatus(name);
+    if (!filters.empty()) out += Cat(",\"filters\":", filters);
+    out.push_back('}');
   }
   out.append("]}\n");
   return out;

@@ -165,7 +165,17 @@ ClusterStats::ClusterStats(Store& store, const std::string& cluster)
       connect_time(store.GetHistogram("portway_upstream_connect_time_ms", {{"cluster", cluster}})),
       request_time(store.GetHistogram("portway_upstream_request_time_ms", {{"cluster", cluster}})),
       healthy_hosts(store.GetGauge("portway_upstream_hosts_healthy", {{"cluster", cluster}})),
-      hosts(store.GetGauge("portway_upstream_hosts", {{"cluster", cluster}})) {}
+      hosts(store.GetGauge("portway_upstream_hosts", {{"cluster", cluster}})),
+      requests_active(store.GetGauge("portway_upstream_requests_active", {{"cluster", cluster}})),
+      requests_pending(store.GetGauge("portway_upstream_requests_pending", {{"cluster", cluster}})),
+      retries_active(store.GetGauge("portway_upstream_retries_active", {{"cluster", cluster}})),
+      overflow_max_pending(
+          store.GetCounter("portway_upstream_limit_overflow_total",
+                           {{"cluster", cluster}, {"limit", "max_pending_requests"}})),
+      overflow_max_requests(store.GetCounter("portway_upstream_limit_overflow_total",
+                                             {{"cluster", cluster}, {"limit", "max_requests"}})),
+      overflow_max_retries(store.GetCounter("portway_upstream_limit_overflow_total",
+                                            {{"cluster", cluster}, {"limit", "max_retries"}})) {}
 
 }  // namespace portway::stats
 

@@ -37,12 +37,12 @@ class Counter final : public portway::Counter {
   std::atomic<uint64_t> value_{0};
 };
 
-class Gauge {
+class Gauge final : public portway::Gauge {
  public:
-  void Add(int64_t n = 1) { value_.fetch_add(n, std::memory_order_relaxed); }
-  void Sub(int64_t n = 1) { value_.fetch_sub(n, std::memory_order_relaxed); }
-  void Set(int64_t n) { value_.store(n, std::memory_order_relaxed); }
-  int64_t Value() const { return value_.load(std::memory_order_relaxed); }
+  void Add(int64_t n = 1) override { value_.fetch_add(n, std::memory_order_relaxed); }
+  void Sub(int64_t n = 1) override { value_.fetch_sub(n, std::memory_order_relaxed); }
+  void Set(int64_t n) override { value_.store(n, std::memory_order_relaxed); }
+  int64_t Value() const override { return value_.load(std::memory_order_relaxed); }
 
  private:
   std::atomic<int64_t> value_{0};
@@ -121,6 +121,14 @@ struct ClusterStats {
   Histogram& request_time;
   Gauge& healthy_hosts;
   Gauge& hosts;
+  // The cluster's load over every worker and host; the cluster-wide
+  // limits (http::UpstreamLimits) are checked against these.
+  Gauge& requests_active;
+  Gauge& requests_pending;
+  Gauge& retries_active;
+  Counter& overflow_max_pending;
+  Counter& overflow_max_requests;
+  Counter& overflow_max_retries;
 };
 
 }  // namespace portway::stats

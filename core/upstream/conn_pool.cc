@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "core/common/strings.h"
 #include "core/server/stats.h"
 #include "spdlog/spdlog.h"
 
@@ -177,7 +178,27 @@ size_t ConnPool::ConnectingCount() const {
   return n;
 }
 
-Cancellable* ConnPool::NewStream(http::ResponseDecoder& decoder, PoolCallbacks& callbacks) {
+ConnPool::PendingRequest::PendingRequest(ConnPool& pool, http::ResponseDecoder& decoder,
+                                         PoolCallbacks& callbacks, uint32_t max_cluster_connections)
+    : pool(pool),
+      decoder(decoder),
+      callbacks(callbacks),
+      max_cluster_connections(max_cluster_connections) {
+  if (pool.config_->stats) pool.config_->stats->requests_pending.Add();
+}
+
+ConnPool::PendingRequest::~PendingRequest() {
+  if (pool.config_->stats) pool.config_->stats->requests_pending.Sub();
+}
+
+bool ConnPool::MayConnect(uint32_t max_cluster_connections) const {
+  if (clients_.size() >= config_->max_connections) return false;
+  if (max_cluster_connections == 0 || config_->stats == nullptr || clients_.empty()) return true;
+  return config_->stats->connections_active.Value() < static_cast<int64_t>(max_cluster_connections);
+}
+
+Cancellable* ConnPool::NewStream(http::ResponseDecoder& decoder, PoolCallbacks& callbacks,
+                                 const http::UpstreamLimits& limits) {
   // Most recently used idle connection first: it is the least likely to
   // have been closed by the upstream's own idle timeout.
   for (auto it = clients_.rbegin(); it != clients_.rend(); ++it) {
@@ -186,13 +207,22 @@ Cancellable* ConnPool::NewStream(http::ResponseDecoder& decoder, PoolCallbacks& 
       return nullptr;
     }
   }
-  bool can_connect = clients_.size() < config_->max_connections;
-  if (!can_connect && pending_.size() >= config_->max_pending_requests) {
-    if (config_->stats) config_->stats->pending_overflow.Inc();
+  stats::ClusterStats* stats = config_->stats;
+  if (limits.max_pending_requests > 0 && stats != nullptr &&
+      stats->requests_pending.Value() >= static_cast<int64_t>(limits.max_pending_requests)) {
+    stats->overflow_max_pending.Inc();
+    callbacks.OnPoolFailure(
+        PoolFailure::kOverflow,
+        Cat("max_pending_requests (", limits.max_pending_requests, ") reached for the cluster"));
+    return nullptr;
+  }
+  if (!MayConnect(limits.max_connections) && pending_.size() >= config_->max_pending_requests) {
+    if (stats) stats->pending_overflow.Inc();
     callbacks.OnPoolFailure(PoolFailure::kOverflow, "too many pending requests");
     return nullptr;
   }
-  pending_.push_back(std::make_unique<PendingRequest>(*this, decoder, callbacks));
+  pending_.push_back(
+      std::make_unique<PendingRequest>(*this, decoder, callbacks, limits.max_connections));
   Cancellable* handle = pending_.back().get();
   ConnectForWaiting();
   return handle;
@@ -200,10 +230,10 @@ Cancellable* ConnPool::NewStream(http::ResponseDecoder& decoder, PoolCallbacks& 
 
 void ConnPool::CreateClient() { clients_.push_back(std::make_unique<ActiveClient>(*this)); }
 
-// One connection on its way per waiting request, up to the limit (also
+// One connection on its way per waiting request, up to the limits (also
 // while draining: draining retires connections, not requests).
 void ConnPool::ConnectForWaiting() {
-  if (pending_.size() > ConnectingCount() && clients_.size() < config_->max_connections) {
+  if (pending_.size() > ConnectingCount() && MayConnect(pending_.back()->max_cluster_connections)) {
     CreateClient();
   }
 }

@@ -8,6 +8,10 @@
 //
 // Limits: at most max_connections connections and max_pending_requests
 // requests waiting for one; past that NewStream fails with kOverflow at once.
+// A request may bring cluster-wide limits too (http::UpstreamLimits, from a
+// filter): over max_connections in the whole cluster it waits instead of
+// connecting (unless this pool has no connection at all, so it cannot wait
+// forever); over max_pending_requests it fails with kOverflow.
 #pragma once
 
 #include <chrono>
@@ -19,6 +23,7 @@
 #include "core/http/codec.h"
 #include "core/http/http1/codec.h"
 #include "core/upstream/cluster.h"
+#include "portway/filter.h"
 
 namespace portway::upstream {
 
@@ -53,7 +58,8 @@ class ConnPool {
 
   // Either answers at once (returns null) or later through `callbacks`
   // (returns a handle to cancel with).
-  Cancellable* NewStream(http::ResponseDecoder& decoder, PoolCallbacks& callbacks);
+  Cancellable* NewStream(http::ResponseDecoder& decoder, PoolCallbacks& callbacks,
+                         const http::UpstreamLimits& limits = {});
   // Closes idle connections and stops reusing busy ones.
   void Drain();
   bool Idle() const { return clients_.empty() && pending_.empty(); }
@@ -63,16 +69,22 @@ class ConnPool {
 
  private:
   class ActiveClient;
+  // Counted in the cluster's pending gauge from creation to destruction.
   struct PendingRequest : public Cancellable {
-    PendingRequest(ConnPool& pool, http::ResponseDecoder& decoder, PoolCallbacks& callbacks)
-        : pool(pool), decoder(decoder), callbacks(callbacks) {}
+    PendingRequest(ConnPool& pool, http::ResponseDecoder& decoder, PoolCallbacks& callbacks,
+                   uint32_t max_cluster_connections);
+    ~PendingRequest() override;
     void Cancel() override { pool.CancelPending(this); }
     ConnPool& pool;
     http::ResponseDecoder& decoder;
     PoolCallbacks& callbacks;
+    const uint32_t max_cluster_connections;  // 0: no cluster-wide limit
   };
   using PendingPtr = std::unique_ptr<PendingRequest>;
 
+  // Another connection is allowed for a request with this cluster-wide
+  // limit (0: none), on top of the pool's own max_connections.
+  bool MayConnect(uint32_t max_cluster_connections) const;
   void CreateClient();
   void ConnectForWaiting();
   void Attach(ActiveClient& client, http::ResponseDecoder& decoder, PoolCallbacks& callbacks,

@@ -8,8 +8,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <set>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "portway/filter.h"
 #include "portway/filter_factory.h"
@@ -19,12 +23,15 @@ namespace portway::filters::retry {
 
 struct Settings {
   bool on_connect_failure = false;
+  bool on_refused_stream = false;  // HTTP/2 upstreams only (none yet)
   bool on_reset = false;
   bool on_per_try_timeout = false;
   bool on_gateway_error = false;  // 502/503/504 responses
   bool on_5xx = false;            // any 5xx response
   bool on_status_codes = false;
   std::set<int> status_codes;
+  bool on_headers = false;
+  std::vector<std::pair<std::string, std::string>> headers;  // lowercase name, value ("" any)
   uint32_t num_retries = 1;
   std::chrono::milliseconds per_try_timeout{0};
   bool retry_non_idempotent = false;
@@ -46,6 +53,8 @@ struct Shared {
   Counter* exhausted = nullptr;  // retriable failures with no retry left
   Counter* budget_overflow = nullptr;
   Counter* replay_overflow = nullptr;
+  // The jitter: a uniform value in [0, bound]. Tests make it deterministic.
+  uint64_t (*random_below)(uint64_t bound) = nullptr;
 };
 
 class RetryFilter : public http::Filter {
@@ -55,6 +64,7 @@ class RetryFilter : public http::Filter {
 
   void SetCallbacks(http::FilterCallbacks& callbacks) override { callbacks_ = &callbacks; }
   http::FilterHeadersStatus DecodeHeaders(http::HeaderMap& headers, bool end_stream) override;
+  http::UpstreamAttemptStatus OnUpstreamAttempt(http::UpstreamAttempt& attempt) override;
   http::UpstreamResultStatus OnUpstreamResult(http::UpstreamResult& result) override;
   void OnStreamComplete(const http::StreamInfo& info) override;
 
@@ -66,7 +76,8 @@ class RetryFilter : public http::Filter {
   std::shared_ptr<Shared> shared_;
   http::FilterCallbacks* callbacks_ = nullptr;
   bool enabled_ = false;   // idempotent (or allowed) request
-  uint32_t retries_ = 0;   // retries made
+  uint32_t retries_ = 0;   // retries asked for
+  uint32_t sent_ = 0;      // retries the core sent (a limit may refuse one)
   bool in_retry_ = false;  // counted in active_retries
 };
 

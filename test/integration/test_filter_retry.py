@@ -56,6 +56,9 @@ def test_retries_a_503_on_another_host(origin, make_origin, make_gateway):
             assert r.status == 200 and r.body == b"good"
     assert len(bad.requests) >= 1
     assert stat(gw, "portway_retry_attempts_total") == len(bad.requests)
+    # Counted when the stream completes, just after the client has its answer.
+    gw.wait_stat("portway_retry_success_after_retry_total", len(bad.requests),
+                 filter="portway.retry")
     assert stat(gw, "portway_retry_success_after_retry_total") == len(bad.requests)
 
 

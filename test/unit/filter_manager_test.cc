@@ -38,6 +38,10 @@ class Sink : public FilterManagerCallbacks {
   void OnFilterLocalReply(int status, std::string_view body, std::string_view error) override {
     log.push_back("local_reply:" + std::to_string(status) + ":" + std::string(error));
   }
+  void OnFilterErrorReply(ErrorCause cause, std::string_view detail) override {
+    log.push_back("error_reply:" + std::to_string(static_cast<int>(cause)) + ":" +
+                  std::string(detail));
+  }
   void OnBufferOverflow(bool request) override {
     log.push_back(request ? "overflow:request" : "overflow:response");
   }
@@ -50,6 +54,9 @@ class Sink : public FilterManagerCallbacks {
   size_t BufferLimit() const override { return limit; }
   void EnableRequestReplay(size_t max_body_bytes) override { replay = max_body_bytes; }
   void SetPerTryTimeout(std::chrono::milliseconds timeout) override { per_try = timeout; }
+  void SetUpstreamLimits(const UpstreamLimits& l) override { limits = l; }
+  void SetUpstreamCluster(std::string_view cluster) override { info.cluster = cluster; }
+  UpstreamLimits limits;
   size_t replay = 0;
   std::chrono::milliseconds per_try{0};
 

@@ -6,7 +6,8 @@
 // has a default that lets the stream continue.
 //
 //   request:  DecodeHeaders -> DecodeData* -> DecodeTrailers?   (f1, f2, ..., router)
-//   upstream: OnUpstreamResult per attempt, before anything is committed
+//   upstream: per attempt, OnUpstreamAttempt when a host is picked, then
+//             OnUpstreamResult before anything of it is committed
 //   response: EncodeHeaders -> EncodeData* -> EncodeTrailers?   (router, ..., f2, f1)
 //   always:   OnStreamComplete, then OnDestroy
 //
@@ -87,6 +88,42 @@ struct UpstreamResult {
   std::chrono::milliseconds retry_delay{0};
 };
 
+// One upstream attempt about to start: the balancer picked `host`.
+struct UpstreamAttempt {
+  std::string_view cluster;
+  std::string_view host;  // "IP:PORT"
+  uint32_t attempt = 1;   // 1 for the first try
+  // Out, with kOtherHost: the reply the client gets (503 family) when every
+  // host of the cluster was turned down for this attempt.
+  ErrorCause cause_if_none_left = ErrorCause::kNoHealthyUpstream;
+};
+
+enum class UpstreamAttemptStatus {
+  // Use this host.
+  kContinue,
+  // Not this host: the balancer picks another one not yet turned down for
+  // this attempt (filters are asked again). When none is left the stream
+  // ends with `cause_if_none_left`.
+  kOtherHost,
+};
+
+// Cluster-wide limits a filter can put on a request (see
+// FilterCallbacks::SetUpstreamLimits); counted over every worker and host.
+// 0 means no limit here (the cluster's own pool settings still apply).
+struct UpstreamLimits {
+  // Connections open to the cluster: at the limit a request waits for one
+  // to free instead of opening another (a worker's pool for a host with no
+  // connection may still open one, so nothing waits forever).
+  uint32_t max_connections = 0;
+  // Requests waiting for a connection: at the limit, 503 upstream_overflow.
+  uint32_t max_pending_requests = 0;
+  // Requests in flight to the cluster: at the limit, 503 upstream_overflow.
+  uint32_t max_requests = 0;
+  // Retries in flight to the cluster: at the limit a retry is not made and
+  // the attempt's own result goes to the client.
+  uint32_t max_retries = 0;
+};
+
 enum class UpstreamResultStatus {
   // Accept it: response headers go on to the client; a failure becomes its
   // local reply (the 502 family).
@@ -119,6 +156,10 @@ class FilterCallbacks {
   // and the stream's detail (empty: no header). Only before the response
   // has started; afterwards it ends the stream as a truncation.
   virtual void SendLocalReply(int status, std::string_view body, std::string_view error) = 0;
+  // Answers with the core's own reply for `cause` (docs/errors.md): its
+  // status, x-portway-error, access-log flag and counter; `detail` is added
+  // to the body and the access log. E.g. kCircuitOpen, kUpstreamOverflow.
+  virtual void SendErrorReply(ErrorCause cause, std::string_view detail) = 0;
   virtual StreamInfo& Info() = 0;
   // The body this filter kept with kStopIterationAndBuffer in the current
   // direction; may be modified before Continue().
@@ -134,6 +175,13 @@ class FilterCallbacks {
   // Bounds each attempt (from sending the request to the response head);
   // over it the attempt ends with UpstreamResult::kPerTryTimeout. 0: none.
   virtual void SetPerTryTimeout(std::chrono::milliseconds timeout) = 0;
+  // Limits for this request's cluster (see UpstreamLimits). Call in
+  // DecodeHeaders; the last call wins.
+  virtual void SetUpstreamLimits(const UpstreamLimits& limits) = 0;
+  // Sends the request to `cluster` instead of the route's (a fallback).
+  // Call in DecodeHeaders; StreamInfo::cluster shows the change. A cluster
+  // that does not exist gets 503 cluster_not_found.
+  virtual void SetUpstreamCluster(std::string_view cluster) = 0;
 };
 
 class Filter {
@@ -170,6 +218,14 @@ class Filter {
   virtual FilterTrailersStatus EncodeTrailers(HeaderMap& trailers) {
     (void)trailers;
     return FilterTrailersStatus::kContinue;
+  }
+
+  // The balancer picked a host for an attempt; the connection is not made
+  // yet. Filters are asked in order; the first kOtherHost turns the host
+  // down. A filter may also end the stream here (SendErrorReply).
+  virtual UpstreamAttemptStatus OnUpstreamAttempt(UpstreamAttempt& attempt) {
+    (void)attempt;
+    return UpstreamAttemptStatus::kContinue;
   }
 
   // An upstream attempt ended or its response head arrived, before anything

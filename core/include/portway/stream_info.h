@@ -31,6 +31,7 @@ enum class ErrorCause : uint8_t {
   kUpstreamTimeout,
   kNoHealthyUpstream,
   kUpstreamOverflow,
+  kCircuitOpen,  // a circuit breaker is open for the cluster or every host
   kClusterNotFound,
   kNoRoute,
   kDownstreamProtocolError,  // detail names the exact parse error
@@ -58,6 +59,8 @@ struct StreamInfo {
   std::string request_id;
   std::string listener;
   std::string route;
+  // The cluster the request goes to: the route's, set before the filters
+  // run, or the one a filter chose (FilterCallbacks::SetUpstreamCluster).
   std::string cluster;
   std::string upstream_host;  // "IP:PORT" of the chosen host
   std::string downstream_ip;  // the client's address

@@ -1,0 +1,137 @@
+// portway.circuit_breaker: concurrency limits per cluster, and an
+// open/half-open/closed breaker per cluster and per host (see
+// docs/filters/circuit_breaker.md). SDK only.
+//
+// State: one ClusterState per cluster name for the whole process, shared by
+// every listener, route and config version that sends to the cluster (a
+// reload does not close an open breaker). Each request is judged with the
+// thresholds of the filter config it passed through.
+//
+// Thread safety: Settings are immutable after Create(). A ClusterState is
+// shared by every worker: its breakers are guarded by its mutex; the
+// cluster breaker's state is mirrored in an atomic so a closed breaker
+// admits a request without the lock.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "filters/circuit_breaker/breaker.h"
+#include "portway/filter.h"
+#include "portway/filter_factory.h"
+#include "portway/stats.h"
+
+namespace portway::filters::circuit_breaker {
+
+struct Settings {
+  http::UpstreamLimits limits{1024, 1024, 1024, 3};
+  bool cluster_breaker = true;
+  BreakerPolicy cluster_policy;
+  bool host_breaker = true;
+  BreakerPolicy host_policy;
+  bool on_connect_failure = true;
+  bool on_reset = true;
+  bool on_timeout = true;
+  bool on_gateway_error = true;
+  bool on_5xx = false;
+  milliseconds slow_threshold{0};  // 0: slow responses are not failures
+  std::string fallback_cluster;
+};
+
+// Everything the filter knows about one cluster.
+class ClusterState {
+ public:
+  explicit ClusterState(const std::string& cluster);
+
+  // Admissions and outcomes read the clock themselves, after the lock-free
+  // fast paths.
+  Breaker::Admission AdmitCluster(const BreakerPolicy& policy);
+  void RecordCluster(const BreakerPolicy& policy, bool failure, bool probe);
+  void ReleaseClusterProbe();
+  Breaker::Admission AdmitHost(const BreakerPolicy& policy, std::string_view host);
+  void RecordHost(const BreakerPolicy& policy, std::string_view host, bool failure, bool probe);
+  void ReleaseHostProbe(std::string_view host);
+  // The /clusters view: {"state":...,"hosts":[...]}.
+  std::string Json(Time now);
+
+  const std::string& name() const { return name_; }
+  Counter& rejected() { return *rejected_; }
+  Counter& fallback() { return *fallback_; }
+  Counter& host_skipped() { return *host_skipped_; }
+
+ private:
+  // After a change: the gauges, the counters and the log line.
+  void Published(const Transition& t, std::string_view host);
+
+  const std::string name_;
+  std::mutex mutex_;
+  Breaker cluster_;
+  std::map<std::string, Breaker, std::less<>> hosts_;
+  // Lock-free fast paths: cluster_.state(); whether the cluster breaker is
+  // closed with no failure to forget; how many hosts have a breaker (a
+  // host gets one at a failure and loses it once closed and clean).
+  std::atomic<BreakerState> cluster_state_{BreakerState::kClosed};
+  std::atomic<bool> cluster_clean_{true};
+  std::atomic<size_t> hosts_tracked_{0};
+  // The thresholds last used, for the /clusters view of the windows.
+  BreakerPolicy cluster_policy_;
+  BreakerPolicy host_policy_;
+  Gauge* state_gauge_;
+  Gauge* open_hosts_gauge_;
+  Counter* cluster_opened_;
+  Counter* host_opened_;
+  Counter* rejected_;
+  Counter* fallback_;
+  Counter* host_skipped_;
+};
+
+// The process-wide map of cluster states (never shrinks: a state is small
+// and outlives config changes).
+ClusterState& StateFor(std::string_view cluster);
+
+class CircuitBreakerFilter : public http::Filter {
+ public:
+  explicit CircuitBreakerFilter(std::shared_ptr<const Settings> settings)
+      : settings_(std::move(settings)) {}
+
+  void SetCallbacks(http::FilterCallbacks& callbacks) override { callbacks_ = &callbacks; }
+  http::FilterHeadersStatus DecodeHeaders(http::HeaderMap& headers, bool end_stream) override;
+  http::UpstreamAttemptStatus OnUpstreamAttempt(http::UpstreamAttempt& attempt) override;
+  http::UpstreamResultStatus OnUpstreamResult(http::UpstreamResult& result) override;
+  http::FilterHeadersStatus EncodeHeaders(http::HeaderMap& headers, bool end_stream) override;
+  void OnStreamComplete(const http::StreamInfo& info) override;
+
+ private:
+  // Whether a response with this status, or a local reply with this
+  // cause, is a failure; nullopt-like: `counts` false for no verdict.
+  bool IsFailureStatus(int status) const;
+  bool ClassifyCause(http::ErrorCause cause, bool* failure) const;
+  // Whether a response head now is later than slow_threshold after `start`.
+  bool Slow(Time start) const;
+  void EndHostAttempt(bool record, bool failure);
+
+  std::shared_ptr<const Settings> settings_;
+  http::FilterCallbacks* callbacks_ = nullptr;
+  ClusterState* cluster_ = nullptr;  // admitted to this cluster; null: not our business
+  bool cluster_probe_ = false;
+  bool cluster_recorded_ = false;
+  // The attempt in flight, for the host breaker.
+  bool attempt_open_ = false;
+  bool host_probe_ = false;
+  std::string attempt_host_;
+  Time attempt_start_{};
+};
+
+class CircuitBreakerFactory : public http::FilterFactory {
+ public:
+  std::string_view Name() const override { return "portway.circuit_breaker"; }
+  std::unique_ptr<google::protobuf::Message> NewConfig() const override;
+  absl::StatusOr<http::FilterFactoryCallback> Create(
+      const google::protobuf::Message& config) const override;
+};
+
+}  // namespace portway::filters::circuit_breaker
