@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Side-by-side benchmark of Portway, nginx and HAProxy as HTTP/1.1 reverse
-proxies, plus Portway with a filter chain ("portway+chain": portway.fault that
-never fires + portway.retry) to price the chain against the bare proxy.
+proxies, plus Portway with a filter chain ("portway+chain": portway.retry +
+portway.circuit_breaker, neither acting) to price the chain against the bare
+proxy.
 Called by bench/run.sh (which checks the tools); see bench/README.md.
 
 Per round, for each candidate in the order portway -> portway+chain -> nginx
@@ -39,7 +40,7 @@ ROOT = os.path.dirname(HERE)
 CANDIDATES = ["portway", "portway+chain", "nginx", "haproxy"]
 PORTWAYS = {"portway": "portway.yaml", "portway+chain": "portway-chain.yaml"}  # name -> config
 CHAIN = "portway+chain"
-CHAIN_FILTERS = ["portway.fault", "portway.retry"]  # what configs/portway-chain.yaml must load
+CHAIN_FILTERS = ["portway.retry", "portway.circuit_breaker"]  # what configs/portway-chain.yaml loads
 BODY = "0123456789" * 10  # the origin's fixed 100-byte body
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -298,15 +299,17 @@ class Bench:
                                f"(configs/{PORTWAYS[name]})")
 
     def chain_counters(self, name):
-        """Counters that show whether the chain acted (it should not: the fault
-        is at 0% and the origin never fails); None if unavailable."""
+        """Counters that show whether the chain acted (it should not: the
+        origin never fails); None if unavailable."""
         status, body = self.http_get(f"http://{self.admin.get(name)}/stats")
         if status != 200:
             return None
         res = {}
         for key, pat in (("retry_attempts", r'^portway_retry_attempts_total\{[^}]*\} (\S+)'),
                          ("filter_local_replies",
-                          r'^portway_local_replies_total\{[^}]*cause="filter_local_reply"[^}]*\} (\S+)')):
+                          r'^portway_local_replies_total\{[^}]*cause="filter_local_reply"[^}]*\} (\S+)'),
+                         ("breaker_rejected", r'^portway_circuit_breaker_rejected_total\{[^}]*\} (\S+)'),
+                         ("limit_overflow", r'^portway_upstream_limit_overflow_total\{[^}]*\} (\S+)')):
             vals = [float(v) for v in re.findall(pat, body.decode(errors="replace"), re.M)]
             res[key] = sum(vals) if vals else None
         return res

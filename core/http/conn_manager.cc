@@ -32,7 +32,11 @@ bool IsHopByHop(std::string_view name) {
   }
 }
 
-void StripHopByHop(HeaderMap& headers) {
+// The attempt counter the router adds is Portway's alone: a client's copy
+// is dropped on the way in, so the router can append its own.
+constexpr std::string_view kAttemptCount = "x-portway-attempt-count";
+
+void StripHopByHop(HeaderMap& headers, bool request) {
   std::vector<std::string> named;
   if (const std::string* connection = headers.Get("connection")) {
     for (std::string_view token : SplitView(*connection, ',')) {
@@ -46,8 +50,9 @@ void StripHopByHop(HeaderMap& headers) {
   }
   // Trailer is end-to-end in RFC 9110, but Portway re-frames bodies
   // (chunked <-> length-delimited), so the announcement may no longer hold.
-  headers.RemoveIf([&named](std::string_view name) {
+  headers.RemoveIf([&named, request](std::string_view name) {
     if (IsHopByHop(name)) return true;
+    if (request && name.size() == kAttemptCount.size() && name == kAttemptCount) return true;
     for (const std::string& n : named) {
       if (n == name) return true;
     }
@@ -192,14 +197,18 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   // filter applies (a listener without filters pays nothing).
   void BuildFilterChain() {
     if (listener_->filters.empty()) return;
-    std::vector<FilterPtr> filters;
-    filters.reserve(listener_->filters.size());
+    filters_ = std::make_unique<FilterManager>(*this, listener_->filters.size());
+    FilterManager& manager = *filters_;
     for (const auto& f : listener_->filters) {
       const router::FilterOverride* o = route_ ? route_->FindOverride(f.name) : nullptr;
       if (o != nullptr && o->disabled) continue;
-      filters.push_back(o != nullptr && o->make ? o->make() : f.make());
+      manager.Add(o != nullptr && o->make ? o->make() : f.make());
     }
-    if (!filters.empty()) filters_.emplace(*this, std::move(filters));
+    if (manager.size() == 0) {
+      filters_.reset();
+      return;
+    }
+    manager.Start();
   }
   // Activity only stamps a time; the timer re-arms itself for the rest when
   // it fires early, so a busy stream costs no timer work per chunk.
@@ -215,7 +224,9 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   ResponseEncoder& encoder_;
   server::ListenerConfigPtr listener_;
   StreamInfo info_;
-  std::optional<FilterManager> filters_;  // empty when the listener has none
+  // Null when the listener has none: a stream without filters stays small
+  // (the manager keeps a short chain's state inline).
+  std::unique_ptr<FilterManager> filters_;
   std::unique_ptr<router::Router> router_;
   bool expect_continue_ = false;
   size_t replay_limit_ = 0;
@@ -266,7 +277,7 @@ void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool e
   expect_continue_ = expect != nullptr && EqualsIgnoreCase(*expect, "100-continue");
   if (expect != nullptr) headers->Remove("expect");
 
-  StripHopByHop(*headers);
+  StripHopByHop(*headers, /*request=*/true);
   ApplyProxyHeaders(*headers);
   // Routed before the filters so they can see the route; a missing route is
   // answered by the router stage, after the filters ran.
@@ -425,7 +436,7 @@ void ConnectionManager::ActiveStream::EncodeTrailers(HeaderMapPtr trailers) {
 void ConnectionManager::ActiveStream::EncodeHeadersToCodec(HeaderMapPtr headers, bool end_stream) {
   if (done_) return;
   Touch();
-  if (!info_.local_reply) StripHopByHop(*headers);
+  if (!info_.local_reply) StripHopByHop(*headers, /*request=*/false);
   if (parent_.draining_ || parent_.context_.Draining()) encoder_.CloseAfterResponse();
   info_.status = headers->Status();
   encoder_.EncodeHeaders(*headers, end_stream);

@@ -1,5 +1,7 @@
 #include "core/http/filter_manager.h"
 
+#include <algorithm>
+
 #include "core/event/dispatcher.h"
 #include "spdlog/spdlog.h"
 
@@ -18,57 +20,44 @@ class FilterTimerImpl : public FilterTimer {
 
 }  // namespace
 
-// One filter in the chain, with the callbacks it sees.
-class FilterManager::FilterState : public FilterCallbacks {
- public:
-  FilterState(FilterManager& manager, int index, FilterPtr filter)
-      : manager_(manager), index_(index), filter(std::move(filter)) {}
+// ---- FilterState: one filter in the chain, with the callbacks it sees.
 
-  void Continue() override {
-    if (manager_.completed_) return;
-    manager_.Resume(manager_.decode_, index_);
-    if (manager_.completed_) return;
-    manager_.Resume(manager_.encode_, index_);
-  }
-  void SendLocalReply(int status, std::string_view body, std::string_view error) override {
-    manager_.LocalReply(index_, status, body, error);
-  }
-  void SendErrorReply(ErrorCause cause, std::string_view detail) override {
-    manager_.ErrorReply(cause, detail);
-  }
-  StreamInfo& Info() override { return manager_.callbacks_.Info(); }
-  Buffer& KeptBody() override {
-    // The direction this filter currently keeps a body in; the request
-    // direction if neither.
-    return absorbing[1] && !absorbing[0] ? kept[1] : kept[0];
-  }
-  std::unique_ptr<FilterTimer> CreateTimer(std::function<void()> callback) override {
-    return std::make_unique<FilterTimerImpl>(
-        manager_.callbacks_.Dispatcher().CreateTimer(std::move(callback)));
-  }
-  void EnableRequestReplay(size_t max_body_bytes) override {
-    manager_.callbacks_.EnableRequestReplay(max_body_bytes);
-  }
-  void SetPerTryTimeout(std::chrono::milliseconds timeout) override {
-    manager_.callbacks_.SetPerTryTimeout(timeout);
-  }
-  void SetUpstreamLimits(const UpstreamLimits& limits) override {
-    manager_.callbacks_.SetUpstreamLimits(limits);
-  }
-  void SetUpstreamCluster(std::string_view cluster) override {
-    manager_.callbacks_.SetUpstreamCluster(cluster);
-  }
-
-  FilterManager& manager_;
-  const int index_;
-  FilterPtr filter;
-  bool failed = false;  // threw once; never called again
-  // Per direction (0 request, 1 response): absorbing a body, what it kept,
-  // and whether the end of the body was among it.
-  bool absorbing[2] = {false, false};
-  Buffer kept[2];
-  bool kept_end[2] = {false, false};
-};
+void FilterManager::FilterState::Continue() {
+  if (manager_.completed_) return;
+  manager_.Resume(manager_.decode_, index_);
+  if (manager_.completed_) return;
+  manager_.Resume(manager_.encode_, index_);
+}
+void FilterManager::FilterState::SendLocalReply(int status, std::string_view body,
+                                                std::string_view error) {
+  manager_.LocalReply(index_, status, body, error);
+}
+void FilterManager::FilterState::SendErrorReply(ErrorCause cause, std::string_view detail) {
+  manager_.ErrorReply(cause, detail);
+}
+StreamInfo& FilterManager::FilterState::Info() { return manager_.callbacks_.Info(); }
+Buffer& FilterManager::FilterState::KeptBody() {
+  // The direction this filter currently keeps a body in; the request
+  // direction if neither.
+  return absorbing[1] && !absorbing[0] ? kept[1] : kept[0];
+}
+std::unique_ptr<FilterTimer> FilterManager::FilterState::CreateTimer(
+    std::function<void()> callback) {
+  return std::make_unique<FilterTimerImpl>(
+      manager_.callbacks_.Dispatcher().CreateTimer(std::move(callback)));
+}
+void FilterManager::FilterState::EnableRequestReplay(size_t max_body_bytes) {
+  manager_.callbacks_.EnableRequestReplay(max_body_bytes);
+}
+void FilterManager::FilterState::SetPerTryTimeout(std::chrono::milliseconds timeout) {
+  manager_.callbacks_.SetPerTryTimeout(timeout);
+}
+void FilterManager::FilterState::SetUpstreamLimits(const UpstreamLimits& limits) {
+  manager_.callbacks_.SetUpstreamLimits(limits);
+}
+void FilterManager::FilterState::SetUpstreamCluster(std::string_view cluster) {
+  manager_.callbacks_.SetUpstreamCluster(cluster);
+}
 
 // Runs one call into a filter. A filter that throws must not take the
 // process down (an exception would otherwise unwind through libuv's C
@@ -95,27 +84,79 @@ void FilterManager::OnFilterException(FilterState& state, const char* phase, con
   callbacks_.OnFilterLocalReply(500, "filter_exception\n", "filter_exception");
 }
 
-FilterManager::FilterManager(FilterManagerCallbacks& callbacks, std::vector<FilterPtr> filters)
+FilterManager::FilterManager(FilterManagerCallbacks& callbacks, size_t expected_filters)
     : callbacks_(callbacks) {
-  filters_.reserve(filters.size());
-  for (size_t i = 0; i < filters.size(); ++i) {
-    filters_.emplace_back(*this, static_cast<int>(i), std::move(filters[i]));
+  capacity_ = std::max(expected_filters, kInline);
+  filters_.data = capacity_ == kInline
+                      ? reinterpret_cast<FilterState*>(inline_)
+                      : static_cast<FilterState*>(::operator new(capacity_ * sizeof(FilterState)));
+}
+
+FilterManager::FilterManager(FilterManagerCallbacks& callbacks, std::vector<FilterPtr> filters)
+    : FilterManager(callbacks, filters.size()) {
+  for (auto& f : filters) Add(std::move(f));
+  Start();
+}
+
+void FilterManager::Add(FilterPtr filter) {
+  uint32_t phases = Phase::kAll;
+  try {
+    phases = filter->Phases();
+  } catch (...) {
+    // A filter that cannot say is called in every phase.
   }
-  count_ = static_cast<int>(filters_.size());
+  if (filters_.size == capacity_) {
+    // More than announced: move to a larger array (before Start(), so no
+    // filter holds its state's address yet).
+    size_t capacity = capacity_ * 2;
+    auto* bigger = static_cast<FilterState*>(::operator new(capacity * sizeof(FilterState)));
+    for (size_t i = 0; i < filters_.size; ++i) {
+      new (&bigger[i]) FilterState(std::move(filters_.data[i]));
+      filters_.data[i].~FilterState();
+    }
+    ReleaseStates();
+    filters_.data = bigger;
+    capacity_ = capacity;
+  }
+  new (&filters_.data[filters_.size]) FilterState(*this, count_, std::move(filter), phases);
+  ++filters_.size;
+  chain_phases_ |= phases;
+  ++count_;
+}
+
+void FilterManager::Start() {
   for (auto& f : filters_) {
     FilterState& state = f;
     Guard(state, "SetCallbacks", [&] { state.filter->SetCallbacks(state); });
   }
 }
 
-FilterManager::~FilterManager() = default;
+FilterManager::~FilterManager() {
+  for (size_t i = filters_.size; i > 0; --i) filters_.data[i - 1].~FilterState();
+  ReleaseStates();
+}
+
+void FilterManager::ReleaseStates() {
+  if (filters_.data != reinterpret_cast<FilterState*>(inline_)) ::operator delete(filters_.data);
+}
 
 void FilterManager::DecodeHeaders(HeaderMapPtr headers, bool end_stream) {
   Item item{Item::kHeaders, std::move(headers), {}, end_stream};
   Accept(decode_, std::move(item));
 }
 
+// True when nothing in the chain wants `want` and nothing waits in the
+// direction: the item can go straight to the sink.
+bool FilterManager::Bypass(const Direction& d, uint32_t want) const {
+  return (chain_phases_ & want) == 0 && d.stopped_at < 0 && d.queue.empty() && !d.ended &&
+         !completed_;
+}
+
 void FilterManager::DecodeData(Buffer& data, bool end_stream) {
+  if (Bypass(decode_, Phase::kDecodeData)) {
+    callbacks_.DecodeDataToRouter(data, end_stream);
+    return;
+  }
   Item item{Item::kData, nullptr, {}, end_stream};
   item.data.Move(data);
   Accept(decode_, std::move(item));
@@ -126,10 +167,18 @@ void FilterManager::DecodeTrailers(HeaderMapPtr trailers) {
 }
 
 void FilterManager::EncodeHeaders(HeaderMapPtr headers, bool end_stream) {
+  if (Bypass(encode_, Phase::kEncodeHeaders)) {
+    callbacks_.EncodeHeadersToCodec(std::move(headers), end_stream);
+    return;
+  }
   Accept(encode_, Item{Item::kHeaders, std::move(headers), {}, end_stream});
 }
 
 void FilterManager::EncodeData(Buffer& data, bool end_stream) {
+  if (Bypass(encode_, Phase::kEncodeData)) {
+    callbacks_.EncodeDataToCodec(data, end_stream);
+    return;
+  }
   Item item{Item::kData, nullptr, {}, end_stream};
   item.data.Move(data);
   Accept(encode_, std::move(item));
@@ -155,11 +204,20 @@ void FilterManager::Accept(Direction& d, Item item) {
 }
 
 bool FilterManager::Run(Direction& d, int index, Item& item) {
+  static constexpr uint32_t kWants[2][3] = {
+      {Phase::kDecodeHeaders, Phase::kDecodeData, Phase::kDecodeTrailers},
+      {Phase::kEncodeHeaders, Phase::kEncodeData, Phase::kEncodeTrailers}};
   const int dir = d.decode ? 0 : 1;
+  const uint32_t want = kWants[dir][item.kind];
   for (int i = index; InRange(i); i = Next(d, i)) {
     FilterState& state = filters_[i];
     Filter& f = *state.filter;
     if (state.failed) continue;
+    // Phases a filter does not implement are skipped (a filter absorbing a
+    // body still gets to hand it on before trailers).
+    if ((state.phases & want) == 0 && !(item.kind == Item::kTrailers && state.absorbing[dir])) {
+      continue;
+    }
     switch (item.kind) {
       case Item::kHeaders: {
         FilterHeadersStatus status = FilterHeadersStatus::kContinue;
@@ -217,6 +275,7 @@ bool FilterManager::Run(Direction& d, int index, Item& item) {
             return false;
           }
         }
+        if ((state.phases & want) == 0) break;
         FilterTrailersStatus status = FilterTrailersStatus::kContinue;
         // A throw, a local reply or the end of the stream stops here.
         if (!Guard(state, "trailers",
@@ -303,7 +362,7 @@ void FilterManager::Resume(Direction& d, int filter) {
 UpstreamAttemptStatus FilterManager::OnUpstreamAttempt(UpstreamAttempt& attempt) {
   for (FilterState& f : filters_) {
     if (completed_) break;
-    if (f.failed) continue;
+    if (f.failed || (f.phases & Phase::kUpstreamAttempt) == 0) continue;
     UpstreamAttemptStatus answer = UpstreamAttemptStatus::kContinue;
     if (!Guard(f, "upstream attempt", [&] { answer = f.filter->OnUpstreamAttempt(attempt); })) {
       break;
@@ -315,21 +374,22 @@ UpstreamAttemptStatus FilterManager::OnUpstreamAttempt(UpstreamAttempt& attempt)
 
 UpstreamResultStatus FilterManager::OnUpstreamResult(UpstreamResult& result) {
   UpstreamResultStatus verdict = UpstreamResultStatus::kContinue;
+  std::chrono::milliseconds delay{0};
   for (FilterState& f : filters_) {
     if (completed_) break;
     // Every filter sees every result (a breaker counts failures a retry
     // filter retries); the first retry's delay wins.
-    if (f.failed) continue;
-    UpstreamResult copy = result;
+    if (f.failed || (f.phases & Phase::kUpstreamResult) == 0) continue;
     UpstreamResultStatus answer = UpstreamResultStatus::kContinue;
-    if (!Guard(f, "upstream result", [&] { answer = f.filter->OnUpstreamResult(copy); })) {
+    if (!Guard(f, "upstream result", [&] { answer = f.filter->OnUpstreamResult(result); })) {
       return UpstreamResultStatus::kContinue;
     }
     if (answer == UpstreamResultStatus::kRetry && verdict != UpstreamResultStatus::kRetry) {
       verdict = UpstreamResultStatus::kRetry;
-      result.retry_delay = copy.retry_delay;
+      delay = result.retry_delay;
     }
   }
+  result.retry_delay = delay;
   return verdict;
 }
 
@@ -370,10 +430,12 @@ void FilterManager::Complete(const StreamInfo& info) {
   // Every filter is told, even one that failed; exceptions here only log.
   for (auto& f : filters_) {
     FilterState& state = f;
+    if ((state.phases & Phase::kStreamComplete) == 0) continue;
     Guard(state, "stream complete", [&] { state.filter->OnStreamComplete(info); });
   }
   for (auto& f : filters_) {
     FilterState& state = f;
+    if ((state.phases & Phase::kDestroy) == 0) continue;
     Guard(state, "destroy", [&] { state.filter->OnDestroy(); });
   }
 }

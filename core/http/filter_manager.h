@@ -24,6 +24,8 @@
 #include <string_view>
 #include <vector>
 
+#include "core/common/small_blocks.h"
+
 #include "portway/filter.h"
 
 namespace portway::event {
@@ -66,8 +68,18 @@ class FilterManagerCallbacks {
 
 class FilterManager {
  public:
+  // Filters are added in chain order, then Start() hands each its callbacks.
+  FilterManager(FilterManagerCallbacks& callbacks, size_t expected_filters);
   FilterManager(FilterManagerCallbacks& callbacks, std::vector<FilterPtr> filters);
   ~FilterManager();
+  FilterManager(const FilterManager&) = delete;
+  FilterManager& operator=(const FilterManager&) = delete;
+  // One per stream with filters: from the per-thread block cache.
+  static void* operator new(size_t size) { return AllocateSmallBlock(size); }
+  static void operator delete(void* block, size_t size) noexcept { FreeSmallBlock(block, size); }
+
+  void Add(FilterPtr filter);
+  void Start();
 
   void DecodeHeaders(HeaderMapPtr headers, bool end_stream);
   void DecodeData(Buffer& data, bool end_stream);
@@ -90,7 +102,33 @@ class FilterManager {
   size_t size() const { return static_cast<size_t>(count_); }
 
  private:
-  class FilterState;
+  // One filter in the chain, with the callbacks it sees.
+  class FilterState final : public FilterCallbacks {
+   public:
+    FilterState(FilterManager& manager, int index, FilterPtr filter, uint32_t phases)
+        : manager_(manager), index_(index), filter(std::move(filter)), phases(phases) {}
+    void Continue() override;
+    void SendLocalReply(int status, std::string_view body, std::string_view error) override;
+    void SendErrorReply(ErrorCause cause, std::string_view detail) override;
+    StreamInfo& Info() override;
+    Buffer& KeptBody() override;
+    std::unique_ptr<FilterTimer> CreateTimer(std::function<void()> callback) override;
+    void EnableRequestReplay(size_t max_body_bytes) override;
+    void SetPerTryTimeout(std::chrono::milliseconds timeout) override;
+    void SetUpstreamLimits(const UpstreamLimits& limits) override;
+    void SetUpstreamCluster(std::string_view cluster) override;
+
+    FilterManager& manager_;
+    int index_;
+    FilterPtr filter;
+    uint32_t phases;      // Filter::Phases(): the calls it wants
+    bool failed = false;  // threw once; never called again
+    // Per direction (0 request, 1 response): absorbing a body, what it
+    // kept, and whether the end of the body was among it.
+    bool absorbing[2] = {false, false};
+    Buffer kept[2];
+    bool kept_end[2] = {false, false};
+  };
   struct Item {
     enum Kind { kHeaders, kData, kTrailers } kind;
     HeaderMapPtr headers;  // headers or trailers
@@ -111,6 +149,8 @@ class FilterManager {
     bool ended = false;  // no more items will be accepted
   };
 
+  void ReleaseStates();
+  bool Bypass(const Direction& d, uint32_t want) const;
   void Accept(Direction& d, Item item);
   // Runs `item` through filters starting at `index` (in the direction's
   // order); returns false if a filter stopped the direction.
@@ -129,10 +169,22 @@ class FilterManager {
   bool InRange(int index) const { return index >= 0 && index < count_; }
 
   FilterManagerCallbacks& callbacks_;
-  // Inline, reserved once: their addresses (handed to the filters as
-  // callbacks) never move.
-  std::vector<FilterState> filters_;
+  // The chain's states, in place: inline for up to kInline filters, else
+  // one array on the heap. Never moved (their addresses are the filters'
+  // callbacks).
+  static constexpr size_t kInline = 4;
+  struct States {
+    FilterState* begin() const { return data; }
+    FilterState* end() const { return data + size; }
+    FilterState& operator[](int i) const { return data[i]; }
+    FilterState* data = nullptr;
+    size_t size = 0;
+  };
+  States filters_;
+  size_t capacity_ = 0;
+  alignas(FilterState) unsigned char inline_[kInline * sizeof(FilterState)];
   int count_ = 0;
+  uint32_t chain_phases_ = 0;  // every filter's Phases(), or-ed
   Direction decode_{/*is_decode=*/true};
   Direction encode_{/*is_decode=*/false};
   bool completed_ = false;

@@ -164,8 +164,13 @@ void Router::StartAttempt() {
   if (cluster_->config->stats) cluster_->config->stats->requests.Inc();
   info.upstream_host = host_->addressString();
   if (replay_limit_ > 0) {
-    // The upstream can tell a retry from a first try.
-    request_headers_->Set("x-portway-attempt-count", std::to_string(attempt_));
+    // The upstream can tell a retry from a first try. (Any client copy was
+    // dropped on the way in, so the first try appends without a search.)
+    if (attempt_ == 1) {
+      request_headers_->AddLower("x-portway-attempt-count", "1");
+    } else {
+      request_headers_->Set("x-portway-attempt-count", std::to_string(attempt_));
+    }
   }
   if (attempt_ > 1) {
     // A new attempt sends everything received so far again.

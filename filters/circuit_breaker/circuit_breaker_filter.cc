@@ -61,10 +61,13 @@ std::string BreakerJson(const Breaker& b, const BreakerPolicy& policy, Time now)
 
 ClusterState& StateFor(std::string_view cluster) {
   // Each worker keeps its own index of the states it has used, so the
-  // shared map's lock is taken once per cluster and thread.
+  // shared map's lock is taken once per cluster and thread, and remembers
+  // the last one (most requests of a worker go to the same few clusters).
+  thread_local ClusterState* last = nullptr;
+  if (last != nullptr && last->name() == cluster) return *last;
   thread_local std::map<std::string, ClusterState*, std::less<>> cache;
   auto cached = cache.find(cluster);
-  if (cached != cache.end()) return *cached->second;
+  if (cached != cache.end()) return *(last = cached->second);
   Registry& r = States();
   std::lock_guard<std::mutex> lock(r.mutex);
   auto it = r.states.find(cluster);
@@ -73,7 +76,7 @@ ClusterState& StateFor(std::string_view cluster) {
     it = r.states.emplace(name, std::make_unique<ClusterState>(name)).first;
   }
   cache.emplace(std::string(cluster), it->second.get());
-  return *it->second;
+  return *(last = it->second.get());
 }
 
 ClusterState::ClusterState(const std::string& cluster)
@@ -324,6 +327,7 @@ http::UpstreamResultStatus CircuitBreakerFilter::OnUpstreamResult(http::Upstream
   if (cluster_ == nullptr || !attempt_open_) return http::UpstreamResultStatus::kContinue;
   bool failure = false;
   if (result.kind == http::UpstreamResult::Kind::kResponseHeaders) {
+    last_status_ = result.status;
     failure = IsFailureStatus(result.status) || Slow(attempt_start_);
     EndHostAttempt(true, failure);
   } else {
@@ -337,7 +341,7 @@ http::UpstreamResultStatus CircuitBreakerFilter::OnUpstreamResult(http::Upstream
   return http::UpstreamResultStatus::kContinue;
 }
 
-http::FilterHeadersStatus CircuitBreakerFilter::EncodeHeaders(http::HeaderMap& headers, bool) {
+http::FilterHeadersStatus CircuitBreakerFilter::EncodeHeaders(http::HeaderMap&, bool) {
   if (cluster_ == nullptr || cluster_recorded_ || !settings_->cluster_breaker) {
     return http::FilterHeadersStatus::kContinue;
   }
@@ -349,7 +353,8 @@ http::FilterHeadersStatus CircuitBreakerFilter::EncodeHeaders(http::HeaderMap& h
   if (info.local_reply) {
     counts = ClassifyCause(info.cause, &failure);
   } else {
-    failure = IsFailureStatus(headers.Status()) || Slow(info.start);
+    // Not a local reply: the head is the last upstream response's.
+    failure = IsFailureStatus(last_status_) || Slow(info.start);
   }
   cluster_recorded_ = true;
   if (counts) {
@@ -511,8 +516,9 @@ absl::StatusOr<http::FilterFactoryCallback> CircuitBreakerFactory::Create(
     return true;
   }();
   (void)registered;
-  return http::FilterFactoryCallback(
-      [settings]() -> http::FilterPtr { return std::make_unique<CircuitBreakerFilter>(settings); });
+  return http::FilterFactoryCallback([settings]() -> http::FilterPtr {
+    return std::make_unique<CircuitBreakerFilter>(settings.get());
+  });
 }
 
 }  // namespace portway::filters::circuit_breaker

@@ -95,9 +95,15 @@ ClusterState& StateFor(std::string_view cluster);
 
 class CircuitBreakerFilter : public http::Filter {
  public:
-  explicit CircuitBreakerFilter(std::shared_ptr<const Settings> settings)
-      : settings_(std::move(settings)) {}
+  // `settings` outlive the filter: the factory callback that owns them is
+  // held by the config the stream runs on.
+  explicit CircuitBreakerFilter(const Settings* settings) : settings_(settings) {}
 
+  uint32_t Phases() const override {
+    return http::Phase::kDecodeHeaders | http::Phase::kUpstreamAttempt |
+           http::Phase::kUpstreamResult | http::Phase::kEncodeHeaders |
+           http::Phase::kStreamComplete;
+  }
   void SetCallbacks(http::FilterCallbacks& callbacks) override { callbacks_ = &callbacks; }
   http::FilterHeadersStatus DecodeHeaders(http::HeaderMap& headers, bool end_stream) override;
   http::UpstreamAttemptStatus OnUpstreamAttempt(http::UpstreamAttempt& attempt) override;
@@ -114,11 +120,12 @@ class CircuitBreakerFilter : public http::Filter {
   bool Slow(Time start) const;
   void EndHostAttempt(bool record, bool failure);
 
-  std::shared_ptr<const Settings> settings_;
+  const Settings* const settings_;
   http::FilterCallbacks* callbacks_ = nullptr;
   ClusterState* cluster_ = nullptr;  // admitted to this cluster; null: not our business
   bool cluster_probe_ = false;
   bool cluster_recorded_ = false;
+  int last_status_ = 0;  // the last upstream response head's status
   // The attempt in flight, for the host breaker.
   bool attempt_open_ = false;
   bool host_probe_ = false;

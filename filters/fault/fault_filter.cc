@@ -121,7 +121,7 @@ absl::StatusOr<http::FilterFactoryCallback> FaultFactory::Create(
         "abort: the filter does nothing: configure abort, delay or header_overrides");
   }
   return http::FilterFactoryCallback(
-      [settings]() -> http::FilterPtr { return std::make_unique<FaultFilter>(settings); });
+      [settings]() -> http::FilterPtr { return std::make_unique<FaultFilter>(settings.get()); });
 }
 
 }  // namespace portway::filters::fault

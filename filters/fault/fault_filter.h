@@ -29,8 +29,11 @@ inline constexpr std::chrono::milliseconds kMaxDelay = std::chrono::hours(1);
 
 class FaultFilter : public http::Filter {
  public:
-  explicit FaultFilter(std::shared_ptr<const Settings> settings) : settings_(std::move(settings)) {}
+  // `settings` outlive the filter: the factory callback that owns them is
+  // held by the config the stream runs on.
+  explicit FaultFilter(const Settings* settings) : settings_(settings) {}
 
+  uint32_t Phases() const override { return http::Phase::kDecodeHeaders | http::Phase::kDestroy; }
   void SetCallbacks(http::FilterCallbacks& callbacks) override { callbacks_ = &callbacks; }
   http::FilterHeadersStatus DecodeHeaders(http::HeaderMap& headers, bool end_stream) override;
   void OnDestroy() override { timer_.reset(); }
@@ -38,7 +41,7 @@ class FaultFilter : public http::Filter {
  private:
   void Abort();
 
-  std::shared_ptr<const Settings> settings_;
+  const Settings* const settings_;
   http::FilterCallbacks* callbacks_ = nullptr;
   std::unique_ptr<http::FilterTimer> timer_;
   int pending_abort_ = 0;

@@ -27,7 +27,7 @@ uint64_t RandomBelow(uint64_t bound) {
 
 }  // namespace
 
-RetryFilter::RetryFilter(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {
+RetryFilter::RetryFilter(Shared* shared) : shared_(shared) {
   shared_->active_requests.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -259,7 +259,7 @@ absl::StatusOr<http::FilterFactoryCallback> RetryFactory::Create(
   shared->budget_overflow = &GetCounter("portway_retry_budget_overflow_total", labels);
   shared->replay_overflow = &GetCounter("portway_retry_replay_overflow_total", labels);
   return http::FilterFactoryCallback(
-      [shared]() -> http::FilterPtr { return std::make_unique<RetryFilter>(shared); });
+      [shared]() -> http::FilterPtr { return std::make_unique<RetryFilter>(shared.get()); });
 }
 
 }  // namespace portway::filters::retry

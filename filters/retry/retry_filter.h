@@ -59,9 +59,15 @@ struct Shared {
 
 class RetryFilter : public http::Filter {
  public:
-  explicit RetryFilter(std::shared_ptr<Shared> shared);
+  // `shared` outlives the filter: the factory callback that owns it is
+  // held by the config the stream runs on.
+  explicit RetryFilter(Shared* shared);
   ~RetryFilter() override;
 
+  uint32_t Phases() const override {
+    return http::Phase::kDecodeHeaders | http::Phase::kUpstreamAttempt |
+           http::Phase::kUpstreamResult | http::Phase::kStreamComplete;
+  }
   void SetCallbacks(http::FilterCallbacks& callbacks) override { callbacks_ = &callbacks; }
   http::FilterHeadersStatus DecodeHeaders(http::HeaderMap& headers, bool end_stream) override;
   http::UpstreamAttemptStatus OnUpstreamAttempt(http::UpstreamAttempt& attempt) override;
@@ -73,7 +79,7 @@ class RetryFilter : public http::Filter {
   std::chrono::milliseconds Backoff(const http::UpstreamResult& result);
   void EndRetry();
 
-  std::shared_ptr<Shared> shared_;
+  Shared* const shared_;
   http::FilterCallbacks* callbacks_ = nullptr;
   bool enabled_ = false;   // idempotent (or allowed) request
   uint32_t retries_ = 0;   // retries asked for

@@ -126,3 +126,13 @@ def test_bad_retry_config_is_rejected_with_paths(origin):
     assert r.returncode == 1
     assert ("listeners[0].filters[0].config.retry_on[1]: unknown condition 'sometimes'"
             in r.stderr), r.stderr
+
+
+def test_a_client_cannot_forge_the_attempt_count(origin, make_gateway):
+    gw = make_gateway(retry_config([origin.address], {"retry_on": ["connect-failure"]}))
+    with HttpConn(gw.port) as c:
+        r = c.roundtrip("GET", "/echo", headers=[("X-Portway-Attempt-Count", "7"),
+                                                 ("x-portway-attempt-count", "8")])
+    assert r.status == 200
+    seen = [v for k, v in origin.requests[0].headers if k.lower() == "x-portway-attempt-count"]
+    assert seen == ["1"], origin.requests[0].headers

@@ -179,7 +179,7 @@ TEST_F(RetryTest, ExponentialBackoffCappedAtMaxInterval) {
   shared->replay_overflow = &GetCounter("test_retry_replay", {});
   shared->settings.min_retry_concurrency = 100;
   shared->random_below = [](uint64_t bound) { return bound; };
-  retry::RetryFilter f(shared);
+  retry::RetryFilter f(shared.get());
   f.SetCallbacks(callbacks_);
   EXPECT_CALL(callbacks_, EnableRequestReplay(_));
   auto headers = Request("GET");
@@ -211,7 +211,7 @@ TEST_F(RetryTest, BudgetBoundsRetriesInFlight) {
   EXPECT_CALL(callbacks_, EnableRequestReplay(_)).Times(3);
   std::vector<UpstreamResultStatus> answers;
   for (int i = 0; i < 3; ++i) {
-    filters.push_back(std::make_unique<retry::RetryFilter>(shared));
+    filters.push_back(std::make_unique<retry::RetryFilter>(shared.get()));
     filters.back()->SetCallbacks(callbacks_);
     auto headers = Request("GET");
     filters.back()->DecodeHeaders(*headers, true);
@@ -225,7 +225,7 @@ TEST_F(RetryTest, BudgetBoundsRetriesInFlight) {
   // A retry that ends frees its place in the budget.
   filters[0]->OnStreamComplete(callbacks_.info);
   EXPECT_CALL(callbacks_, EnableRequestReplay(_));
-  retry::RetryFilter another(shared);
+  retry::RetryFilter another(shared.get());
   another.SetCallbacks(callbacks_);
   auto headers = Request("GET");
   another.DecodeHeaders(*headers, true);

@@ -2,11 +2,13 @@
 // stream.
 #include "core/http/filter_manager.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "core/event/dispatcher.h"
+
 #include "gtest/gtest.h"
 
 namespace portway::http {
@@ -102,8 +104,10 @@ class Scripted : public Filter {
   }
   void OnStreamComplete(const StreamInfo&) override { log_->push_back(name_ + ":complete"); }
   void OnDestroy() override { log_->push_back(name_ + ":destroy"); }
+  uint32_t Phases() const override { return phases; }
 
   FilterCallbacks* callbacks_ = nullptr;
+  uint32_t phases = Phase::kAll;
   bool stop_decode_headers = false;
   bool throw_in_decode_headers = false;
   bool buffer_request_until_end = false;
@@ -284,6 +288,41 @@ TEST_F(FilterManagerTest, TimersLetAFilterResumeLater) {
   stop->Enable(std::chrono::milliseconds(200));
   sink_.Dispatcher().Run();
   EXPECT_EQ(sink_.log.back(), "router:headers:end");
+}
+
+// A filter is called only in the phases it declares; a chain where nobody
+// wants the response body hands it straight to the codec.
+TEST_F(FilterManagerTest, PhasesAFilterDoesNotDeclareAreSkipped) {
+  Scripted* a = Add("a");
+  Scripted* b = Add("b");
+  a->phases = Phase::kDecodeHeaders | Phase::kStreamComplete;
+  b->phases = Phase::kEncodeHeaders | Phase::kDestroy;
+  Start();
+  manager_->DecodeHeaders(Request(), true);
+  manager_->EncodeHeaders(Response(200), false);
+  Buffer body;
+  body.Add("hi");
+  manager_->EncodeData(body, true);
+  manager_->Complete(sink_.info);
+  EXPECT_EQ(sink_.log, (Log{"a:decode_headers", "router:headers:end", "b:encode_headers",
+                            "codec:headers:200", "codec:data:hi:end", "a:complete", "b:destroy"}));
+}
+
+// Chains longer than the inline states, built one filter at a time past
+// the announced size: every filter runs, in order, and is destroyed once.
+TEST_F(FilterManagerTest, LongChainsGrowPastTheInlineStates) {
+  FilterManager manager(sink_, 2);
+  for (int i = 0; i < 7; ++i) {
+    manager.Add(std::make_unique<Scripted>("f" + std::to_string(i), &sink_.log));
+  }
+  manager.Start();
+  manager.DecodeHeaders(Request(), true);
+  Log want;
+  for (int i = 0; i < 7; ++i) want.push_back("f" + std::to_string(i) + ":decode_headers");
+  want.push_back("router:headers:end");
+  EXPECT_EQ(sink_.log, want);
+  manager.Complete(sink_.info);
+  EXPECT_EQ(std::count(sink_.log.begin(), sink_.log.end(), "f6:destroy"), 1);
 }
 
 }  // namespace

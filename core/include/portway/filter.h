@@ -33,8 +33,11 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <new>
 #include <string_view>
 
 #include "portway/buffer.h"
@@ -184,9 +187,42 @@ class FilterCallbacks {
   virtual void SetUpstreamCluster(std::string_view cluster) = 0;
 };
 
+// The phases of Filter, as bits for Filter::Phases().
+struct Phase {
+  static constexpr uint32_t kDecodeHeaders = 1u << 0;
+  static constexpr uint32_t kDecodeData = 1u << 1;
+  static constexpr uint32_t kDecodeTrailers = 1u << 2;
+  static constexpr uint32_t kEncodeHeaders = 1u << 3;
+  static constexpr uint32_t kEncodeData = 1u << 4;
+  static constexpr uint32_t kEncodeTrailers = 1u << 5;
+  static constexpr uint32_t kUpstreamAttempt = 1u << 6;
+  static constexpr uint32_t kUpstreamResult = 1u << 7;
+  static constexpr uint32_t kStreamComplete = 1u << 8;
+  static constexpr uint32_t kDestroy = 1u << 9;
+  static constexpr uint32_t kAll = (1u << 10) - 1;
+};
+
 class Filter {
  public:
   virtual ~Filter() = default;
+
+  // The phases this filter overrides (Phase bits), asked once per stream
+  // before SetCallbacks(). The core skips calls to the others, as if they
+  // returned kContinue; a filter that does not override this is called in
+  // every phase. An optimisation only: list every phase you override.
+  virtual uint32_t Phases() const { return Phase::kAll; }
+
+  // Filters are made and freed with every stream: they come from a small
+  // per-thread cache of blocks instead of malloc (bounded; transparent to
+  // filters, which just use new / std::make_unique).
+  static void* operator new(size_t size);
+  static void operator delete(void* block, size_t size) noexcept;
+  static void* operator new(size_t size, std::align_val_t align) {
+    return ::operator new(size, align);
+  }
+  static void operator delete(void* block, size_t size, std::align_val_t align) noexcept {
+    ::operator delete(block, size, align);
+  }
 
   virtual void SetCallbacks(FilterCallbacks& callbacks) { (void)callbacks; }
 

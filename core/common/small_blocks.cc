@@ -1,0 +1,88 @@
+#include "core/common/small_blocks.h"
+
+#include <array>
+#include <cstdint>
+#include <new>
+
+#include "portway/filter.h"
+
+namespace portway {
+namespace {
+
+constexpr size_t kGranule = 64;
+constexpr size_t kClasses = 16;  // blocks of 64, 128, ..., 1024 bytes
+constexpr size_t kPerClass = 128;
+
+struct FreeBlock {
+  FreeBlock* next;
+};
+
+// Trivially destructible, so it stays usable while the thread exits; the
+// Drainer empties it then and turns it off.
+struct Cache {
+  std::array<FreeBlock*, kClasses> heads;
+  std::array<uint32_t, kClasses> counts;
+  bool registered;
+  bool closed;
+};
+
+thread_local Cache cache{};
+
+struct Drainer {
+  ~Drainer() {
+    cache.closed = true;
+    for (size_t c = 0; c < kClasses; ++c) {
+      while (FreeBlock* b = cache.heads[c]) {
+        cache.heads[c] = b->next;
+        ::operator delete(b, (c + 1) * kGranule);
+      }
+      cache.counts[c] = 0;
+    }
+  }
+};
+
+thread_local Drainer drainer;
+
+size_t ClassOf(size_t size) { return (size + kGranule - 1) / kGranule - 1; }
+
+}  // namespace
+
+void* AllocateSmallBlock(size_t size) {
+  size_t c = ClassOf(size);
+  if (c >= kClasses) return ::operator new(size);
+  if (FreeBlock* b = cache.heads[c]) {
+    cache.heads[c] = b->next;
+    --cache.counts[c];
+    return b;
+  }
+  return ::operator new((c + 1) * kGranule);
+}
+
+void FreeSmallBlock(void* block, size_t size) noexcept {
+  if (block == nullptr) return;
+  size_t c = ClassOf(size);
+  if (c >= kClasses) {
+    ::operator delete(block, size);
+    return;
+  }
+  if (cache.counts[c] >= kPerClass || cache.closed) {
+    ::operator delete(block, (c + 1) * kGranule);
+    return;
+  }
+  if (!cache.registered) {
+    cache.registered = true;
+    (void)&drainer;  // constructs it, so its destructor runs at thread exit
+  }
+  auto* b = static_cast<FreeBlock*>(block);
+  b->next = cache.heads[c];
+  cache.heads[c] = b;
+  ++cache.counts[c];
+}
+
+namespace http {
+
+void* Filter::operator new(size_t size) { return AllocateSmallBlock(size); }
+void Filter::operator delete(void* block, size_t size) noexcept { FreeSmallBlock(block, size); }
+
+}  // namespace http
+}  // namespace portway

@@ -1,0 +1,22 @@
+// A per-thread cache of small blocks for objects made and freed with every
+// stream (filters, the filter manager).
+//
+// With many streams in flight that churn outruns malloc's own per-thread
+// cache (a handful of blocks per size) and falls into its slow paths. Each
+// thread keeps up to 128 freed blocks of each size class (64, 128, ...,
+// 1024 bytes; at most ~1 MiB per thread) and hands them out again; beyond
+// that, and for larger sizes, blocks go to and come from malloc. A block
+// freed on another thread (unusual: streams stay on their worker) joins
+// that thread's cache, which is fine for plain memory. At thread exit the
+// cache is emptied.
+#pragma once
+
+#include <cstddef>
+
+namespace portway {
+
+void* AllocateSmallBlock(size_t size);
+// `size` must be the size passed to AllocateSmallBlock.
+void FreeSmallBlock(void* block, size_t size) noexcept;
+
+}  // namespace portway
