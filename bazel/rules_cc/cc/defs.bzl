@@ -1,0 +1,19 @@
+"""@rules_cc//cc:defs.bzl for Bazel 4.2.3: the native C++ rules, re-exported.
+
+Bazel's own @bazel_tools loads cc_library, cc_toolchain and
+cc_toolchain_suite from here, and Portway's BUILD files load the rules they
+use from here too, so moving to the real rules_cc later is a WORKSPACE
+change only.
+"""
+
+cc_binary = native.cc_binary
+cc_import = native.cc_import
+cc_library = native.cc_library
+cc_proto_library = native.cc_proto_library
+cc_test = native.cc_test
+cc_toolchain = native.cc_toolchain
+cc_toolchain_suite = native.cc_toolchain_suite
+fdo_prefetch_hints = native.fdo_prefetch_hints
+fdo_profile = native.fdo_profile
+objc_import = native.objc_import
+objc_library = native.objc_library
