@@ -8,7 +8,8 @@
 # 1. installs what is missing (Debian 12): the libraries (scripts/deps.sh
 #    build) and bazel-bootstrap, bazel-rules-java, bazel-platforms; as root
 #    with apt-get, otherwise it prints the command and fails;
-# 2. bazel build //... (offline: nothing is downloaded);
+# 2. bazel build //... (offline: nothing is downloaded), then bazel test //...
+#    (the unit tests, //test:portway_unit_tests);
 # 3. the Bazel-built gateway --validate's the quick-start config;
 # 4. it loads the Bazel-built example module (api_key.so) with `modules:`:
 #    --validate accepts a config using its filter and rejects one with a bad
@@ -51,6 +52,9 @@ build_start=$(date +%s)
 bazel build --jobs="$JOBS" --local_cpu_resources="$JOBS" "${bazel_flags[@]}" //... \
   || fail "bazel build //..."
 build_secs=$(( $(date +%s) - build_start ))
+step "bazel test //..."
+bazel test --jobs="$JOBS" --local_cpu_resources="$JOBS" --test_output=errors "${bazel_flags[@]}" //... \
+  || fail "bazel test //..."
 bin_dir=$(bazel info "${bazel_flags[@]}" bazel-bin 2>/dev/null) || fail "bazel info bazel-bin"
 portway=$bin_dir/core/portway
 module=$bin_dir/examples/custom_filter/api_key.so
