@@ -10,7 +10,8 @@
 #    with apt-get, otherwise it prints the command and fails;
 # 2. bazel build //... (offline: nothing is downloaded), then bazel test //...
 #    (the unit tests, //test:portway_unit_tests);
-# 3. the Bazel-built gateway --validate's the quick-start config;
+# 3. the Bazel-built gateway --validate's every examples/*/portway.yaml
+#    (examples/custom_filter's with the Bazel-built module);
 # 4. it loads the Bazel-built example module (api_key.so) with `modules:`:
 #    --validate accepts a config using its filter and rejects one with a bad
 #    filter config (so the module's factory ran), then a gateway serving that
@@ -74,10 +75,21 @@ step "portway --version"
 "$portway" --version | tee "$work/version"
 grep -q "^module ABI stamp: portway " "$work/version" || fail "--version shows no ABI stamp"
 
-step "portway --validate -c examples/quickstart/portway.yaml"
-out=$("$portway" --validate -c examples/quickstart/portway.yaml 2>&1) || fail "quick-start config: $out"
-[ "$out" = "configuration OK" ] || fail "quick-start config: $out"
-echo "$out"
+# Every example config. examples/custom_filter's names its module as
+# build/api_key.so, relative to its folder: validate a copy of the folder
+# with the Bazel-built module there.
+for config in examples/*/portway.yaml; do
+  step "portway --validate -c $config"
+  if [ "$config" = examples/custom_filter/portway.yaml ]; then
+    mkdir -p "$work/custom_filter/build"
+    cp "$config" "$work/custom_filter/portway.yaml"
+    cp "$module" "$work/custom_filter/build/api_key.so"
+    config=$work/custom_filter/portway.yaml
+  fi
+  out=$("$portway" --validate -c "$config" 2>&1) || fail "$config: $out"
+  [ "$out" = "configuration OK" ] || fail "$config: $out"
+  echo "$out"
+done
 
 # ------------------------------------------------------------------ 4. module
 # A config using the example module's filter: listener and admin on
