@@ -562,7 +562,7 @@ class Bench:
             if extra:
                 line += f" — {'; '.join(extra)}"
             lines.append("")
-            lines.append(line + "; circuit breaker not included yet.")
+            lines.append(line + ".")
         elif ch.get("reason"):
             lines.append("")
             lines.append(f"filter chain: not measured ({ch['reason']}).")
