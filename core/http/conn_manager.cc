@@ -181,7 +181,11 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   }
   void SetPerTryTimeout(std::chrono::milliseconds timeout) override { per_try_timeout_ = timeout; }
   void SetUpstreamLimits(const UpstreamLimits& limits) override { limits_ = limits; }
-  void SetUpstreamCluster(std::string_view cluster) override { info_.cluster = cluster; }
+  // Only before the router started: its attempts and counts stay on one
+  // cluster.
+  void SetUpstreamCluster(std::string_view cluster) override {
+    if (router_ == nullptr) info_.cluster = cluster;
+  }
   void OnFilterErrorReply(ErrorCause cause, std::string_view detail) override {
     SendLocalReply(cause, detail);
   }

@@ -49,10 +49,7 @@ void Router::EndAttempt() {
   }
   if (per_try_timer_) per_try_timer_->Disable();
   ReleaseHostCount();
-  if (retry_counted_) {
-    retry_counted_ = false;
-    if (stats::ClusterStats* stats = Stats()) stats->retries_active.Sub();
-  }
+  ReleaseRetryCount();
   // A pause for this attempt's slow upstream ends with the attempt.
   if (paused_for_upstream_) {
     paused_for_upstream_ = false;
@@ -64,14 +61,17 @@ void Router::Finish() {
   if (done_) return;
   done_ = true;
   ReleaseHostCount();
-  if (retry_counted_) {
-    retry_counted_ = false;
-    if (stats::ClusterStats* stats = Stats()) stats->retries_active.Sub();
-  }
+  ReleaseRetryCount();
   if (request_counted_ != nullptr) {
     request_counted_->requests_active.Sub();
     request_counted_ = nullptr;
   }
+}
+
+void Router::ReleaseRetryCount() {
+  // On the cluster it was counted on, whatever the stream's cluster is now.
+  if (retry_counted_ != nullptr) retry_counted_->retries_active.Sub();
+  retry_counted_ = nullptr;
 }
 
 void Router::ReleaseHostCount() {
@@ -163,6 +163,8 @@ void Router::StartAttempt() {
   host_->requests_total.fetch_add(1, std::memory_order_relaxed);
   if (cluster_->config->stats) cluster_->config->stats->requests.Inc();
   info.upstream_host = host_->addressString();
+  // Set again when this attempt's request goes out.
+  info.upstream_request_sent.reset();
   if (replay_limit_ > 0) {
     // The upstream can tell a retry from a first try. (Any client copy was
     // dropped on the way in, so the first try appends without a search.)
@@ -245,8 +247,10 @@ bool Router::MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause,
   if (!replay_ok_) return false;
   stats::ClusterStats* stats = Stats();
   uint32_t max_retries = callbacks_.Limits().max_retries;
-  if (max_retries > 0 && stats != nullptr &&
-      stats->retries_active.Value() >= static_cast<int64_t>(max_retries)) {
+  // A retry that failed and asks again does not count against itself.
+  int64_t others =
+      stats == nullptr ? 0 : stats->retries_active.Value() - (retry_counted_ == stats ? 1 : 0);
+  if (max_retries > 0 && stats != nullptr && others >= static_cast<int64_t>(max_retries)) {
     // The cluster has enough retries in flight: this result stands.
     stats->overflow_max_retries.Inc();
     return false;
@@ -254,7 +258,7 @@ bool Router::MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause,
   EndAttempt();
   if (host_) tried_.push_back(host_);
   if (stats != nullptr) {
-    retry_counted_ = true;
+    retry_counted_ = stats;
     stats->retries_active.Add();
   }
   if (!retry_timer_) retry_timer_ = callbacks_.Dispatcher().CreateTimer([this] { StartAttempt(); });

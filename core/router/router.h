@@ -90,6 +90,7 @@ class Router : public http::ResponseDecoder,
   void Finish();
   // The current attempt no longer counts in its host's active requests.
   void ReleaseHostCount();
+  void ReleaseRetryCount();
   void ReleaseUpstream();
   void RewriteRequest(http::HeaderMap& headers);
   void SendUpstream();
@@ -120,7 +121,8 @@ class Router : public http::ResponseDecoder,
   http::RequestEncoder* encoder_ = nullptr;
   event::TimerPtr per_try_timer_;
   bool attempt_counted_ = false;  // host_'s active-request count includes us
-  bool retry_counted_ = false;    // counted in the cluster's active retries
+  // The cluster whose active retries count this attempt (a retry), or null.
+  stats::ClusterStats* retry_counted_ = nullptr;
   // Across attempts.
   uint32_t attempt_ = 0;
   std::vector<upstream::HostSharedPtr> tried_;

@@ -233,7 +233,9 @@ void ConnPool::CreateClient() { clients_.push_back(std::make_unique<ActiveClient
 // One connection on its way per waiting request, up to the limits (also
 // while draining: draining retires connections, not requests).
 void ConnPool::ConnectForWaiting() {
-  if (pending_.size() > ConnectingCount() && MayConnect(pending_.back()->max_cluster_connections)) {
+  // The request served next (the front) decides the cluster-wide limit.
+  if (pending_.size() > ConnectingCount() &&
+      MayConnect(pending_.front()->max_cluster_connections)) {
     CreateClient();
   }
 }

@@ -64,10 +64,12 @@ void Breaker::Open(const BreakerPolicy& policy, Time now, std::string reason,
   Set(BreakerState::kOpen, std::move(reason), transition);
 }
 
-Breaker::Admission Breaker::Admit(const BreakerPolicy& policy, Time now, Transition* transition) {
+Breaker::Admission Breaker::Admit(const BreakerPolicy& policy, Time now, Transition* transition,
+                                  uint64_t* probe_period) {
   if (state_ == BreakerState::kClosed) return Admission::kYes;
   if (state_ == BreakerState::kOpen) {
     if (now < open_until_) return Admission::kNo;
+    ++period_;
     probes_started_ = 0;
     probes_succeeded_ = 0;
     Set(BreakerState::kHalfOpen,
@@ -75,17 +77,20 @@ Breaker::Admission Breaker::Admit(const BreakerPolicy& policy, Time now, Transit
   }
   if (probes_started_ >= policy.half_open_requests) return Admission::kNo;
   ++probes_started_;
+  if (probe_period != nullptr) *probe_period = period_;
   return Admission::kProbe;
 }
 
-void Breaker::ReleaseProbe() {
-  if (state_ == BreakerState::kHalfOpen && probes_started_ > 0) --probes_started_;
+void Breaker::ReleaseProbe(uint64_t probe_period) {
+  if (state_ == BreakerState::kHalfOpen && probe_period == period_ && probes_started_ > 0) {
+    --probes_started_;
+  }
 }
 
 void Breaker::Record(const BreakerPolicy& policy, Time now, bool failure, bool probe,
-                     Transition* transition) {
+                     Transition* transition, uint64_t probe_period) {
   if (state_ == BreakerState::kHalfOpen) {
-    if (!probe) return;
+    if (!probe || probe_period != period_) return;
     if (failure) {
       Open(policy, now, "a half-open probe failed", transition);
       return;

@@ -49,15 +49,20 @@ class Breaker {
     kNo,     // open, or half-open with every probe taken
   };
 
-  Admission Admit(const BreakerPolicy& policy, Time now, Transition* transition);
+  // With kProbe, `*probe_period` names the half-open period the probe
+  // belongs to; pass it back to Record() / ReleaseProbe().
+  Admission Admit(const BreakerPolicy& policy, Time now, Transition* transition,
+                  uint64_t* probe_period = nullptr);
   // The outcome of a request (or attempt) admitted earlier. Outcomes of
   // requests admitted before the breaker opened are ignored while it is
-  // not closed; a probe's outcome decides the half-open state.
+  // not closed; a probe's outcome decides the half-open state, but only
+  // in its own half-open period (a late probe from an earlier one is
+  // ignored).
   void Record(const BreakerPolicy& policy, Time now, bool failure, bool probe,
-              Transition* transition);
+              Transition* transition, uint64_t probe_period = 0);
   // A probe that ended without an outcome (the client left): its slot
-  // goes to another request.
-  void ReleaseProbe();
+  // goes to another request, if its period is still on.
+  void ReleaseProbe(uint64_t probe_period = 0);
 
   BreakerState state() const { return state_; }
   const std::string& reason() const { return reason_; }  // why it last opened
@@ -88,6 +93,7 @@ class Breaker {
   Time open_until_{};
   milliseconds open_duration_{0};  // of the current or last open period
   bool reopened_ = false;          // tripped again from half-open since the last close
+  uint64_t period_ = 0;            // counts half-open periods
   uint32_t probes_started_ = 0;
   uint32_t probes_succeeded_ = 0;
   uint64_t opened_total_ = 0;

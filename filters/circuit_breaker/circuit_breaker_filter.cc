@@ -100,7 +100,7 @@ void ClusterState::Published(const Transition& t, std::string_view host) {
                  BreakerStateName(t.to) + " (" + t.reason + ")");
 }
 
-Breaker::Admission ClusterState::AdmitCluster(const BreakerPolicy& policy) {
+Breaker::Admission ClusterState::AdmitCluster(const BreakerPolicy& policy, uint64_t* period) {
   if (cluster_state_.load(std::memory_order_relaxed) == BreakerState::kClosed) {
     return Breaker::Admission::kYes;
   }
@@ -108,7 +108,7 @@ Breaker::Admission ClusterState::AdmitCluster(const BreakerPolicy& policy) {
   Breaker::Admission admission;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    admission = cluster_.Admit(policy, Now(), &t);
+    admission = cluster_.Admit(policy, Now(), &t, period);
     if (t.changed) {
       cluster_state_.store(t.to, std::memory_order_relaxed);
       state_gauge_->Set(static_cast<int64_t>(t.to));
@@ -118,7 +118,8 @@ Breaker::Admission ClusterState::AdmitCluster(const BreakerPolicy& policy) {
   return admission;
 }
 
-void ClusterState::RecordCluster(const BreakerPolicy& policy, bool failure, bool probe) {
+void ClusterState::RecordCluster(const BreakerPolicy& policy, bool failure, bool probe,
+                                 uint64_t period) {
   // The common case, a success on a clean closed breaker without a
   // window, changes nothing: no lock.
   if (!failure && !probe && policy.failure_rate_threshold == 0 &&
@@ -129,7 +130,7 @@ void ClusterState::RecordCluster(const BreakerPolicy& policy, bool failure, bool
   {
     std::lock_guard<std::mutex> lock(mutex_);
     cluster_policy_ = policy;
-    cluster_.Record(policy, Now(), failure, probe, &t);
+    cluster_.Record(policy, Now(), failure, probe, &t, period);
     cluster_clean_.store(
         cluster_.state() == BreakerState::kClosed && cluster_.consecutive_failures() == 0,
         std::memory_order_relaxed);
@@ -142,12 +143,13 @@ void ClusterState::RecordCluster(const BreakerPolicy& policy, bool failure, bool
   if (t.changed) Published(t, {});
 }
 
-void ClusterState::ReleaseClusterProbe() {
+void ClusterState::ReleaseClusterProbe(uint64_t period) {
   std::lock_guard<std::mutex> lock(mutex_);
-  cluster_.ReleaseProbe();
+  cluster_.ReleaseProbe(period);
 }
 
-Breaker::Admission ClusterState::AdmitHost(const BreakerPolicy& policy, std::string_view host) {
+Breaker::Admission ClusterState::AdmitHost(const BreakerPolicy& policy, std::string_view host,
+                                           uint64_t* period) {
   Breaker::Admission admission = Breaker::Admission::kYes;
   if (hosts_tracked_.load(std::memory_order_relaxed) == 0) return admission;
   Transition t;
@@ -155,7 +157,7 @@ Breaker::Admission ClusterState::AdmitHost(const BreakerPolicy& policy, std::str
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = hosts_.find(host);
     if (it == hosts_.end()) return admission;  // never failed: closed
-    admission = it->second.Admit(policy, Now(), &t);
+    admission = it->second.Admit(policy, Now(), &t, period);
     if (t.changed && t.from == BreakerState::kOpen) open_hosts_gauge_->Sub();
   }
   if (t.changed) Published(t, host);
@@ -163,7 +165,7 @@ Breaker::Admission ClusterState::AdmitHost(const BreakerPolicy& policy, std::str
 }
 
 void ClusterState::RecordHost(const BreakerPolicy& policy, std::string_view host, bool failure,
-                              bool probe) {
+                              bool probe, uint64_t period) {
   if (!failure && hosts_tracked_.load(std::memory_order_relaxed) == 0) return;
   Transition t;
   {
@@ -179,7 +181,7 @@ void ClusterState::RecordHost(const BreakerPolicy& policy, std::string_view host
     }
     Breaker& b = it->second;
     Time now = Now();
-    b.Record(policy, now, failure, probe, &t);
+    b.Record(policy, now, failure, probe, &t, period);
     if (t.changed && t.to == BreakerState::kOpen) {
       host_opened_->Inc();
       open_hosts_gauge_->Add();
@@ -196,10 +198,10 @@ void ClusterState::RecordHost(const BreakerPolicy& policy, std::string_view host
   if (t.changed) Published(t, host);
 }
 
-void ClusterState::ReleaseHostProbe(std::string_view host) {
+void ClusterState::ReleaseHostProbe(std::string_view host, uint64_t period) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = hosts_.find(host);
-  if (it != hosts_.end()) it->second.ReleaseProbe();
+  if (it != hosts_.end()) it->second.ReleaseProbe(period);
 }
 
 std::string ClusterState::Json(Time now) {
@@ -253,8 +255,10 @@ bool CircuitBreakerFilter::ClassifyCause(http::ErrorCause cause, bool* failure) 
   }
 }
 
-bool CircuitBreakerFilter::Slow(Time start) const {
-  return settings_->slow_threshold.count() > 0 && Now() - start >= settings_->slow_threshold;
+bool CircuitBreakerFilter::Slow() const {
+  if (settings_->slow_threshold.count() == 0) return false;
+  const auto& sent = callbacks_->Info().upstream_request_sent;
+  return sent.has_value() && Now() - *sent >= settings_->slow_threshold;
 }
 
 http::FilterHeadersStatus CircuitBreakerFilter::DecodeHeaders(http::HeaderMap&, bool) {
@@ -267,11 +271,12 @@ http::FilterHeadersStatus CircuitBreakerFilter::DecodeHeaders(http::HeaderMap&, 
     cluster_ = state;
     return http::FilterHeadersStatus::kContinue;
   }
-  Breaker::Admission admission = state->AdmitCluster(s.cluster_policy);
+  uint64_t period = 0;
+  Breaker::Admission admission = state->AdmitCluster(s.cluster_policy, &period);
   if (admission == Breaker::Admission::kNo && !s.fallback_cluster.empty() &&
       s.fallback_cluster != info.cluster) {
     ClusterState* fallback = &StateFor(s.fallback_cluster);
-    Breaker::Admission f = fallback->AdmitCluster(s.cluster_policy);
+    Breaker::Admission f = fallback->AdmitCluster(s.cluster_policy, &period);
     if (f != Breaker::Admission::kNo) {
       state->fallback().Inc();
       callbacks_->SetUpstreamCluster(s.fallback_cluster);
@@ -287,25 +292,30 @@ http::FilterHeadersStatus CircuitBreakerFilter::DecodeHeaders(http::HeaderMap&, 
   }
   cluster_ = state;
   cluster_probe_ = admission == Breaker::Admission::kProbe;
+  cluster_period_ = period;
   return http::FilterHeadersStatus::kContinue;
 }
 
 http::UpstreamAttemptStatus CircuitBreakerFilter::OnUpstreamAttempt(
     http::UpstreamAttempt& attempt) {
   if (cluster_ == nullptr) return http::UpstreamAttemptStatus::kContinue;
+  // Asked again for the same attempt (a later filter turned the last host
+  // down): that host's probe slot, if it took one, goes back.
+  EndHostAttempt(/*record=*/false, false);
   const Settings& s = *settings_;
   if (s.host_breaker) {
-    Breaker::Admission admission = cluster_->AdmitHost(s.host_policy, attempt.host);
+    uint64_t period = 0;
+    Breaker::Admission admission = cluster_->AdmitHost(s.host_policy, attempt.host, &period);
     if (admission == Breaker::Admission::kNo) {
       cluster_->host_skipped().Inc();
       attempt.cause_if_none_left = http::ErrorCause::kCircuitOpen;
       return http::UpstreamAttemptStatus::kOtherHost;
     }
     host_probe_ = admission == Breaker::Admission::kProbe;
+    host_period_ = period;
   }
   attempt_open_ = true;
   attempt_host_.assign(attempt.host);
-  if (s.slow_threshold.count() > 0) attempt_start_ = Now();
   return http::UpstreamAttemptStatus::kContinue;
 }
 
@@ -315,9 +325,9 @@ void CircuitBreakerFilter::EndHostAttempt(bool record, bool failure) {
   const Settings& s = *settings_;
   if (s.host_breaker) {
     if (record) {
-      cluster_->RecordHost(s.host_policy, attempt_host_, failure, host_probe_);
+      cluster_->RecordHost(s.host_policy, attempt_host_, failure, host_probe_, host_period_);
     } else if (host_probe_) {
-      cluster_->ReleaseHostProbe(attempt_host_);
+      cluster_->ReleaseHostProbe(attempt_host_, host_period_);
     }
   }
   host_probe_ = false;
@@ -328,7 +338,7 @@ http::UpstreamResultStatus CircuitBreakerFilter::OnUpstreamResult(http::Upstream
   bool failure = false;
   if (result.kind == http::UpstreamResult::Kind::kResponseHeaders) {
     last_status_ = result.status;
-    failure = IsFailureStatus(result.status) || Slow(attempt_start_);
+    failure = IsFailureStatus(result.status) || Slow();
     EndHostAttempt(true, failure);
   } else {
     bool counts = ClassifyCause(result.cause, &failure);
@@ -352,15 +362,20 @@ http::FilterHeadersStatus CircuitBreakerFilter::EncodeHeaders(http::HeaderMap&, 
   bool counts = true;
   if (info.local_reply) {
     counts = ClassifyCause(info.cause, &failure);
+    // A timeout while the request still waited for a connection measures
+    // the gateway's own queue (the limits), not the upstream.
+    if (info.cause == http::ErrorCause::kUpstreamTimeout && !info.upstream_request_sent) {
+      counts = false;
+    }
   } else {
     // Not a local reply: the head is the last upstream response's.
-    failure = IsFailureStatus(last_status_) || Slow(info.start);
+    failure = IsFailureStatus(last_status_) || Slow();
   }
   cluster_recorded_ = true;
   if (counts) {
-    cluster_->RecordCluster(settings_->cluster_policy, failure, cluster_probe_);
+    cluster_->RecordCluster(settings_->cluster_policy, failure, cluster_probe_, cluster_period_);
   } else if (cluster_probe_) {
-    cluster_->ReleaseClusterProbe();
+    cluster_->ReleaseClusterProbe(cluster_period_);
   }
   cluster_probe_ = false;
   return http::FilterHeadersStatus::kContinue;
@@ -368,15 +383,17 @@ http::FilterHeadersStatus CircuitBreakerFilter::EncodeHeaders(http::HeaderMap&, 
 
 void CircuitBreakerFilter::OnStreamComplete(const http::StreamInfo& info) {
   if (cluster_ == nullptr) return;
-  // An attempt still open ended without a result: a route timeout is a
-  // verdict on its host; the client leaving is none.
+  // An attempt still open ended without a result: a route timeout after
+  // the request went upstream is a verdict on its host; one while it
+  // waited for a connection (the gateway's own queue), or the client
+  // leaving, is none.
   if (attempt_open_) {
     bool failure = false;
-    bool counts =
-        info.cause == http::ErrorCause::kUpstreamTimeout && ClassifyCause(info.cause, &failure);
+    bool counts = info.cause == http::ErrorCause::kUpstreamTimeout &&
+                  info.upstream_request_sent.has_value() && ClassifyCause(info.cause, &failure);
     EndHostAttempt(counts, failure);
   }
-  if (!cluster_recorded_ && cluster_probe_) cluster_->ReleaseClusterProbe();
+  if (!cluster_recorded_ && cluster_probe_) cluster_->ReleaseClusterProbe(cluster_period_);
   cluster_probe_ = false;
 }
 

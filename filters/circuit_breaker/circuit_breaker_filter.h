@@ -49,12 +49,16 @@ class ClusterState {
 
   // Admissions and outcomes read the clock themselves, after the lock-free
   // fast paths.
-  Breaker::Admission AdmitCluster(const BreakerPolicy& policy);
-  void RecordCluster(const BreakerPolicy& policy, bool failure, bool probe);
-  void ReleaseClusterProbe();
-  Breaker::Admission AdmitHost(const BreakerPolicy& policy, std::string_view host);
-  void RecordHost(const BreakerPolicy& policy, std::string_view host, bool failure, bool probe);
-  void ReleaseHostProbe(std::string_view host);
+  // A probe carries the half-open period it was admitted in (`*period`)
+  // back to Record / Release.
+  Breaker::Admission AdmitCluster(const BreakerPolicy& policy, uint64_t* period);
+  void RecordCluster(const BreakerPolicy& policy, bool failure, bool probe, uint64_t period);
+  void ReleaseClusterProbe(uint64_t period);
+  Breaker::Admission AdmitHost(const BreakerPolicy& policy, std::string_view host,
+                               uint64_t* period);
+  void RecordHost(const BreakerPolicy& policy, std::string_view host, bool failure, bool probe,
+                  uint64_t period);
+  void ReleaseHostProbe(std::string_view host, uint64_t period);
   // The /clusters view: {"state":...,"hosts":[...]}.
   std::string Json(Time now);
 
@@ -116,21 +120,23 @@ class CircuitBreakerFilter : public http::Filter {
   // cause, is a failure; nullopt-like: `counts` false for no verdict.
   bool IsFailureStatus(int status) const;
   bool ClassifyCause(http::ErrorCause cause, bool* failure) const;
-  // Whether a response head now is later than slow_threshold after `start`.
-  bool Slow(Time start) const;
+  // Whether a response head now is later than slow_threshold after the
+  // request went upstream (on the attempt that answered).
+  bool Slow() const;
   void EndHostAttempt(bool record, bool failure);
 
   const Settings* const settings_;
   http::FilterCallbacks* callbacks_ = nullptr;
   ClusterState* cluster_ = nullptr;  // admitted to this cluster; null: not our business
   bool cluster_probe_ = false;
+  uint64_t cluster_period_ = 0;
   bool cluster_recorded_ = false;
   int last_status_ = 0;  // the last upstream response head's status
   // The attempt in flight, for the host breaker.
   bool attempt_open_ = false;
   bool host_probe_ = false;
+  uint64_t host_period_ = 0;
   std::string attempt_host_;
-  Time attempt_start_{};
 };
 
 class CircuitBreakerFactory : public http::FilterFactory {

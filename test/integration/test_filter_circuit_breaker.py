@@ -222,6 +222,17 @@ def test_max_retries_bounds_retries_in_flight(make_gateway):
     assert gw.stat("portway_upstream_retries_active", cluster="backend") == 0
 
 
+def test_a_lone_request_is_not_limited_by_its_own_retry(make_gateway):
+    # max_retries 1 bounds retries in flight across requests; one request
+    # retrying twice in a row never has more than one in flight.
+    gw = make_gateway(breaker_config([f"127.0.0.1:{closed_port()}"], {"max_retries": 1},
+                                     retry={"num_retries": 2}))
+    assert get(gw).header("x-portway-error") == "upstream_connect_refused"
+    assert gw.stat("portway_retry_attempts_total", filter="portway.retry") == 2
+    assert gw.stat("portway_upstream_limit_overflow_total", cluster="backend",
+                   limit="max_retries") == 0
+
+
 def test_bad_breaker_config_is_rejected_with_paths(origin):
     r = run_validate(breaker_config([origin.address], {
         "failure_rate_threshold": 120, "failure_on": ["sad"]}))

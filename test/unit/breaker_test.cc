@@ -17,14 +17,16 @@ class BreakerTest : public testing::Test {
   Breaker b;
   Transition t;
 
+  // Probes report with the half-open period of the last admission.
   void Record(bool failure, bool probe = false) {
     t = Transition();
-    b.Record(policy, now, failure, probe, &t);
+    b.Record(policy, now, failure, probe, &t, period);
   }
   Admission Admit() {
     t = Transition();
-    return b.Admit(policy, now, &t);
+    return b.Admit(policy, now, &t, &period);
   }
+  uint64_t period = 0;
 };
 
 TEST_F(BreakerTest, OpensAfterConsecutiveFailures) {
@@ -170,8 +172,37 @@ TEST_F(BreakerTest, ReleasedProbeFreesItsSlot) {
   now += policy.open_duration;
   EXPECT_EQ(Admit(), Admission::kProbe);
   EXPECT_EQ(Admit(), Admission::kNo);
-  b.ReleaseProbe();  // the client left
+  b.ReleaseProbe(period);  // the client left
   EXPECT_EQ(Admit(), Admission::kProbe);
+}
+
+// A probe from an earlier half-open period that reports late decides
+// nothing about the current one, and does not free one of its slots.
+TEST_F(BreakerTest, LateProbesFromAnEarlierPeriodAreIgnored) {
+  policy.consecutive_failures = 1;
+  policy.half_open_requests = 2;
+  Record(true);
+  now += policy.open_duration;
+  ASSERT_EQ(Admit(), Admission::kProbe);
+  uint64_t first_period = period;
+  ASSERT_EQ(Admit(), Admission::kProbe);
+  Record(true, true);  // the second probe fails fast: open again, for 10s
+  ASSERT_EQ(b.state(), BreakerState::kOpen);
+  now += b.open_duration();
+  ASSERT_EQ(Admit(), Admission::kProbe);  // a new period
+  ASSERT_NE(period, first_period);
+  // The first period's probe finally answers: ignored either way.
+  t = Transition();
+  b.Record(policy, now, true, true, &t, first_period);
+  EXPECT_EQ(b.state(), BreakerState::kHalfOpen);
+  b.Record(policy, now, false, true, &t, first_period);
+  EXPECT_EQ(b.state(), BreakerState::kHalfOpen);
+  b.ReleaseProbe(first_period);
+  ASSERT_EQ(Admit(), Admission::kProbe);  // the second slot of this period
+  EXPECT_EQ(Admit(), Admission::kNo);     // and no third
+  Record(false, true);
+  Record(false, true);
+  EXPECT_EQ(b.state(), BreakerState::kClosed);
 }
 
 TEST_F(BreakerTest, OutcomesWhileOpenAreIgnored) {

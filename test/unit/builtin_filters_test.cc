@@ -1,8 +1,10 @@
 // portway.retry and portway.circuit_breaker against strict fakes of the
 // filter callbacks: every call a filter makes into the core is expected
 // explicitly, and anything else fails the test.
+#include <thread>
 #include "filters/circuit_breaker/circuit_breaker_filter.h"
 #include "filters/retry/retry_filter.h"
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "portway/filters/circuit_breaker/v1/circuit_breaker.pb.h"
@@ -375,6 +377,31 @@ TEST_F(CircuitBreakerTest, OpenHostIsTurnedDown) {
   EXPECT_EQ(GetGauge("portway_circuit_breaker_open_hosts", {{"cluster", cluster_}}).Value(), 1);
 }
 
+// Asked again for the same attempt (a later filter turned the host down),
+// the breaker gives back the probe slot it took for the first host.
+TEST_F(CircuitBreakerTest, AHostTurnedDownLaterGetsItsProbeSlotBack) {
+  cb::v1::CircuitBreaker config;
+  config.set_cluster_breaker_disabled(true);
+  auto* host = config.mutable_host()->mutable_breaker();
+  host->mutable_consecutive_failures()->set_value(1);
+  host->mutable_open_duration()->set_nanos(20 * 1000000);
+  Configure(config);
+  EXPECT_CALL(callbacks_, SetUpstreamLimits(_)).Times(testing::AnyNumber());
+  auto first = Admit();
+  Finish(*first, 502, "10.0.0.5:80");  // host .5 opens
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  auto f = Admit();
+  http::UpstreamAttempt a;
+  a.host = "10.0.0.5:80";
+  ASSERT_EQ(f->OnUpstreamAttempt(a), http::UpstreamAttemptStatus::kContinue);  // the probe
+  http::UpstreamAttempt b;
+  b.host = "10.0.0.6:80";  // someone else turned .5 down; the core picked .6
+  ASSERT_EQ(f->OnUpstreamAttempt(b), http::UpstreamAttemptStatus::kContinue);
+  // .5's only probe slot is free again for the next request.
+  auto g = Admit();
+  EXPECT_EQ(g->OnUpstreamAttempt(a), http::UpstreamAttemptStatus::kContinue);
+}
+
 TEST_F(CircuitBreakerTest, SlowResponsesCountWhenConfigured) {
   cb::v1::CircuitBreaker config;
   config.mutable_consecutive_failures()->set_value(1);
@@ -383,12 +410,14 @@ TEST_F(CircuitBreakerTest, SlowResponsesCountWhenConfigured) {
   config.mutable_slow_threshold()->set_nanos(20 * 1000000);
   Configure(config);
   EXPECT_CALL(callbacks_, SetUpstreamLimits(_)).Times(testing::AnyNumber());
-  callbacks_.info.start = std::chrono::steady_clock::now();
+  // Slow is measured from when the request went upstream.
+  callbacks_.info.upstream_request_sent = std::chrono::steady_clock::now();
   auto fast = Admit();
   Finish(*fast, 200);
   auto still = Admit();
   EXPECT_EQ(last_status_, http::FilterHeadersStatus::kContinue);
-  callbacks_.info.start = std::chrono::steady_clock::now() - std::chrono::milliseconds(50);
+  callbacks_.info.upstream_request_sent =
+      std::chrono::steady_clock::now() - std::chrono::milliseconds(50);
   Finish(*still, 200);  // 50ms > 20ms: a failure
   EXPECT_CALL(callbacks_, SendErrorReply(ErrorCause::kCircuitOpen, _));
   auto refused = Admit();

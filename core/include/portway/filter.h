@@ -182,7 +182,8 @@ class FilterCallbacks {
   // DecodeHeaders; the last call wins.
   virtual void SetUpstreamLimits(const UpstreamLimits& limits) = 0;
   // Sends the request to `cluster` instead of the route's (a fallback).
-  // Call in DecodeHeaders; StreamInfo::cluster shows the change. A cluster
+  // Call in DecodeHeaders; later calls (once the request went on to the
+  // router) are ignored. StreamInfo::cluster shows the change. A cluster
   // that does not exist gets 503 cluster_not_found.
   virtual void SetUpstreamCluster(std::string_view cluster) = 0;
 };
@@ -217,6 +218,19 @@ class Filter {
   // filters, which just use new / std::make_unique).
   static void* operator new(size_t size);
   static void operator delete(void* block, size_t size) noexcept;
+  // The placement and nothrow forms, which the two above would hide.
+  static void* operator new(size_t, void* where) noexcept { return where; }
+  static void operator delete(void*, void*) noexcept {}
+  static void* operator new(size_t size, const std::nothrow_t&) noexcept {
+    try {
+      return operator new(size);
+    } catch (...) {
+      return nullptr;
+    }
+  }
+  static void operator delete(void* block, const std::nothrow_t&) noexcept {
+    ::operator delete(block);
+  }
   static void* operator new(size_t size, std::align_val_t align) {
     return ::operator new(size, align);
   }
@@ -258,15 +272,18 @@ class Filter {
 
   // The balancer picked a host for an attempt; the connection is not made
   // yet. Filters are asked in order; the first kOtherHost turns the host
-  // down. A filter may also end the stream here (SendErrorReply).
+  // down, and the filters are asked again, with the same attempt number,
+  // about the next host picked. A filter may also end the stream here
+  // (SendErrorReply).
   virtual UpstreamAttemptStatus OnUpstreamAttempt(UpstreamAttempt& attempt) {
     (void)attempt;
     return UpstreamAttemptStatus::kContinue;
   }
 
   // An upstream attempt ended or its response head arrived, before anything
-  // of it was sent to the client. Filters are asked in order; any kRetry
-  // retries.
+  // of it was sent to the client. Filters are asked in order, all with the
+  // same `result` (a filter sees what earlier ones wrote into it); any
+  // kRetry retries, after the retry_delay of the first filter asking.
   virtual UpstreamResultStatus OnUpstreamResult(UpstreamResult& result) {
     (void)result;
     return UpstreamResultStatus::kContinue;
