@@ -193,6 +193,12 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
     auto config = std::make_shared<upstream::ClusterConfig>();
     config->name = proto.name();
     config->dns = proto.type() == config::v1::Cluster::DNS;
+    if (proto.type() == config::v1::Cluster::EDS) {
+      // The control-plane client turns EDS clusters into static ones with
+      // their Endpoints resource before building; here nobody did.
+      AddError(errors, path + ".type",
+               "EDS needs a control plane (its endpoints come from an Endpoints resource)");
+    }
     config->lb_policy = ToPolicy(proto.lb_policy());
     config->hash_header = ToLower(proto.hash_policy().header());
     config->hash_source_ip = proto.hash_policy().source_ip();
@@ -356,7 +362,11 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
         std::chrono::milliseconds(300000), path + ".timeouts.stream_idle_timeout", errors);
     listener->trust_forwarded_for = proto.proxy_headers().trust_forwarded_for();
     listener->trust_request_id = proto.proxy_headers().trust_request_id();
-    if (proto.routes_size() == 0 && proto.virtual_hosts_size() == 0) {
+    if (!proto.route_config().empty()) {
+      AddError(errors, path + ".route_config",
+               Cat("needs a control plane (the RouteConfiguration '", proto.route_config(),
+                   "' comes from one)"));
+    } else if (proto.routes_size() == 0 && proto.virtual_hosts_size() == 0) {
       AddError(errors, path, "needs routes or virtual_hosts");
     }
     listener->routes = router::RouteTable::Build(
