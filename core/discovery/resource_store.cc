@@ -89,6 +89,11 @@ const char* TypeName(v1::ResourceType type) {
 ResourceStore::ResourceStore(config::v1::Bootstrap static_bootstrap, Validator validate)
     : static_(std::move(static_bootstrap)), validate_(std::move(validate)), serving_(static_) {}
 
+void ResourceStore::SetStatic(config::v1::Bootstrap bootstrap) {
+  static_ = std::move(bootstrap);
+  Recompute();
+}
+
 std::vector<v1::FieldError> ResourceStore::Check(
     const v1::Resource& resource, const std::map<Key, v1::Resource>& candidate) const {
   std::vector<v1::FieldError> errors;

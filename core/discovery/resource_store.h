@@ -53,6 +53,9 @@ class ResourceStore {
   // with route configurations and endpoints folded into their listeners
   // and clusters: what the server builds and runs.
   const config::v1::Bootstrap& Serving() const { return serving_; }
+  // The static part (the bootstrap file); a SIGHUP replaces it.
+  const config::v1::Bootstrap& Static() const { return static_; }
+  void SetStatic(config::v1::Bootstrap bootstrap);
 
   struct Entry {
     v1::ResourceType type;

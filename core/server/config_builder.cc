@@ -169,6 +169,22 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
   }
   snapshot->drain_timeout = DurationOr(bootstrap.has_drain_timeout(), bootstrap.drain_timeout(),
                                        std::chrono::milliseconds(15000), "drain_timeout", errors);
+  if (bootstrap.has_control_plane()) {
+    const auto& cp = bootstrap.control_plane();
+    if (cp.address().empty() || cp.address().find(':') == std::string::npos) {
+      AddError(errors, "control_plane.address", "must be HOST:PORT");
+    }
+    if (cp.node_id().empty()) AddError(errors, "control_plane.node_id", "is required");
+    auto initial = DurationOr(cp.has_initial_backoff(), cp.initial_backoff(),
+                              std::chrono::milliseconds(250), "control_plane.initial_backoff", errors);
+    auto max = DurationOr(cp.has_max_backoff(), cp.max_backoff(), std::chrono::milliseconds(30000),
+                          "control_plane.max_backoff", errors);
+    if (initial.count() <= 0) {
+      AddError(errors, "control_plane.initial_backoff", "must be at least 1ms");
+    } else if (max < initial) {
+      AddError(errors, "control_plane.max_backoff", "must not be below initial_backoff");
+    }
+  }
 
   // Access log.
   std::string log_error;

@@ -12,6 +12,7 @@
 #include "core/http/conn_manager.h"
 #include "core/server/sdk.h"
 #include "core/upstream/cluster_manager.h"
+#include "portway/abi.h"
 #include "portway/config/v1/bootstrap.pb.h"
 #include "spdlog/spdlog.h"
 
@@ -245,8 +246,11 @@ class AdminServer : public event::ListenerCallbacks {
         Respond(200, "application/json", s.RenderListeners());
       } else if (path == "/config_dump") {
         Respond(200, "application/json", s.RenderConfigDump());
+      } else if (path == "/control_plane") {
+        Respond(200, "application/json", s.RenderControlPlane());
       } else if (path == "/") {
-        Respond(200, "text/plain", "/ready /stats /clusters /listeners /config_dump\n");
+        Respond(200, "text/plain",
+                "/ready /stats /clusters /listeners /config_dump /control_plane\n");
       } else {
         Respond(404, "text/plain", "unknown admin path\n");
       }
@@ -305,6 +309,7 @@ Server::Server(Options options)
 }
 
 Server::~Server() {
+  if (client_) client_->Stop();
   for (auto& w : workers_) w->Stop();
   workers_.clear();
   admin_.reset();
@@ -387,6 +392,7 @@ bool Server::Init(config::ConfigErrors* errors) {
   signals_.push_back(dispatcher_->ListenForSignal(SIGHUP, [this] { Reload(); }));
 
   ScheduleDns();
+  if (bootstrap.has_control_plane()) StartControlPlane(bootstrap);
   if (!options_.admin_address_path.empty()) {
     std::string tmp = options_.admin_address_path + ".tmp";
     {
@@ -423,14 +429,34 @@ void Server::Reload() {
   spdlog::info("SIGHUP: reloading {}", options_.config_path);
   config::ConfigErrors errors;
   config::v1::Bootstrap bootstrap;
-  SnapshotPtr next;
-  if (LoadBootstrapFile(options_.config_path, &bootstrap, &errors)) {
-    // Only paths not loaded yet are loaded; a module that fails rejects the
-    // reload like any other config error.
-    bool modules_loaded = LoadModules(bootstrap, options_.config_path, &errors);
-    next = builder_.Build(bootstrap, snapshot_, &errors);
-    if (!modules_loaded) next = nullptr;
+  bool ok = LoadBootstrapFile(options_.config_path, &bootstrap, &errors);
+  if (ok && resources_ != nullptr) {
+    // With a control plane the file is the static part; the dynamic
+    // resources stay and are folded in again.
+    config::v1::Bootstrap previous = resources_->Static();
+    resources_->SetStatic(bootstrap);
+    bootstrap = resources_->Serving();
+    ok = Apply(bootstrap, &errors, nullptr);
+    if (!ok) resources_->SetStatic(previous);
+  } else if (ok) {
+    ok = Apply(bootstrap, &errors, nullptr);
   }
+  if (!ok) {
+    spdlog::error("reload rejected; the running config (version {}) keeps serving:",
+                  snapshot_->version);
+    for (const auto& e : errors) spdlog::error("  {}", e.ToString());
+    return;
+  }
+  spdlog::info("reload applied: config version {}", snapshot_->version);
+}
+
+bool Server::Apply(const config::v1::Bootstrap& bootstrap, config::ConfigErrors* errors,
+                   std::function<void()> on_live) {
+  // Only paths not loaded yet are loaded; a module that fails rejects the
+  // config like any other error.
+  bool modules_loaded = LoadModules(bootstrap, options_.config_path, errors);
+  SnapshotPtr next = builder_.Build(bootstrap, snapshot_, errors);
+  if (!modules_loaded) next = nullptr;
   // The next listener set: those that stay (same name and address keep
   // their sockets), plus new ones bound now; the rest are removed.
   std::map<std::string, BoundListener> next_listeners;
@@ -444,18 +470,15 @@ void Server::Reload() {
         removed.push_back(name);
       }
     }
-    if (!BindListeners(next, &next_listeners, &errors)) next = nullptr;
+    if (!BindListeners(next, &next_listeners, errors)) next = nullptr;
   }
   if (!next) {
-    // Sockets bound for listeners this reload would have added are closed.
+    // Sockets bound for listeners this config would have added are closed.
     for (auto& [name, bl] : next_listeners) {
       for (int fd : bl.fds) close(fd);
       bl.fds.clear();
     }
-    spdlog::error("reload rejected; the running config (version {}) keeps serving:",
-                  snapshot_->version);
-    for (const auto& e : errors) spdlog::error("  {}", e.ToString());
-    return;
+    return false;
   }
   if (!(next->admin_address == snapshot_->admin_address)) {
     spdlog::warn("admin.address changed to {}; the admin server stays on {} until a restart",
@@ -481,12 +504,97 @@ void Server::Reload() {
   for (auto& [name, bl] : next_listeners) bl.config = next->listeners.at(name);
   listeners_ = std::move(next_listeners);
   ScheduleDns();
-  spdlog::info("reload applied: config version {}", snapshot_->version);
+  if (on_live) WhenWorkersCaughtUp(std::move(on_live));
+  return true;
+}
+
+void Server::WhenWorkersCaughtUp(std::function<void()> done) {
+  // Each worker runs its tasks in order: once every worker has run this
+  // one, everything posted before it (the snapshot, listener changes) is
+  // in force everywhere.
+  auto left = std::make_shared<size_t>(workers_.size());
+  auto callback = std::make_shared<std::function<void()>>(std::move(done));
+  if (*left == 0) {
+    (*callback)();
+    return;
+  }
+  for (auto& w : workers_) {
+    w->Post([this, left, callback] {
+      dispatcher_->Post([left, callback] {
+        if (--*left == 0) (*callback)();
+      });
+    });
+  }
+}
+
+void Server::StartControlPlane(const config::v1::Bootstrap& bootstrap) {
+  const auto& cp = bootstrap.control_plane();
+  validator_ = std::make_unique<ConfigBuilder>(validation_store_, /*open_files=*/false);
+  resources_ = std::make_unique<discovery::ResourceStore>(
+      bootstrap, [this](const config::v1::Bootstrap& b, config::ConfigErrors* e) {
+        return validator_->Build(b, nullptr, e) != nullptr;
+      });
+  discovery::ClientOptions options;
+  options.address = cp.address();
+  options.node.set_id(cp.node_id());
+  for (const auto& [k, v] : cp.metadata()) (*options.node.mutable_metadata())[k] = v;
+  options.node.set_build(Cat("portway ", PORTWAY_VERSION_STRING));
+  if (cp.has_initial_backoff()) {
+    options.initial_backoff = std::chrono::milliseconds(cp.initial_backoff().seconds() * 1000 +
+                                                        cp.initial_backoff().nanos() / 1000000);
+  }
+  if (cp.has_max_backoff()) {
+    options.max_backoff = std::chrono::milliseconds(cp.max_backoff().seconds() * 1000 +
+                                                    cp.max_backoff().nanos() / 1000000);
+  }
+  client_ = std::make_unique<discovery::Client>(options, [this](discovery::v1::Push push) {
+    // From the client's thread to the main loop, which owns the config.
+    auto shared = std::make_shared<discovery::v1::Push>(std::move(push));
+    dispatcher_->Post([this, shared] { OnPush(*shared); });
+  });
+  client_->Start();
+  spdlog::info("control plane {}: node '{}'", cp.address(), cp.node_id());
+}
+
+void Server::OnPush(const discovery::v1::Push& push) {
+  if (draining_ || resources_ == nullptr) return;
+  discovery::ResourceStore::Outcome outcome = resources_->OnPush(push);
+  size_t rejected = 0;
+  for (const auto& v : outcome.verdicts.verdicts()) rejected += v.accepted() ? 0 : 1;
+  discovery::v1::GatewayMessage verdicts;
+  *verdicts.mutable_verdicts() = outcome.verdicts;
+  client_->Send(std::move(verdicts));
+  std::string nonce = push.nonce();
+  auto applied = [this, nonce] {
+    discovery::v1::GatewayMessage m;
+    m.mutable_applied()->set_nonce(nonce);
+    if (client_) client_->Send(std::move(m));
+  };
+  if (outcome.changed) {
+    config::ConfigErrors errors;
+    if (!Apply(resources_->Serving(), &errors, applied)) {
+      // Checked resource by resource and as a whole, yet not runnable
+      // (e.g. a listener's address is taken): the running config stays.
+      last_apply_error_.clear();
+      for (const auto& e : errors) last_apply_error_ += e.ToString() + "; ";
+      spdlog::error("control plane push {}: accepted but could not be applied: {}", nonce,
+                    last_apply_error_);
+    } else {
+      last_apply_error_.clear();
+      spdlog::info("control plane push {}: {} resource(s), {} rejected; config version {}", nonce,
+                   outcome.verdicts.verdicts_size(), rejected, snapshot_->version);
+    }
+  } else {
+    WhenWorkersCaughtUp(applied);
+  }
+  client_->SetHave(resources_->Have());
 }
 
 void Server::StartDrain() {
   if (draining_) return;
   draining_ = true;
+  // No more pushes: the config in force drains as it is.
+  if (client_) client_->Stop();
   spdlog::info("draining: no new connections; waiting up to {}ms for requests in flight",
                snapshot_->drain_timeout.count());
   for (auto& w : workers_) {
@@ -703,6 +811,34 @@ std::string Server::RenderConfigDump() const {
   size_t first = rest.find_first_not_of(" \n\t");
   bool empty = first == std::string_view::npos || rest[first] == '}';
   return Cat("{\"version\":", snapshot_->version, empty ? "" : ",", rest, "\n");
+}
+
+std::string Server::RenderControlPlane() const {
+  if (client_ == nullptr) return "{\"configured\":false}\n";
+  discovery::Client::Status st = client_->GetStatus();
+  std::string out = Cat(
+      "{\"configured\":true,\"connected\":", st.connected ? "true" : "false",
+      ",\"connects\":", st.connects, ",\"pushes\":", st.pushes,
+      ",\"last_nonce\":", JsonString(st.last_nonce), ",\"last_error\":", JsonString(st.last_error),
+      ",\"last_apply_error\":", JsonString(last_apply_error_), ",\"resources\":[");
+  bool first = true;
+  for (const auto& e : resources_->Entries()) {
+    if (!first) out.push_back(',');
+    first = false;
+    out += Cat("{\"type\":\"", discovery::TypeName(e.type), "\",\"name\":", JsonString(e.name),
+               ",\"serving_version\":", JsonString(e.serving_version),
+               ",\"accepted_version\":", JsonString(e.accepted_version),
+               ",\"pending\":", JsonString(e.pending),
+               ",\"rejected_version\":", JsonString(e.rejected_version), ",\"errors\":[");
+    for (size_t i = 0; i < e.errors.size(); ++i) {
+      if (i > 0) out.push_back(',');
+      out += Cat("{\"path\":", JsonString(e.errors[i].path()),
+                 ",\"message\":", JsonString(e.errors[i].message()), "}");
+    }
+    out += "]}";
+  }
+  out += "]}\n";
+  return out;
 }
 
 }  // namespace portway::server

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -18,6 +19,8 @@
 #include <vector>
 
 #include "core/config/yaml_proto.h"
+#include "core/discovery/client.h"
+#include "core/discovery/resource_store.h"
 #include "core/event/dispatcher.h"
 #include "core/server/config_builder.h"
 #include "core/server/snapshot.h"
@@ -52,6 +55,7 @@ class Server {
   std::string RenderClusters() const;
   std::string RenderListeners() const;
   std::string RenderConfigDump() const;
+  std::string RenderControlPlane() const;
 
  private:
   struct BoundListener {
@@ -64,6 +68,16 @@ class Server {
                      config::ConfigErrors* errors);
   void Publish(SnapshotPtr snapshot);
   void Reload();
+  // Builds, binds and publishes `bootstrap`; false (with errors) leaves
+  // the running config alone. `on_live` (optional) runs on the main
+  // thread once every worker serves it.
+  bool Apply(const config::v1::Bootstrap& bootstrap, config::ConfigErrors* errors,
+             std::function<void()> on_live);
+  // Runs `done` on the main thread after every worker ran what was posted
+  // to it so far.
+  void WhenWorkersCaughtUp(std::function<void()> done);
+  void StartControlPlane(const config::v1::Bootstrap& bootstrap);
+  void OnPush(const discovery::v1::Push& push);
   void StartDrain();
   void CheckDrained();
   void ScheduleDns();
@@ -91,6 +105,13 @@ class Server {
   bool ready_ = false;
   bool draining_ = false;
   int exit_code_ = 0;
+  // With a control plane (bootstrap control_plane): what it sent, checked
+  // by a builder of its own (check-only, stats of its own).
+  stats::Store validation_store_;
+  std::unique_ptr<ConfigBuilder> validator_;
+  std::unique_ptr<discovery::ResourceStore> resources_;
+  std::unique_ptr<discovery::Client> client_;
+  std::string last_apply_error_;
 };
 
 }  // namespace portway::server

@@ -512,10 +512,10 @@ TEST(YamlProtoTest, EnumIsCaseInsensitiveAndAcceptsDashes) {
 
 TEST(YamlProtoTest, UnknownEnumValueListsValidNames) {
   EXPECT_THAT(ParseErrors<Cluster>("type: logical_dns"),
-              ElementsAre("type: unknown value 'logical_dns'; expected one of: static, dns"));
+              ElementsAre("type: unknown value 'logical_dns'; expected one of: static, dns, eds"));
   EXPECT_THAT(ParseErrors<Cluster>("type: statc"),
               ElementsAre("type: unknown value 'statc' (did you mean 'static'?); expected one of: "
-                          "static, dns"));
+                          "static, dns, eds"));
   EXPECT_THAT(ParseErrors<Cluster>("lb_policy: 1"),
               ElementsAre("lb_policy: unknown value '1'; expected one of: round_robin, "
                           "least_request, random, ring_hash, maglev"));

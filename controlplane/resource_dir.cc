@@ -1,0 +1,124 @@
+#include "controlplane/resource_dir.h"
+
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+
+#include "core/config/yaml_proto.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "spdlog/spdlog.h"
+
+namespace portway::controlplane {
+namespace {
+
+// A content hash: the same resource gets the same version everywhere.
+std::string VersionOf(const v1::Resource& r) {
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream out(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&out);
+    coded.SetSerializationDeterministic(true);
+    r.SerializeToCodedStream(&coded);
+  }
+  // FNV-1a, 64 bits: stable across builds (std::hash is not).
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
+bool IsConfigFile(const std::filesystem::path& p) {
+  std::string ext = p.extension().string();
+  return ext == ".yaml" || ext == ".yml" || ext == ".json";
+}
+
+}  // namespace
+
+bool ResourceDir::Refresh() {
+  std::error_code ec;
+  std::map<std::string, bool> present;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
+    if (!entry.is_regular_file() || !IsConfigFile(entry.path())) continue;
+    std::string path = entry.path().string();
+    present[path] = true;
+    struct stat st {};
+    if (stat(path.c_str(), &st) != 0) continue;
+    int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+    File& f = files_[path];
+    if (f.mtime_ns == mtime && f.size == st.st_size) continue;
+    f.mtime_ns = mtime;
+    f.size = st.st_size;
+    v1::ResourceSet set;
+    config::ConfigErrors errors;
+    if (!config::YamlFileToProto(path, &set, &errors)) {
+      spdlog::error("{}: {} error(s); its last good version stays served:", path, errors.size());
+      for (const auto& e : errors) spdlog::error("  {}: {}", path, e.ToString());
+      continue;
+    }
+    f.good = std::move(set);
+    spdlog::info("{}: loaded", path);
+  }
+  if (ec) spdlog::error("{}: {}", dir_, ec.message());
+  for (auto it = files_.begin(); it != files_.end();) {
+    if (present.count(it->first) == 0) {
+      spdlog::info("{}: removed", it->first);
+      it = files_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+
+  std::map<Key, v1::Resource> next;
+  std::map<Key, std::string> origin;
+  auto add = [&](v1::ResourceType type, const std::string& name, const std::string& file,
+                 const std::function<void(v1::Resource*)>& fill) {
+    Key key{type, name};
+    if (auto it = origin.find(key); it != origin.end()) {
+      spdlog::warn("{}: {} '{}' is also defined in {}; that one is served", file,
+                   v1::ResourceType_Name(type), name, it->second);
+      return;
+    }
+    v1::Resource r;
+    r.set_name(name);
+    fill(&r);
+    r.set_version(VersionOf(r));
+    origin[key] = file;
+    next[key] = std::move(r);
+  };
+  for (const auto& [file, f] : files_) {
+    for (const auto& l : f.good.listeners()) {
+      add(v1::LISTENER, l.name(), file, [&](v1::Resource* r) { *r->mutable_listener() = l; });
+    }
+    for (const auto& rc : f.good.route_configurations()) {
+      add(v1::ROUTE_CONFIGURATION, rc.name(), file,
+          [&](v1::Resource* r) { *r->mutable_route_configuration() = rc; });
+    }
+    for (const auto& c : f.good.clusters()) {
+      add(v1::CLUSTER, c.name(), file, [&](v1::Resource* r) { *r->mutable_cluster() = c; });
+    }
+    for (const auto& e : f.good.endpoints()) {
+      add(v1::ENDPOINTS, e.cluster(), file, [&](v1::Resource* r) { *r->mutable_endpoints() = e; });
+    }
+  }
+  bool changed = next.size() != resources_.size();
+  if (!changed) {
+    for (const auto& [key, r] : next) {
+      auto it = resources_.find(key);
+      if (it == resources_.end() || it->second.version() != r.version()) {
+        changed = true;
+        break;
+      }
+    }
+  }
+  resources_ = std::move(next);
+  return changed;
+}
+
+}  // namespace portway::controlplane

@@ -1,0 +1,47 @@
+// portway-cp's source of truth: a directory of YAML (or JSON) files, each a
+// ResourceSet (top-level `listeners:`, `route_configurations:`, `clusters:`,
+// `endpoints:`, shaped as in the gateway's bootstrap).
+//
+// Refresh() re-reads the files that changed (by mtime and size). A file
+// with errors is reported with every error and its path, and the last
+// good version of its resources stays served. A name defined in two files
+// is served from the first file (by name) and the other is reported.
+// Every resource's version is a hash of its content, so an unchanged
+// resource keeps its version across reloads and restarts.
+//
+// Thread safety: none; portway-cp calls it from its poll thread and copies
+// Resources() under its own lock.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+
+#include "portway/service/discovery/v1/discovery.pb.h"
+
+namespace portway::controlplane {
+
+namespace v1 = portway::service::discovery::v1;
+using Key = std::pair<int, std::string>;  // (ResourceType, name)
+
+class ResourceDir {
+ public:
+  explicit ResourceDir(std::string dir) : dir_(std::move(dir)) {}
+
+  // True when the served set changed.
+  bool Refresh();
+  const std::map<Key, v1::Resource>& Resources() const { return resources_; }
+
+ private:
+  struct File {
+    int64_t mtime_ns = -1;
+    int64_t size = -1;
+    v1::ResourceSet good;  // the last version that parsed
+  };
+  std::string dir_;
+  std::map<std::string, File> files_;
+  std::map<Key, v1::Resource> resources_;
+};
+
+}  // namespace portway::controlplane

@@ -1,0 +1,162 @@
+#include "core/discovery/client.h"
+
+#include <random>
+
+#include "grpcpp/grpcpp.h"
+#include "portway/service/discovery/v1/discovery.grpc.pb.h"
+#include "spdlog/spdlog.h"
+
+namespace portway::discovery {
+
+using Rpc = grpc::ClientReaderWriter<v1::GatewayMessage, v1::ControlPlaneMessage>;
+
+struct Client::Stream {
+  grpc::ClientContext context;
+  std::unique_ptr<v1::Discovery::Stub> stub;
+  std::unique_ptr<Rpc> rpc;
+  std::atomic<bool> broken{false};
+};
+
+Client::Client(ClientOptions options, PushCallback on_push)
+    : options_(std::move(options)), on_push_(std::move(on_push)) {}
+
+Client::~Client() { Stop(); }
+
+void Client::Start() {
+  reader_ = std::thread([this] { ReaderLoop(); });
+  writer_ = std::thread([this] { WriterLoop(); });
+}
+
+void Client::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stopping_) return;
+    stopping_ = true;
+    if (stream_) stream_->context.TryCancel();
+  }
+  cv_.notify_all();
+  if (reader_.joinable()) reader_.join();
+  if (writer_.joinable()) writer_.join();
+}
+
+void Client::Send(v1::GatewayMessage message) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!stream_ || stopping_) return;
+    outbox_.push_back(std::move(message));
+  }
+  cv_.notify_all();
+}
+
+void Client::SetHave(std::vector<v1::ResourceVersion> have) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  have_ = std::move(have);
+}
+
+Client::Status Client::GetStatus() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return status_;
+}
+
+bool Client::Backoff(int failures) {
+  // Full jitter under a ceiling that doubles per failure, capped.
+  int64_t ceiling = options_.initial_backoff.count();
+  for (int i = 1; i < failures && ceiling < options_.max_backoff.count(); ++i) ceiling *= 2;
+  ceiling = std::min<int64_t>(ceiling, options_.max_backoff.count());
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  auto wait = std::chrono::milliseconds(ceiling > 0 ? rng() % (ceiling + 1) : 0);
+  std::unique_lock<std::mutex> lock(mutex_);
+  return !cv_.wait_for(lock, wait, [this] { return stopping_; });
+}
+
+void Client::ReaderLoop() {
+  auto channel = grpc::CreateChannel(options_.address, grpc::InsecureChannelCredentials());
+  int failures = 0;
+  for (;;) {
+    auto stream = std::make_shared<Stream>();
+    v1::GatewayMessage hello;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (stopping_) return;
+      stream->stub = v1::Discovery::NewStub(channel);
+      stream->rpc = stream->stub->Stream(&stream->context);
+      stream_ = stream;
+      outbox_.clear();
+      // Hello goes first, through the writer like everything else.
+      *hello.mutable_hello()->mutable_node() = options_.node;
+      for (const auto& h : have_) *hello.mutable_hello()->add_have() = h;
+      outbox_.push_back(std::move(hello));
+    }
+    cv_.notify_all();
+    bool got_one = false;
+    v1::ControlPlaneMessage message;
+    while (stream->rpc->Read(&message)) {
+      if (!got_one) {
+        got_one = true;
+        failures = 0;
+        std::lock_guard<std::mutex> lock(mutex_);
+        status_.connected = true;
+        ++status_.connects;
+        status_.last_error.clear();
+        spdlog::info("control plane {}: connected", options_.address);
+      }
+      if (message.has_push()) {
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          ++status_.pushes;
+          status_.last_nonce = message.push().nonce();
+        }
+        on_push_(std::move(*message.mutable_push()));
+      }
+    }
+    // Reads are over, so writes fail fast; none may be in flight when the
+    // stream finishes.
+    stream->broken = true;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      stream_.reset();
+      outbox_.clear();
+      cv_.wait(lock, [this] { return !writing_; });
+    }
+    grpc::Status status = stream->rpc->Finish();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      outbox_.clear();
+      status_.connected = false;
+      status_.last_error =
+          status.ok() ? "the control plane ended the stream" : status.error_message();
+      if (stopping_) return;
+    }
+    cv_.notify_all();
+    ++failures;
+    spdlog::warn("control plane {}: stream ended ({}); serving the last good config, retrying",
+                 options_.address, status.ok() ? "closed" : status.error_message());
+    if (!Backoff(failures)) return;
+  }
+}
+
+void Client::WriterLoop() {
+  for (;;) {
+    std::shared_ptr<Stream> stream;
+    v1::GatewayMessage message;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      cv_.wait(lock, [this] { return stopping_ || (!outbox_.empty() && stream_); });
+      if (stopping_) return;
+      stream = stream_;
+      message = std::move(outbox_.front());
+      outbox_.pop_front();
+      writing_ = true;
+    }
+    // One writer at a time (this thread); a failed write ends the stream,
+    // which the reader notices.
+    if (!stream->broken && !stream->rpc->Write(message)) stream->context.TryCancel();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      writing_ = false;
+    }
+    cv_.notify_all();
+  }
+}
+
+}  // namespace portway::discovery

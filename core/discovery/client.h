@@ -1,0 +1,88 @@
+// The gateway's discovery client: one gRPC stream to the control plane
+// (docs/control-plane.md), kept up with jittered exponential back-off.
+//
+// Threads: a reader thread owns the stream (connect, Hello, Read) and a
+// writer thread sends what Send() queued, so neither the main loop nor the
+// workers ever wait on the network. Pushes are handed to `on_push` on the
+// reader thread; the server posts them to its main loop.
+//
+// Thread safety: every public method may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "portway/service/discovery/v1/discovery.pb.h"
+
+namespace grpc {
+class ClientContext;
+}
+
+namespace portway::discovery {
+
+namespace v1 = portway::service::discovery::v1;
+
+struct ClientOptions {
+  std::string address;  // HOST:PORT
+  v1::Node node;
+  std::chrono::milliseconds initial_backoff{250};
+  std::chrono::milliseconds max_backoff{30000};
+};
+
+class Client {
+ public:
+  using PushCallback = std::function<void(v1::Push push)>;
+
+  Client(ClientOptions options, PushCallback on_push);
+  ~Client();  // Stop()
+
+  void Start();
+  // Cancels the stream and joins the threads.
+  void Stop();
+  // Queues a message for the current stream (dropped if there is none:
+  // after a reconnect, Hello says what the gateway has).
+  void Send(v1::GatewayMessage message);
+  // What the gateway serves, for the next Hello.
+  void SetHave(std::vector<v1::ResourceVersion> have);
+
+  struct Status {
+    bool connected = false;
+    uint64_t connects = 0;  // streams opened that got a first message through
+    uint64_t pushes = 0;
+    std::string last_nonce;
+    std::string last_error;  // why the last stream ended or failed
+  };
+  Status GetStatus() const;
+
+ private:
+  void ReaderLoop();
+  void WriterLoop();
+  // Sleeps the back-off (false if stopped meanwhile).
+  bool Backoff(int failures);
+
+  const ClientOptions options_;
+  const PushCallback on_push_;
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::vector<v1::ResourceVersion> have_;
+  Status status_;
+  // The current stream, if any (guarded by mutex_).
+  struct Stream;
+  std::shared_ptr<Stream> stream_;
+  std::deque<v1::GatewayMessage> outbox_;
+  bool writing_ = false;  // the writer is inside Write()
+  std::thread reader_;
+  std::thread writer_;
+};
+
+}  // namespace portway::discovery

@@ -1,0 +1,232 @@
+"""Dynamic configuration end to end: portway-cp serving a directory of YAML
+files, and real gateways following it over the gRPC discovery API."""
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from portway_test_lib import (LOOPBACK, HttpConn, closed_port, portway_bin, run_validate,
+                              to_yaml, wait_until)
+
+pytestmark = pytest.mark.gateway
+
+
+def cp_bin():
+    return os.environ.get("PORTWAY_CP_BIN") or str(Path(portway_bin()).parent / "portway-cp")
+
+
+class ControlPlane:
+    """portway-cp on a temporary resource directory."""
+
+    def __init__(self, port=0):
+        self.dir = Path(tempfile.mkdtemp(prefix="portway-cp-"))
+        self.res = self.dir / "resources"
+        self.res.mkdir()
+        self.port = port
+        self.proc = None
+
+    def write(self, name, resources):
+        # Written aside and renamed, so a poll never reads half a file.
+        tmp = self.res / f".{name}.tmp"
+        tmp.write_text(to_yaml(resources))
+        os.replace(tmp, self.res / name)
+
+    def start(self):
+        port_file = self.dir / "port"
+        if port_file.exists():
+            port_file.unlink()
+        self.log = open(self.dir / "cp.log", "ab")
+        self.proc = subprocess.Popen(
+            [cp_bin(), "--listen", f"{LOOPBACK}:{self.port}", "--config-dir", str(self.res),
+             "--poll-ms", "50", "--port-file", str(port_file)],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_until(port_file.exists, timeout=10, message="portway-cp listening")
+        self.port = int(port_file.read_text().strip().rsplit(":", 1)[1])
+        return self
+
+    @property
+    def address(self):
+        return f"{LOOPBACK}:{self.port}"
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+    def log_text(self):
+        return (self.dir / "cp.log").read_text(errors="replace")
+
+
+@pytest.fixture
+def cp():
+    c = ControlPlane().start()
+    yield c
+    c.stop()
+    shutil.rmtree(c.dir, ignore_errors=True)
+
+
+def gateway_config(cp, node="gw1"):
+    return {"admin": {"address": f"{LOOPBACK}:0"},
+            "access_log": {"path": "off"},
+            "control_plane": {"address": cp.address, "node_id": node,
+                              "initial_backoff": "50ms", "max_backoff": "200ms"}}
+
+
+def resources(origin_address, body=None, extra_clusters=(), extra_listeners=()):
+    route = {"match": {"prefix": "/"}}
+    if body is None:
+        route["cluster"] = "web"
+    else:
+        route["direct_response"] = {"status": 200, "body": body}
+    return {"clusters": [{"name": "web", "endpoints": [origin_address]}] + list(extra_clusters),
+            "listeners": [{"name": "dyn", "address": f"{LOOPBACK}:0", "routes": [route]}]
+            + list(extra_listeners)}
+
+
+def listener_port(gw, name="dyn", timeout=5.0):
+    found = {}
+
+    def check():
+        for entry in gw.admin_json("/listeners")["listeners"]:
+            if entry["name"] == name:
+                found["port"] = int(entry["address"].rsplit(":", 1)[1])
+                return True
+        return False
+    wait_until(check, timeout=timeout, message=f"listener {name} on the gateway")
+    return found["port"]
+
+
+def cp_state(gw):
+    return gw.admin_json("/control_plane")
+
+
+def entry(gw, kind, name):
+    for e in cp_state(gw)["resources"]:
+        if e["type"] == kind and e["name"] == name:
+            return e
+    return None
+
+
+def get(port, path="/echo"):
+    with HttpConn(port) as c:
+        return c.roundtrip("GET", path)
+
+
+def test_the_gateway_serves_what_is_pushed_and_follows_changes(cp, origin, make_gateway):
+    cp.write("main.yaml", resources(origin.address))
+    gw = make_gateway(gateway_config(cp))
+    port = listener_port(gw)
+    assert get(port).status == 200
+    assert len(origin.requests) == 1
+    state = cp_state(gw)
+    assert state["connected"] and state["pushes"] >= 1
+    assert entry(gw, "listener", "dyn")["serving_version"]
+    # A change to the file reaches the gateway within a second.
+    cp.write("main.yaml", resources(origin.address, body="v2\n"))
+    wait_until(lambda: get(port).body == b"v2\n", timeout=3, message="the new route")
+    assert "push 2 applied" in cp.log_text()
+
+
+def test_an_empty_directory_syncs_and_a_new_file_is_served(cp, origin, make_gateway):
+    gw = make_gateway(gateway_config(cp))
+    # An empty first push still says "in sync".
+    wait_until(lambda: cp_state(gw)["connected"], timeout=5, message="connected")
+    assert cp_state(gw)["resources"] == []
+    cp.write("later.yaml", resources(origin.address))
+    assert get(listener_port(gw)).status == 200
+
+
+def test_one_bad_resource_does_not_stop_the_good_ones(cp, origin, make_gateway):
+    cp.write("main.yaml", resources(origin.address))
+    gw = make_gateway(gateway_config(cp))
+    port = listener_port(gw)
+    bad = {"name": "broken", "endpoints": ["not-an-address"]}
+    also = [{"name": "good2", "address": f"{LOOPBACK}:0",
+             "routes": [{"match": {"prefix": "/"},
+                         "direct_response": {"status": 200, "body": "good2\n"}}]},
+            {"name": "uses_broken", "address": f"{LOOPBACK}:0",
+             "routes": [{"match": {"prefix": "/"}, "cluster": "broken"}]}]
+    cp.write("main.yaml", resources(origin.address, extra_clusters=[bad], extra_listeners=also))
+    assert get(listener_port(gw, "good2")).body == b"good2\n"
+    wait_until(lambda: entry(gw, "cluster", "broken") is not None, timeout=3)
+    e = entry(gw, "cluster", "broken")
+    assert e["serving_version"] == "" and e["rejected_version"]
+    assert e["errors"][0]["path"] == "endpoints[0].address", e
+    e = entry(gw, "listener", "uses_broken")
+    assert e["errors"][0]["path"] == "routes[0].cluster", e
+    assert not any(l["name"] == "uses_broken" for l in gw.admin_json("/listeners")["listeners"])
+    # A bad new version of a serving resource: the old one keeps serving.
+    cp.write("main.yaml", {"clusters": [{"name": "web", "endpoints": ["nowhere"]}],
+                           "listeners": resources(origin.address)["listeners"]})
+    wait_until(lambda: entry(gw, "cluster", "web")["rejected_version"] != "", timeout=3)
+    assert get(port).status == 200
+    assert "rejected: endpoints[0].address" in cp.log_text()
+
+
+def test_losing_the_control_plane_changes_nothing_and_it_resyncs(cp, origin, make_gateway):
+    cp.write("main.yaml", resources(origin.address))
+    gw = make_gateway(gateway_config(cp))
+    port = listener_port(gw)
+    cp.stop(signal.SIGKILL)
+    wait_until(lambda: not cp_state(gw)["connected"], timeout=5, message="disconnected")
+    for _ in range(5):
+        assert get(port).status == 200  # the last good config serves on
+    assert cp_state(gw)["last_error"]
+    # Back on the same port with a change: the gateway reconnects and
+    # catches up.
+    cp.write("main.yaml", resources(origin.address, body="after\n"))
+    cp.start()
+    wait_until(lambda: get(port).body == b"after\n", timeout=5, message="resynchronised")
+    assert cp_state(gw)["connects"] >= 2
+
+
+def test_pushes_under_load_fail_no_request(cp, origin, make_gateway):
+    cp.write("main.yaml", resources(origin.address, body="0\n"))
+    gw = make_gateway(gateway_config(cp), workers=2)
+    port = listener_port(gw)
+    failures, done, count = [], threading.Event(), [0]
+
+    def load():
+        while not done.is_set():
+            try:
+                with HttpConn(port, timeout=5) as c:
+                    for _ in range(20):
+                        r = c.roundtrip("GET", "/x")
+                        if r.status != 200:
+                            failures.append(r.status)
+                        count[0] += 1
+            except Exception as e:  # a refused or cut connection is a failure too
+                failures.append(repr(e))
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    pushes = 30
+    for i in range(1, pushes + 1):
+        cp.write("main.yaml", resources(origin.address, body=f"{i}\n"))
+        wait_until(lambda: get(port).body == f"{i}\n".encode(), timeout=3,
+                   message=f"push {i} applied")
+    done.set()
+    for t in threads:
+        t.join()
+    assert failures == [], failures[:5]
+    assert count[0] > pushes
+    assert cp_state(gw)["pushes"] >= pushes
+
+
+def test_control_plane_config_errors_have_paths():
+    r = run_validate({"admin": {"address": f"{LOOPBACK}:0"},
+                      "control_plane": {"address": "nowhere"}})
+    assert r.returncode == 1
+    assert "control_plane.address: must be HOST:PORT" in r.stderr
+    assert "control_plane.node_id: is required" in r.stderr
+    r = run_validate({"admin": {"address": f"{LOOPBACK}:0"},
+                      "clusters": [{"name": "e", "type": "EDS"}]})
+    assert r.returncode == 1 and "clusters[0].type: EDS needs a control plane" in r.stderr
