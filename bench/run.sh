@@ -70,4 +70,14 @@ py_pid=$!
 wait "$py_pid"
 rc=$?
 py_pid=""
+[ $rc -ne 0 ] && exit $rc
+# The control plane: push-to-live time for 1 / 1,000 / 10,000 clusters and
+# RSS per cluster (BENCH_CP=0 skips it).
+if [ "${BENCH_CP:-1}" != 0 ]; then
+    /usr/bin/python3 "$here/control_plane.py" &
+    py_pid=$!
+    wait "$py_pid"
+    rc=$?
+    py_pid=""
+fi
 exit $rc

@@ -460,6 +460,16 @@ std::vector<ResourceStore::Entry> ResourceStore::Entries() const {
   return out;
 }
 
+v1::Push ResourceStore::ServingAsPush() const {
+  v1::Push push;
+  push.set_nonce("persisted");
+  for (const auto& [key, slot] : slots_) {
+    if (slot.has_serving) *push.add_resources() = slot.serving;
+  }
+  for (v1::ResourceType t : kOrder) push.add_full_state_types(t);
+  return push;
+}
+
 std::vector<v1::ResourceVersion> ResourceStore::Have() const {
   std::vector<v1::ResourceVersion> out;
   for (const auto& [key, slot] : slots_) {

@@ -70,6 +70,9 @@ class ResourceStore {
   std::vector<Entry> Entries() const;
   // What serves, for Hello.have.
   std::vector<v1::ResourceVersion> Have() const;
+  // What serves, as one full-state push (nonce "persisted"): what the
+  // gateway persists, and reads back at start with OnPush().
+  v1::Push ServingAsPush() const;
 
  private:
   using Key = std::pair<int, std::string>;  // (ResourceType, name)

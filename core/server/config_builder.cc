@@ -287,9 +287,13 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
     }
     if (errors->size() != cluster_errors || proto.name().empty()) continue;
 
-    auto& cs = cluster_stats_[proto.name()];
-    if (!cs) cs = std::make_unique<stats::ClusterStats>(store_, proto.name());
-    config->stats = cs.get();
+    // A check-only build (--validate, the control plane's per-resource
+    // checks) runs nothing: no metrics.
+    if (open_files_) {
+      auto& cs = cluster_stats_[proto.name()];
+      if (!cs) cs = std::make_unique<stats::ClusterStats>(store_, proto.name());
+      config->stats = cs.get();
+    }
 
     std::string dns_error;
     if (config->dns) {
@@ -387,7 +391,8 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
     }
     listener->routes = router::RouteTable::Build(
         proto, path, cluster_names, errors,
-        [this, &proto](const std::string& route) {
+        [this, &proto](const std::string& route) -> stats::RouteStats* {
+          if (!open_files_) return nullptr;
           auto& slot = route_stats_[{proto.name(), route}];
           if (!slot) slot = std::make_unique<stats::RouteStats>(store_, proto.name(), route);
           return slot.get();

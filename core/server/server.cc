@@ -6,6 +6,7 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 
 #include "absl/strings/str_format.h"
 #include "core/common/strings.h"
@@ -547,6 +548,8 @@ void Server::StartControlPlane(const config::v1::Bootstrap& bootstrap) {
     options.max_backoff = std::chrono::milliseconds(cp.max_backoff().seconds() * 1000 +
                                                     cp.max_backoff().nanos() / 1000000);
   }
+  persist_path_ = cp.persist_path();
+  if (!persist_path_.empty()) LoadPersisted();
   client_ = std::make_unique<discovery::Client>(options, [this](discovery::v1::Push push) {
     // From the client's thread to the main loop, which owns the config.
     auto shared = std::make_shared<discovery::v1::Push>(std::move(push));
@@ -556,8 +559,55 @@ void Server::StartControlPlane(const config::v1::Bootstrap& bootstrap) {
   spdlog::info("control plane {}: node '{}'", cp.address(), cp.node_id());
 }
 
+void Server::LoadPersisted() {
+  std::ifstream in(persist_path_, std::ios::binary);
+  if (!in) {
+    spdlog::info("control plane: no persisted config at {} (yet)", persist_path_);
+    return;
+  }
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  discovery::v1::Push push;
+  if (!push.ParseFromString(bytes)) {
+    spdlog::warn("control plane: {} is not a persisted config; ignored", persist_path_);
+    return;
+  }
+  // Judged like any push: what is still valid serves until the control
+  // plane says otherwise.
+  discovery::ResourceStore::Outcome outcome = resources_->OnPush(push);
+  for (const auto& v : outcome.verdicts.verdicts()) {
+    if (!v.accepted()) {
+      spdlog::warn("control plane: persisted {} '{}' no longer valid",
+                   discovery::TypeName(v.type()), v.name());
+    }
+  }
+  config::ConfigErrors errors;
+  if (outcome.changed && !Apply(resources_->Serving(), &errors, nullptr)) {
+    for (const auto& e : errors) spdlog::error("control plane: persisted config: {}", e.ToString());
+    return;
+  }
+  spdlog::info("control plane: serving {} persisted resource(s) from {}", push.resources_size(),
+               persist_path_);
+}
+
+void Server::Persist() {
+  if (persist_path_.empty()) return;
+  // Written aside and renamed: a crash mid-write leaves the old file.
+  std::string tmp = persist_path_ + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out || !resources_->ServingAsPush().SerializeToOstream(&out)) {
+      spdlog::error("control plane: cannot write {}", tmp);
+      return;
+    }
+  }
+  if (std::rename(tmp.c_str(), persist_path_.c_str()) != 0) {
+    spdlog::error("control plane: cannot rename {} to {}", tmp, persist_path_);
+  }
+}
+
 void Server::OnPush(const discovery::v1::Push& push) {
   if (draining_ || resources_ == nullptr) return;
+  auto started = std::chrono::steady_clock::now();
   discovery::ResourceStore::Outcome outcome = resources_->OnPush(push);
   size_t rejected = 0;
   for (const auto& v : outcome.verdicts.verdicts()) rejected += v.accepted() ? 0 : 1;
@@ -565,10 +615,15 @@ void Server::OnPush(const discovery::v1::Push& push) {
   *verdicts.mutable_verdicts() = outcome.verdicts;
   client_->Send(std::move(verdicts));
   std::string nonce = push.nonce();
-  auto applied = [this, nonce] {
+  size_t count = static_cast<size_t>(push.resources_size() + push.removed_size());
+  auto applied = [this, nonce, started, count] {
     discovery::v1::GatewayMessage m;
     m.mutable_applied()->set_nonce(nonce);
     if (client_) client_->Send(std::move(m));
+    spdlog::info(
+        "control plane push {}: {} change(s) live on every worker in {:.1f}ms", nonce, count,
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started)
+            .count());
   };
   if (outcome.changed) {
     config::ConfigErrors errors;
@@ -583,6 +638,7 @@ void Server::OnPush(const discovery::v1::Push& push) {
       last_apply_error_.clear();
       spdlog::info("control plane push {}: {} resource(s), {} rejected; config version {}", nonce,
                    outcome.verdicts.verdicts_size(), rejected, snapshot_->version);
+      Persist();
     }
   } else {
     WhenWorkersCaughtUp(applied);

@@ -78,6 +78,9 @@ class Server {
   void WhenWorkersCaughtUp(std::function<void()> done);
   void StartControlPlane(const config::v1::Bootstrap& bootstrap);
   void OnPush(const discovery::v1::Push& push);
+  // control_plane.persist_path: read at start, rewritten after each push.
+  void LoadPersisted();
+  void Persist();
   void StartDrain();
   void CheckDrained();
   void ScheduleDns();
@@ -112,6 +115,7 @@ class Server {
   std::unique_ptr<discovery::ResourceStore> resources_;
   std::unique_ptr<discovery::Client> client_;
   std::string last_apply_error_;
+  std::string persist_path_;
 };
 
 }  // namespace portway::server

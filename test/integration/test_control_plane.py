@@ -188,6 +188,25 @@ def test_losing_the_control_plane_changes_nothing_and_it_resyncs(cp, origin, mak
     assert cp_state(gw)["connects"] >= 2
 
 
+def test_a_restart_without_the_control_plane_serves_the_persisted_config(
+        cp, origin, make_gateway, tmp_path):
+    state = tmp_path / "gateway.state"
+    config = gateway_config(cp)
+    config["control_plane"]["persist_path"] = str(state)
+    cp.write("main.yaml", resources(origin.address, body="persisted\n"))
+    gw = make_gateway(config)
+    assert get(listener_port(gw)).body == b"persisted\n"
+    wait_until(state.exists, timeout=3, message="the persisted config")
+    gw.stop()
+    cp.stop(signal.SIGKILL)
+    # The control plane is gone; a fresh gateway comes up serving anyway.
+    again = make_gateway(config)
+    assert get(listener_port(again)).body == b"persisted\n"
+    assert not cp_state(again)["connected"]
+    assert entry(again, "listener", "dyn")["serving_version"]
+    assert "serving 2 persisted resource(s)" in again.log_text()
+
+
 def test_pushes_under_load_fail_no_request(cp, origin, make_gateway):
     cp.write("main.yaml", resources(origin.address, body="0\n"))
     gw = make_gateway(gateway_config(cp), workers=2)
