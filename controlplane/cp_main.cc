@@ -1,15 +1,16 @@
 // portway-cp: the reference control plane. Serves the resources described
-// by the YAML files of a directory over the discovery API
-// (docs/control-plane.md) to every gateway that connects, and pushes each
-// change within a poll interval (default 500ms).
+// by the YAML files of a directory, plus those applied through its admin
+// API (portwayctl; kept in a state file across restarts), over the
+// discovery API (docs/control-plane.md) to every gateway that connects, and
+// pushes each change within a poll interval (default 500ms).
 //
 //   portway-cp --listen 127.0.0.1:18000 --config-dir ./resources
 //
 // Per gateway stream: after the gateway's Hello, a delta push brings it
 // from what it has (Hello.have) to the current set (sent even when empty,
 // so the gateway knows it is in sync); every later change is sent as a
-// delta (changed resources, removals named). Verdicts and
-// Applied messages are logged, rejections with every error and its path.
+// delta (changed resources, removals named). Verdicts and Applied are
+// logged and kept per gateway for `portwayctl status`.
 #include <atomic>
 #include <condition_variable>
 #include <csignal>
@@ -17,52 +18,97 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <string>
 #include <thread>
 
 #include "controlplane/resource_dir.h"
+#include "core/discovery/resource_store.h"
+#include "core/server/config_builder.h"
 #include "grpcpp/grpcpp.h"
+#include "portway/service/admin/v1/admin.grpc.pb.h"
 #include "portway/service/discovery/v1/discovery.grpc.pb.h"
 #include "spdlog/spdlog.h"
 
 namespace portway::controlplane {
 namespace {
 
-// The served set and a generation that counts its changes.
-class Catalog {
+namespace av1 = portway::service::admin::v1;
+
+// Everything the streams and the admin API share, under one lock.
+class State {
  public:
-  void Set(std::map<Key, v1::Resource> resources) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      resources_ = std::move(resources);
-      ++generation_;
-    }
-    cv_.notify_all();
+  explicit State(std::string state_file) : state_file_(std::move(state_file)) {}
+
+  struct Gateway {
+    v1::Node node;
+    std::string peer;
+    bool connected = true;
+    std::string last_push;
+    std::string last_applied;
+    uint64_t applied_generation = 0;
+    std::map<std::string, uint64_t> nonce_generation;
+    std::map<Key, v1::Verdict> verdicts;
+  };
+
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::map<Key, v1::Resource> dir;
+  std::map<Key, std::string> dir_sources;
+  std::map<Key, v1::Resource> admin;
+  std::map<Key, v1::Resource> served;
+  uint64_t generation = 0;
+  std::map<uint64_t, Gateway> gateways;
+  uint64_t next_gateway = 1;
+
+  // Under the lock; null once a reconnect of the same node replaced it.
+  Gateway* Find(uint64_t id) {
+    auto it = gateways.find(id);
+    return it == gateways.end() ? nullptr : &it->second;
   }
-  // Waits until the generation passes `seen` or `deadline`; returns the
-  // current generation and copies the set.
-  uint64_t Wait(uint64_t seen, std::chrono::milliseconds timeout,
-                std::map<Key, v1::Resource>* out) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    cv_.wait_for(lock, timeout, [&] { return generation_ != seen; });
-    if (generation_ != seen) *out = resources_;
-    return generation_;
+
+  // Under the lock: the served set from the directory and the admin
+  // resources (the directory wins a name both define); wakes the streams.
+  void Recompute() {
+    served = admin;
+    for (const auto& [key, r] : dir) served[key] = r;
+    ++generation;
+    cv.notify_all();
+  }
+  void LoadAdmin() {
+    std::ifstream in(state_file_, std::ios::binary);
+    if (!in) return;
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    v1::Push saved;
+    if (!saved.ParseFromString(bytes)) {
+      spdlog::error("{}: not a portway-cp state file; ignored", state_file_);
+      return;
+    }
+    for (const auto& r : saved.resources()) admin[KeyOf(r)] = r;
+    spdlog::info("{}: {} applied resource(s)", state_file_, admin.size());
+  }
+  bool SaveAdmin() {
+    v1::Push saved;
+    for (const auto& [key, r] : admin) *saved.add_resources() = r;
+    std::string tmp = state_file_ + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      if (!out || !saved.SerializeToOstream(&out)) return false;
+    }
+    return std::rename(tmp.c_str(), state_file_.c_str()) == 0;
   }
 
  private:
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::map<Key, v1::Resource> resources_;
-  uint64_t generation_ = 0;
+  std::string state_file_;
 };
 
 using Rw = grpc::ServerReaderWriter<v1::ControlPlaneMessage, v1::GatewayMessage>;
 
 class DiscoveryService final : public v1::Discovery::Service {
  public:
-  explicit DiscoveryService(Catalog& catalog) : catalog_(catalog) {}
+  explicit DiscoveryService(State& state) : state_(state) {}
 
   grpc::Status Stream(grpc::ServerContext* context, Rw* stream) override {
     v1::GatewayMessage first;
@@ -70,6 +116,18 @@ class DiscoveryService final : public v1::Discovery::Service {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be Hello");
     }
     const v1::Node node = first.hello().node();
+    uint64_t id;
+    {
+      std::lock_guard<std::mutex> lock(state_.mutex);
+      id = state_.next_gateway++;
+      // A gateway that reconnects replaces its old entry.
+      for (auto it = state_.gateways.begin(); it != state_.gateways.end();) {
+        it = it->second.node.id() == node.id() ? state_.gateways.erase(it) : std::next(it);
+      }
+      State::Gateway& g = state_.gateways[id];
+      g.node = node;
+      g.peer = context->peer();
+    }
     spdlog::info("gateway '{}' connected from {}", node.id(), context->peer());
     // What the gateway has, as we believe: a push brings it to the set.
     std::map<Key, std::string> sent;
@@ -78,52 +136,75 @@ class DiscoveryService final : public v1::Discovery::Service {
     std::atomic<bool> done{false};
     std::thread reader([&] {
       v1::GatewayMessage m;
-      while (stream->Read(&m)) Report(node, m);
+      while (stream->Read(&m)) Report(id, node, m);
       done = true;
+      state_.cv.notify_all();
     });
     uint64_t nonce = 0;
     uint64_t seen = 0;
-    std::map<Key, v1::Resource> current;
-    bool have_current = false;
     while (!done && !context->IsCancelled()) {
-      std::map<Key, v1::Resource> latest;
-      uint64_t generation = catalog_.Wait(seen, std::chrono::milliseconds(200), &latest);
-      if (generation != seen || !have_current) {
-        if (generation != seen) current = std::move(latest);
-        seen = generation;
-        have_current = true;
-        v1::ControlPlaneMessage message;
-        v1::Push* push = message.mutable_push();
-        for (const auto& [key, r] : current) {
-          auto it = sent.find(key);
-          if (it == sent.end() || it->second != r.version()) *push->add_resources() = r;
-        }
-        for (const auto& [key, version] : sent) {
-          if (current.count(key) == 0) {
-            v1::ResourceKey* k = push->add_removed();
-            k->set_type(static_cast<v1::ResourceType>(key.first));
-            k->set_name(key.second);
-          }
-        }
-        // The first push goes out even when empty: it tells the gateway it
-        // is in sync.
-        if (push->resources_size() == 0 && push->removed_size() == 0 && nonce > 0) continue;
-        push->set_nonce(std::to_string(++nonce));
-        if (!stream->Write(message)) break;
-        spdlog::info("gateway '{}': push {}: {} resource(s), {} removal(s)", node.id(),
-                     push->nonce(), push->resources_size(), push->removed_size());
-        sent.clear();
-        for (const auto& [key, r] : current) sent[key] = r.version();
+      std::map<Key, v1::Resource> current;
+      uint64_t generation;
+      {
+        std::unique_lock<std::mutex> lock(state_.mutex);
+        state_.cv.wait_for(lock, std::chrono::milliseconds(200),
+                           [&] { return state_.generation != seen || done; });
+        if (state_.generation == seen) continue;
+        generation = seen = state_.generation;
+        current = state_.served;
       }
+      v1::ControlPlaneMessage message;
+      v1::Push* push = message.mutable_push();
+      for (const auto& [key, r] : current) {
+        auto it = sent.find(key);
+        if (it == sent.end() || it->second != r.version()) *push->add_resources() = r;
+      }
+      for (const auto& [key, version] : sent) {
+        if (current.count(key) == 0) {
+          v1::ResourceKey* k = push->add_removed();
+          k->set_type(static_cast<v1::ResourceType>(key.first));
+          k->set_name(key.second);
+        }
+      }
+      bool empty = push->resources_size() == 0 && push->removed_size() == 0;
+      {
+        std::lock_guard<std::mutex> lock(state_.mutex);
+        State::Gateway* g = state_.Find(id);
+        if (g == nullptr) break;
+        if (empty && nonce > 0) {
+          // Nothing changes for this gateway: once its pushes so far are
+          // applied, so is this generation.
+          if (g->last_applied == g->last_push) g->applied_generation = generation;
+          g->nonce_generation[g->last_push] = generation;
+          state_.cv.notify_all();
+          continue;
+        }
+        push->set_nonce(std::to_string(++nonce));
+        g->last_push = push->nonce();
+        g->nonce_generation[push->nonce()] = generation;
+      }
+      // The first push goes out even when empty: it tells the gateway it
+      // is in sync.
+      if (!stream->Write(message)) break;
+      spdlog::info("gateway '{}': push {}: {} resource(s), {} removal(s)", node.id(), push->nonce(),
+                   push->resources_size(), push->removed_size());
+      sent.clear();
+      for (const auto& [key, r] : current) sent[key] = r.version();
     }
     context->TryCancel();
     reader.join();
+    {
+      std::lock_guard<std::mutex> lock(state_.mutex);
+      auto it = state_.gateways.find(id);
+      if (it != state_.gateways.end()) it->second.connected = false;
+      state_.cv.notify_all();
+    }
     spdlog::info("gateway '{}' disconnected", node.id());
     return grpc::Status::OK;
   }
 
  private:
-  static void Report(const v1::Node& node, const v1::GatewayMessage& m) {
+  void Report(uint64_t id, const v1::Node& node, const v1::GatewayMessage& m) {
     if (m.has_verdicts()) {
       int accepted = 0;
       for (const auto& v : m.verdicts().verdicts()) {
@@ -143,17 +224,179 @@ class DiscoveryService final : public v1::Discovery::Service {
       }
       spdlog::info("gateway '{}': push {}: {} of {} accepted", node.id(), m.verdicts().nonce(),
                    accepted, m.verdicts().verdicts_size());
+      std::lock_guard<std::mutex> lock(state_.mutex);
+      if (State::Gateway* g = state_.Find(id)) {
+        for (const auto& v : m.verdicts().verdicts()) g->verdicts[{v.type(), v.name()}] = v;
+      }
     } else if (m.has_applied()) {
       spdlog::info("gateway '{}': push {} applied", node.id(), m.applied().nonce());
+      std::lock_guard<std::mutex> lock(state_.mutex);
+      if (State::Gateway* g = state_.Find(id)) {
+        g->last_applied = m.applied().nonce();
+        auto it = g->nonce_generation.find(m.applied().nonce());
+        if (it != g->nonce_generation.end()) {
+          g->applied_generation = std::max(g->applied_generation, it->second);
+        }
+      }
+      state_.cv.notify_all();
     }
   }
 
-  Catalog& catalog_;
+  State& state_;
+};
+
+class AdminService final : public av1::ControlPlaneAdmin::Service {
+ public:
+  explicit AdminService(State& state) : state_(state) {}
+
+  grpc::Status Apply(grpc::ServerContext*, const av1::ApplyRequest* request,
+                     av1::ApplyResponse* response) override {
+    std::vector<v1::Resource> resources = ToResources(request->resources());
+    // Checked as a gateway checks them: each on its own, against what is
+    // served, with field paths.
+    stats::Store store;
+    server::ConfigBuilder builder(store, /*open_files=*/false);
+    discovery::ResourceStore checker({},
+                                     [&](const config::v1::Bootstrap& b, config::ConfigErrors* e) {
+                                       return builder.Build(b, nullptr, e) != nullptr;
+                                     });
+    v1::Push served;
+    std::map<Key, std::string> from_dir;
+    {
+      std::lock_guard<std::mutex> lock(state_.mutex);
+      for (const auto& [key, r] : state_.served) *served.add_resources() = r;
+      from_dir = state_.dir_sources;
+    }
+    checker.OnPush(served);
+    v1::Push push;
+    for (const auto& r : resources) *push.add_resources() = r;
+    auto outcome = checker.OnPush(push);
+    bool all_ok = true;
+    for (int i = 0; i < outcome.verdicts.verdicts_size(); ++i) {
+      v1::Verdict v = outcome.verdicts.verdicts(i);
+      if (i < static_cast<int>(resources.size())) {
+        auto dir = from_dir.find(KeyOf(resources[i]));
+        if (dir != from_dir.end()) {
+          v.set_accepted(false);
+          v1::FieldError* e = v.add_errors();
+          e->set_path("name");
+          e->set_message("defined by " + dir->second + "; change it there");
+        }
+      }
+      all_ok = all_ok && v.accepted();
+      *response->add_verdicts() = v;
+    }
+    if (!all_ok) return grpc::Status::OK;
+    uint64_t target;
+    {
+      std::lock_guard<std::mutex> lock(state_.mutex);
+      for (const auto& r : resources) state_.admin[KeyOf(r)] = r;
+      if (!state_.SaveAdmin()) {
+        return grpc::Status(grpc::StatusCode::INTERNAL, "cannot write the state file");
+      }
+      state_.Recompute();
+      target = state_.generation;
+    }
+    response->set_stored(true);
+    spdlog::info("admin: applied {} resource(s)", resources.size());
+    if (request->wait_applied_ms() > 0)
+      Wait(target, request->wait_applied_ms(), resources, response);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Get(grpc::ServerContext*, const av1::GetRequest* request,
+                   av1::GetResponse* response) override {
+    std::lock_guard<std::mutex> lock(state_.mutex);
+    for (const auto& [key, r] : state_.served) {
+      if (request->type() != v1::RESOURCE_TYPE_UNSPECIFIED && key.first != request->type()) {
+        continue;
+      }
+      if (!request->name().empty() && key.second != request->name()) continue;
+      *response->add_resources() = r;
+      auto src = state_.dir_sources.find(key);
+      response->add_sources(src == state_.dir_sources.end() ? "admin" : src->second);
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Delete(grpc::ServerContext*, const av1::DeleteRequest* request,
+                      av1::DeleteResponse* response) override {
+    Key key{request->type(), request->name()};
+    std::lock_guard<std::mutex> lock(state_.mutex);
+    if (auto src = state_.dir_sources.find(key); src != state_.dir_sources.end()) {
+      response->set_error("defined by " + src->second + "; remove it there");
+      return grpc::Status::OK;
+    }
+    if (state_.admin.erase(key) == 0) {
+      response->set_error("no such resource");
+      return grpc::Status::OK;
+    }
+    if (!state_.SaveAdmin()) {
+      return grpc::Status(grpc::StatusCode::INTERNAL, "cannot write the state file");
+    }
+    state_.Recompute();
+    response->set_deleted(true);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Status(grpc::ServerContext*, const av1::StatusRequest*,
+                      av1::StatusResponse* response) override {
+    std::lock_guard<std::mutex> lock(state_.mutex);
+    for (const auto& [id, g] : state_.gateways) {
+      av1::GatewayStatus* s = response->add_gateways();
+      *s->mutable_node() = g.node;
+      s->set_connected(g.connected);
+      s->set_peer(g.peer);
+      s->set_last_push(g.last_push);
+      s->set_last_applied(g.last_applied);
+      for (const auto& [key, v] : g.verdicts) *s->add_verdicts() = v;
+    }
+    return grpc::Status::OK;
+  }
+
+ private:
+  // Waits until every connected gateway applied generation `target`.
+  void Wait(uint64_t target, uint32_t timeout_ms, const std::vector<v1::Resource>& resources,
+            av1::ApplyResponse* response) {
+    std::unique_lock<std::mutex> lock(state_.mutex);
+    auto all_applied = [&] {
+      for (const auto& [id, g] : state_.gateways) {
+        if (g.connected && g.applied_generation < target) return false;
+      }
+      return true;
+    };
+    state_.cv.wait_for(lock, std::chrono::milliseconds(timeout_ms), all_applied);
+    for (const auto& [id, g] : state_.gateways) {
+      if (!g.connected) continue;
+      av1::GatewayOutcome* o = response->add_gateways();
+      o->set_node_id(g.node.id());
+      bool applied = g.applied_generation >= target;
+      for (const auto& r : resources) {
+        auto v = g.verdicts.find(KeyOf(r));
+        if (v == g.verdicts.end() || v->second.version() != r.version()) continue;
+        if (!v->second.accepted()) {
+          applied = false;
+          for (const auto& e : v->second.errors()) {
+            o->add_problems(r.name() + ": rejected: " + e.path() + ": " + e.message());
+          }
+        } else if (!v->second.pending().empty()) {
+          applied = false;
+          o->add_problems(r.name() + ": pending: " + v->second.pending());
+        }
+      }
+      if (g.applied_generation < target && o->problems_size() == 0) {
+        o->add_problems("not applied within " + std::to_string(timeout_ms) + "ms");
+      }
+      o->set_applied(applied);
+    }
+  }
+
+  State& state_;
 };
 
 int Usage() {
-  std::cerr << "usage: portway-cp --listen HOST:PORT --config-dir DIR [--poll-ms N]"
-               " [--port-file FILE]\n";
+  std::cerr << "usage: portway-cp --listen HOST:PORT --config-dir DIR [--state-file FILE]"
+               " [--poll-ms N] [--port-file FILE]\n";
   return 2;
 }
 
@@ -165,6 +408,7 @@ int main(int argc, char** argv) {
   std::string listen;
   std::string dir;
   std::string port_file;
+  std::string state_file;
   int poll_ms = 500;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -173,6 +417,8 @@ int main(int argc, char** argv) {
       listen = value();
     } else if (arg == "--config-dir") {
       dir = value();
+    } else if (arg == "--state-file") {
+      state_file = value();
     } else if (arg == "--poll-ms") {
       poll_ms = std::atoi(value().c_str());
     } else if (arg == "--port-file") {
@@ -182,6 +428,7 @@ int main(int argc, char** argv) {
     }
   }
   if (listen.empty() || dir.empty() || poll_ms <= 0) return Usage();
+  if (state_file.empty()) state_file = dir + "/.portway-cp.state";
 
   // Signals go to the main thread, which waits for them below.
   sigset_t signals;
@@ -190,16 +437,24 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  Catalog catalog;
+  State state(state_file);
   ResourceDir resources(dir);
   resources.Refresh();
-  catalog.Set(resources.Resources());
+  {
+    std::lock_guard<std::mutex> lock(state.mutex);
+    state.LoadAdmin();
+    state.dir = resources.Resources();
+    state.dir_sources = resources.Sources();
+    state.Recompute();
+  }
 
-  DiscoveryService service(catalog);
+  DiscoveryService discovery(state);
+  AdminService admin(state);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
+  builder.RegisterService(&discovery);
+  builder.RegisterService(&admin);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     std::cerr << "portway-cp: cannot listen on " << listen << "\n";
@@ -216,7 +471,12 @@ int main(int argc, char** argv) {
   std::thread poller([&] {
     while (!stopping) {
       std::this_thread::sleep_for(std::chrono::milliseconds(poll_ms));
-      if (resources.Refresh()) catalog.Set(resources.Resources());
+      if (resources.Refresh()) {
+        std::lock_guard<std::mutex> lock(state.mutex);
+        state.dir = resources.Resources();
+        state.dir_sources = resources.Sources();
+        state.Recompute();
+      }
     }
   });
   int sig = 0;

@@ -77,34 +77,17 @@ bool ResourceDir::Refresh() {
 
   std::map<Key, v1::Resource> next;
   std::map<Key, std::string> origin;
-  auto add = [&](v1::ResourceType type, const std::string& name, const std::string& file,
-                 const std::function<void(v1::Resource*)>& fill) {
-    Key key{type, name};
-    if (auto it = origin.find(key); it != origin.end()) {
-      spdlog::warn("{}: {} '{}' is also defined in {}; that one is served", file,
-                   v1::ResourceType_Name(type), name, it->second);
-      return;
-    }
-    v1::Resource r;
-    r.set_name(name);
-    fill(&r);
-    r.set_version(VersionOf(r));
-    origin[key] = file;
-    next[key] = std::move(r);
-  };
   for (const auto& [file, f] : files_) {
-    for (const auto& l : f.good.listeners()) {
-      add(v1::LISTENER, l.name(), file, [&](v1::Resource* r) { *r->mutable_listener() = l; });
-    }
-    for (const auto& rc : f.good.route_configurations()) {
-      add(v1::ROUTE_CONFIGURATION, rc.name(), file,
-          [&](v1::Resource* r) { *r->mutable_route_configuration() = rc; });
-    }
-    for (const auto& c : f.good.clusters()) {
-      add(v1::CLUSTER, c.name(), file, [&](v1::Resource* r) { *r->mutable_cluster() = c; });
-    }
-    for (const auto& e : f.good.endpoints()) {
-      add(v1::ENDPOINTS, e.cluster(), file, [&](v1::Resource* r) { *r->mutable_endpoints() = e; });
+    for (auto& r : ToResources(f.good)) {
+      Key key = KeyOf(r);
+      if (auto it = origin.find(key); it != origin.end()) {
+        spdlog::warn("{}: {} '{}' is also defined in {}; that one is served", file,
+                     v1::ResourceType_Name(static_cast<v1::ResourceType>(key.first)), key.second,
+                     it->second);
+        continue;
+      }
+      origin[key] = file;
+      next[key] = std::move(r);
     }
   }
   bool changed = next.size() != resources_.size();
@@ -118,7 +101,47 @@ bool ResourceDir::Refresh() {
     }
   }
   resources_ = std::move(next);
+  sources_ = std::move(origin);
   return changed;
+}
+
+Key KeyOf(const v1::Resource& r) {
+  switch (r.body_case()) {
+    case v1::Resource::kListener:
+      return {v1::LISTENER, r.name()};
+    case v1::Resource::kRouteConfiguration:
+      return {v1::ROUTE_CONFIGURATION, r.name()};
+    case v1::Resource::kCluster:
+      return {v1::CLUSTER, r.name()};
+    case v1::Resource::kEndpoints:
+      return {v1::ENDPOINTS, r.name()};
+    default:
+      return {v1::RESOURCE_TYPE_UNSPECIFIED, r.name()};
+  }
+}
+
+std::vector<v1::Resource> ToResources(const v1::ResourceSet& set) {
+  std::vector<v1::Resource> out;
+  auto add = [&](const std::string& name, const std::function<void(v1::Resource*)>& fill) {
+    v1::Resource r;
+    r.set_name(name);
+    fill(&r);
+    r.set_version(VersionOf(r));
+    out.push_back(std::move(r));
+  };
+  for (const auto& l : set.listeners()) {
+    add(l.name(), [&](v1::Resource* r) { *r->mutable_listener() = l; });
+  }
+  for (const auto& rc : set.route_configurations()) {
+    add(rc.name(), [&](v1::Resource* r) { *r->mutable_route_configuration() = rc; });
+  }
+  for (const auto& c : set.clusters()) {
+    add(c.name(), [&](v1::Resource* r) { *r->mutable_cluster() = c; });
+  }
+  for (const auto& e : set.endpoints()) {
+    add(e.cluster(), [&](v1::Resource* r) { *r->mutable_endpoints() = e; });
+  }
+  return out;
 }
 
 }  // namespace portway::controlplane

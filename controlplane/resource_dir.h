@@ -17,6 +17,7 @@
 #include <map>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "portway/service/discovery/v1/discovery.pb.h"
 
@@ -32,6 +33,8 @@ class ResourceDir {
   // True when the served set changed.
   bool Refresh();
   const std::map<Key, v1::Resource>& Resources() const { return resources_; }
+  // The file each resource comes from.
+  const std::map<Key, std::string>& Sources() const { return sources_; }
 
  private:
   struct File {
@@ -42,6 +45,12 @@ class ResourceDir {
   std::string dir_;
   std::map<std::string, File> files_;
   std::map<Key, v1::Resource> resources_;
+  std::map<Key, std::string> sources_;
 };
+
+// The resources a ResourceSet names, each with its name and a content
+// version (a hash: the same resource gets the same version everywhere).
+std::vector<v1::Resource> ToResources(const v1::ResourceSet& set);
+Key KeyOf(const v1::Resource& resource);
 
 }  // namespace portway::controlplane

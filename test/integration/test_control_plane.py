@@ -249,3 +249,105 @@ def test_control_plane_config_errors_have_paths():
     r = run_validate({"admin": {"address": f"{LOOPBACK}:0"},
                       "clusters": [{"name": "e", "type": "EDS"}]})
     assert r.returncode == 1 and "clusters[0].type: EDS needs a control plane" in r.stderr
+
+
+# ---- portwayctl and portway-cp's admin API
+
+def ctl(cp, *args, timeout=30):
+    binary = Path(portway_bin()).parent / "portwayctl"
+    return subprocess.run([str(binary), "--server", cp.address, *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_portwayctl_apply_get_delete_status(cp, origin, make_gateway, tmp_path):
+    gw = make_gateway(gateway_config(cp, node="edge-1"))
+    wait_until(lambda: cp_state(gw)["connected"], timeout=5, message="connected")
+    good = tmp_path / "good.yaml"
+    good.write_text(to_yaml(resources(origin.address, body="from ctl\n")))
+    r = ctl(cp, "apply", "-f", str(good), "--wait", "5s")
+    assert r.returncode == 0, r.stderr
+    assert "stored 2 resource(s)" in r.stdout and "edge-1: applied" in r.stdout, r.stdout
+    # Applied means live: no waiting needed.
+    assert get(listener_port(gw, timeout=0.5)).body == b"from ctl\n"
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(to_yaml({"clusters": [{"name": "x", "endpoints": ["no-port"]}],
+                            "listeners": [{"name": "l2", "address": f"{LOOPBACK}:0",
+                                           "routes": [{"match": {"prefix": "/"},
+                                                       "cluster": "missing"}]}]}))
+    r = ctl(cp, "apply", "-f", str(bad))
+    assert r.returncode == 1
+    assert "cluster 'x': endpoints[0].address:" in r.stderr, r.stderr
+    assert "listener 'l2': routes[0].cluster:" in r.stderr, r.stderr
+    assert "nothing applied" in r.stderr
+
+    r = ctl(cp, "get", "cluster")
+    assert r.returncode == 0 and '"name":"web"' in r.stdout and "# admin" in r.stdout, r.stdout
+    r = ctl(cp, "status")
+    assert r.returncode == 0
+    line = next(l for l in r.stdout.splitlines() if l.startswith("edge-1"))
+    assert line.split()[1:4] == ["yes", line.split()[2], "yes"], r.stdout
+
+    r = ctl(cp, "delete", "listener", "dyn")
+    assert r.returncode == 0, r.stderr
+    wait_until(lambda: not any(l["name"] == "dyn" for l in
+                               gw.admin_json("/listeners")["listeners"]), timeout=3)
+    r = ctl(cp, "delete", "listener", "dyn")
+    assert r.returncode == 1 and "no such resource" in r.stderr
+
+
+def test_applied_resources_survive_a_portway_cp_restart_and_files_win(cp, origin, tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(to_yaml({"clusters": [{"name": "kept", "endpoints": [origin.address]}]}))
+    assert ctl(cp, "apply", "-f", str(f), "--wait", "0s").returncode in (0, 3)
+    cp.stop()
+    cp.start()
+    r = ctl(cp, "get", "cluster", "kept")
+    assert r.returncode == 0 and '"name":"kept"' in r.stdout, r.stdout
+    # A name a config file defines cannot be changed or deleted from here.
+    cp.write("main.yaml", {"clusters": [{"name": "filed", "endpoints": [origin.address]}]})
+    wait_until(lambda: ctl(cp, "get", "cluster", "filed").returncode == 0, timeout=3)
+    r = ctl(cp, "delete", "cluster", "filed")
+    assert r.returncode == 1 and "defined by" in r.stderr and "main.yaml" in r.stderr
+    g = tmp_path / "filed.yaml"
+    g.write_text(to_yaml({"clusters": [{"name": "filed", "endpoints": ["127.0.0.1:1"]}]}))
+    r = ctl(cp, "apply", "-f", str(g))
+    assert r.returncode == 1 and "defined by" in r.stderr
+
+
+def test_portwayctl_says_what_did_not_apply_and_why(cp, make_gateway, tmp_path):
+    gw = make_gateway(gateway_config(cp, node="edge-2"))
+    wait_until(lambda: cp_state(gw)["connected"], timeout=5, message="connected")
+    f = tmp_path / "eds.yaml"
+    f.write_text(to_yaml({"clusters": [{"name": "warm", "type": "EDS"}]}))
+    r = ctl(cp, "apply", "-f", str(f), "--wait", "1s")
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert "edge-2: NOT applied" in r.stdout
+    assert "warm: pending: waiting for its Endpoints" in r.stdout, r.stdout
+
+
+def test_portwayctl_usage_and_unreachable(tmp_path):
+    binary = Path(portway_bin()).parent / "portwayctl"
+    r = subprocess.run([str(binary), "--server", f"{LOOPBACK}:{closed_port()}", "status"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 4, r
+    r = subprocess.run([str(binary), "status"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "usage:" in r.stderr
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("clusters:\n  - name: a\n    endpoint: [127.0.0.1:1]\n")
+    r = subprocess.run([str(binary), "--server", f"{LOOPBACK}:1", "apply", "-f", str(bad)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "clusters[0].endpoint" in r.stderr, r.stderr
+
+
+def test_the_control_plane_examples_load(cp):
+    examples = Path(__file__).resolve().parents[2] / "examples" / "control-plane"
+    r = subprocess.run([portway_bin(), "--validate", "-c", str(examples / "gateway.yaml")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    shutil.copy(examples / "resources.yaml", cp.res / "resources.yaml")
+    wait_until(lambda: ctl(cp, "get", "listener", "edge").returncode == 0, timeout=3,
+               message="portway-cp serving the example")
+    assert '"routeConfig":"main"' in ctl(cp, "get", "listener", "edge").stdout
+    r = ctl(cp, "apply", "-f", str(examples / "push" / "canary.yaml"), "--wait", "0s")
+    assert r.returncode == 0, r.stderr
