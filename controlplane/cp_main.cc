@@ -55,10 +55,9 @@ class State {
 
   std::mutex mutex;
   std::condition_variable cv;
-  std::map<Key, v1::Resource> dir;
-  std::map<Key, std::string> dir_sources;
+  std::vector<std::pair<Key, ResourceDir::Entry>> dir;
+  std::map<Key, std::string> dir_sources;  // the first file defining each name
   std::map<Key, v1::Resource> admin;
-  std::map<Key, v1::Resource> served;
   uint64_t generation = 0;
   std::map<uint64_t, Gateway> gateways;
   uint64_t next_gateway = 1;
@@ -69,11 +68,25 @@ class State {
     return it == gateways.end() ? nullptr : &it->second;
   }
 
-  // Under the lock: the served set from the directory and the admin
-  // resources (the directory wins a name both define); wakes the streams.
+  // Under the lock: what a gateway with `node` gets (null: every name's
+  // first definition, whoever it is for): the admin resources, and from the
+  // directory each name's first file that selects the gateway (files win
+  // a name both define).
+  std::map<Key, v1::Resource> ServedFor(const v1::Node* node) const {
+    std::map<Key, v1::Resource> out = admin;
+    std::map<Key, bool> taken;
+    for (const auto& [key, e] : dir) {
+      if (taken[key]) continue;
+      if (node != nullptr && !Selects(e.node_selector, node->metadata())) continue;
+      taken[key] = true;
+      out[key] = e.resource;
+    }
+    return out;
+  }
+  // Under the lock, after a change: wakes the streams.
   void Recompute() {
-    served = admin;
-    for (const auto& [key, r] : dir) served[key] = r;
+    dir_sources.clear();
+    for (const auto& [key, e] : dir) dir_sources.emplace(key, e.file);
     ++generation;
     cv.notify_all();
   }
@@ -151,7 +164,7 @@ class DiscoveryService final : public v1::Discovery::Service {
                            [&] { return state_.generation != seen || done; });
         if (state_.generation == seen) continue;
         generation = seen = state_.generation;
-        current = state_.served;
+        current = state_.ServedFor(&node);
       }
       v1::ControlPlaneMessage message;
       v1::Push* push = message.mutable_push();
@@ -264,7 +277,7 @@ class AdminService final : public av1::ControlPlaneAdmin::Service {
     std::map<Key, std::string> from_dir;
     {
       std::lock_guard<std::mutex> lock(state_.mutex);
-      for (const auto& [key, r] : state_.served) *served.add_resources() = r;
+      for (const auto& [key, r] : state_.ServedFor(nullptr)) *served.add_resources() = r;
       from_dir = state_.dir_sources;
     }
     checker.OnPush(served);
@@ -307,14 +320,22 @@ class AdminService final : public av1::ControlPlaneAdmin::Service {
   grpc::Status Get(grpc::ServerContext*, const av1::GetRequest* request,
                    av1::GetResponse* response) override {
     std::lock_guard<std::mutex> lock(state_.mutex);
-    for (const auto& [key, r] : state_.served) {
-      if (request->type() != v1::RESOURCE_TYPE_UNSPECIFIED && key.first != request->type()) {
-        continue;
-      }
-      if (!request->name().empty() && key.second != request->name()) continue;
+    auto wanted = [&](const Key& key) {
+      return (request->type() == v1::RESOURCE_TYPE_UNSPECIFIED || key.first == request->type()) &&
+             (request->name().empty() || key.second == request->name());
+    };
+    for (const auto& [key, r] : state_.admin) {
+      if (!wanted(key) || state_.dir_sources.count(key)) continue;
       *response->add_resources() = r;
-      auto src = state_.dir_sources.find(key);
-      response->add_sources(src == state_.dir_sources.end() ? "admin" : src->second);
+      response->add_sources("admin");
+    }
+    // Every definition a file makes, with the gateways it is for.
+    for (const auto& [key, e] : state_.dir) {
+      if (!wanted(key)) continue;
+      *response->add_resources() = e.resource;
+      std::string source = e.file;
+      for (const auto& [k, v] : e.node_selector) source += " " + k + "=" + v;
+      response->add_sources(source);
     }
     return grpc::Status::OK;
   }
@@ -443,8 +464,7 @@ int main(int argc, char** argv) {
   {
     std::lock_guard<std::mutex> lock(state.mutex);
     state.LoadAdmin();
-    state.dir = resources.Resources();
-    state.dir_sources = resources.Sources();
+    state.dir = resources.Entries();
     state.Recompute();
   }
 
@@ -473,8 +493,7 @@ int main(int argc, char** argv) {
       std::this_thread::sleep_for(std::chrono::milliseconds(poll_ms));
       if (resources.Refresh()) {
         std::lock_guard<std::mutex> lock(state.mutex);
-        state.dir = resources.Resources();
-        state.dir_sources = resources.Sources();
+        state.dir = resources.Entries();
         state.Recompute();
       }
     }

@@ -75,34 +75,44 @@ bool ResourceDir::Refresh() {
     }
   }
 
-  std::map<Key, v1::Resource> next;
-  std::map<Key, std::string> origin;
+  std::vector<std::pair<Key, Entry>> next;
   for (const auto& [file, f] : files_) {
+    std::map<std::string, std::string> selector(f.good.node_selector().begin(),
+                                                f.good.node_selector().end());
     for (auto& r : ToResources(f.good)) {
       Key key = KeyOf(r);
-      if (auto it = origin.find(key); it != origin.end()) {
-        spdlog::warn("{}: {} '{}' is also defined in {}; that one is served", file,
-                     v1::ResourceType_Name(static_cast<v1::ResourceType>(key.first)), key.second,
-                     it->second);
-        continue;
+      bool duplicate = false;
+      for (const auto& [k, e] : next) {
+        if (k == key && e.node_selector == selector) {
+          spdlog::warn(
+              "{}: {} '{}' is also defined in {} for the same gateways; that one is served", file,
+              v1::ResourceType_Name(static_cast<v1::ResourceType>(key.first)), key.second, e.file);
+          duplicate = true;
+          break;
+        }
       }
-      origin[key] = file;
-      next[key] = std::move(r);
+      if (duplicate) continue;
+      next.push_back({key, Entry{std::move(r), selector, file}});
     }
   }
-  bool changed = next.size() != resources_.size();
-  if (!changed) {
-    for (const auto& [key, r] : next) {
-      auto it = resources_.find(key);
-      if (it == resources_.end() || it->second.version() != r.version()) {
-        changed = true;
-        break;
-      }
-    }
+  bool changed = next.size() != entries_.size();
+  for (size_t i = 0; !changed && i < next.size(); ++i) {
+    changed = next[i].first != entries_[i].first ||
+              next[i].second.resource.version() != entries_[i].second.resource.version() ||
+              next[i].second.node_selector != entries_[i].second.node_selector ||
+              next[i].second.file != entries_[i].second.file;
   }
-  resources_ = std::move(next);
-  sources_ = std::move(origin);
+  entries_ = std::move(next);
   return changed;
+}
+
+bool Selects(const std::map<std::string, std::string>& selector,
+             const google::protobuf::Map<std::string, std::string>& metadata) {
+  for (const auto& [k, v] : selector) {
+    auto it = metadata.find(k);
+    if (it == metadata.end() || it->second != v) return false;
+  }
+  return true;
 }
 
 Key KeyOf(const v1::Resource& r) {

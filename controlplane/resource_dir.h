@@ -32,9 +32,15 @@ class ResourceDir {
 
   // True when the served set changed.
   bool Refresh();
-  const std::map<Key, v1::Resource>& Resources() const { return resources_; }
-  // The file each resource comes from.
-  const std::map<Key, std::string>& Sources() const { return sources_; }
+
+  // One resource as a file defines it.
+  struct Entry {
+    v1::Resource resource;
+    std::map<std::string, std::string> node_selector;
+    std::string file;
+  };
+  // In file-name order (a gateway gets the first matching entry of a key).
+  const std::vector<std::pair<Key, Entry>>& Entries() const { return entries_; }
 
  private:
   struct File {
@@ -44,9 +50,12 @@ class ResourceDir {
   };
   std::string dir_;
   std::map<std::string, File> files_;
-  std::map<Key, v1::Resource> resources_;
-  std::map<Key, std::string> sources_;
+  std::vector<std::pair<Key, Entry>> entries_;
 };
+
+// Whether a gateway with `metadata` gets resources with `selector`.
+bool Selects(const std::map<std::string, std::string>& selector,
+             const google::protobuf::Map<std::string, std::string>& metadata);
 
 // The resources a ResourceSet names, each with its name and a content
 // version (a hash: the same resource gets the same version everywhere).

@@ -351,3 +351,34 @@ def test_the_control_plane_examples_load(cp):
     assert '"routeConfig":"main"' in ctl(cp, "get", "listener", "edge").stdout
     r = ctl(cp, "apply", "-f", str(examples / "push" / "canary.yaml"), "--wait", "0s")
     assert r.returncode == 0, r.stderr
+
+
+def test_two_gateways_get_their_own_group_s_resources(cp, make_gateway):
+    def answer(text, selector=None):
+        doc = {"listeners": [{"name": "dyn", "address": f"{LOOPBACK}:0",
+                              "routes": [{"match": {"prefix": "/"},
+                                          "direct_response": {"status": 200,
+                                                              "body": text}}]}]}
+        if selector:
+            doc["node_selector"] = selector
+        return doc
+    # Files by name: the zone-specific ones come first, the default last.
+    cp.write("10-zone-a.yaml", answer("zone a\n", {"zone": "a"}))
+    cp.write("20-zone-b.yaml", answer("zone b\n", {"zone": "b"}))
+    cp.write("90-default.yaml", answer("default\n"))
+    gateways = {}
+    for node, zone in (("gw-a", "a"), ("gw-b", "b"), ("gw-c", "c")):
+        config = gateway_config(cp, node=node)
+        config["control_plane"]["metadata"] = {"zone": zone}
+        gateways[node] = make_gateway(config)
+    bodies = {n: get(listener_port(gw)).body for n, gw in gateways.items()}
+    assert bodies == {"gw-a": b"zone a\n", "gw-b": b"zone b\n", "gw-c": b"default\n"}
+    # A change to one group's file reaches only that group.
+    cp.write("20-zone-b.yaml", answer("zone b v2\n", {"zone": "b"}))
+    wait_until(lambda: get(listener_port(gateways["gw-b"])).body == b"zone b v2\n", timeout=3)
+    assert get(listener_port(gateways["gw-a"])).body == b"zone a\n"
+    r = ctl(cp, "status")
+    for node in gateways:
+        assert any(l.startswith(node) and " yes " in l for l in r.stdout.splitlines()), r.stdout
+    r = ctl(cp, "get", "listener", "dyn")
+    assert "10-zone-a.yaml zone=a" in r.stdout and "90-default.yaml" in r.stdout, r.stdout
