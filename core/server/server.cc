@@ -5,12 +5,15 @@
 
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
 
 #include "absl/strings/str_format.h"
 #include "core/common/strings.h"
 #include "core/http/conn_manager.h"
+#include "core/http/filter_registry.h"
 #include "core/server/sdk.h"
 #include "core/upstream/cluster_manager.h"
 #include "portway/abi.h"
@@ -559,6 +562,39 @@ void Server::StartControlPlane(const config::v1::Bootstrap& bootstrap) {
   spdlog::info("control plane {}: node '{}'", cp.address(), cp.node_id());
 }
 
+void Server::LoadModulesFor(const discovery::v1::Push& push) {
+  // A filter this gateway does not know yet is looked for as a module named
+  // after it in module_dir ("<module_dir>/<filter name>.so"), loaded before
+  // the push is judged. Without one, the listener naming it is rejected
+  // (unknown filter) and nothing else.
+  namespace fs = std::filesystem;
+  std::set<std::string> missing;
+  for (const auto& r : push.resources()) {
+    if (!r.has_listener()) continue;
+    for (const auto& f : r.listener().filters()) {
+      if (http::GlobalFilterRegistry().Find(f.name()) == nullptr) missing.insert(f.name());
+    }
+  }
+  const std::string& module_dir = resources_->Static().module_dir();
+  fs::path dir = fs::path(options_.config_path).parent_path() / fs::path(module_dir);
+  for (const std::string& name : missing) {
+    if (name.empty() || name.find('/') != std::string::npos || name[0] == '.') continue;
+    std::error_code ec;
+    if (!fs::exists(dir / (name + ".so"), ec)) continue;
+    config::v1::Bootstrap modules;
+    modules.set_module_dir(module_dir);
+    modules.add_modules()->set_path(name + ".so");
+    config::ConfigErrors errors;
+    if (LoadModules(modules, options_.config_path, &errors)) {
+      spdlog::info("control plane: loaded module {}.so for filter '{}'", name, name);
+    } else {
+      for (const auto& e : errors) {
+        spdlog::error("control plane: module for filter '{}': {}", name, e.message);
+      }
+    }
+  }
+}
+
 void Server::LoadPersisted() {
   std::ifstream in(persist_path_, std::ios::binary);
   if (!in) {
@@ -608,6 +644,7 @@ void Server::Persist() {
 void Server::OnPush(const discovery::v1::Push& push) {
   if (draining_ || resources_ == nullptr) return;
   auto started = std::chrono::steady_clock::now();
+  LoadModulesFor(push);
   discovery::ResourceStore::Outcome outcome = resources_->OnPush(push);
   size_t rejected = 0;
   for (const auto& v : outcome.verdicts.verdicts()) rejected += v.accepted() ? 0 : 1;

@@ -80,6 +80,9 @@ class Server {
   void OnPush(const discovery::v1::Push& push);
   // control_plane.persist_path: read at start, rewritten after each push.
   void LoadPersisted();
+  // Loads "<module_dir>/<filter>.so" for each filter a push names that no
+  // module registered yet.
+  void LoadModulesFor(const discovery::v1::Push& push);
   void Persist();
   void StartDrain();
   void CheckDrained();

@@ -382,3 +382,31 @@ def test_two_gateways_get_their_own_group_s_resources(cp, make_gateway):
         assert any(l.startswith(node) and " yes " in l for l in r.stdout.splitlines()), r.stdout
     r = ctl(cp, "get", "listener", "dyn")
     assert "10-zone-a.yaml zone=a" in r.stdout and "90-default.yaml" in r.stdout, r.stdout
+
+
+def test_a_pushed_filter_loads_its_module_on_demand(cp, origin, make_gateway, tmp_path):
+    # The test module registers "test.good"; the gateway looks for
+    # <module_dir>/test.good.so when a push names that filter.
+    built = Path(portway_bin()).parent.parent / "test" / "modules" / "good.so"
+    if not built.exists():
+        pytest.skip(f"{built} not built (the test modules come with the unit tests)")
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    shutil.copy(built, modules / "test.good.so")
+    config = gateway_config(cp)
+    config["module_dir"] = str(modules)
+    gw = make_gateway(config)
+    wait_until(lambda: cp_state(gw)["connected"], timeout=5, message="connected")
+    doc = resources(origin.address)
+    doc["listeners"][0]["filters"] = [{"name": "test.good"}]
+    doc["listeners"].append({"name": "unknown", "address": f"{LOOPBACK}:0",
+                             "filters": [{"name": "test.nowhere"}],
+                             "routes": [{"match": {"prefix": "/"}, "cluster": "web"}]})
+    cp.write("main.yaml", doc)
+    r = get(listener_port(gw))
+    assert r.status == 200 and r.header("x-test-module") == "good"
+    assert "loaded module test.good.so for filter 'test.good'" in gw.log_text()
+    # No module for the other: that listener alone is rejected, at its path.
+    wait_until(lambda: entry(gw, "listener", "unknown") is not None, timeout=3)
+    e = entry(gw, "listener", "unknown")
+    assert e["errors"][0]["path"] == "filters[0].name", e
