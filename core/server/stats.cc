@@ -40,6 +40,21 @@ T& GetOrCreate(Map& family, const std::string& name, const Labels& labels) {
 
 std::string FormatDouble(double v) { return absl::StrFormat("%.6g", v); }
 
+void RenderHistogram(std::string& out, const std::string& name, const std::string& labels,
+                     const Histogram& h) {
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < Histogram::kBounds.size(); ++i) {
+    cumulative += h.Bucket(i);
+    out += Cat(name, "_bucket{",
+               WithLabel(labels, Cat("le=\"", FormatDouble(Histogram::kBounds[i]), "\"")), "} ",
+               cumulative, "\n");
+  }
+  cumulative += h.Bucket(Histogram::kBounds.size());
+  out += Cat(name, "_bucket{", WithLabel(labels, "le=\"+Inf\""), "} ", cumulative, "\n");
+  out += Cat(name, "_sum{", labels, "} ", FormatDouble(h.SumMs()), "\n");
+  out += Cat(name, "_count{", labels, "} ", h.Count(), "\n");
+}
+
 }  // namespace
 
 Store& GlobalStore() {
@@ -87,20 +102,9 @@ std::string Store::RenderPrometheus() const {
   }
   for (const auto& [name, series] : histograms_) {
     out += Cat("# TYPE ", name, " histogram\n");
-    for (const auto& [labels, h] : series) {
-      uint64_t cumulative = 0;
-      for (size_t i = 0; i < Histogram::kBounds.size(); ++i) {
-        cumulative += h->Bucket(i);
-        out += Cat(name, "_bucket{",
-                   WithLabel(labels, Cat("le=\"", FormatDouble(Histogram::kBounds[i]), "\"")), "} ",
-                   cumulative, "\n");
-      }
-      cumulative += h->Bucket(Histogram::kBounds.size());
-      out += Cat(name, "_bucket{", WithLabel(labels, "le=\"+Inf\""), "} ", cumulative, "\n");
-      out += Cat(name, "_sum{", labels, "} ", FormatDouble(h->SumMs()), "\n");
-      out += Cat(name, "_count{", labels, "} ", h->Count(), "\n");
-    }
+    for (const auto& [labels, h] : series) RenderHistogram(out, name, labels, *h);
   }
+  RenderClusters(out);
   return out;
 }
 
@@ -146,36 +150,96 @@ RouteStats::RouteStats(Store& store, const std::string& listener, const std::str
   }
 }
 
-ClusterStats::ClusterStats(Store& store, const std::string& cluster)
-    : requests(store.GetCounter("portway_upstream_requests_total", {{"cluster", cluster}})),
-      responses(ClassCounters(store, "portway_upstream_responses_total", "cluster", cluster)),
-      connections_active(
-          store.GetGauge("portway_upstream_connections_active", {{"cluster", cluster}})),
-      connections_total(
-          store.GetCounter("portway_upstream_connections_total", {{"cluster", cluster}})),
-      connect_failures(
-          store.GetCounter("portway_upstream_connect_failures_total", {{"cluster", cluster}})),
-      connect_timeouts(
-          store.GetCounter("portway_upstream_connect_timeouts_total", {{"cluster", cluster}})),
-      pending_overflow(
-          store.GetCounter("portway_upstream_pending_overflow_total", {{"cluster", cluster}})),
-      requests_timeout(
-          store.GetCounter("portway_upstream_request_timeouts_total", {{"cluster", cluster}})),
-      resets(store.GetCounter("portway_upstream_resets_total", {{"cluster", cluster}})),
-      connect_time(store.GetHistogram("portway_upstream_connect_time_ms", {{"cluster", cluster}})),
-      request_time(store.GetHistogram("portway_upstream_request_time_ms", {{"cluster", cluster}})),
-      healthy_hosts(store.GetGauge("portway_upstream_hosts_healthy", {{"cluster", cluster}})),
-      hosts(store.GetGauge("portway_upstream_hosts", {{"cluster", cluster}})),
-      requests_active(store.GetGauge("portway_upstream_requests_active", {{"cluster", cluster}})),
-      requests_pending(store.GetGauge("portway_upstream_requests_pending", {{"cluster", cluster}})),
-      retries_active(store.GetGauge("portway_upstream_retries_active", {{"cluster", cluster}})),
-      overflow_max_pending(
-          store.GetCounter("portway_upstream_limit_overflow_total",
-                           {{"cluster", cluster}, {"limit", "max_pending_requests"}})),
-      overflow_max_requests(store.GetCounter("portway_upstream_limit_overflow_total",
-                                             {{"cluster", cluster}, {"limit", "max_requests"}})),
-      overflow_max_retries(store.GetCounter("portway_upstream_limit_overflow_total",
-                                            {{"cluster", cluster}, {"limit", "max_retries"}})) {}
+ClusterStats::ClusterStats(Store& store, const std::string& cluster) : responses{} {
+  for (int i = 1; i <= 5; ++i) responses[i] = &response_counters[i];
+  store.AddCluster(cluster, this);
+}
+
+void Store::AddCluster(const std::string& cluster, const ClusterStats* stats) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  clusters_[cluster] = stats;
+}
+
+namespace {
+
+// The cluster metrics, as RenderPrometheus() writes them for each cluster.
+struct ClusterCounter {
+  const char* name;
+  const char* extra;  // another label, or ""
+  const Counter ClusterStats::*member;
+};
+const ClusterCounter kClusterCounters[] = {
+    {"portway_upstream_requests_total", "", &ClusterStats::requests},
+    {"portway_upstream_connections_total", "", &ClusterStats::connections_total},
+    {"portway_upstream_connect_failures_total", "", &ClusterStats::connect_failures},
+    {"portway_upstream_connect_timeouts_total", "", &ClusterStats::connect_timeouts},
+    {"portway_upstream_pending_overflow_total", "", &ClusterStats::pending_overflow},
+    {"portway_upstream_request_timeouts_total", "", &ClusterStats::requests_timeout},
+    {"portway_upstream_resets_total", "", &ClusterStats::resets},
+    {"portway_upstream_limit_overflow_total", "limit=\"max_pending_requests\"",
+     &ClusterStats::overflow_max_pending},
+    {"portway_upstream_limit_overflow_total", "limit=\"max_requests\"",
+     &ClusterStats::overflow_max_requests},
+    {"portway_upstream_limit_overflow_total", "limit=\"max_retries\"",
+     &ClusterStats::overflow_max_retries},
+};
+struct ClusterGauge {
+  const char* name;
+  const Gauge ClusterStats::*member;
+};
+const ClusterGauge kClusterGauges[] = {
+    {"portway_upstream_connections_active", &ClusterStats::connections_active},
+    {"portway_upstream_hosts_healthy", &ClusterStats::healthy_hosts},
+    {"portway_upstream_hosts", &ClusterStats::hosts},
+    {"portway_upstream_requests_active", &ClusterStats::requests_active},
+    {"portway_upstream_requests_pending", &ClusterStats::requests_pending},
+    {"portway_upstream_retries_active", &ClusterStats::retries_active},
+};
+struct ClusterHistogram {
+  const char* name;
+  const Histogram ClusterStats::*member;
+};
+const ClusterHistogram kClusterHistograms[] = {
+    {"portway_upstream_connect_time_ms", &ClusterStats::connect_time},
+    {"portway_upstream_request_time_ms", &ClusterStats::request_time},
+};
+
+}  // namespace
+
+// Under the lock: every registered cluster's block, grouped by metric.
+void Store::RenderClusters(std::string& out) const {
+  std::vector<std::pair<std::string, const ClusterStats*>> clusters;
+  clusters.reserve(clusters_.size());
+  for (const auto& [name, stats] : clusters_) {
+    clusters.emplace_back(RenderLabels({{"cluster", name}}), stats);
+  }
+  std::string_view last;
+  for (const auto& m : kClusterCounters) {
+    if (last != m.name) out += Cat("# TYPE ", m.name, " counter\n");
+    last = m.name;
+    for (const auto& [labels, s] : clusters) {
+      out += Cat(m.name, "{", *m.extra ? WithLabel(labels, m.extra) : labels, "} ",
+                 (s->*m.member).Value(), "\n");
+    }
+  }
+  out += "# TYPE portway_upstream_responses_total counter\n";
+  for (const auto& [labels, s] : clusters) {
+    for (int i = 1; i <= 5; ++i) {
+      out += Cat("portway_upstream_responses_total{", WithLabel(labels, Cat("class=\"", i, "xx\"")),
+                 "} ", s->response_counters[i].Value(), "\n");
+    }
+  }
+  for (const auto& m : kClusterGauges) {
+    out += Cat("# TYPE ", m.name, " gauge\n");
+    for (const auto& [labels, s] : clusters) {
+      out += Cat(m.name, "{", labels, "} ", (s->*m.member).Value(), "\n");
+    }
+  }
+  for (const auto& m : kClusterHistograms) {
+    out += Cat("# TYPE ", m.name, " histogram\n");
+    for (const auto& [labels, s] : clusters) RenderHistogram(out, m.name, labels, s->*m.member);
+  }
+}
 
 }  // namespace portway::stats
 

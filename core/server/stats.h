@@ -66,12 +66,17 @@ class Histogram {
   std::atomic<uint64_t> sum_us_{0};
 };
 
+struct ClusterStats;
+
 class Store {
  public:
   Counter& GetCounter(const std::string& name, const Labels& labels);
   Gauge& GetGauge(const std::string& name, const Labels& labels);
   Histogram& GetHistogram(const std::string& name, const Labels& labels);
   std::string RenderPrometheus() const;
+  // Adds a cluster's block to what RenderPrometheus() shows (a cluster
+  // name registered again replaces the block: the old one stays valid).
+  void AddCluster(const std::string& cluster, const ClusterStats* stats);
 
  private:
   template <typename T>
@@ -80,6 +85,9 @@ class Store {
   Family<Counter> counters_;
   Family<Gauge> gauges_;
   Family<Histogram> histograms_;
+  std::map<std::string, const ClusterStats*> clusters_;
+
+  void RenderClusters(std::string& out) const;
 };
 
 // The process's store (the admin /stats page renders it); filters reach it
@@ -105,30 +113,38 @@ struct RouteStats {
   std::array<Counter*, 6> responses;
 };
 
-// The metrics of one cluster.
+// The metrics of one cluster, in one block: a gateway may have tens of
+// thousands of clusters, so they are not a map entry each in the Store;
+// the Store renders every registered block at scrape time (names in
+// stats.cc). Registered on construction, never destroyed (like every
+// metric).
 struct ClusterStats {
   ClusterStats(Store& store, const std::string& cluster);
-  Counter& requests;
-  std::array<Counter*, 6> responses;
-  Gauge& connections_active;
-  Counter& connections_total;
-  Counter& connect_failures;
-  Counter& connect_timeouts;
-  Counter& pending_overflow;
-  Counter& requests_timeout;
-  Counter& resets;
-  Histogram& connect_time;
-  Histogram& request_time;
-  Gauge& healthy_hosts;
-  Gauge& hosts;
+  ClusterStats(const ClusterStats&) = delete;
+  ClusterStats& operator=(const ClusterStats&) = delete;
+
+  Counter requests;
+  std::array<Counter, 6> response_counters;  // index = status / 100; 0 unused
+  std::array<Counter*, 6> responses;         // &response_counters[i], 0: null
+  Gauge connections_active;
+  Counter connections_total;
+  Counter connect_failures;
+  Counter connect_timeouts;
+  Counter pending_overflow;
+  Counter requests_timeout;
+  Counter resets;
+  Histogram connect_time;
+  Histogram request_time;
+  Gauge healthy_hosts;
+  Gauge hosts;
   // The cluster's load over every worker and host; the cluster-wide
   // limits (http::UpstreamLimits) are checked against these.
-  Gauge& requests_active;
-  Gauge& requests_pending;
-  Gauge& retries_active;
-  Counter& overflow_max_pending;
-  Counter& overflow_max_requests;
-  Counter& overflow_max_retries;
+  Gauge requests_active;
+  Gauge requests_pending;
+  Gauge retries_active;
+  Counter overflow_max_pending;
+  Counter overflow_max_requests;
+  Counter overflow_max_retries;
 };
 
 }  // namespace portway::stats
