@@ -14,6 +14,7 @@ struct Client::Stream {
   grpc::ClientContext context;
   std::unique_ptr<v1::Discovery::Stub> stub;
   std::unique_ptr<Rpc> rpc;
+  bool started = false;  // rpc is set (guarded by Client::mutex_)
   std::atomic<bool> broken{false};
 };
 
@@ -42,7 +43,7 @@ void Client::Stop() {
 void Client::Send(v1::GatewayMessage message) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!stream_ || stopping_) return;
+    if (!stream_ || !stream_->started || stopping_) return;
     outbox_.push_back(std::move(message));
   }
   cv_.notify_all();
@@ -70,22 +71,41 @@ bool Client::Backoff(int failures) {
 }
 
 void Client::ReaderLoop() {
-  auto channel = grpc::CreateChannel(options_.address, grpc::InsecureChannelCredentials());
+  // The channel's own reconnection back-off follows ours: by default gRPC
+  // waits 1s, then up to 120s, between connection attempts, whatever this
+  // loop does.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+              static_cast<int>(options_.initial_backoff.count()));
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+              static_cast<int>(options_.initial_backoff.count()));
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(options_.max_backoff.count()));
+  auto channel =
+      grpc::CreateCustomChannel(options_.address, grpc::InsecureChannelCredentials(), args);
   int failures = 0;
   for (;;) {
     auto stream = std::make_shared<Stream>();
-    v1::GatewayMessage hello;
+    stream->stub = v1::Discovery::NewStub(channel);
+    // Wait for the channel to connect (at the pace of its back-off, set
+    // above) rather than failing at once while the control plane is away.
+    stream->context.set_wait_for_ready(true);
     {
+      // Published before the call starts, so Stop() can cancel a wait.
       std::lock_guard<std::mutex> lock(mutex_);
       if (stopping_) return;
-      stream->stub = v1::Discovery::NewStub(channel);
-      stream->rpc = stream->stub->Stream(&stream->context);
       stream_ = stream;
       outbox_.clear();
+    }
+    // May wait for the connection: no lock held.
+    stream->rpc = stream->stub->Stream(&stream->context);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stream->started = true;
       // Hello goes first, through the writer like everything else.
+      v1::GatewayMessage hello;
       *hello.mutable_hello()->mutable_node() = options_.node;
       for (const auto& h : have_) *hello.mutable_hello()->add_have() = h;
-      outbox_.push_back(std::move(hello));
+      outbox_.push_front(std::move(hello));
     }
     cv_.notify_all();
     bool got_one = false;
@@ -141,7 +161,8 @@ void Client::WriterLoop() {
     v1::GatewayMessage message;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      cv_.wait(lock, [this] { return stopping_ || (!outbox_.empty() && stream_); });
+      cv_.wait(lock,
+               [this] { return stopping_ || (!outbox_.empty() && stream_ && stream_->started); });
       if (stopping_) return;
       stream = stream_;
       message = std::move(outbox_.front());

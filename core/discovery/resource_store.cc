@@ -460,6 +460,13 @@ std::vector<ResourceStore::Entry> ResourceStore::Entries() const {
   return out;
 }
 
+void ResourceStore::RecordRejection(const v1::Resource& resource,
+                                    std::vector<v1::FieldError> errors) {
+  Slot& slot = slots_[{TypeOf(resource), resource.name()}];
+  slot.rejected_version = resource.version();
+  slot.errors = std::move(errors);
+}
+
 v1::Push ResourceStore::ServingAsPush() const {
   v1::Push push;
   push.set_nonce("persisted");

@@ -70,6 +70,9 @@ class ResourceStore {
   std::vector<Entry> Entries() const;
   // What serves, for Hello.have.
   std::vector<v1::ResourceVersion> Have() const;
+  // Records that `resource` was rejected for a reason found outside the
+  // store (e.g. its listener could not bind); its last good version stays.
+  void RecordRejection(const v1::Resource& resource, std::vector<v1::FieldError> errors);
   // What serves, as one full-state push (nonce "persisted"): what the
   // gateway persists, and reads back at start with OnPush().
   v1::Push ServingAsPush() const;

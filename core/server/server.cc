@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_format.h"
@@ -645,12 +646,14 @@ void Server::OnPush(const discovery::v1::Push& push) {
   if (draining_ || resources_ == nullptr) return;
   auto started = std::chrono::steady_clock::now();
   LoadModulesFor(push);
+  // A listener can pass every check and still not run (its address is
+  // taken): kept to undo the push and judge it again without it.
+  bool has_listeners = false;
+  for (const auto& r : push.resources()) has_listeners = has_listeners || r.has_listener();
+  std::optional<discovery::ResourceStore> before;
+  if (has_listeners) before.emplace(*resources_);
   discovery::ResourceStore::Outcome outcome = resources_->OnPush(push);
-  size_t rejected = 0;
-  for (const auto& v : outcome.verdicts.verdicts()) rejected += v.accepted() ? 0 : 1;
-  discovery::v1::GatewayMessage verdicts;
-  *verdicts.mutable_verdicts() = outcome.verdicts;
-  client_->Send(std::move(verdicts));
+
   std::string nonce = push.nonce();
   size_t count = static_cast<size_t>(push.resources_size() + push.removed_size());
   auto applied = [this, nonce, started, count] {
@@ -662,23 +665,77 @@ void Server::OnPush(const discovery::v1::Push& push) {
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started)
             .count());
   };
+  bool live = !outcome.changed;
   if (outcome.changed) {
     config::ConfigErrors errors;
-    if (!Apply(resources_->Serving(), &errors, applied)) {
-      // Checked resource by resource and as a whole, yet not runnable
-      // (e.g. a listener's address is taken): the running config stays.
+    live = Apply(resources_->Serving(), &errors, applied);
+    if (!live && before) {
+      // Which pushed listeners failed (errors at listeners["NAME"]...)?
+      std::map<std::string, std::vector<discovery::v1::FieldError>> failed;
+      for (const auto& e : errors) {
+        for (const auto& r : push.resources()) {
+          std::string prefix = Cat("listeners[\"", r.name(), "\"]");
+          if (!r.has_listener() || !StartsWith(e.path, prefix)) continue;
+          discovery::v1::FieldError fe;
+          std::string rest = e.path.substr(prefix.size());
+          fe.set_path(!rest.empty() && rest[0] == '.' ? rest.substr(1) : rest);
+          fe.set_message(e.message);
+          failed[r.name()].push_back(fe);
+        }
+      }
+      if (!failed.empty()) {
+        // Judge the push again without them; they are rejected with what
+        // failed.
+        *resources_ = std::move(*before);
+        discovery::v1::Push retry = push;
+        retry.clear_resources();
+        for (const auto& r : push.resources()) {
+          if (!(r.has_listener() && failed.count(r.name()))) *retry.add_resources() = r;
+        }
+        outcome = resources_->OnPush(retry);
+        for (const auto& r : push.resources()) {
+          if (!(r.has_listener() && failed.count(r.name()))) continue;
+          discovery::v1::Verdict* v = outcome.verdicts.add_verdicts();
+          v->set_type(discovery::v1::LISTENER);
+          v->set_name(r.name());
+          v->set_version(r.version());
+          v->set_accepted(false);
+          for (const auto& fe : failed[r.name()]) *v->add_errors() = fe;
+          resources_->RecordRejection(r, failed[r.name()]);
+        }
+        errors.clear();
+        live = !outcome.changed || Apply(resources_->Serving(), &errors, applied);
+      }
+    }
+    if (!live) {
+      // Still not runnable: nothing of this push is taken.
+      if (before) *resources_ = std::move(*before);
       last_apply_error_.clear();
       for (const auto& e : errors) last_apply_error_ += e.ToString() + "; ";
-      spdlog::error("control plane push {}: accepted but could not be applied: {}", nonce,
-                    last_apply_error_);
-    } else {
-      last_apply_error_.clear();
+      spdlog::error("control plane push {}: could not be applied: {}", nonce, last_apply_error_);
+      for (auto& v : *outcome.verdicts.mutable_verdicts()) {
+        if (!v.accepted()) continue;
+        v.set_accepted(false);
+        v.clear_pending();
+        discovery::v1::FieldError* fe = v.add_errors();
+        fe->set_message(Cat("the push could not be applied: ", last_apply_error_));
+      }
+    }
+  }
+  size_t rejected = 0;
+  for (const auto& v : outcome.verdicts.verdicts()) rejected += v.accepted() ? 0 : 1;
+  discovery::v1::GatewayMessage verdicts;
+  *verdicts.mutable_verdicts() = outcome.verdicts;
+  client_->Send(std::move(verdicts));
+  if (live) {
+    last_apply_error_.clear();
+    if (outcome.changed) {
       spdlog::info("control plane push {}: {} resource(s), {} rejected; config version {}", nonce,
                    outcome.verdicts.verdicts_size(), rejected, snapshot_->version);
       Persist();
+    } else {
+      WhenWorkersCaughtUp(applied);
     }
-  } else {
-    WhenWorkersCaughtUp(applied);
   }
   client_->SetHave(resources_->Have());
 }

@@ -4,6 +4,7 @@ files, and real gateways following it over the gRPC discovery API."""
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -227,7 +228,7 @@ def test_pushes_under_load_fail_no_request(cp, origin, make_gateway):
     threads = [threading.Thread(target=load) for _ in range(2)]
     for t in threads:
         t.start()
-    pushes = 30
+    pushes = 100
     for i in range(1, pushes + 1):
         cp.write("main.yaml", resources(origin.address, body=f"{i}\n"))
         wait_until(lambda: get(port).body == f"{i}\n".encode(), timeout=3,
@@ -410,3 +411,30 @@ def test_a_pushed_filter_loads_its_module_on_demand(cp, origin, make_gateway, tm
     wait_until(lambda: entry(gw, "listener", "unknown") is not None, timeout=3)
     e = entry(gw, "listener", "unknown")
     assert e["errors"][0]["path"] == "filters[0].name", e
+
+
+def test_a_listener_that_cannot_bind_is_rejected_alone(cp, origin, make_gateway):
+    taken = socket.socket()
+    taken.bind((LOOPBACK, 0))
+    taken.listen()
+    busy = taken.getsockname()[1]
+    try:
+        cp.write("main.yaml", resources(origin.address))
+        gw = make_gateway(gateway_config(cp))
+        port = listener_port(gw)
+        doc = resources(origin.address, extra_clusters=[{"name": "more",
+                                                         "endpoints": [origin.address]}])
+        doc["listeners"].append({"name": "busy", "address": f"{LOOPBACK}:{busy}",
+                                 "routes": [{"match": {"prefix": "/"}, "cluster": "more"}]})
+        cp.write("main.yaml", doc)
+        wait_until(lambda: (entry(gw, "listener", "busy") or {}).get("rejected_version"),
+                   timeout=3, message="the busy listener rejected")
+        e = entry(gw, "listener", "busy")
+        assert e["errors"][0]["path"] == "address", e
+        # The rest of that push applied, and later pushes still apply.
+        assert entry(gw, "cluster", "more")["serving_version"]
+        cp.write("main.yaml", resources(origin.address, body="later\n"))
+        wait_until(lambda: get(port).body == b"later\n", timeout=3, message="a later push")
+        assert cp_state(gw)["last_apply_error"] == ""
+    finally:
+        taken.close()
