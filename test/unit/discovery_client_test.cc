@@ -1,0 +1,204 @@
+// The gateway's discovery client against a scripted control plane: an
+// in-process gRPC server on loopback (a real stream, a fake peer). Checks
+// the protocol's order (Hello first, with node and what the gateway has;
+// pushes delivered in order; verdicts and Applied sent back), and that a
+// stream the control plane ends is reopened with a fresh Hello.
+#include "core/discovery/client.h"
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "portway/service/discovery/v1/discovery.grpc.pb.h"
+
+namespace portway::discovery {
+namespace {
+
+using Rw = grpc::ServerReaderWriter<v1::ControlPlaneMessage, v1::GatewayMessage>;
+
+// Records what gateways send; each stream gets the pushes queued for it
+// and ends when told to.
+class FakeControlPlane final : public v1::Discovery::Service {
+ public:
+  grpc::Status Stream(grpc::ServerContext* context, Rw* stream) override {
+    v1::GatewayMessage m;
+    int index;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      index = streams_++;
+    }
+    std::thread reader([&] {
+      v1::GatewayMessage in;
+      while (stream->Read(&in)) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        received_.push_back({index, in});
+        cv_.notify_all();
+      }
+    });
+    for (;;) {
+      v1::ControlPlaneMessage out;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        // Polls for cancellation, which does not signal the condition.
+        while (outbox_.empty() && !end_stream_ && !context->IsCancelled()) {
+          cv_.wait_for(lock, std::chrono::milliseconds(20));
+        }
+        if (end_stream_ || context->IsCancelled()) {
+          end_stream_ = false;
+          break;
+        }
+        out = std::move(outbox_.front());
+        outbox_.pop_front();
+      }
+      stream->Write(out);
+    }
+    context->TryCancel();
+    reader.join();
+    return grpc::Status::OK;
+  }
+
+  void Push(const std::string& nonce, const std::string& cluster) {
+    v1::ControlPlaneMessage m;
+    m.mutable_push()->set_nonce(nonce);
+    v1::Resource* r = m.mutable_push()->add_resources();
+    r->set_name(cluster);
+    r->set_version("v-" + nonce);
+    r->mutable_cluster()->add_endpoints()->set_address("127.0.0.1:1");
+    std::lock_guard<std::mutex> lock(mutex_);
+    outbox_.push_back(std::move(m));
+    cv_.notify_all();
+  }
+  void EndStream() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    end_stream_ = true;
+    cv_.notify_all();
+  }
+  // Waits until `n` messages arrived; returns them as (stream, message).
+  std::vector<std::pair<int, v1::GatewayMessage>> WaitFor(size_t n) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait_for(lock, std::chrono::seconds(10), [&] { return received_.size() >= n; });
+    return received_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<v1::ControlPlaneMessage> outbox_;
+  bool end_stream_ = false;
+  int streams_ = 0;
+  std::vector<std::pair<int, v1::GatewayMessage>> received_;
+};
+
+class DiscoveryClientTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(port_, 0);
+    ClientOptions options;
+    options.address = "127.0.0.1:" + std::to_string(port_);
+    options.node.set_id("gw-test");
+    (*options.node.mutable_metadata())["zone"] = "a";
+    options.initial_backoff = std::chrono::milliseconds(10);
+    options.max_backoff = std::chrono::milliseconds(50);
+    client_ = std::make_unique<Client>(options, [this](v1::Push push) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      pushes_.push_back(push);
+      cv_.notify_all();
+    });
+  }
+  void TearDown() override {
+    client_->Stop();
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  }
+  std::vector<v1::Push> WaitPushes(size_t n) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait_for(lock, std::chrono::seconds(10), [&] { return pushes_.size() >= n; });
+    return pushes_;
+  }
+
+  FakeControlPlane service_;
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<Client> client_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<v1::Push> pushes_;
+};
+
+TEST_F(DiscoveryClientTest, HelloFirstThenPushesInOrderAndAnswersGoBack) {
+  v1::ResourceVersion have;
+  have.set_type(v1::CLUSTER);
+  have.set_name("kept");
+  have.set_version("7");
+  client_->SetHave({have});
+  client_->Start();
+  auto got = service_.WaitFor(1);
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(got[0].second.has_hello());
+  const auto& hello = got[0].second.hello();
+  EXPECT_EQ(hello.node().id(), "gw-test");
+  EXPECT_EQ(hello.node().metadata().at("zone"), "a");
+  ASSERT_EQ(hello.have_size(), 1);
+  EXPECT_EQ(hello.have(0).name(), "kept");
+
+  service_.Push("1", "a");
+  service_.Push("2", "b");
+  auto pushes = WaitPushes(2);
+  ASSERT_EQ(pushes.size(), 2u);
+  EXPECT_EQ(pushes[0].nonce(), "1");
+  EXPECT_EQ(pushes[1].nonce(), "2");
+  auto status = client_->GetStatus();
+  EXPECT_TRUE(status.connected);
+  EXPECT_EQ(status.pushes, 2u);
+  EXPECT_EQ(status.last_nonce, "2");
+
+  v1::GatewayMessage verdicts;
+  verdicts.mutable_verdicts()->set_nonce("1");
+  client_->Send(verdicts);
+  v1::GatewayMessage applied;
+  applied.mutable_applied()->set_nonce("1");
+  client_->Send(applied);
+  got = service_.WaitFor(3);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[1].second.verdicts().nonce(), "1");
+  EXPECT_EQ(got[2].second.applied().nonce(), "1");
+}
+
+TEST_F(DiscoveryClientTest, AnEndedStreamIsReopenedWithAFreshHello) {
+  client_->Start();
+  service_.Push("1", "a");
+  ASSERT_EQ(WaitPushes(1).size(), 1u);
+  v1::ResourceVersion have;
+  have.set_type(v1::CLUSTER);
+  have.set_name("a");
+  have.set_version("v-1");
+  client_->SetHave({have});
+  service_.EndStream();
+  // Back on a second stream, announcing what it now has.
+  auto got = service_.WaitFor(2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[1].first, 1);
+  ASSERT_TRUE(got[1].second.has_hello());
+  ASSERT_EQ(got[1].second.hello().have_size(), 1);
+  EXPECT_EQ(got[1].second.hello().have(0).version(), "v-1");
+  service_.Push("1", "b");  // a new stream's nonces start again
+  ASSERT_EQ(WaitPushes(2).size(), 2u);
+  EXPECT_GE(client_->GetStatus().connects, 2u);
+}
+
+TEST_F(DiscoveryClientTest, NothingIsSentWithoutAStream) {
+  // Not started: Send() drops, and Stop() returns at once.
+  v1::GatewayMessage m;
+  m.mutable_applied()->set_nonce("x");
+  client_->Send(m);
+  client_->Stop();
+  EXPECT_FALSE(client_->GetStatus().connected);
+}
+
+}  // namespace
+}  // namespace portway::discovery
