@@ -953,24 +953,22 @@ std::string Server::RenderListeners() const {
 }
 
 std::string Server::RenderConfigDump() const {
-  // The running bootstrap, with the snapshot version as the first key.
+  // The snapshot version first; with a control plane, each dynamic
+  // resource with its versions and last error; then the running bootstrap
+  // (static and dynamic resources folded together).
+  std::string head = Cat("{\"version\":", snapshot_->version);
+  if (resources_) head += Cat(",\"dynamic_resources\":", RenderDynamicResources());
   std::string_view json = snapshot_->config_json;
   size_t open = json.find('{');
-  if (open == std::string_view::npos) return Cat("{\"version\":", snapshot_->version, "}\n");
+  if (open == std::string_view::npos) return head + "}\n";
   std::string_view rest = json.substr(open + 1);
   size_t first = rest.find_first_not_of(" \n\t");
   bool empty = first == std::string_view::npos || rest[first] == '}';
-  return Cat("{\"version\":", snapshot_->version, empty ? "" : ",", rest, "\n");
+  return Cat(head, empty ? "" : ",", rest, "\n");
 }
 
-std::string Server::RenderControlPlane() const {
-  if (client_ == nullptr) return "{\"configured\":false}\n";
-  discovery::Client::Status st = client_->GetStatus();
-  std::string out = Cat(
-      "{\"configured\":true,\"connected\":", st.connected ? "true" : "false",
-      ",\"connects\":", st.connects, ",\"pushes\":", st.pushes,
-      ",\"last_nonce\":", JsonString(st.last_nonce), ",\"last_error\":", JsonString(st.last_error),
-      ",\"last_apply_error\":", JsonString(last_apply_error_), ",\"resources\":[");
+std::string Server::RenderDynamicResources() const {
+  std::string out = "[";
   bool first = true;
   for (const auto& e : resources_->Entries()) {
     if (!first) out.push_back(',');
@@ -987,8 +985,19 @@ std::string Server::RenderControlPlane() const {
     }
     out += "]}";
   }
-  out += "]}\n";
+  out += "]";
   return out;
+}
+
+std::string Server::RenderControlPlane() const {
+  if (client_ == nullptr) return "{\"configured\":false}\n";
+  discovery::Client::Status st = client_->GetStatus();
+  return Cat("{\"configured\":true,\"connected\":", st.connected ? "true" : "false",
+             ",\"connects\":", st.connects, ",\"pushes\":", st.pushes,
+             ",\"last_nonce\":", JsonString(st.last_nonce),
+             ",\"last_error\":", JsonString(st.last_error),
+             ",\"last_apply_error\":", JsonString(last_apply_error_),
+             ",\"resources\":", RenderDynamicResources(), "}\n");
 }
 
 }  // namespace portway::server

@@ -56,6 +56,8 @@ class Server {
   std::string RenderListeners() const;
   std::string RenderConfigDump() const;
   std::string RenderControlPlane() const;
+  // [{type, name, serving_version, ...}] of the control plane's resources.
+  std::string RenderDynamicResources() const;
 
  private:
   struct BoundListener {

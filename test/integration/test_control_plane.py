@@ -163,6 +163,12 @@ def test_one_bad_resource_does_not_stop_the_good_ones(cp, origin, make_gateway):
     assert e["errors"][0]["path"] == "endpoints[0].address", e
     e = entry(gw, "listener", "uses_broken")
     assert e["errors"][0]["path"] == "routes[0].cluster", e
+    # /config_dump shows each dynamic resource with its versions and error.
+    dump = gw.admin_json("/config_dump")
+    names = {(d["type"], d["name"]): d for d in dump["dynamic_resources"]}
+    assert names[("cluster", "broken")]["errors"][0]["path"] == "endpoints[0].address"
+    assert names[("listener", "good2")]["serving_version"]
+    assert any(l["name"] == "good2" for l in dump["listeners"])
     assert not any(l["name"] == "uses_broken" for l in gw.admin_json("/listeners")["listeners"])
     # A bad new version of a serving resource: the old one keeps serving.
     cp.write("main.yaml", {"clusters": [{"name": "web", "endpoints": ["nowhere"]}],
