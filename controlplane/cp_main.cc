@@ -417,7 +417,8 @@ class AdminService final : public av1::ControlPlaneAdmin::Service {
 
 int Usage() {
   std::cerr << "usage: portway-cp --listen HOST:PORT --config-dir DIR [--state-file FILE]"
-               " [--poll-ms N] [--port-file FILE]\n";
+               " [--poll-ms N] [--port-file FILE]\n"
+               "       [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n";
   return 2;
 }
 
@@ -430,6 +431,7 @@ int main(int argc, char** argv) {
   std::string dir;
   std::string port_file;
   std::string state_file;
+  std::string tls_cert, tls_key, tls_client_ca;
   int poll_ms = 500;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -444,11 +446,18 @@ int main(int argc, char** argv) {
       poll_ms = std::atoi(value().c_str());
     } else if (arg == "--port-file") {
       port_file = value();
+    } else if (arg == "--tls-cert") {
+      tls_cert = value();
+    } else if (arg == "--tls-key") {
+      tls_key = value();
+    } else if (arg == "--tls-client-ca") {
+      tls_client_ca = value();
     } else {
       return Usage();
     }
   }
   if (listen.empty() || dir.empty() || poll_ms <= 0) return Usage();
+  if (tls_cert.empty() != tls_key.empty()) return Usage();
   if (state_file.empty()) state_file = dir + "/.portway-cp.state";
 
   // Signals go to the main thread, which waits for them below.
@@ -472,7 +481,24 @@ int main(int argc, char** argv) {
   AdminService admin(state);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!tls_cert.empty()) {
+    auto read = [](const std::string& file) {
+      std::ifstream in(file, std::ios::binary);
+      if (!in) {
+        std::cerr << "portway-cp: cannot read " << file << "\n";
+        std::exit(1);
+      }
+      return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    };
+    grpc::SslServerCredentialsOptions tls(
+        tls_client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    tls.pem_key_cert_pairs.push_back({read(tls_key), read(tls_cert)});
+    if (!tls_client_ca.empty()) tls.pem_root_certs = read(tls_client_ca);
+    credentials = grpc::SslServerCredentials(tls);
+  }
+  builder.AddListeningPort(listen, credentials, &port);
   builder.RegisterService(&discovery);
   builder.RegisterService(&admin);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

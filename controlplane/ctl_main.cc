@@ -12,7 +12,9 @@
 // applied by every connected gateway in time; 4 portway-cp unreachable.
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -29,7 +31,8 @@ namespace dv1 = portway::service::discovery::v1;
 constexpr int kOk = 0, kRefused = 1, kUsage = 2, kNotApplied = 3, kUnreachable = 4;
 
 int Usage() {
-  std::cerr << "usage: portwayctl --server HOST:PORT apply -f FILE [--wait DURATION]\n"
+  std::cerr << "usage: portwayctl --server HOST:PORT [--ca FILE [--cert FILE --key FILE]] COMMAND\n"
+               "       portwayctl --server HOST:PORT apply -f FILE [--wait DURATION]\n"
                "       portwayctl --server HOST:PORT get [TYPE [NAME]]\n"
                "       portwayctl --server HOST:PORT delete TYPE NAME\n"
                "       portwayctl --server HOST:PORT status\n"
@@ -78,17 +81,40 @@ int Unreachable(const std::string& server, const grpc::Status& status) {
 
 int main(int argc, char** argv) {
   std::string server;
+  std::string ca, cert, key;
   std::vector<std::string> args;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--server" && i + 1 < argc) {
       server = argv[++i];
+    } else if (a == "--ca" && i + 1 < argc) {
+      ca = argv[++i];
+    } else if (a == "--cert" && i + 1 < argc) {
+      cert = argv[++i];
+    } else if (a == "--key" && i + 1 < argc) {
+      key = argv[++i];
     } else {
       args.push_back(a);
     }
   }
   if (server.empty() || args.empty()) return Usage();
-  auto channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (!ca.empty()) {
+    auto read = [](const std::string& file, std::string* out) {
+      std::ifstream in(file, std::ios::binary);
+      if (!in) return false;
+      out->assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      return true;
+    };
+    grpc::SslCredentialsOptions tls;
+    if (!read(ca, &tls.pem_root_certs) || (!cert.empty() && !read(cert, &tls.pem_cert_chain)) ||
+        (!key.empty() && !read(key, &tls.pem_private_key))) {
+      std::cerr << "portwayctl: cannot read the TLS files\n";
+      return kUsage;
+    }
+    credentials = grpc::SslCredentials(tls);
+  }
+  auto channel = grpc::CreateChannel(server, credentials);
   auto stub = av1::ControlPlaneAdmin::NewStub(channel);
   auto deadline = [](long ms) {
     return std::chrono::system_clock::now() + std::chrono::milliseconds(ms);

@@ -80,8 +80,18 @@ void Client::ReaderLoop() {
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
               static_cast<int>(options_.initial_backoff.count()));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(options_.max_backoff.count()));
-  auto channel =
-      grpc::CreateCustomChannel(options_.address, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (!options_.ca_pem.empty()) {
+    grpc::SslCredentialsOptions tls;
+    tls.pem_root_certs = options_.ca_pem;
+    tls.pem_cert_chain = options_.cert_pem;
+    tls.pem_private_key = options_.key_pem;
+    credentials = grpc::SslCredentials(tls);
+    if (!options_.server_name.empty()) {
+      args.SetSslTargetNameOverride(options_.server_name);
+    }
+  }
+  auto channel = grpc::CreateCustomChannel(options_.address, credentials, args);
   int failures = 0;
   for (;;) {
     auto stream = std::make_shared<Stream>();

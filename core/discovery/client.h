@@ -36,6 +36,11 @@ struct ClientOptions {
   v1::Node node;
   std::chrono::milliseconds initial_backoff{250};
   std::chrono::milliseconds max_backoff{30000};
+  // TLS when ca_pem is set; a client certificate when cert_pem is.
+  std::string ca_pem;
+  std::string cert_pem;
+  std::string key_pem;
+  std::string server_name;  // overrides the name checked in the certificate
 };
 
 class Client {

@@ -3,6 +3,7 @@
 #include "core/common/strings.h"
 
 #include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "core/http/filter_registry.h"
@@ -175,10 +176,27 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
       AddError(errors, "control_plane.address", "must be HOST:PORT");
     }
     if (cp.node_id().empty()) AddError(errors, "control_plane.node_id", "is required");
-    auto initial = DurationOr(cp.has_initial_backoff(), cp.initial_backoff(),
-                              std::chrono::milliseconds(250), "control_plane.initial_backoff", errors);
+    auto initial =
+        DurationOr(cp.has_initial_backoff(), cp.initial_backoff(), std::chrono::milliseconds(250),
+                   "control_plane.initial_backoff", errors);
     auto max = DurationOr(cp.has_max_backoff(), cp.max_backoff(), std::chrono::milliseconds(30000),
                           "control_plane.max_backoff", errors);
+    if (cp.has_tls()) {
+      const auto& tls = cp.tls();
+      auto readable = [&](const std::string& file, const std::string& field, bool required) {
+        if (file.empty()) {
+          if (required) AddError(errors, field, "is required for TLS");
+          return;
+        }
+        if (!std::ifstream(file)) AddError(errors, field, Cat("cannot read '", file, "'"));
+      };
+      readable(tls.ca_file(), "control_plane.tls.ca_file", true);
+      readable(tls.cert_file(), "control_plane.tls.cert_file", false);
+      readable(tls.key_file(), "control_plane.tls.key_file", false);
+      if (tls.cert_file().empty() != tls.key_file().empty()) {
+        AddError(errors, "control_plane.tls.key_file", "cert_file and key_file go together");
+      }
+    }
     if (initial.count() <= 0) {
       AddError(errors, "control_plane.initial_backoff", "must be at least 1ms");
     } else if (max < initial) {

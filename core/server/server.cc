@@ -552,6 +552,18 @@ void Server::StartControlPlane(const config::v1::Bootstrap& bootstrap) {
     options.max_backoff = std::chrono::milliseconds(cp.max_backoff().seconds() * 1000 +
                                                     cp.max_backoff().nanos() / 1000000);
   }
+  if (cp.has_tls()) {
+    auto read = [](const std::string& file) {
+      std::ifstream in(file, std::ios::binary);
+      return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    };
+    options.ca_pem = read(cp.tls().ca_file());
+    if (!cp.tls().cert_file().empty()) {
+      options.cert_pem = read(cp.tls().cert_file());
+      options.key_pem = read(cp.tls().key_file());
+    }
+    options.server_name = cp.tls().server_name();
+  }
   persist_path_ = cp.persist_path();
   if (!persist_path_.empty()) LoadPersisted();
   client_ = std::make_unique<discovery::Client>(options, [this](discovery::v1::Push push) {

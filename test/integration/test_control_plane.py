@@ -26,7 +26,8 @@ def cp_bin():
 class ControlPlane:
     """portway-cp on a temporary resource directory."""
 
-    def __init__(self, port=0):
+    def __init__(self, port=0, extra_args=()):
+        self.extra_args = list(extra_args)
         self.dir = Path(tempfile.mkdtemp(prefix="portway-cp-"))
         self.res = self.dir / "resources"
         self.res.mkdir()
@@ -46,7 +47,7 @@ class ControlPlane:
         self.log = open(self.dir / "cp.log", "ab")
         self.proc = subprocess.Popen(
             [cp_bin(), "--listen", f"{LOOPBACK}:{self.port}", "--config-dir", str(self.res),
-             "--poll-ms", "50", "--port-file", str(port_file)],
+             "--poll-ms", "50", "--port-file", str(port_file)] + self.extra_args,
             stdout=self.log, stderr=subprocess.STDOUT)
         wait_until(port_file.exists, timeout=10, message="portway-cp listening")
         self.port = int(port_file.read_text().strip().rsplit(":", 1)[1])
@@ -444,3 +445,61 @@ def test_a_listener_that_cannot_bind_is_rejected_alone(cp, origin, make_gateway)
         assert cp_state(gw)["last_apply_error"] == ""
     finally:
         taken.close()
+
+
+def make_pki(d):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate."""
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=portway test CA")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"),
+                      ("client", "extendedKeyUsage=clientAuth")):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+            f"{name}.csr", "-subj", f"/CN={name}")
+        (d / f"{name}.ext").write_text(ext + "\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    return d
+
+
+def test_tls_and_client_certificates_to_the_control_plane(origin, make_gateway, tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed (scripts/deps.sh test installs it)")
+    pki = make_pki(tmp_path)
+    cp = ControlPlane(extra_args=["--tls-cert", str(pki / "server.pem"), "--tls-key",
+                                  str(pki / "server.key"), "--tls-client-ca",
+                                  str(pki / "ca.pem")]).start()
+    try:
+        cp.write("main.yaml", resources(origin.address, body="over tls\n"))
+        config = gateway_config(cp)
+        config["control_plane"]["tls"] = {"ca_file": str(pki / "ca.pem"),
+                                          "cert_file": str(pki / "client.pem"),
+                                          "key_file": str(pki / "client.key")}
+        gw = make_gateway(config)
+        assert get(listener_port(gw)).body == b"over tls\n"
+        # Plaintext, or TLS without the client certificate, gets nothing.
+        plain = make_gateway(gateway_config(cp, node="plain"))
+        no_cert = gateway_config(cp, node="no-cert")
+        no_cert["control_plane"]["tls"] = {"ca_file": str(pki / "ca.pem")}
+        no_cert_gw = make_gateway(no_cert)
+        time.sleep(1.0)
+        for g in (plain, no_cert_gw):
+            assert not cp_state(g)["connected"] and cp_state(g)["pushes"] == 0
+        r = ctl(cp, "--ca", str(pki / "ca.pem"), "--cert", str(pki / "client.pem"), "--key",
+                str(pki / "client.key"), "status")
+        assert r.returncode == 0 and "gw1" in r.stdout, (r.stdout, r.stderr)
+        assert ctl(cp, "status").returncode == 4  # plaintext to a TLS control plane
+    finally:
+        cp.stop()
+        shutil.rmtree(cp.dir, ignore_errors=True)
+
+
+def test_tls_config_errors_have_paths(tmp_path):
+    r = run_validate({"admin": {"address": f"{LOOPBACK}:0"},
+                      "control_plane": {"address": f"{LOOPBACK}:1", "node_id": "n",
+                                        "tls": {"cert_file": str(tmp_path / "missing.pem")}}})
+    assert r.returncode == 1
+    assert "control_plane.tls.ca_file: is required for TLS" in r.stderr, r.stderr
+    assert "control_plane.tls.cert_file: cannot read" in r.stderr
+    assert "control_plane.tls.key_file: cert_file and key_file go together" in r.stderr
