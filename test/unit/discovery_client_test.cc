@@ -1,8 +1,8 @@
 // The gateway's discovery client against a scripted control plane: an
 // in-process gRPC server on loopback (a real stream, a fake peer). Checks
 // the protocol's order (Hello first, with node and what the gateway has;
-// pushes delivered in order; verdicts and Applied sent back), and that a
-// stream the control plane ends is reopened with a fresh Hello.
+// pushes delivered in order; verdicts and Applied sent back), and that
+// after the control plane restarts the client says Hello again.
 #include "core/discovery/client.h"
 
 #include <condition_variable>
@@ -18,8 +18,7 @@ namespace {
 
 using Rw = grpc::ServerReaderWriter<v1::ControlPlaneMessage, v1::GatewayMessage>;
 
-// Records what gateways send; each stream gets the pushes queued for it
-// and ends when told to.
+// Records what gateways send; each stream gets the pushes queued for it.
 class FakeControlPlane final : public v1::Discovery::Service {
  public:
   grpc::Status Stream(grpc::ServerContext* context, Rw* stream) override {
@@ -42,13 +41,10 @@ class FakeControlPlane final : public v1::Discovery::Service {
       {
         std::unique_lock<std::mutex> lock(mutex_);
         // Polls for cancellation, which does not signal the condition.
-        while (outbox_.empty() && !end_stream_ && !context->IsCancelled()) {
+        while (outbox_.empty() && !context->IsCancelled()) {
           cv_.wait_for(lock, std::chrono::milliseconds(20));
         }
-        if (end_stream_ || context->IsCancelled()) {
-          end_stream_ = false;
-          break;
-        }
+        if (context->IsCancelled()) break;
         out = std::move(outbox_.front());
         outbox_.pop_front();
       }
@@ -70,11 +66,6 @@ class FakeControlPlane final : public v1::Discovery::Service {
     outbox_.push_back(std::move(m));
     cv_.notify_all();
   }
-  void EndStream() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    end_stream_ = true;
-    cv_.notify_all();
-  }
   // Waits until `n` messages arrived; returns them as (stream, message).
   std::vector<std::pair<int, v1::GatewayMessage>> WaitFor(size_t n) {
     std::unique_lock<std::mutex> lock(mutex_);
@@ -86,7 +77,6 @@ class FakeControlPlane final : public v1::Discovery::Service {
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<v1::ControlPlaneMessage> outbox_;
-  bool end_stream_ = false;
   int streams_ = 0;
   std::vector<std::pair<int, v1::GatewayMessage>> received_;
 };
@@ -113,7 +103,7 @@ class DiscoveryClientTest : public testing::Test {
   }
   void TearDown() override {
     client_->Stop();
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   }
   std::vector<v1::Push> WaitPushes(size_t n) {
     std::unique_lock<std::mutex> lock(mutex_);
@@ -169,7 +159,9 @@ TEST_F(DiscoveryClientTest, HelloFirstThenPushesInOrderAndAnswersGoBack) {
   EXPECT_EQ(got[2].second.applied().nonce(), "1");
 }
 
-TEST_F(DiscoveryClientTest, AnEndedStreamIsReopenedWithAFreshHello) {
+// The control plane goes away and comes back on the same port: the client
+// reconnects by itself and announces what it has.
+TEST_F(DiscoveryClientTest, AfterTheControlPlaneRestartsTheClientSaysHelloAgain) {
   client_->Start();
   service_.Push("1", "a");
   ASSERT_EQ(WaitPushes(1).size(), 1u);
@@ -178,17 +170,26 @@ TEST_F(DiscoveryClientTest, AnEndedStreamIsReopenedWithAFreshHello) {
   have.set_name("a");
   have.set_version("v-1");
   client_->SetHave({have});
-  service_.EndStream();
-  // Back on a second stream, announcing what it now has.
-  auto got = service_.WaitFor(2);
-  ASSERT_EQ(got.size(), 2u);
-  EXPECT_EQ(got[1].first, 1);
-  ASSERT_TRUE(got[1].second.has_hello());
-  ASSERT_EQ(got[1].second.hello().have_size(), 1);
-  EXPECT_EQ(got[1].second.hello().have(0).version(), "v-1");
-  service_.Push("1", "b");  // a new stream's nonces start again
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+  server_.reset();
+  FakeControlPlane again;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:" + std::to_string(port_), grpc::InsecureServerCredentials(),
+                           &port);
+  builder.RegisterService(&again);
+  server_ = builder.BuildAndStart();
+  ASSERT_EQ(port, port_);
+  auto got = again.WaitFor(1);
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(got[0].second.has_hello());
+  ASSERT_EQ(got[0].second.hello().have_size(), 1);
+  EXPECT_EQ(got[0].second.hello().have(0).version(), "v-1");
+  again.Push("1", "b");  // a new stream's nonces start again
   ASSERT_EQ(WaitPushes(2).size(), 2u);
   EXPECT_GE(client_->GetStatus().connects, 2u);
+  client_->Stop();  // before `again` goes away
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
 }
 
 TEST_F(DiscoveryClientTest, NothingIsSentWithoutAStream) {
