@@ -193,6 +193,7 @@ class DiscoveryService final : public v1::Discovery::Service {
           continue;
         }
         push->set_nonce(std::to_string(++nonce));
+        push->set_version(std::to_string(generation));
         g->last_push = push->nonce();
         g->nonce_generation[push->nonce()] = generation;
       }

@@ -135,6 +135,7 @@ void Client::ReaderLoop() {
           std::lock_guard<std::mutex> lock(mutex_);
           ++status_.pushes;
           status_.last_nonce = message.push().nonce();
+          status_.last_version = message.push().version();
         }
         on_push_(std::move(*message.mutable_push()));
       }

@@ -64,7 +64,8 @@ class Client {
     uint64_t connects = 0;  // streams opened that got a first message through
     uint64_t pushes = 0;
     std::string last_nonce;
-    std::string last_error;  // why the last stream ended or failed
+    std::string last_version;  // the last push's version
+    std::string last_error;    // why the last stream ended or failed
   };
   Status GetStatus() const;
 

@@ -289,6 +289,7 @@ void ResourceStore::Recompute() {
 ResourceStore::Outcome ResourceStore::OnPush(const v1::Push& push) {
   Outcome outcome;
   outcome.verdicts.set_nonce(push.nonce());
+  outcome.verdicts.set_version(push.version());
   const std::map<Key, Slot> before = slots_;
   const config::v1::Bootstrap serving_before = serving_;
 

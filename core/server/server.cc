@@ -1007,6 +1007,7 @@ std::string Server::RenderControlPlane() const {
   return Cat("{\"configured\":true,\"connected\":", st.connected ? "true" : "false",
              ",\"connects\":", st.connects, ",\"pushes\":", st.pushes,
              ",\"last_nonce\":", JsonString(st.last_nonce),
+             ",\"last_version\":", JsonString(st.last_version),
              ",\"last_error\":", JsonString(st.last_error),
              ",\"last_apply_error\":", JsonString(last_apply_error_),
              ",\"resources\":", RenderDynamicResources(), "}\n");

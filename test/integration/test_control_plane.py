@@ -129,7 +129,7 @@ def test_the_gateway_serves_what_is_pushed_and_follows_changes(cp, origin, make_
     assert get(port).status == 200
     assert len(origin.requests) == 1
     state = cp_state(gw)
-    assert state["connected"] and state["pushes"] >= 1
+    assert state["connected"] and state["pushes"] >= 1 and state["last_version"]
     assert entry(gw, "listener", "dyn")["serving_version"]
     # A change to the file reaches the gateway within a second.
     cp.write("main.yaml", resources(origin.address, body="v2\n"))

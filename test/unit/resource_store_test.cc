@@ -77,6 +77,7 @@ class ResourceStoreTest : public testing::Test {
                               std::vector<v1::ResourceType> full = {}) {
     v1::Push push;
     push.set_nonce("n" + std::to_string(++nonce_));
+    push.set_version("set-" + std::to_string(nonce_));
     for (auto& r : resources) *push.add_resources() = std::move(r);
     for (auto& [t, n] : removed) {
       auto* k = push.add_removed();
@@ -118,6 +119,7 @@ TEST_F(ResourceStoreTest, GoodResourcesAreAppliedAndABadOneIsReportedWithItsPath
   auto out = Push({Cluster("a", "1"), bad, Listener("edge", "1", "a")});
   ASSERT_EQ(out.verdicts.verdicts_size(), 3);
   EXPECT_EQ(out.verdicts.nonce(), "n1");
+  EXPECT_EQ(out.verdicts.version(), "set-1");
   EXPECT_TRUE(out.verdicts.verdicts(0).accepted());
   const auto& v = out.verdicts.verdicts(1);
   EXPECT_FALSE(v.accepted());
