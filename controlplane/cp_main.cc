@@ -16,15 +16,14 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <iostream>
-#include <iterator>
 #include <map>
 #include <mutex>
 #include <string>
 #include <thread>
 
 #include "controlplane/resource_dir.h"
+#include "core/common/files.h"
 #include "core/discovery/resource_store.h"
 #include "core/server/config_builder.h"
 #include "grpcpp/grpcpp.h"
@@ -91,9 +90,8 @@ class State {
     cv.notify_all();
   }
   void LoadAdmin() {
-    std::ifstream in(state_file_, std::ios::binary);
-    if (!in) return;
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string bytes;
+    if (!ReadFile(state_file_, &bytes)) return;
     v1::Push saved;
     if (!saved.ParseFromString(bytes)) {
       spdlog::error("{}: not a portway-cp state file; ignored", state_file_);
@@ -105,12 +103,7 @@ class State {
   bool SaveAdmin() {
     v1::Push saved;
     for (const auto& [key, r] : admin) *saved.add_resources() = r;
-    std::string tmp = state_file_ + ".tmp";
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      if (!out || !saved.SerializeToOstream(&out)) return false;
-    }
-    return std::rename(tmp.c_str(), state_file_.c_str()) == 0;
+    return WriteFileAtomically(state_file_, saved.SerializeAsString());
   }
 
  private:
@@ -485,12 +478,12 @@ int main(int argc, char** argv) {
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   if (!tls_cert.empty()) {
     auto read = [](const std::string& file) {
-      std::ifstream in(file, std::ios::binary);
-      if (!in) {
+      std::string pem;
+      if (!portway::ReadFile(file, &pem)) {
         std::cerr << "portway-cp: cannot read " << file << "\n";
         std::exit(1);
       }
-      return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      return pem;
     };
     grpc::SslServerCredentialsOptions tls(
         tls_client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
@@ -510,8 +503,7 @@ int main(int argc, char** argv) {
   std::string host = listen.substr(0, listen.rfind(':'));
   spdlog::info("portway-cp: serving {} on {}:{}", dir, host, port);
   if (!port_file.empty()) {
-    std::ofstream(port_file + ".tmp") << host << ":" << port << "\n";
-    std::rename((port_file + ".tmp").c_str(), port_file.c_str());
+    portway::WriteFileAtomically(port_file, host + ":" + std::to_string(port) + "\n");
   }
 
   std::atomic<bool> stopping{false};

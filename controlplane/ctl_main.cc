@@ -12,12 +12,11 @@
 // applied by every connected gateway in time; 4 portway-cp unreachable.
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
-#include <iterator>
 #include <string>
 #include <vector>
 
+#include "core/common/files.h"
 #include "core/config/yaml_proto.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
@@ -100,15 +99,10 @@ int main(int argc, char** argv) {
   if (server.empty() || args.empty()) return Usage();
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
   if (!ca.empty()) {
-    auto read = [](const std::string& file, std::string* out) {
-      std::ifstream in(file, std::ios::binary);
-      if (!in) return false;
-      out->assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-      return true;
-    };
     grpc::SslCredentialsOptions tls;
-    if (!read(ca, &tls.pem_root_certs) || (!cert.empty() && !read(cert, &tls.pem_cert_chain)) ||
-        (!key.empty() && !read(key, &tls.pem_private_key))) {
+    if (!portway::ReadFile(ca, &tls.pem_root_certs) ||
+        (!cert.empty() && !portway::ReadFile(cert, &tls.pem_cert_chain)) ||
+        (!key.empty() && !portway::ReadFile(key, &tls.pem_private_key))) {
       std::cerr << "portwayctl: cannot read the TLS files\n";
       return kUsage;
     }

@@ -7,6 +7,7 @@
 #include <functional>
 
 #include "core/config/yaml_proto.h"
+#include "core/discovery/resource_store.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "spdlog/spdlog.h"
@@ -115,20 +116,7 @@ bool Selects(const std::map<std::string, std::string>& selector,
   return true;
 }
 
-Key KeyOf(const v1::Resource& r) {
-  switch (r.body_case()) {
-    case v1::Resource::kListener:
-      return {v1::LISTENER, r.name()};
-    case v1::Resource::kRouteConfiguration:
-      return {v1::ROUTE_CONFIGURATION, r.name()};
-    case v1::Resource::kCluster:
-      return {v1::CLUSTER, r.name()};
-    case v1::Resource::kEndpoints:
-      return {v1::ENDPOINTS, r.name()};
-    default:
-      return {v1::RESOURCE_TYPE_UNSPECIFIED, r.name()};
-  }
-}
+Key KeyOf(const v1::Resource& r) { return {discovery::TypeOf(r), r.name()}; }
 
 std::vector<v1::Resource> ToResources(const v1::ResourceSet& set) {
   std::vector<v1::Resource> out;

@@ -6,12 +6,11 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <optional>
 #include <set>
 
 #include "absl/strings/str_format.h"
+#include "core/common/files.h"
 #include "core/common/strings.h"
 #include "core/http/conn_manager.h"
 #include "core/http/filter_registry.h"
@@ -399,12 +398,7 @@ bool Server::Init(config::ConfigErrors* errors) {
   ScheduleDns();
   if (bootstrap.has_control_plane()) StartControlPlane(bootstrap);
   if (!options_.admin_address_path.empty()) {
-    std::string tmp = options_.admin_address_path + ".tmp";
-    {
-      std::ofstream out(tmp);
-      out << admin_->bound().ToString();
-    }
-    std::rename(tmp.c_str(), options_.admin_address_path.c_str());
+    WriteFileAtomically(options_.admin_address_path, admin_->bound().ToString());
   }
   for (const auto& [name, bl] : listeners_) {
     spdlog::info("listener '{}' on {}", name, bl.bound.ToString());
@@ -544,23 +538,17 @@ void Server::StartControlPlane(const config::v1::Bootstrap& bootstrap) {
   options.node.set_id(cp.node_id());
   for (const auto& [k, v] : cp.metadata()) (*options.node.mutable_metadata())[k] = v;
   options.node.set_build(Cat("portway ", PORTWAY_VERSION_STRING));
-  if (cp.has_initial_backoff()) {
-    options.initial_backoff = std::chrono::milliseconds(cp.initial_backoff().seconds() * 1000 +
-                                                        cp.initial_backoff().nanos() / 1000000);
-  }
-  if (cp.has_max_backoff()) {
-    options.max_backoff = std::chrono::milliseconds(cp.max_backoff().seconds() * 1000 +
-                                                    cp.max_backoff().nanos() / 1000000);
-  }
+  auto millis = [](const google::protobuf::Duration& d) {
+    return std::chrono::milliseconds(d.seconds() * 1000 + d.nanos() / 1000000);
+  };
+  if (cp.has_initial_backoff()) options.initial_backoff = millis(cp.initial_backoff());
+  if (cp.has_max_backoff()) options.max_backoff = millis(cp.max_backoff());
   if (cp.has_tls()) {
-    auto read = [](const std::string& file) {
-      std::ifstream in(file, std::ios::binary);
-      return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    };
-    options.ca_pem = read(cp.tls().ca_file());
+    // The builder checked the files are readable.
+    ReadFile(cp.tls().ca_file(), &options.ca_pem);
     if (!cp.tls().cert_file().empty()) {
-      options.cert_pem = read(cp.tls().cert_file());
-      options.key_pem = read(cp.tls().key_file());
+      ReadFile(cp.tls().cert_file(), &options.cert_pem);
+      ReadFile(cp.tls().key_file(), &options.key_pem);
     }
     options.server_name = cp.tls().server_name();
   }
@@ -609,12 +597,11 @@ void Server::LoadModulesFor(const discovery::v1::Push& push) {
 }
 
 void Server::LoadPersisted() {
-  std::ifstream in(persist_path_, std::ios::binary);
-  if (!in) {
+  std::string bytes;
+  if (!ReadFile(persist_path_, &bytes)) {
     spdlog::info("control plane: no persisted config at {} (yet)", persist_path_);
     return;
   }
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   discovery::v1::Push push;
   if (!push.ParseFromString(bytes)) {
     spdlog::warn("control plane: {} is not a persisted config; ignored", persist_path_);
@@ -640,17 +627,9 @@ void Server::LoadPersisted() {
 
 void Server::Persist() {
   if (persist_path_.empty()) return;
-  // Written aside and renamed: a crash mid-write leaves the old file.
-  std::string tmp = persist_path_ + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out || !resources_->ServingAsPush().SerializeToOstream(&out)) {
-      spdlog::error("control plane: cannot write {}", tmp);
-      return;
-    }
-  }
-  if (std::rename(tmp.c_str(), persist_path_.c_str()) != 0) {
-    spdlog::error("control plane: cannot rename {} to {}", tmp, persist_path_);
+  // A crash mid-write leaves the old file.
+  if (!WriteFileAtomically(persist_path_, resources_->ServingAsPush().SerializeAsString())) {
+    spdlog::error("control plane: cannot write {}", persist_path_);
   }
 }
 

@@ -341,11 +341,8 @@ http::UpstreamResultStatus CircuitBreakerFilter::OnUpstreamResult(http::Upstream
     failure = IsFailureStatus(result.status) || Slow();
     EndHostAttempt(true, failure);
   } else {
+    // Connect failures, resets and per-try timeouts carry their cause.
     bool counts = ClassifyCause(result.cause, &failure);
-    if (result.kind == http::UpstreamResult::Kind::kPerTryTimeout) {
-      counts = true;
-      failure = settings_->on_timeout || settings_->on_gateway_error || settings_->on_5xx;
-    }
     EndHostAttempt(counts, failure);
   }
   return http::UpstreamResultStatus::kContinue;

@@ -1,0 +1,19 @@
+// Whole-file reads and crash-safe replacement, for the small state files
+// the gateway and portway-cp keep (persisted config, admin address, state
+// store, certificates).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace portway {
+
+// The file's bytes; false if it cannot be opened or read.
+bool ReadFile(const std::string& path, std::string* out);
+
+// Writes `bytes` to PATH.tmp, then renames it over `path`: readers see
+// the old file or the new one, never half of one. False on any failure
+// (the old file stays).
+bool WriteFileAtomically(const std::string& path, std::string_view bytes);
+
+}  // namespace portway
