@@ -670,45 +670,91 @@ void ConnectionImpl::CloseSocket(bool reset) {
 
 // -------------------------------------------------------------- listener
 
+// Accepts with accept4() on a polled listening socket rather than through
+// uv_listen: libuv's own accept path, once the process is out of file
+// descriptors, leaves a level-triggered readable socket that wakes the loop
+// at once, forever (a worker at 100 % CPU). Here running out of descriptors
+// or memory pauses accepting for a while; pending connections wait in the
+// kernel's backlog and are taken once descriptors free up.
 class ListenerImpl final : public Listener {
  public:
   ListenerImpl(DispatcherImpl& dispatcher, int fd, ListenerCallbacks& callbacks)
-      : dispatcher_(dispatcher), callbacks_(callbacks) {
-    handle_ = new uv_tcp_t;
-    uv_tcp_init(dispatcher.loop(), handle_);
-    handle_->data = this;
-    uv_tcp_open(handle_, fd);
-    uv_listen(reinterpret_cast<uv_stream_t*>(handle_), 4096, [](uv_stream_t* server, int status) {
-      auto* self = static_cast<ListenerImpl*>(server->data);
-      if (self != nullptr && status == 0) self->Accept();
-    });
+      : dispatcher_(dispatcher), callbacks_(callbacks), fd_(fd) {
+    listen(fd_, 4096);  // the backlog the caller asked for may have been smaller
+    poll_ = new uv_poll_t;
+    uv_poll_init_socket(dispatcher.loop(), poll_, fd_);
+    poll_->data = this;
+    pause_ = new uv_timer_t;
+    uv_timer_init(dispatcher.loop(), pause_);
+    pause_->data = this;
+    Resume();
   }
   ~ListenerImpl() override { Disable(); }
 
   void Disable() override {
-    if (handle_ == nullptr) return;
-    handle_->data = nullptr;
-    CloseAndFree(handle_);
-    handle_ = nullptr;
+    if (poll_ == nullptr) return;
+    poll_->data = nullptr;
+    pause_->data = nullptr;
+    uv_timer_stop(pause_);
+    CloseAndFree(poll_);
+    CloseAndFree(pause_);
+    poll_ = nullptr;
+    pause_ = nullptr;
+    close(fd_);
   }
 
  private:
+  // Bounds one wake-up's work so a burst of connections cannot starve the
+  // requests already being served on this loop.
+  static constexpr int kMaxAcceptsPerWakeup = 64;
+  static constexpr uint64_t kPauseMs = 100;
+
+  void Resume() {
+    uv_poll_start(poll_, UV_READABLE, [](uv_poll_t* handle, int status, int) {
+      auto* self = static_cast<ListenerImpl*>(handle->data);
+      if (self != nullptr) self->Accept();
+    });
+  }
+
   void Accept() {
-    auto* socket = new Socket;
-    uv_tcp_init(dispatcher_.loop(), &socket->tcp);
-    socket->tcp.data = socket;
-    if (uv_accept(reinterpret_cast<uv_stream_t*>(handle_),
-                  reinterpret_cast<uv_stream_t*>(&socket->tcp)) != 0) {
-      uv_close(reinterpret_cast<uv_handle_t*>(&socket->tcp),
-               [](uv_handle_t* h) { delete static_cast<Socket*>(h->data); });
-      return;
+    for (int i = 0; i < kMaxAcceptsPerWakeup && poll_ != nullptr; ++i) {
+      int fd = accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        const int err = errno;
+        if (err == EAGAIN || err == EWOULDBLOCK) return;
+        // The connection died in the backlog, or a signal: take the next.
+        if (err == EINTR || err == ECONNABORTED || err == EPROTO) continue;
+        // EMFILE, ENFILE, ENOBUFS, ENOMEM and anything unexpected: stop
+        // asking until something may have changed.
+        uv_poll_stop(poll_);
+        uv_timer_start(
+            pause_,
+            [](uv_timer_t* t) {
+              auto* self = static_cast<ListenerImpl*>(t->data);
+              if (self != nullptr) self->Resume();
+            },
+            kPauseMs, 0);
+        callbacks_.OnAcceptError(err, std::chrono::milliseconds(kPauseMs));
+        return;
+      }
+      auto* socket = new Socket;
+      uv_tcp_init(dispatcher_.loop(), &socket->tcp);
+      socket->tcp.data = socket;
+      if (uv_tcp_open(&socket->tcp, fd) != 0) {
+        close(fd);
+        uv_close(reinterpret_cast<uv_handle_t*>(&socket->tcp),
+                 [](uv_handle_t* h) { delete static_cast<Socket*>(h->data); });
+        continue;
+      }
+      callbacks_.OnAccept(std::make_unique<ConnectionImpl>(dispatcher_, socket, false));
     }
-    callbacks_.OnAccept(std::make_unique<ConnectionImpl>(dispatcher_, socket, false));
   }
 
   DispatcherImpl& dispatcher_;
   ListenerCallbacks& callbacks_;
-  uv_tcp_t* handle_;
+  const int fd_;
+  uv_poll_t* poll_ = nullptr;
+  uv_timer_t* pause_ = nullptr;
 };
 
 ListenerPtr DispatcherImpl::AdoptListener(int fd, ListenerCallbacks& callbacks) {
@@ -803,7 +849,7 @@ DispatcherPtr Dispatcher::Create(std::string name) {
 }
 
 int CreateListenSocket(const network::Address& address, int backlog, std::string* error,
-                       bool reuse_port) {
+                       PortSharing sharing) {
   int fd = socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     *error = std::string("socket: ") + strerror(errno);
@@ -811,9 +857,15 @@ int CreateListenSocket(const network::Address& address, int backlog, std::string
   }
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (reuse_port) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  if (sharing == PortSharing::kJoinGroup) {
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  }
   if (address.family() == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-  if (bind(fd, address.sockaddr_ptr(), address.sockaddr_len()) != 0 || listen(fd, backlog) != 0) {
+  bool ok = bind(fd, address.sockaddr_ptr(), address.sockaddr_len()) == 0;
+  if (ok && sharing == PortSharing::kNewGroup) {
+    ok = setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == 0;
+  }
+  if (!ok || listen(fd, backlog) != 0) {
     int err = errno;
     *error = "bind " + address.ToString() + ": " + strerror(err);
     close(fd);

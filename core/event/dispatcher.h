@@ -103,6 +103,10 @@ class ListenerCallbacks {
  public:
   virtual ~ListenerCallbacks() = default;
   virtual void OnAccept(ConnectionPtr connection) = 0;
+  // accept() failed with `error` (errno: EMFILE when the process is out of
+  // file descriptors, ENFILE, ENOBUFS, ENOMEM); the listener stops
+  // accepting for `paused` and then tries again.
+  virtual void OnAcceptError(int error, std::chrono::milliseconds paused) {}
 };
 
 class Listener {
@@ -164,11 +168,21 @@ class Dispatcher {
 };
 using DispatcherPtr = std::unique_ptr<Dispatcher>;
 
+// How a listening socket shares its port (SO_REUSEPORT, one socket per
+// worker). A group is opened by a socket that binds without SO_REUSEPORT,
+// so a port that any other socket holds (another process's included) is
+// refused with EADDRINUSE instead of silently sharing its traffic; the
+// option is set after bind so the group's other sockets can join.
+enum class PortSharing {
+  kExclusive,  // never shared (admin)
+  kNewGroup,   // the first socket of a group: fails if anyone holds the port
+  kJoinGroup,  // joins a group this process opened
+};
+
 // Makes a TCP socket bound to `address` and listening, non-blocking, with
-// SO_REUSEADDR and, when `reuse_port`, SO_REUSEPORT (one socket per worker).
-// Returns the fd or -errno.
+// SO_REUSEADDR. Returns the fd or -errno.
 int CreateListenSocket(const network::Address& address, int backlog, std::string* error,
-                       bool reuse_port = true);
+                       PortSharing sharing = PortSharing::kNewGroup);
 // The address a socket is bound to (to learn the port after binding :0).
 network::Address SocketLocalAddress(int fd);
 

@@ -35,8 +35,13 @@ bool IsHopByHop(std::string_view name) {
 // The attempt counter the router adds is Portway's alone: a client's copy
 // is dropped on the way in, so the router can append its own.
 constexpr std::string_view kAttemptCount = "x-portway-attempt-count";
+// Likewise the error header on the way out: a client must be able to trust
+// that x-portway-error was written by this gateway, never by an upstream.
+constexpr std::string_view kErrorHeader = "x-portway-error";
 
-void StripHopByHop(HeaderMap& headers, bool request) {
+// `drop_underscores`: names with '_' (X_Forwarded_For) that some backends
+// fold into the dash-separated header a proxy vouches for.
+void StripHopByHop(HeaderMap& headers, bool request, bool drop_underscores = false) {
   std::vector<std::string> named;
   if (const std::string* connection = headers.Get("connection")) {
     for (std::string_view token : SplitView(*connection, ',')) {
@@ -50,9 +55,14 @@ void StripHopByHop(HeaderMap& headers, bool request) {
   }
   // Trailer is end-to-end in RFC 9110, but Portway re-frames bodies
   // (chunked <-> length-delimited), so the announcement may no longer hold.
-  headers.RemoveIf([&named, request](std::string_view name) {
+  headers.RemoveIf([&named, request, drop_underscores](std::string_view name) {
     if (IsHopByHop(name)) return true;
-    if (request && name.size() == kAttemptCount.size() && name == kAttemptCount) return true;
+    if (request) {
+      if (name.size() == kAttemptCount.size() && name == kAttemptCount) return true;
+      if (drop_underscores && name.find('_') != std::string_view::npos) return true;
+    } else if (name.size() == kErrorHeader.size() && name == kErrorHeader) {
+      return true;
+    }
     for (const std::string& n : named) {
       if (n == name) return true;
     }
@@ -281,7 +291,16 @@ void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool e
   expect_continue_ = expect != nullptr && EqualsIgnoreCase(*expect, "100-continue");
   if (expect != nullptr) headers->Remove("expect");
 
-  StripHopByHop(*headers, /*request=*/true);
+  const server::UnderscoreHeaders underscores = listener_->headers_with_underscores;
+  if (underscores == server::UnderscoreHeaders::kReject) {
+    for (const auto& e : *headers) {
+      if (e.name.find('_') != std::string::npos) {
+        SendProtocolError(CodecError{400, "header_name_with_underscore"});
+        return;
+      }
+    }
+  }
+  StripHopByHop(*headers, /*request=*/true, underscores == server::UnderscoreHeaders::kDrop);
   ApplyProxyHeaders(*headers);
   // Routed before the filters so they can see the route; a missing route is
   // answered by the router stage, after the filters ran.
@@ -332,6 +351,28 @@ void ConnectionManager::ActiveStream::ApplyProxyHeaders(HeaderMap& headers) {
   }
   if (!listener_->trust_forwarded_for || !headers.Has("x-forwarded-proto")) {
     headers.Set("x-forwarded-proto", "http");
+  }
+  // Forwarded (RFC 7239) and X-Real-IP name the client too, and backends
+  // read them as such: only a trusted proxy may say what they hold. They
+  // are rewritten only when present, so a request without them costs
+  // nothing here.
+  if (headers.Has("forwarded")) {
+    std::string node =
+        client_ip.find(':') == std::string::npos ? client_ip : Cat("\"[", client_ip, "]\"");
+    std::string element = Cat("for=", node, ";proto=http");
+    if (listener_->trust_forwarded_for) {
+      std::string list;
+      for (const auto& e : headers) {
+        if (e.name != "forwarded" || e.value.empty()) continue;
+        if (!list.empty()) list += ", ";
+        list += e.value;
+      }
+      element = list.empty() ? element : Cat(list, ", ", element);
+    }
+    headers.SetOwned("forwarded", std::move(element));
+  }
+  if (!listener_->trust_forwarded_for && headers.Has("x-real-ip")) {
+    headers.Set("x-real-ip", client_ip);
   }
   const std::string* request_id = headers.Get("x-request-id");
   bool logged = parent_.context_.AccessLog() != nullptr;

@@ -400,6 +400,17 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
         std::chrono::milliseconds(300000), path + ".timeouts.stream_idle_timeout", errors);
     listener->trust_forwarded_for = proto.proxy_headers().trust_forwarded_for();
     listener->trust_request_id = proto.proxy_headers().trust_request_id();
+    switch (proto.headers_with_underscores()) {
+      case config::v1::Listener::ALLOW:
+        listener->headers_with_underscores = UnderscoreHeaders::kAllow;
+        break;
+      case config::v1::Listener::REJECT:
+        listener->headers_with_underscores = UnderscoreHeaders::kReject;
+        break;
+      default:
+        listener->headers_with_underscores = UnderscoreHeaders::kDrop;
+        break;
+    }
     if (!proto.route_config().empty()) {
       AddError(errors, path + ".route_config",
                Cat("needs a control plane (the RouteConfiguration '", proto.route_config(),

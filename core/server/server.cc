@@ -1,10 +1,13 @@
 #include "core/server/server.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <set>
@@ -130,6 +133,9 @@ class Worker : public http::ConnectionManagerContext {
     void OnAccept(event::ConnectionPtr connection) override {
       worker.OnAccept(name, std::move(connection));
     }
+    void OnAcceptError(int error, std::chrono::milliseconds paused) override {
+      worker.OnAcceptError(name, error, paused);
+    }
     Worker& worker;
     std::string name;
     event::ListenerPtr listener;
@@ -154,7 +160,26 @@ class Worker : public http::ConnectionManagerContext {
     connection_count_.fetch_add(1, std::memory_order_relaxed);
   }
 
+  void OnAcceptError(const std::string& name, int error, std::chrono::milliseconds paused) {
+    if (ListenerConfigPtr config = CurrentListener(name)) config->stats->accept_errors.Inc();
+    // One line per worker per 10 s: the condition lasts, the log must not
+    // grow with it.
+    ++accept_errors_unlogged_;
+    event::MonotonicTime now = dispatcher_->Now();
+    if (accept_error_logged_ && now - *accept_error_logged_ < std::chrono::seconds(10)) return;
+    accept_error_logged_ = now;
+    spdlog::error(
+        "worker {}: listener '{}' cannot accept: {}{}; pausing accepts for {}ms at a time ({} "
+        "time(s) since the last line); open connections: {}",
+        index_, name, strerror(error),
+        error == EMFILE || error == ENFILE ? " (raise the file descriptor limit, LimitNOFILE)" : "",
+        paused.count(), accept_errors_unlogged_, connection_count_.load());
+    accept_errors_unlogged_ = 0;
+  }
+
   const int index_;
+  std::optional<event::MonotonicTime> accept_error_logged_;
+  uint64_t accept_errors_unlogged_ = 0;
   event::DispatcherPtr dispatcher_;
   std::unique_ptr<upstream::ClusterManager> cluster_manager_;
   SnapshotPtr snapshot_;
@@ -175,7 +200,7 @@ class AdminServer : public event::ListenerCallbacks {
   bool Listen(const network::Address& address, std::string* error) {
     // No SO_REUSEPORT here: a second Portway started by mistake on the same
     // ports fails on the admin address instead of silently sharing traffic.
-    int fd = event::CreateListenSocket(address, 128, error, /*reuse_port=*/false);
+    int fd = event::CreateListenSocket(address, 128, error, event::PortSharing::kExclusive);
     if (fd < 0) return false;
     bound_ = event::SocketLocalAddress(fd);
     listener_ = dispatcher_.AdoptListener(fd, *this);
@@ -322,6 +347,51 @@ Server::~Server() {
   }
 }
 
+namespace {
+
+// Every downstream connection may hold an upstream one too; the rest is the
+// process's own (admin, control plane, DNS, logs).
+constexpr rlim_t kReservedFds = 256;
+
+// The soft RLIMIT_NOFILE (often 1024) is raised to the hard limit: running
+// out of descriptors pauses accepting, so the limit is what caps the
+// connections a gateway can serve. A warning says when even that cannot
+// cover the listeners' max_connections.
+void RaiseFileLimit(const Snapshot& snapshot) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  if (limit.rlim_cur < limit.rlim_max) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+      limit = raised;
+    } else {
+      spdlog::warn("cannot raise the file descriptor limit from {} to {}: {}", limit.rlim_cur,
+                   limit.rlim_max, strerror(errno));
+    }
+  }
+  rlim_t wanted = kReservedFds;
+  for (const auto& [name, listener] : snapshot.listeners) {
+    wanted += 2 * static_cast<rlim_t>(listener->max_connections);
+  }
+  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < wanted) {
+    spdlog::warn(
+        "the file descriptor limit ({}) is below what the listeners' max_connections may need "
+        "({}: two per connection, downstream and upstream, plus {}); past it accepting pauses. "
+        "Raise it (ulimit -n, LimitNOFILE=) or lower limits.max_connections",
+        limit.rlim_cur, wanted, kReservedFds);
+  }
+}
+
+}  // namespace
+
+bool Server::HoldsPort(const network::Address& address) const {
+  for (const auto& [name, bl] : listeners_) {
+    if (bl.bound == address) return true;
+  }
+  return false;
+}
+
 bool Server::BindListeners(const SnapshotPtr& snapshot, std::map<std::string, BoundListener>* bound,
                            config::ConfigErrors* errors) {
   for (const auto& [name, config] : snapshot->listeners) {
@@ -331,9 +401,16 @@ bool Server::BindListeners(const SnapshotPtr& snapshot, std::map<std::string, Bo
     network::Address address = config->address;
     for (int i = 0; i < options_.workers; ++i) {
       std::string error;
-      // The first socket learns the port when the config says :0; the
-      // others join it with SO_REUSEPORT.
-      int fd = event::CreateListenSocket(address, 4096, &error);
+      // The first socket learns the port when the config says :0, and
+      // fails when anyone holds the port; the others join it.
+      int fd = event::CreateListenSocket(
+          address, 4096, &error,
+          i == 0 ? event::PortSharing::kNewGroup : event::PortSharing::kJoinGroup);
+      if (fd == -EADDRINUSE && i == 0 && HoldsPort(address)) {
+        // A listener of this gateway that is on its way out (renamed, or
+        // replaced by a push) holds it: take over its port.
+        fd = event::CreateListenSocket(address, 4096, &error, event::PortSharing::kJoinGroup);
+      }
       if (fd < 0) {
         errors->push_back({Cat("listeners[\"", name, "\"].address"), error});
         for (int open_fd : bl.fds) close(open_fd);
@@ -356,6 +433,7 @@ bool Server::Init(config::ConfigErrors* errors) {
   bool modules_loaded = LoadModules(bootstrap, options_.config_path, errors);
   SnapshotPtr snapshot = builder_.Build(bootstrap, nullptr, errors);
   if (!snapshot || !modules_loaded) return false;
+  RaiseFileLimit(*snapshot);
   std::map<std::string, BoundListener> bound;
   if (!BindListeners(snapshot, &bound, errors)) {
     for (auto& [name, bl] : bound) {

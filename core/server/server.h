@@ -66,6 +66,8 @@ class Server {
     network::Address bound;
   };
 
+  // True when one of this gateway's listeners is bound to `address`.
+  bool HoldsPort(const network::Address& address) const;
   bool BindListeners(const SnapshotPtr& snapshot, std::map<std::string, BoundListener>* bound,
                      config::ConfigErrors* errors);
   void Publish(SnapshotPtr snapshot);

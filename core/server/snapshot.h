@@ -27,6 +27,10 @@ struct ListenerState {
   std::atomic<uint64_t> connections{0};
 };
 
+// listeners[].headers_with_underscores: what a request header whose name
+// has an underscore gets.
+enum class UnderscoreHeaders : uint8_t { kDrop, kAllow, kReject };
+
 struct ListenerConfig {
   std::string name;
   network::Address address;
@@ -38,6 +42,7 @@ struct ListenerConfig {
   uint32_t max_connections = 16384;
   bool trust_forwarded_for = false;
   bool trust_request_id = false;
+  UnderscoreHeaders headers_with_underscores = UnderscoreHeaders::kDrop;
   std::shared_ptr<const router::RouteTable> routes;
   // The HTTP filter chain, in order; each makes one filter per stream.
   struct Filter {

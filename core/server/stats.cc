@@ -130,7 +130,9 @@ ListenerStats::ListenerStats(Store& store, const std::string& listener)
       connections_overflow(store.GetCounter("portway_downstream_connections_overflow_total",
                                             {{"listener", listener}})),
       protocol_errors(
-          store.GetCounter("portway_downstream_protocol_errors_total", {{"listener", listener}})) {
+          store.GetCounter("portway_downstream_protocol_errors_total", {{"listener", listener}})),
+      accept_errors(
+          store.GetCounter("portway_downstream_accept_errors_total", {{"listener", listener}})) {
   for (size_t i = 1; i < local_replies.size(); ++i) {
     local_replies[i] = &store.GetCounter(
         "portway_local_replies_total",

@@ -104,6 +104,7 @@ struct ListenerStats {
   Counter& connections_total;
   Counter& connections_overflow;
   Counter& protocol_errors;
+  Counter& accept_errors;  // accept() failed (EMFILE, ...): accepting paused
 };
 
 // The metrics of one route, labelled by listener and route name.

@@ -68,7 +68,8 @@ def make_gateway(portway_binary, request):
     started = []
 
     def make(config, **kwargs):
-        gw = Gateway(config, binary=portway_binary, **kwargs)
+        kwargs.setdefault("binary", portway_binary)
+        gw = Gateway(config, **kwargs)
         started.append(gw)
         gw.start()
         return gw

@@ -245,6 +245,68 @@ TEST(Http1RequestLineTest, AcceptsAuthorityAndAsteriskForms) {
   EXPECT_EQ(options.head.target, "*");
 }
 
+TEST(Http1RequestLineTest, RejectsAbsoluteFormWithUserinfoBadPortOrOtherScheme) {
+  const auto absolute = [](std::string_view target) {
+    return RequestError("GET " + std::string(target) + " HTTP/1.1\r\nHost: a\r\n\r\n");
+  };
+  EXPECT_EQ(absolute("http://user:pw@host/"), ParseError::kInvalidHost);
+  EXPECT_EQ(absolute("http://@host/"), ParseError::kInvalidHost);
+  EXPECT_EQ(absolute("http://host:99999/"), ParseError::kInvalidHost);
+  EXPECT_EQ(absolute("http://host:65536/"), ParseError::kInvalidHost);
+  EXPECT_EQ(absolute("http://host:abc/"), ParseError::kInvalidHost);
+  EXPECT_EQ(absolute("http://host:/"), ParseError::kInvalidHost);
+  EXPECT_EQ(absolute("http:///path"), ParseError::kInvalidHost);
+  EXPECT_EQ(absolute("http://[::1/"), ParseError::kInvalidHost);
+  EXPECT_EQ(absolute("ftp://host/"), ParseError::kInvalidTarget);
+  EXPECT_EQ(absolute("file:///etc/passwd"), ParseError::kInvalidTarget);
+  EXPECT_EQ(absolute("http:/host/"), ParseError::kInvalidTarget);
+  EXPECT_EQ(absolute("index.html"), ParseError::kInvalidTarget);
+  EXPECT_EQ(absolute("*"), ParseError::kInvalidTarget);  // asterisk-form is for OPTIONS only
+  EXPECT_EQ(ParseErrorStatus(ParseError::kInvalidTarget), 400);
+  EXPECT_STREQ(ParseErrorName(ParseError::kInvalidTarget), "invalid_target");
+}
+
+TEST(Http1RequestLineTest, AcceptsAbsoluteFormAuthoritiesHostAccepts) {
+  for (std::string_view target : {"http://h/", "HTTPS://h:443/x", "http://h:65535?q",
+                                  "http://[::1]:8080/", "http://10.0.0.1/", "http://h"}) {
+    ParsedHead p = ParseRequest("GET " + std::string(target) + " HTTP/1.1\r\nHost: h\r\n\r\n");
+    EXPECT_EQ(p.result, Result::kDone) << target << " " << ParseErrorName(p.error);
+  }
+}
+
+TEST(Http1RequestLineTest, ValidatesHostPortLikeAnAuthority) {
+  for (std::string_view host : {"h:99999", "h:abc", "h:", "user@h", "h:1:2", "[::1"}) {
+    EXPECT_EQ(RequestError("GET / HTTP/1.1\r\nHost: " + std::string(host) + "\r\n\r\n"),
+              ParseError::kInvalidHost)
+        << host;
+  }
+  for (std::string_view host : {"h:1", "h:65535", "[::1]:80", "[::1]", "127.0.0.1:8080"}) {
+    EXPECT_EQ(ParseRequest("GET / HTTP/1.1\r\nHost: " + std::string(host) + "\r\n\r\n").result,
+              Result::kDone)
+        << host;
+  }
+  // RFC 9112 3.2: an empty Host is allowed when the target has no authority.
+  EXPECT_EQ(ParseRequest("GET / HTTP/1.1\r\nHost:\r\n\r\n").result, Result::kDone);
+}
+
+TEST(Http1RequestLineTest, RejectsBytesThatCannotStartARequestBeforeTheLineEnds) {
+  // A TLS ClientHello on a plaintext port: record type 0x16, version 3.1.
+  HeadParser parser{Limits()};
+  Head head;
+  EXPECT_EQ(parser.ParseRequest("\x16\x03\x01\x02\x00\x01"sv, &head), Result::kError);
+  EXPECT_EQ(parser.error(), ParseError::kBadRequestLine);
+  // A method that is still arriving is not judged early...
+  HeadParser partial{Limits()};
+  EXPECT_EQ(partial.ParseRequest("GE", &head), Result::kIncomplete);
+  EXPECT_EQ(partial.ParseRequest("GET /some/pa", &head), Result::kIncomplete);
+  // ...and a bad byte in it fails at once.
+  EXPECT_EQ(partial.ParseRequest("GET /some/path", &head), Result::kIncomplete);
+  HeadParser bad{Limits()};
+  EXPECT_EQ(bad.ParseRequest("GE(", &head), Result::kError);
+  HeadParser leading_space{Limits()};
+  EXPECT_EQ(leading_space.ParseRequest(" ", &head), Result::kError);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Line endings
 

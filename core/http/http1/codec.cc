@@ -420,6 +420,8 @@ void ServerConnectionImpl::OnResponseComplete() {
   }
   state_ = State::kHead;
   head_started_ = false;
+  // A malformed next request is answered like one on a fresh connection.
+  response_started_ = false;
   request_is_head_ = false;
   http10_ = false;
   // Safe here: no parser call is on the stack during stream callbacks.

@@ -168,11 +168,60 @@ void ScanConnectionTokens(std::string_view v, bool* close, bool* keep_alive, boo
   }
 }
 
-bool IsValidHost(std::string_view host) {
-  for (char c : host) {
-    if (!Is(c, kHostChar)) return false;
+// RFC 3986 authority without userinfo, as RFC 9110 §7.2 allows in Host: `host [":" port]`,
+// host = "[" IPv6 "]" / IPv4 / reg-name. The port, when its colon is there, is 1*5DIGIT up to
+// 65535: an empty or oversized port would be read differently by the next hop. Host may be
+// empty (RFC 9112 §3.2); an absolute-form authority may not.
+bool IsValidAuthority(std::string_view a, bool allow_empty) {
+  if (a.empty()) return allow_empty;
+  size_t i = 0;
+  if (a[0] == '[') {
+    const size_t close = a.find(']');
+    if (close == std::string_view::npos || close == 1) return false;
+    for (i = 1; i < close; ++i) {
+      const char c = a[i];
+      if (!Is(c, kHexDigit) && c != ':' && c != '.') return false;
+    }
+    i = close + 1;
+  } else {
+    // reg-name and IPv4: unreserved, sub-delims, pct-encoded; no ':', '@', '[' or ']'.
+    while (i < a.size() && a[i] != ':') {
+      const char c = a[i];
+      if (!Is(c, kHostChar) || c == '[' || c == ']') return false;
+      ++i;
+    }
+    if (i == 0) return false;
   }
-  return true;
+  if (i == a.size()) return true;
+  if (a[i] != ':') return false;
+  const std::string_view port = a.substr(i + 1);
+  if (port.empty() || port.size() > 5) return false;
+  uint32_t value = 0;
+  for (char c : port) {
+    if (!Is(c, kDigit)) return false;
+    value = value * 10 + static_cast<uint32_t>(c - '0');
+  }
+  return value <= 65535;
+}
+
+// RFC 9112 §3.2: the four forms of request-target. An absolute-form target must name http or
+// https (this is not a forward proxy for other schemes) and an authority that is valid Host.
+ParseError CheckTarget(std::string_view method, std::string_view target) {
+  if (target[0] == '/') return ParseError::kNone;
+  if (method == "CONNECT") return ParseError::kNone;  // authority-form; refused by the codec
+  if (target == "*") {
+    return method == "OPTIONS" ? ParseError::kNone : ParseError::kInvalidTarget;
+  }
+  const size_t colon = target.find("://");
+  if (colon == std::string_view::npos) return ParseError::kInvalidTarget;
+  const std::string_view scheme = target.substr(0, colon);
+  if (!EqualsIgnoreCase(scheme, "http") && !EqualsIgnoreCase(scheme, "https")) {
+    return ParseError::kInvalidTarget;
+  }
+  std::string_view rest = target.substr(colon + 3);
+  const std::string_view authority = rest.substr(0, rest.find_first_of("/?"));
+  if (!IsValidAuthority(authority, /*allow_empty=*/false)) return ParseError::kInvalidHost;
+  return ParseError::kNone;
 }
 
 }  // namespace
@@ -205,6 +254,8 @@ const char* ParseErrorName(ParseError e) {
       return "duplicate_host";
     case ParseError::kInvalidHost:
       return "invalid_host";
+    case ParseError::kInvalidTarget:
+      return "invalid_target";
     case ParseError::kInvalidContentLength:
       return "invalid_content_length";
     case ParseError::kContentLengthWithTransferEncoding:
@@ -252,6 +303,7 @@ int ParseErrorStatus(ParseError e) {
     case ParseError::kMissingHost:
     case ParseError::kDuplicateHost:
     case ParseError::kInvalidHost:
+    case ParseError::kInvalidTarget:
     case ParseError::kInvalidContentLength:
     case ParseError::kContentLengthWithTransferEncoding:
     case ParseError::kTransferEncodingInHttp10:
@@ -271,6 +323,7 @@ void HeadParser::Reset() {
   phase_ = Phase::kStartLine;
   error_ = ParseError::kNone;
   leading_empty_lines_ = 0;
+  method_checked_ = 0;
   line_start_ = 0;
   scan_pos_ = 0;
   head_size_ = 0;
@@ -318,6 +371,15 @@ HeadParser::Result HeadParser::Parse(std::string_view data, bool is_request,
         size_t partial = n - line_start_;
         if (partial > 0 && base[n - 1] == '\r') --partial;  // may be the CR of the CRLF
         if (partial > limits_.max_request_line_bytes) return Fail(ParseError::kUriTooLong);
+        // The method is 1*tchar followed by SP; checked once per byte, only until that SP.
+        size_t i = std::max(method_checked_, line_start_);
+        const size_t end = line_start_ + partial;
+        while (i < end && Is(base[i], kTchar)) ++i;
+        if (i < end && (base[i] != ' ' || i == line_start_)) {
+          return Fail(base[i] == '\r' ? ParseError::kInvalidLineEnding
+                                      : ParseError::kBadRequestLine);
+        }
+        method_checked_ = i < end ? SIZE_MAX : i;
       }
       // The head needs at least one more byte, so it will exceed the limit.
       if (n >= limits_.max_header_bytes) return Fail(ParseError::kHeadersTooLarge);
@@ -449,7 +511,9 @@ HeadParser::Result HeadParser::Finish(std::string_view data, bool is_request,
       case 4:
         if (is_request && EqualsIgnoreCase(field.name, "host")) {
           if (has_host) return Fail(ParseError::kDuplicateHost);
-          if (!IsValidHost(field.value)) return Fail(ParseError::kInvalidHost);
+          if (!IsValidAuthority(field.value, /*allow_empty=*/true)) {
+            return Fail(ParseError::kInvalidHost);
+          }
           has_host = true;
           head.host = field.value;
         }
@@ -504,6 +568,9 @@ HeadParser::Result HeadParser::Finish(std::string_view data, bool is_request,
 
   if (is_request) {
     if (http11 && !has_host) return Fail(ParseError::kMissingHost);
+    if (const ParseError e = CheckTarget(head.method, head.target); e != ParseError::kNone) {
+      return Fail(e);
+    }
     // "Content-Length: 0" is reported as kNone so that callers have one test for "no body
     // bytes follow" (the field itself stays in `headers`).
     head.body = has_transfer_encoding ? BodyKind::kChunked

@@ -71,7 +71,12 @@ enum class ParseError : uint8_t {
                           //     (including whitespace right after the start line).
   kMissingHost,           // 400 "missing_host": HTTP/1.1 request without Host.
   kDuplicateHost,         // 400 "duplicate_host": more than one Host field line.
-  kInvalidHost,           // 400 "invalid_host": Host with bytes outside reg-name/IP-literal/port.
+  kInvalidHost,           // 400 "invalid_host": Host, or the authority of an absolute-form
+                          //     target, that is not `reg-name / IPv4 / [IPv6]` with an optional
+                          //     `:port` of 1-5 digits up to 65535; userinfo ("user@") is refused.
+  kInvalidTarget,         // 400 "invalid_target": a request-target in none of the four forms
+                          //     (origin, absolute with an http/https scheme, authority for
+                          //     CONNECT, asterisk for OPTIONS).
   kInvalidContentLength,  // 400 "invalid_content_length": not 1*DIGIT, > 2^63, or more than one
                           //     Content-Length field line (even with equal values).
   kContentLengthWithTransferEncoding,  // 400 "content_length_and_transfer_encoding"
@@ -125,8 +130,9 @@ struct HeaderField {
 };
 
 struct Head {
-  // Request only. `target` is kept as sent (origin-, absolute-, authority- or asterisk-form);
-  // the parser does not reconcile an absolute-form authority with Host.
+  // Request only. `target` is kept as sent (origin-, absolute-, authority- or asterisk-form).
+  // An absolute-form target's authority is validated like Host; which of the two wins is the
+  // caller's choice (RFC 9112 §3.2.2: the target's).
   std::string_view method;
   std::string_view target;
   // Response only.
@@ -200,6 +206,10 @@ class HeadParser {
   Phase phase_ = Phase::kStartLine;
   ParseError error_ = ParseError::kNone;
   int leading_empty_lines_ = 0;
+  // How far the first line of a request was checked for a viable method while its LF had not
+  // arrived: bytes that cannot start a request (a TLS ClientHello) fail at once, not at the
+  // request-headers timeout.
+  size_t method_checked_ = 0;
   size_t line_start_ = 0;  // first byte of the line not yet complete
   size_t scan_pos_ = 0;    // first byte not yet searched for LF
   size_t head_size_ = 0;
