@@ -103,4 +103,29 @@ std::string Cat(const Parts&... parts) {
   return out;
 }
 
+// A JSON string literal of `s`, quotes included. Control characters and
+// bytes of 0x80 and above (a request's bytes need not be UTF-8) are written
+// as \u00XX, so the output is valid JSON whatever the input.
+inline std::string JsonString(std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(s.size() + 2);
+  out.push_back('"');
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(ch);
+    } else if (c < 0x20 || c >= 0x7f) {
+      out.append("\\u00");
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 0xf]);
+    } else {
+      out.push_back(ch);
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
 }  // namespace portway

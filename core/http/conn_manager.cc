@@ -5,6 +5,7 @@
 #include "core/common/strings.h"
 
 #include "core/http/filter_manager.h"
+#include "core/server/failure_history.h"
 #include "core/server/stats.h"
 
 namespace portway::http {
@@ -216,7 +217,7 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
     for (const auto& f : listener_->filters) {
       const router::FilterOverride* o = route_ ? route_->FindOverride(f.name) : nullptr;
       if (o != nullptr && o->disabled) continue;
-      manager.Add(o != nullptr && o->make ? o->make() : f.make());
+      manager.Add(o != nullptr && o->make ? o->make() : f.make(), f.name);
     }
     if (manager.size() == 0) {
       filters_.reset();
@@ -278,8 +279,8 @@ void ConnectionManager::ActiveStream::OnIdleTimer() {
 
 void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool end_stream) {
   request_complete_ = end_stream;
-  // Only the access log reads these copies.
-  if (parent_.context_.AccessLog() != nullptr) {
+  // Only the access log and the failure history read these copies.
+  if (parent_.context_.AccessLog() != nullptr || parent_.context_.Failures() != nullptr) {
     info_.method = std::string(headers->Method());
     info_.path = std::string(headers->Path());
     info_.authority = std::string(headers->Authority());
@@ -374,14 +375,13 @@ void ConnectionManager::ActiveStream::ApplyProxyHeaders(HeaderMap& headers) {
   if (!listener_->trust_forwarded_for && headers.Has("x-real-ip")) {
     headers.Set("x-real-ip", client_ip);
   }
+  // Kept for the access log, the failure history and error responses.
   const std::string* request_id = headers.Get("x-request-id");
-  bool logged = parent_.context_.AccessLog() != nullptr;
   if (listener_->trust_request_id && request_id != nullptr && !request_id->empty()) {
-    if (logged) info_.request_id = *request_id;
+    info_.request_id = *request_id;
   } else {
-    std::string id = parent_.context_.NewRequestId();
-    if (logged) info_.request_id = id;
-    headers.SetOwned("x-request-id", std::move(id));
+    info_.request_id = parent_.context_.NewRequestId();
+    headers.Set("x-request-id", info_.request_id);
   }
 }
 
@@ -434,7 +434,13 @@ void ConnectionManager::ActiveStream::SendReply(int status, std::string_view err
   headers->AddLower(std::string(headers::kStatus), std::to_string(status));
   if (!body.empty()) headers->AddLower("content-type", std::string(content_type));
   if (!location.empty()) headers->AddLower("location", std::string(location));
-  if (!error_header.empty()) headers->AddLower("x-portway-error", std::string(error_header));
+  if (!error_header.empty()) {
+    headers->AddLower("x-portway-error", std::string(error_header));
+    // The id to look up in the failure history (GET /failures/<id>); a
+    // request that never parsed gets one now.
+    if (info_.request_id.empty()) info_.request_id = parent_.context_.NewRequestId();
+    headers->AddLower("x-request-id", info_.request_id);
+  }
   headers->AddLower("content-length", std::to_string(body.size()));
   if (body.empty()) {
     EncodeHeaders(std::move(headers), true);
@@ -481,7 +487,13 @@ void ConnectionManager::ActiveStream::EncodeTrailers(HeaderMapPtr trailers) {
 void ConnectionManager::ActiveStream::EncodeHeadersToCodec(HeaderMapPtr headers, bool end_stream) {
   if (done_) return;
   Touch();
-  if (!info_.local_reply) StripHopByHop(*headers, /*request=*/false);
+  if (!info_.local_reply) {
+    StripHopByHop(*headers, /*request=*/false);
+    // An upstream's 5xx carries the id too: that failure is in the history.
+    if (headers->Status() >= 500 && !info_.request_id.empty()) {
+      headers->Set("x-request-id", info_.request_id);
+    }
+  }
   if (parent_.draining_ || parent_.context_.Draining()) encoder_.CloseAfterResponse();
   info_.status = headers->Status();
   encoder_.EncodeHeaders(*headers, end_stream);
@@ -560,6 +572,9 @@ void ConnectionManager::ActiveStream::Finish(bool reset) {
     }
   }
   if (const server::AccessLogger* log = parent_.context_.AccessLog()) log->Log(info_, *info_.end);
+  if (server::FailureHistory* history = parent_.context_.Failures()) {
+    if (server::FailureHistory::IsFailure(info_, reset)) history->Record(info_, reset);
+  }
   parent_.OnStreamDone(reset);
 }
 

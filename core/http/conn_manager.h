@@ -21,6 +21,10 @@
 #include "core/server/snapshot.h"
 #include "portway/stream_info.h"
 
+namespace portway::server {
+class FailureHistory;
+}  // namespace portway::server
+
 namespace portway::http {
 
 class ConnectionManager;
@@ -36,6 +40,8 @@ class ConnectionManagerContext {
   virtual const server::AccessLogger* AccessLog() = 0;
   virtual bool Draining() const = 0;
   virtual std::string NewRequestId() = 0;
+  // Where failed requests are recorded; null when the history is off.
+  virtual server::FailureHistory* Failures() { return nullptr; }
   // The connection is closed; the context drops it.
   virtual void RemoveConnection(ConnectionManager& connection) = 0;
 };

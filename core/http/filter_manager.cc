@@ -2,7 +2,9 @@
 
 #include <algorithm>
 
+#include "core/common/strings.h"
 #include "core/event/dispatcher.h"
+#include "core/http/local_reply.h"
 #include "spdlog/spdlog.h"
 
 namespace portway::http {
@@ -33,7 +35,7 @@ void FilterManager::FilterState::SendLocalReply(int status, std::string_view bod
   manager_.LocalReply(index_, status, body, error);
 }
 void FilterManager::FilterState::SendErrorReply(ErrorCause cause, std::string_view detail) {
-  manager_.ErrorReply(cause, detail);
+  manager_.ErrorReply(index_, cause, detail);
 }
 StreamInfo& FilterManager::FilterState::Info() { return manager_.callbacks_.Info(); }
 Buffer& FilterManager::FilterState::KeptBody() {
@@ -59,6 +61,15 @@ void FilterManager::FilterState::SetUpstreamCluster(std::string_view cluster) {
   manager_.callbacks_.SetUpstreamCluster(cluster);
 }
 
+namespace {
+
+std::string ResultName(const UpstreamResult& result) {
+  if (result.kind == UpstreamResult::Kind::kResponseHeaders) return Cat("response ", result.status);
+  return std::string(InfoFor(result.cause).name);
+}
+
+}  // namespace
+
 // Runs one call into a filter. A filter that throws must not take the
 // process down (an exception would otherwise unwind through libuv's C
 // callbacks): the stream answers 500 filter_exception, or is cut off if the
@@ -80,6 +91,7 @@ void FilterManager::OnFilterException(FilterState& state, const char* phase, con
   state.failed = true;
   spdlog::error("filter {} threw in {}: {}", state.index_, phase, what);
   if (completed_) return;
+  Decided(state.index_, Cat("threw in ", phase, ": ", what));
   StopDecoding();
   callbacks_.OnFilterLocalReply(500, "filter_exception\n", "filter_exception");
 }
@@ -98,7 +110,7 @@ FilterManager::FilterManager(FilterManagerCallbacks& callbacks, std::vector<Filt
   Start();
 }
 
-void FilterManager::Add(FilterPtr filter) {
+void FilterManager::Add(FilterPtr filter, std::string_view name) {
   uint32_t phases = Phase::kAll;
   try {
     phases = filter->Phases();
@@ -118,10 +130,20 @@ void FilterManager::Add(FilterPtr filter) {
     filters_.data = bigger;
     capacity_ = capacity;
   }
-  new (&filters_.data[filters_.size]) FilterState(*this, count_, std::move(filter), phases);
+  new (&filters_.data[filters_.size]) FilterState(*this, count_, std::move(filter), phases, name);
   ++filters_.size;
   chain_phases_ |= phases;
   ++count_;
+}
+
+void FilterManager::Decided(int index, std::string decision) {
+  std::string_view name;
+  for (const FilterState& f : filters_) {
+    if (f.index_ == index) name = f.name;
+  }
+  callbacks_.Info().decisions.push_back({callbacks_.Dispatcher().Now(),
+                                         name.empty() ? Cat("filter ", index) : std::string(name),
+                                         std::move(decision)});
 }
 
 void FilterManager::Start() {
@@ -367,7 +389,10 @@ UpstreamAttemptStatus FilterManager::OnUpstreamAttempt(UpstreamAttempt& attempt)
     if (!Guard(f, "upstream attempt", [&] { answer = f.filter->OnUpstreamAttempt(attempt); })) {
       break;
     }
-    if (answer == UpstreamAttemptStatus::kOtherHost) return answer;
+    if (answer == UpstreamAttemptStatus::kOtherHost) {
+      Decided(f.index_, Cat("turned down host ", attempt.host, " for attempt ", attempt.attempt));
+      return answer;
+    }
   }
   return UpstreamAttemptStatus::kContinue;
 }
@@ -384,9 +409,13 @@ UpstreamResultStatus FilterManager::OnUpstreamResult(UpstreamResult& result) {
     if (!Guard(f, "upstream result", [&] { answer = f.filter->OnUpstreamResult(result); })) {
       return UpstreamResultStatus::kContinue;
     }
-    if (answer == UpstreamResultStatus::kRetry && verdict != UpstreamResultStatus::kRetry) {
-      verdict = UpstreamResultStatus::kRetry;
-      delay = result.retry_delay;
+    if (answer == UpstreamResultStatus::kRetry) {
+      Decided(f.index_, Cat("retry after attempt ", result.attempt, " (", ResultName(result),
+                            ") in ", result.retry_delay.count(), "ms"));
+      if (verdict != UpstreamResultStatus::kRetry) {
+        verdict = UpstreamResultStatus::kRetry;
+        delay = result.retry_delay;
+      }
     }
   }
   result.retry_delay = delay;
@@ -411,13 +440,15 @@ void FilterManager::StopDecoding() {
 void FilterManager::LocalReply(int filter, int status, std::string_view body,
                                std::string_view error) {
   if (completed_) return;
-  (void)filter;
+  Decided(filter, Cat("answered ", status, " ", error));
   StopDecoding();
   callbacks_.OnFilterLocalReply(status, body, error);
 }
 
-void FilterManager::ErrorReply(ErrorCause cause, std::string_view detail) {
+void FilterManager::ErrorReply(int filter, ErrorCause cause, std::string_view detail) {
   if (completed_) return;
+  Decided(filter, Cat("answered ", InfoFor(cause).status, " ", InfoFor(cause).name,
+                      detail.empty() ? "" : ": ", detail));
   StopDecoding();
   callbacks_.OnFilterErrorReply(cause, detail);
 }

@@ -78,7 +78,9 @@ class FilterManager {
   static void* operator new(size_t size) { return AllocateSmallBlock(size); }
   static void operator delete(void* block, size_t size) noexcept { FreeSmallBlock(block, size); }
 
-  void Add(FilterPtr filter);
+  // `name`, the filter's registered name, labels what it decides in the
+  // failure history; it must outlive the manager (the listener config).
+  void Add(FilterPtr filter, std::string_view name = {});
   void Start();
 
   void DecodeHeaders(HeaderMapPtr headers, bool end_stream);
@@ -105,8 +107,9 @@ class FilterManager {
   // One filter in the chain, with the callbacks it sees.
   class FilterState final : public FilterCallbacks {
    public:
-    FilterState(FilterManager& manager, int index, FilterPtr filter, uint32_t phases)
-        : manager_(manager), index_(index), filter(std::move(filter)), phases(phases) {}
+    FilterState(FilterManager& manager, int index, FilterPtr filter, uint32_t phases,
+                std::string_view name)
+        : manager_(manager), index_(index), filter(std::move(filter)), phases(phases), name(name) {}
     void Continue() override;
     void SendLocalReply(int status, std::string_view body, std::string_view error) override;
     void SendErrorReply(ErrorCause cause, std::string_view detail) override;
@@ -121,7 +124,8 @@ class FilterManager {
     FilterManager& manager_;
     int index_;
     FilterPtr filter;
-    uint32_t phases;      // Filter::Phases(): the calls it wants
+    uint32_t phases;  // Filter::Phases(): the calls it wants
+    std::string_view name;
     bool failed = false;  // threw once; never called again
     // Per direction (0 request, 1 response): absorbing a body, what it
     // kept, and whether the end of the body was among it.
@@ -160,7 +164,9 @@ class FilterManager {
   bool Hold(Direction& d, int filter, Item& item);
   void Resume(Direction& d, int filter);
   void LocalReply(int filter, int status, std::string_view body, std::string_view error);
-  void ErrorReply(ErrorCause cause, std::string_view detail);
+  void ErrorReply(int filter, ErrorCause cause, std::string_view detail);
+  // Records what filter `index` decided in StreamInfo::decisions.
+  void Decided(int index, std::string decision);
   template <typename Call>
   bool Guard(FilterState& state, const char* phase, Call&& call);
   void OnFilterException(FilterState& state, const char* phase, const char* what);

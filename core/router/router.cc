@@ -163,6 +163,9 @@ void Router::StartAttempt() {
   host_->requests_total.fetch_add(1, std::memory_order_relaxed);
   if (cluster_->config->stats) cluster_->config->stats->requests.Inc();
   info.upstream_host = host_->addressString();
+  http::UpstreamAttemptInfo& logged = info.attempt_log.emplace_back();
+  logged.host = host_->addressString();
+  logged.start = callbacks_.Dispatcher().Now();
   // Set again when this attempt's request goes out.
   info.upstream_request_sent.reset();
   if (replay_limit_ > 0) {
@@ -234,6 +237,7 @@ upstream::HostSharedPtr Router::PickHost(upstream::ClusterManager::WorkerCluster
 bool Router::MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause, int status,
                         const http::HeaderMap* headers) {
   if (response_started_ || done_) return false;
+  RecordAttemptResult(cause);
   http::UpstreamResult result;
   result.kind = kind;
   result.cause = cause;
@@ -266,6 +270,18 @@ bool Router::MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause,
   return true;
 }
 
+void Router::RecordAttemptResult(http::ErrorCause cause) {
+  std::vector<http::UpstreamAttemptInfo>& log = callbacks_.Info().attempt_log;
+  // The first outcome of an attempt is its result; a route timeout after a
+  // response head arrived does not rewrite it.
+  if (!log.empty() && log.back().result == http::ErrorCause::kNone &&
+      cause != http::ErrorCause::kNone &&
+      (log.back().status == 0 || cause == http::ErrorCause::kUpstreamResetAfterResponseStarted)) {
+    log.back().result = cause;
+    log.back().failed = callbacks_.Dispatcher().Now();
+  }
+}
+
 void Router::RewriteRequest(http::HeaderMap& headers) {
   const Route& route = *route_;
   if (route.has_prefix_rewrite) {
@@ -281,7 +297,12 @@ void Router::OnPoolReady(http::RequestEncoder& encoder, double connect_ms) {
   pool_handle_ = nullptr;
   encoder_ = &encoder;
   encoder.GetStream().AddCallbacks(*this);
-  callbacks_.Info().upstream_request_sent = callbacks_.Dispatcher().Now();
+  http::StreamInfo& info = callbacks_.Info();
+  info.upstream_request_sent = callbacks_.Dispatcher().Now();
+  if (!info.attempt_log.empty()) {
+    info.attempt_log.back().request_sent = info.upstream_request_sent;
+    info.attempt_log.back().connect_ms = connect_ms;
+  }
   std::chrono::milliseconds per_try = callbacks_.PerTryTimeout();
   if (per_try.count() > 0) {
     if (!per_try_timer_) {
@@ -316,6 +337,7 @@ void Router::SendUpstream() {
 void Router::OnPoolFailure(upstream::PoolFailure reason, std::string_view detail) {
   pool_handle_ = nullptr;
   http::ErrorCause cause = CauseFor(reason);
+  RecordAttemptResult(cause);
   // An overflow made no attempt: nothing to retry, the limit answers.
   if (reason != upstream::PoolFailure::kOverflow &&
       MaybeRetry(http::UpstreamResult::Kind::kConnectFailure, cause, 0, nullptr)) {
@@ -377,6 +399,7 @@ void Router::StartTimeout() {
 void Router::OnTimeout() {
   if (cluster_ && cluster_->config->stats) cluster_->config->stats->requests_timeout.Inc();
   bool started = response_started_;
+  RecordAttemptResult(http::ErrorCause::kUpstreamTimeout);
   Abort();
   if (started) {
     callbacks_.ResetDownstream(http::ErrorCause::kUpstreamTimeout, "route timeout");
@@ -410,6 +433,11 @@ void Router::ReleaseUpstream() {
 void Router::DecodeHeaders(http::HeaderMapPtr headers, bool end_stream) {
   if (per_try_timer_) per_try_timer_->Disable();
   int status = headers->Status();
+  if (!callbacks_.Info().attempt_log.empty()) {
+    http::UpstreamAttemptInfo& attempt = callbacks_.Info().attempt_log.back();
+    attempt.response_headers = callbacks_.Dispatcher().Now();
+    attempt.status = status;
+  }
   if (cluster_->config->stats && status >= 100 && status < 600) {
     cluster_->config->stats->responses[status / 100]->Inc();
   }
@@ -442,6 +470,7 @@ void Router::OnResetStream(http::StreamResetReason reason, std::string_view deta
   if (per_try_timer_) per_try_timer_->Disable();
   if (cluster_ && cluster_->config->stats) cluster_->config->stats->resets.Inc();
   if (response_started_) {
+    RecordAttemptResult(http::ErrorCause::kUpstreamResetAfterResponseStarted);
     if (timeout_) timeout_->Disable();
     Finish();
     callbacks_.ResetDownstream(http::ErrorCause::kUpstreamResetAfterResponseStarted, detail);

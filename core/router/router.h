@@ -104,6 +104,8 @@ class Router : public http::ResponseDecoder,
   void EndAttempt();
   // Reports a failed or answered attempt to the filters; true if they
   // asked for (and the router started) a retry.
+  // The outcome of the current attempt, for the failure history.
+  void RecordAttemptResult(http::ErrorCause cause);
   bool MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause, int status,
                   const http::HeaderMap* headers);
   void OnPerTryTimeout();

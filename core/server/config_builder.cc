@@ -168,6 +168,14 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
   } else {
     snapshot->admin_address = *admin_address;
   }
+  const auto& history = bootstrap.admin().failure_history();
+  if (history.max_entries_per_worker() > 100000) {
+    AddError(errors, "admin.failure_history.max_entries_per_worker", "must be at most 100000");
+  }
+  snapshot->failure_history_per_worker = history.disabled() ? 0
+                                         : history.max_entries_per_worker() == 0
+                                             ? 256
+                                             : history.max_entries_per_worker();
   snapshot->drain_timeout = DurationOr(bootstrap.has_drain_timeout(), bootstrap.drain_timeout(),
                                        std::chrono::milliseconds(15000), "drain_timeout", errors);
   if (bootstrap.has_control_plane()) {

@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -17,6 +18,7 @@
 #include "core/common/strings.h"
 #include "core/http/conn_manager.h"
 #include "core/http/filter_registry.h"
+#include "core/server/failure_history.h"
 #include "core/server/sdk.h"
 #include "core/upstream/cluster_manager.h"
 #include "portway/abi.h"
@@ -62,7 +64,10 @@ class Worker : public http::ConnectionManagerContext {
   void ApplySnapshot(SnapshotPtr snapshot) {
     snapshot_ = std::move(snapshot);
     cluster_manager_->Update(snapshot_->clusters);
+    failures_.SetCapacity(snapshot_->failure_history_per_worker);
   }
+  FailureHistory* Failures() override { return failures_.capacity() > 0 ? &failures_ : nullptr; }
+  const FailureHistory& failures() const { return failures_; }
   void AddListener(const std::string& name, int fd) {
     auto wl = std::make_unique<WorkerListener>(*this, name);
     wl->listener = dispatcher_->AdoptListener(fd, *wl);
@@ -178,6 +183,7 @@ class Worker : public http::ConnectionManagerContext {
   }
 
   const int index_;
+  FailureHistory failures_{0};
   std::optional<event::MonotonicTime> accept_error_logged_;
   uint64_t accept_errors_unlogged_ = 0;
   event::DispatcherPtr dispatcher_;
@@ -277,9 +283,18 @@ class AdminServer : public event::ListenerCallbacks {
         Respond(200, "application/json", s.RenderConfigDump());
       } else if (path == "/control_plane") {
         Respond(200, "application/json", s.RenderControlPlane());
+      } else if (path == "/failures" || StartsWith(path, "/failures/")) {
+        // The workers answer on their own threads; the reply comes later.
+        std::weak_ptr<bool> alive = alive_;
+        s.CollectFailures(path_, [this, alive](int status, std::string body) {
+          if (alive.expired() || closed_) return;
+          Respond(status, "application/json", body);
+          if (codec_->WantsClose()) Close();
+        });
+        return;
       } else if (path == "/") {
         Respond(200, "text/plain",
-                "/ready /stats /clusters /listeners /config_dump /control_plane\n");
+                "/ready /stats /clusters /listeners /config_dump /control_plane /failures\n");
       } else {
         Respond(404, "text/plain", "unknown admin path\n");
       }
@@ -309,6 +324,8 @@ class AdminServer : public event::ListenerCallbacks {
     std::string method_;
     std::string path_;
     bool closed_ = false;
+    // Expires with the connection: a late answer from the workers is dropped.
+    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   };
 
   void Remove(Connection* c) {
@@ -962,16 +979,104 @@ void Server::OnResolved(const std::string& name, std::shared_ptr<ResolveBatch> b
 // ----------------------------------------------------------- admin pages
 
 namespace {
-std::string JsonString(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    out.push_back(c);
+
+// %XX in a request id taken from a path (ids a trusted client chose may
+// hold characters a URL must escape).
+std::string PercentDecode(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    auto hex = [](char c) {
+      return c >= '0' && c <= '9'   ? c - '0'
+             : c >= 'a' && c <= 'f' ? c - 'a' + 10
+             : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                    : -1;
+    };
+    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      out.push_back(static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(s[i]);
+    }
   }
-  out.push_back('"');
   return out;
 }
+
 }  // namespace
+
+void Server::CollectFailures(const std::string& target,
+                             std::function<void(int, std::string)> done) {
+  size_t q = target.find('?');
+  std::string_view path = std::string_view(target).substr(0, q);
+  std::string_view query = q == std::string::npos ? "" : std::string_view(target).substr(q + 1);
+  constexpr std::string_view kPrefix = "/failures/";
+  std::string id = path.size() > kPrefix.size() ? PercentDecode(path.substr(kPrefix.size())) : "";
+  uint64_t limit = 100;
+  for (std::string_view param : SplitView(query, '&')) {
+    if (StartsWith(param, "limit=") && !ParseUint64(param.substr(6), &limit)) {
+      done(400, "{\"error\":\"limit must be a whole number\"}\n");
+      return;
+    }
+  }
+  struct Gathered {
+    std::vector<FailureHistory::Summary> rows;
+    std::optional<std::string> story;
+    size_t left = 0;
+  };
+  auto gathered = std::make_shared<Gathered>();
+  gathered->left = workers_.size();
+  size_t per_worker = snapshot_ ? snapshot_->failure_history_per_worker : 0;
+  auto finish = [gathered, id, limit, per_worker, workers = workers_.size(),
+                 done = std::move(done)] {
+    if (!id.empty()) {
+      if (gathered->story) {
+        done(200, *gathered->story + "\n");
+      } else {
+        done(404, Cat("{\"error\":",
+                      JsonString(Cat("no failed request with id '", id,
+                                     "' in the history (it keeps the last ", per_worker,
+                                     " per worker)")),
+                      "}\n"));
+      }
+      return;
+    }
+    auto& rows = gathered->rows;
+    std::stable_sort(rows.begin(), rows.end(),
+                     [](const auto& a, const auto& b) { return a.time > b.time; });
+    if (rows.size() > limit) rows.resize(limit);
+    std::string out = Cat("{\"workers\":", workers, ",\"max_entries_per_worker\":", per_worker,
+                          ",\"failures\":[");
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (i > 0) out.push_back(',');
+      out += rows[i].json;
+    }
+    out += "]}\n";
+    done(200, std::move(out));
+  };
+  if (workers_.empty()) {
+    finish();
+    return;
+  }
+  auto shared_finish = std::make_shared<decltype(finish)>(std::move(finish));
+  for (auto& w : workers_) {
+    Worker* worker = w.get();
+    worker->Post([this, worker, gathered, id, shared_finish] {
+      // On the worker's thread: its history is its own.
+      std::vector<FailureHistory::Summary> rows;
+      std::optional<std::string> story;
+      if (id.empty()) {
+        worker->failures().AppendSummaries(&rows);
+      } else {
+        story = worker->failures().Story(id);
+      }
+      dispatcher_->Post(
+          [gathered, rows = std::move(rows), story = std::move(story), shared_finish]() mutable {
+            for (auto& r : rows) gathered->rows.push_back(std::move(r));
+            if (story && !gathered->story) gathered->story = std::move(story);
+            if (--gathered->left == 0) (*shared_finish)();
+          });
+    });
+  }
+}
 
 std::string Server::RenderClusters() const {
   std::string out = "{\"clusters\":[";

@@ -58,6 +58,10 @@ class Server {
   std::string RenderControlPlane() const;
   // [{type, name, serving_version, ...}] of the control plane's resources.
   std::string RenderDynamicResources() const;
+  // GET /failures[?limit=N] and /failures/<request-id>: asks every worker
+  // for its failure history; `done` runs on the main thread with the
+  // status and JSON body once all have answered.
+  void CollectFailures(const std::string& target, std::function<void(int, std::string)> done);
 
  private:
   struct BoundListener {

@@ -65,6 +65,8 @@ struct Snapshot {
   std::shared_ptr<AccessLogger> access_log;
   std::chrono::milliseconds drain_timeout{15000};
   network::Address admin_address;
+  // Failed requests each worker keeps for GET /failures (0: none).
+  size_t failure_history_per_worker = 256;
   std::string config_json;  // for /config_dump
 };
 using SnapshotPtr = std::shared_ptr<const Snapshot>;

@@ -388,8 +388,9 @@ TEST(YamlProtoTest, UnknownFieldSuggestsSnakeCaseForCamelCase) {
 }
 
 TEST(YamlProtoTest, UnknownFieldWithoutCloseNameListsFields) {
-  EXPECT_THAT(ParseErrors<Bootstrap>("admin: { bogus: 1 }"),
-              ElementsAre("admin.bogus: unknown field 'bogus'; expected one of: address"));
+  EXPECT_THAT(
+      ParseErrors<Bootstrap>("admin: { bogus: 1 }"),
+      ElementsAre("admin.bogus: unknown field 'bogus'; expected one of: address, failure_history"));
 }
 
 TEST(YamlProtoTest, ReportsEveryErrorWithItsPath) {

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace portway::http {
 
@@ -43,6 +44,29 @@ enum class ErrorCause : uint8_t {
   kCount,
 };
 
+// One upstream attempt as the core saw it (the failure history shows each).
+struct UpstreamAttemptInfo {
+  using Time = std::chrono::steady_clock::time_point;
+  std::string host;  // "IP:PORT"
+  Time start;        // the host was picked
+  // The connection was ready and the request started going out.
+  std::optional<Time> request_sent;
+  std::optional<Time> response_headers;  // the first byte of a response head
+  std::optional<Time> failed;            // when `result` was known
+  double connect_ms = 0;                 // 0 for a reused connection
+  // How the attempt failed (kNone: a response head arrived, see status).
+  ErrorCause result = ErrorCause::kNone;
+  int status = 0;  // the upstream's status, when a response head arrived
+};
+
+// Something a filter decided for the stream, recorded by the core: a host
+// turned down, a retry asked for, a local answer.
+struct FilterDecision {
+  std::chrono::steady_clock::time_point at;
+  std::string filter;  // the filter's registered name
+  std::string decision;
+};
+
 struct StreamInfo {
   using Time = std::chrono::steady_clock::time_point;
 
@@ -52,10 +76,12 @@ struct StreamInfo {
   std::optional<Time> upstream_response_headers;
   std::optional<Time> end;
 
-  // Copies of the request line and Host, made only when the access log is on.
+  // Copies of the request line and Host, made only when the access log or
+  // the failure history is on.
   std::string method;
   std::string path;
   std::string authority;
+  // The X-Request-Id sent upstream (and on error responses).
   std::string request_id;
   std::string listener;
   std::string route;
@@ -77,6 +103,10 @@ struct StreamInfo {
   // The request body outgrew the replay limit (EnableRequestReplay): the
   // request can no longer be sent again.
   bool replay_overflow = false;
+  // Every attempt in order, and what the filters decided along the way
+  // (GET /failures/<request-id> on the admin port shows both).
+  std::vector<UpstreamAttemptInfo> attempt_log;
+  std::vector<FilterDecision> decisions;
 };
 
 }  // namespace portway::http
