@@ -181,10 +181,10 @@ def test_stats_histograms_are_consistent(proxy):
     with HttpConn(proxy.port) as c:
         for _ in range(3):
             c.roundtrip("GET", "/echo")
-    proxy.wait_stat("portway_upstream_request_time_ms_count", 3, cluster="backend")
+    proxy.wait_stat("portway_upstream_request_duration_seconds_count", 3, cluster="backend")
     s = proxy.stats()
-    for name, count in (("portway_upstream_request_time_ms", 3),
-                        ("portway_upstream_connect_time_ms", 1)):
+    for name, count in (("portway_upstream_request_duration_seconds", 3),
+                        ("portway_upstream_connect_duration_seconds", 1)):
         assert s.get_value(name + "_count", cluster="backend") == count, name
         assert s.get_value(name + "_sum", cluster="backend") >= 0
         buckets = sorted(((float(dict(ls)["le"]), v) for ls, v in s.series(name + "_bucket").items()
