@@ -561,13 +561,13 @@ void ConnectionManager::ActiveStream::Finish(bool reset) {
     }
   }
   if (info_.cause != ErrorCause::kNone) s.local_replies[static_cast<size_t>(info_.cause)]->Inc();
+  s.request_duration.Record(*info_.end - info_.start);
   if (router_ != nullptr && info_.upstream_request_sent && info_.upstream_response_headers &&
       !info_.cluster.empty()) {
     if (auto* cluster = parent_.context_.ClusterManager().Get(info_.cluster)) {
       if (cluster->snapshot->config->stats) {
-        cluster->snapshot->config->stats->request_time.Record(
-            std::chrono::duration<double, std::milli>(*info_.end - *info_.upstream_request_sent)
-                .count());
+        cluster->snapshot->config->stats->request_time.Record(*info_.end -
+                                                              *info_.upstream_request_sent);
       }
     }
   }

@@ -99,7 +99,8 @@ void AccessLogger::Log(const http::StreamInfo& info, http::StreamInfo::Time now)
                 absl::StrFormat("%.3f", duration), " ", upstream_time, " \"",
                 OrDash(info.upstream_host), "\" \"", OrDash(info.request_id),
                 "\" listener=", info.listener, " route=", OrDash(info.route),
-                " cluster=", OrDash(info.cluster), " error=", OrDash(error), "\n");
+                " cluster=", OrDash(info.cluster), " error=", OrDash(error),
+                " attempts=", info.attempts, info.replay_overflow ? " replay_overflow\n" : "\n");
   } else {
     line.append("{\"time\":");
     AppendJsonString(line, time);

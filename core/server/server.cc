@@ -348,7 +348,20 @@ Server::Server(Options options)
     : options_(std::move(options)),
       store_(stats::GlobalStore()),
       builder_(store_),
-      dispatcher_(event::Dispatcher::Create("main")) {
+      dispatcher_(event::Dispatcher::Create("main")),
+      config_version_(store_.GetGauge("portway_config_version", {})),
+      sighup_success_(store_.GetCounter("portway_config_reloads_total",
+                                        {{"source", "sighup"}, {"result", "success"}})),
+      sighup_failure_(store_.GetCounter("portway_config_reloads_total",
+                                        {{"source", "sighup"}, {"result", "failure"}})),
+      push_success_(store_.GetCounter("portway_config_reloads_total",
+                                      {{"source", "control_plane"}, {"result", "success"}})),
+      push_failure_(store_.GetCounter("portway_config_reloads_total",
+                                      {{"source", "control_plane"}, {"result", "failure"}})) {
+  store_
+      .GetGauge("portway_build_info",
+                {{"version", PORTWAY_VERSION_STRING}, {"abi", PORTWAY_ABI_STAMP}})
+      .Set(1);
   if (options_.workers <= 0) {
     options_.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   }
@@ -440,6 +453,11 @@ bool Server::BindListeners(const SnapshotPtr& snapshot, std::map<std::string, Bo
     (*bound)[name] = std::move(bl);
   }
   return true;
+}
+
+std::string Server::RenderStats() const {
+  if (snapshot_) config_version_.Set(static_cast<int64_t>(snapshot_->version));
+  return store_.RenderPrometheus();
 }
 
 bool Server::Init(config::ConfigErrors* errors) {
@@ -539,8 +557,10 @@ void Server::Reload() {
     spdlog::error("reload rejected; the running config (version {}) keeps serving:",
                   snapshot_->version);
     for (const auto& e : errors) spdlog::error("  {}", e.ToString());
+    sighup_failure_.Inc();
     return;
   }
+  sighup_success_.Inc();
   spdlog::info("reload applied: config version {}", snapshot_->version);
 }
 
@@ -810,6 +830,9 @@ void Server::OnPush(const discovery::v1::Push& push) {
   }
   size_t rejected = 0;
   for (const auto& v : outcome.verdicts.verdicts()) rejected += v.accepted() ? 0 : 1;
+  // A push counts as a failure when any of it was rejected or it could not
+  // be applied (the valid part of a partly rejected push still serves).
+  (live && rejected == 0 ? push_success_ : push_failure_).Inc();
   discovery::v1::GatewayMessage verdicts;
   *verdicts.mutable_verdicts() = outcome.verdicts;
   client_->Send(std::move(verdicts));

@@ -51,7 +51,7 @@ class Server {
   // Admin pages.
   bool Ready() const { return ready_ && !draining_; }
   bool Draining() const { return draining_; }
-  std::string RenderStats() const { return store_.RenderPrometheus(); }
+  std::string RenderStats() const;
   std::string RenderClusters() const;
   std::string RenderListeners() const;
   std::string RenderConfigDump() const;
@@ -127,6 +127,13 @@ class Server {
   std::unique_ptr<discovery::Client> client_;
   std::string last_apply_error_;
   std::string persist_path_;
+  // portway_config_version (set from the snapshot at each scrape) and
+  // portway_config_reloads_total{source,result}.
+  stats::Gauge& config_version_;
+  stats::Counter& sighup_success_;
+  stats::Counter& sighup_failure_;
+  stats::Counter& push_success_;
+  stats::Counter& push_failure_;
 };
 
 }  // namespace portway::server

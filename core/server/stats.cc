@@ -40,6 +40,92 @@ T& GetOrCreate(Map& family, const std::string& name, const Labels& labels) {
 
 std::string FormatDouble(double v) { return absl::StrFormat("%.6g", v); }
 
+// # HELP text of every metric family Portway itself creates. A family
+// missing here (a custom module's) still gets a HELP line.
+const std::map<std::string_view, std::string_view>& HelpTexts() {
+  static const auto* help = new std::map<std::string_view, std::string_view>{
+      {"portway_build_info", "Always 1; the labels name the version and the module ABI stamp."},
+      {"portway_config_version",
+       "Version of the configuration serving: 1 at start, +1 per applied reload or push."},
+      {"portway_config_reloads_total",
+       "Configuration changes tried, by source (sighup, control_plane) and result."},
+      {"portway_downstream_requests_total", "Requests whose head was accepted."},
+      {"portway_downstream_responses_total",
+       "Responses completed to clients, local replies included, by status class."},
+      {"portway_downstream_request_duration_seconds",
+       "From the parsed request head to the end of the exchange, per listener."},
+      {"portway_local_replies_total", "Requests that ended with each error cause."},
+      {"portway_downstream_connections_active", "Open client connections."},
+      {"portway_downstream_connections_total", "Client connections accepted and served."},
+      {"portway_downstream_connections_overflow_total",
+       "Connections closed at accept because of max_connections."},
+      {"portway_downstream_protocol_errors_total", "Malformed requests and 413s."},
+      {"portway_downstream_accept_errors_total",
+       "Times a listener could not accept (out of file descriptors or memory) and paused."},
+      {"portway_route_requests_total", "Requests that matched the route."},
+      {"portway_route_responses_total", "Responses completed for the route, by status class."},
+      {"portway_upstream_requests_total", "Requests for which a host of the cluster was picked."},
+      {"portway_upstream_responses_total", "Response heads received from the cluster's hosts."},
+      {"portway_upstream_connections_active", "Open upstream connections."},
+      {"portway_upstream_connections_total", "Upstream connections opened."},
+      {"portway_upstream_connect_failures_total", "Failed connects, timeouts included."},
+      {"portway_upstream_connect_timeouts_total", "Connects that hit connect_timeout."},
+      {"portway_upstream_pending_overflow_total",
+       "Requests refused with 503 upstream_overflow by a pool's own limits."},
+      {"portway_upstream_request_timeouts_total", "Route timeouts."},
+      {"portway_upstream_resets_total",
+       "Upstream exchanges that failed after the request was sent."},
+      {"portway_upstream_limit_overflow_total",
+       "Requests or retries refused by a cluster-wide limit."},
+      {"portway_upstream_hosts", "Hosts in the cluster."},
+      {"portway_upstream_hosts_healthy", "Hosts in the cluster whose health state is healthy."},
+      {"portway_upstream_requests_active", "Requests in flight to the cluster."},
+      {"portway_upstream_requests_pending", "Requests waiting for an upstream connection."},
+      {"portway_upstream_retries_active", "Retries in flight to the cluster."},
+      {"portway_upstream_connect_duration_seconds",
+       "TCP connect time of new upstream connections."},
+      {"portway_upstream_request_duration_seconds",
+       "From sending the request upstream to the end of the response."},
+      {"portway_retry_attempts_total", "Retries started."},
+      {"portway_retry_success_after_retry_total",
+       "Requests answered below 500 after at least one retry."},
+      {"portway_retry_exhausted_total", "Retriable failures with no retry left."},
+      {"portway_retry_budget_overflow_total", "Retries refused by the retry budget."},
+      {"portway_retry_replay_overflow_total",
+       "Retriable failures whose body was too large to send again."},
+      {"portway_circuit_breaker_state", "The cluster breaker: 0 closed, 1 open, 2 half-open."},
+      {"portway_circuit_breaker_open_hosts", "Hosts of the cluster whose breaker is open."},
+      {"portway_circuit_breaker_opened_total", "Breakers that opened, by scope."},
+      {"portway_circuit_breaker_rejected_total", "Requests refused with 503 circuit_open."},
+      {"portway_circuit_breaker_fallback_total", "Requests sent to the fallback cluster."},
+      {"portway_circuit_breaker_host_skipped_total",
+       "Host picks turned down because the host's breaker is open."},
+  };
+  return *help;
+}
+
+std::string HelpEscape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+void RenderFamilyHead(std::string& out, std::string_view name, std::string_view type) {
+  const auto& help = HelpTexts();
+  auto it = help.find(name);
+  std::string text = it != help.end() ? HelpEscape(it->second)
+                                      : Cat("Portway metric ", name, " (no description).");
+  out += Cat("# HELP ", name, " ", text, "\n# TYPE ", name, " ", type, "\n");
+}
+
 void RenderHistogram(std::string& out, const std::string& name, const std::string& labels,
                      const Histogram& h) {
   uint64_t cumulative = 0;
@@ -51,7 +137,7 @@ void RenderHistogram(std::string& out, const std::string& name, const std::strin
   }
   cumulative += h.Bucket(Histogram::kBounds.size());
   out += Cat(name, "_bucket{", WithLabel(labels, "le=\"+Inf\""), "} ", cumulative, "\n");
-  out += Cat(name, "_sum{", labels, "} ", FormatDouble(h.SumMs()), "\n");
+  out += Cat(name, "_sum{", labels, "} ", absl::StrFormat("%.9g", h.SumSeconds()), "\n");
   out += Cat(name, "_count{", labels, "} ", h.Count(), "\n");
 }
 
@@ -62,12 +148,14 @@ Store& GlobalStore() {
   return *store;
 }
 
-void Histogram::Record(double ms) {
+void Histogram::RecordNanos(int64_t nanos) {
+  if (nanos < 0) nanos = 0;  // a clock that stepped back: count it as instant
+  double seconds = static_cast<double>(nanos) / 1e9;
   size_t i = 0;
-  while (i < kBounds.size() && ms > kBounds[i]) ++i;
+  while (i < kBounds.size() && seconds > kBounds[i]) ++i;
   buckets_[i].fetch_add(1, std::memory_order_relaxed);
   count_.fetch_add(1, std::memory_order_relaxed);
-  sum_us_.fetch_add(static_cast<uint64_t>(ms * 1000), std::memory_order_relaxed);
+  sum_ns_.fetch_add(static_cast<uint64_t>(nanos), std::memory_order_relaxed);
 }
 
 Counter& Store::GetCounter(const std::string& name, const Labels& labels) {
@@ -89,19 +177,19 @@ std::string Store::RenderPrometheus() const {
   std::lock_guard<std::mutex> lock(mutex_);
   std::string out;
   for (const auto& [name, series] : counters_) {
-    out += Cat("# TYPE ", name, " counter\n");
+    RenderFamilyHead(out, name, "counter");
     for (const auto& [labels, c] : series) {
       out += Cat(name, "{", labels, "} ", c->Value(), "\n");
     }
   }
   for (const auto& [name, series] : gauges_) {
-    out += Cat("# TYPE ", name, " gauge\n");
+    RenderFamilyHead(out, name, "gauge");
     for (const auto& [labels, g] : series) {
       out += Cat(name, "{", labels, "} ", g->Value(), "\n");
     }
   }
   for (const auto& [name, series] : histograms_) {
-    out += Cat("# TYPE ", name, " histogram\n");
+    RenderFamilyHead(out, name, "histogram");
     for (const auto& [labels, h] : series) RenderHistogram(out, name, labels, *h);
   }
   RenderClusters(out);
@@ -132,7 +220,9 @@ ListenerStats::ListenerStats(Store& store, const std::string& listener)
       protocol_errors(
           store.GetCounter("portway_downstream_protocol_errors_total", {{"listener", listener}})),
       accept_errors(
-          store.GetCounter("portway_downstream_accept_errors_total", {{"listener", listener}})) {
+          store.GetCounter("portway_downstream_accept_errors_total", {{"listener", listener}})),
+      request_duration(store.GetHistogram("portway_downstream_request_duration_seconds",
+                                          {{"listener", listener}})) {
   for (size_t i = 1; i < local_replies.size(); ++i) {
     local_replies[i] = &store.GetCounter(
         "portway_local_replies_total",
@@ -202,8 +292,8 @@ struct ClusterHistogram {
   const Histogram ClusterStats::*member;
 };
 const ClusterHistogram kClusterHistograms[] = {
-    {"portway_upstream_connect_time_ms", &ClusterStats::connect_time},
-    {"portway_upstream_request_time_ms", &ClusterStats::request_time},
+    {"portway_upstream_connect_duration_seconds", &ClusterStats::connect_time},
+    {"portway_upstream_request_duration_seconds", &ClusterStats::request_time},
 };
 
 }  // namespace
@@ -217,14 +307,14 @@ void Store::RenderClusters(std::string& out) const {
   }
   std::string_view last;
   for (const auto& m : kClusterCounters) {
-    if (last != m.name) out += Cat("# TYPE ", m.name, " counter\n");
+    if (last != m.name) RenderFamilyHead(out, m.name, "counter");
     last = m.name;
     for (const auto& [labels, s] : clusters) {
       out += Cat(m.name, "{", *m.extra ? WithLabel(labels, m.extra) : labels, "} ",
                  (s->*m.member).Value(), "\n");
     }
   }
-  out += "# TYPE portway_upstream_responses_total counter\n";
+  RenderFamilyHead(out, "portway_upstream_responses_total", "counter");
   for (const auto& [labels, s] : clusters) {
     for (int i = 1; i <= 5; ++i) {
       out += Cat("portway_upstream_responses_total{", WithLabel(labels, Cat("class=\"", i, "xx\"")),
@@ -232,13 +322,13 @@ void Store::RenderClusters(std::string& out) const {
     }
   }
   for (const auto& m : kClusterGauges) {
-    out += Cat("# TYPE ", m.name, " gauge\n");
+    RenderFamilyHead(out, m.name, "gauge");
     for (const auto& [labels, s] : clusters) {
       out += Cat(m.name, "{", labels, "} ", (s->*m.member).Value(), "\n");
     }
   }
   for (const auto& m : kClusterHistograms) {
-    out += Cat("# TYPE ", m.name, " histogram\n");
+    RenderFamilyHead(out, m.name, "histogram");
     for (const auto& [labels, s] : clusters) RenderHistogram(out, m.name, labels, s->*m.member);
   }
 }

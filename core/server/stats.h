@@ -12,6 +12,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -48,22 +49,28 @@ class Gauge final : public portway::Gauge {
   std::atomic<int64_t> value_{0};
 };
 
-// Milliseconds, fixed buckets.
+// A duration histogram, rendered in seconds (Prometheus' base unit) with
+// fixed buckets from 0.5 ms to 60 s. Record() takes a std::chrono duration,
+// so a caller cannot pass the wrong unit.
 class Histogram {
  public:
-  static constexpr std::array<double, 14> kBounds = {0.5, 1,   2.5, 5,    10,   25,   50,
-                                                     100, 250, 500, 1000, 2500, 5000, 10000};
-  void Record(double ms);
+  static constexpr std::array<double, 16> kBounds = {
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+  template <typename Rep, typename Period>
+  void Record(std::chrono::duration<Rep, Period> d) {
+    RecordNanos(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
+  }
+  void RecordNanos(int64_t nanos);
   uint64_t Count() const { return count_.load(std::memory_order_relaxed); }
-  double SumMs() const {
-    return static_cast<double>(sum_us_.load(std::memory_order_relaxed)) / 1000;
+  double SumSeconds() const {
+    return static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) / 1e9;
   }
   uint64_t Bucket(size_t i) const { return buckets_[i].load(std::memory_order_relaxed); }
 
  private:
   std::array<std::atomic<uint64_t>, kBounds.size() + 1> buckets_{};
   std::atomic<uint64_t> count_{0};
-  std::atomic<uint64_t> sum_us_{0};
+  std::atomic<uint64_t> sum_ns_{0};
 };
 
 struct ClusterStats;
@@ -105,6 +112,9 @@ struct ListenerStats {
   Counter& connections_overflow;
   Counter& protocol_errors;
   Counter& accept_errors;  // accept() failed (EMFILE, ...): accepting paused
+  // From the parsed request head to the end of the exchange, for every
+  // stream that finishes (local replies and cut responses included).
+  Histogram& request_duration;
 };
 
 // The metrics of one route, labelled by listener and route name.

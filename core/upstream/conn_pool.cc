@@ -61,10 +61,9 @@ class ConnPool::ActiveClient : public event::ConnectionCallbacks,
     switch (event) {
       case event::ConnectionEvent::kConnected: {
         connect_timer_->Disable();
-        double ms =
-            std::chrono::duration<double, std::milli>(pool_.dispatcher_.Now() - connect_start_)
-                .count();
-        if (pool_.config_->stats) pool_.config_->stats->connect_time.Record(ms);
+        auto took = pool_.dispatcher_.Now() - connect_start_;
+        double ms = std::chrono::duration<double, std::milli>(took).count();
+        if (pool_.config_->stats) pool_.config_->stats->connect_time.Record(took);
         state_ = State::kIdle;
         pool_.OnClientReady(*this, ms);
         break;

@@ -27,6 +27,32 @@ uint64_t RandomBelow(uint64_t bound) {
 
 }  // namespace
 
+Shared::Counters Shared::For(std::string_view cluster) {
+  if (!per_cluster) return {attempts, succeeded, exhausted, budget_overflow, replay_overflow};
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = by_cluster.find(cluster);
+  if (it == by_cluster.end()) {
+    const std::vector<std::pair<std::string, std::string>> labels = {
+        {"filter", "portway.retry"}, {"cluster", std::string(cluster)}};
+    it = by_cluster
+             .emplace(std::string(cluster),
+                      Counters{&GetCounter("portway_retry_attempts_total", labels),
+                               &GetCounter("portway_retry_success_after_retry_total", labels),
+                               &GetCounter("portway_retry_exhausted_total", labels),
+                               &GetCounter("portway_retry_budget_overflow_total", labels),
+                               &GetCounter("portway_retry_replay_overflow_total", labels)})
+             .first;
+  }
+  return it->second;
+}
+
+const Shared::Counters& RetryFilter::Stats() {
+  if (!stats_) {
+    stats_ = shared_->per_cluster ? shared_->For(callbacks_->Info().cluster) : shared_->For("");
+  }
+  return *stats_;
+}
+
 RetryFilter::RetryFilter(Shared* shared) : shared_(shared) {
   shared_->active_requests.fetch_add(1, std::memory_order_relaxed);
 }
@@ -109,12 +135,12 @@ http::UpstreamResultStatus RetryFilter::OnUpstreamResult(http::UpstreamResult& r
   if (callbacks_->Info().replay_overflow) {
     // Retriable, but the body is too large to send again: counted, and the
     // access log shows replay_overflow.
-    shared_->replay_overflow->Inc();
+    Stats().replay_overflow->Inc();
     return http::UpstreamResultStatus::kContinue;
   }
   const Settings& s = shared_->settings;
   if (retries_ >= s.num_retries) {
-    shared_->exhausted->Inc();
+    Stats().exhausted->Inc();
     return http::UpstreamResultStatus::kContinue;
   }
   // The budget: retries in flight stay a bounded share of all requests, so
@@ -123,7 +149,7 @@ http::UpstreamResultStatus RetryFilter::OnUpstreamResult(http::UpstreamResult& r
   uint64_t allowed = std::max<uint64_t>(s.min_retry_concurrency,
                                         static_cast<uint64_t>(active * s.budget_percent / 100.0));
   if (shared_->active_retries.load(std::memory_order_relaxed) >= allowed) {
-    shared_->budget_overflow->Inc();
+    Stats().budget_overflow->Inc();
     return http::UpstreamResultStatus::kContinue;
   }
   result.retry_delay = Backoff(result);
@@ -138,7 +164,7 @@ http::UpstreamAttemptStatus RetryFilter::OnUpstreamAttempt(http::UpstreamAttempt
   // may refuse a retry, and the client may leave during the back-off.
   if (attempt.attempt > sent_ + 1) {
     sent_ = attempt.attempt - 1;
-    shared_->attempts->Inc();
+    Stats().attempts->Inc();
   }
   return http::UpstreamAttemptStatus::kContinue;
 }
@@ -146,7 +172,7 @@ http::UpstreamAttemptStatus RetryFilter::OnUpstreamAttempt(http::UpstreamAttempt
 void RetryFilter::OnStreamComplete(const http::StreamInfo& info) {
   EndRetry();
   if (sent_ > 0 && info.status >= 200 && info.status < 500 && !info.local_reply) {
-    shared_->succeeded->Inc();
+    Stats().succeeded->Inc();
   }
 }
 
@@ -252,12 +278,9 @@ absl::StatusOr<http::FilterFactoryCallback> RetryFactory::Create(
   if (config.has_max_replay_bytes()) {
     s.max_replay_bytes = static_cast<size_t>(config.max_replay_bytes().value());
   }
-  const std::vector<std::pair<std::string, std::string>> labels = {{"filter", "portway.retry"}};
-  shared->attempts = &GetCounter("portway_retry_attempts_total", labels);
-  shared->succeeded = &GetCounter("portway_retry_success_after_retry_total", labels);
-  shared->exhausted = &GetCounter("portway_retry_exhausted_total", labels);
-  shared->budget_overflow = &GetCounter("portway_retry_budget_overflow_total", labels);
-  shared->replay_overflow = &GetCounter("portway_retry_replay_overflow_total", labels);
+  // Counted per cluster (the request's), so a failing cluster shows in its
+  // own series; the series appear with a cluster's first retry event.
+  shared->per_cluster = true;
   return http::FilterFactoryCallback(
       [shared]() -> http::FilterPtr { return std::make_unique<RetryFilter>(shared.get()); });
 }

@@ -3,13 +3,19 @@
 //
 // Thread safety: RetryFactory runs on the main thread. Filters run on
 // workers; the Shared state (settings, budget counters, stats) is read-only
-// except for atomics.
+// except for atomics and the per-cluster counter table, which is guarded by
+// its mutex and touched only when a retry event is counted (never on a
+// request that needs no retry), at most once per stream per event kind.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -53,6 +59,21 @@ struct Shared {
   Counter* exhausted = nullptr;  // retriable failures with no retry left
   Counter* budget_overflow = nullptr;
   Counter* replay_overflow = nullptr;
+  // The counters of one cluster.
+  struct Counters {
+    Counter* attempts;
+    Counter* succeeded;
+    Counter* exhausted;
+    Counter* budget_overflow;
+    Counter* replay_overflow;
+  };
+  // With per_cluster (set by the factory), For() returns the counters
+  // labelled with the request's cluster (cluster="NAME"), made at its first
+  // event; otherwise the five pointers above (unit tests set them).
+  bool per_cluster = false;
+  Counters For(std::string_view cluster);
+  std::mutex mutex;
+  std::map<std::string, Counters, std::less<>> by_cluster;
   // The jitter: a uniform value in [0, bound]. Tests make it deterministic.
   uint64_t (*random_below)(uint64_t bound) = nullptr;
 };
@@ -78,8 +99,11 @@ class RetryFilter : public http::Filter {
   bool Retriable(const http::UpstreamResult& result) const;
   std::chrono::milliseconds Backoff(const http::UpstreamResult& result);
   void EndRetry();
+  // This stream's counters (its cluster's), looked up once.
+  const Shared::Counters& Stats();
 
   Shared* const shared_;
+  std::optional<Shared::Counters> stats_;
   http::FilterCallbacks* callbacks_ = nullptr;
   bool enabled_ = false;   // idempotent (or allowed) request
   uint32_t retries_ = 0;   // retries asked for

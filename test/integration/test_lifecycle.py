@@ -181,10 +181,10 @@ def test_stats_histograms_are_consistent(proxy):
     with HttpConn(proxy.port) as c:
         for _ in range(3):
             c.roundtrip("GET", "/echo")
-    proxy.wait_stat("portway_upstream_request_time_ms_count", 3, cluster="backend")
+    proxy.wait_stat("portway_upstream_request_duration_seconds_count", 3, cluster="backend")
     s = proxy.stats()
-    for name, count in (("portway_upstream_request_time_ms", 3),
-                        ("portway_upstream_connect_time_ms", 1)):
+    for name, count in (("portway_upstream_request_duration_seconds", 3),
+                        ("portway_upstream_connect_duration_seconds", 1)):
         assert s.get_value(name + "_count", cluster="backend") == count, name
         assert s.get_value(name + "_sum", cluster="backend") >= 0
         buckets = sorted(((float(dict(ls)["le"]), v) for ls, v in s.series(name + "_bucket").items()
@@ -589,6 +589,58 @@ def test_access_log_writes_json_lines(origin, make_gateway, tmp_path):
     assert len(entries) == 2
     text = json.dumps(entries)
     assert "404" in text and "/echo" in text
+
+
+def _log_lines(log, n):
+    def enough():
+        try:
+            lines = [l for l in log.read_text().splitlines() if l.strip()]
+        except FileNotFoundError:
+            return None
+        return lines if len(lines) >= n else None
+
+    return wait_until(enough, 5.0, message=f"{n} access-log lines")
+
+
+# The text line as docs/operations.md documents it, field by field.
+_TEXT_LINE_RE = re.compile(
+    r'^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)\] "(\S+) (\S+) HTTP/1\.1" (\d+) (\S+) '
+    r'(\d+) (\d+) (\d+\.\d{3}) (\S+) "(\S+)" "(\S+)" listener=(\S+) route=(\S+) '
+    r'cluster=(\S+) error=(\S+) attempts=(\d+)( replay_overflow)?$')
+
+
+def test_access_log_text_line_has_the_documented_fields(make_origin, make_gateway, tmp_path):
+    origin = make_origin()
+    dead = f"127.0.0.1:{closed_port()}"
+    log = tmp_path / "access.log"
+    retry = {"name": "portway.retry",
+             "config": {"retry_on": ["connect-failure"], "num_retries": 3,
+                        "retry_non_idempotent": True, "max_replay_bytes": 4,
+                        "backoff": {"base_interval": "1ms"}}}
+    gw = make_gateway(make_config(
+        clusters=[make_cluster("good", [origin.address]), make_cluster("dead", [dead])],
+        routes=[{"name": "up", "match": {"prefix": "/up"}, "cluster": "good"},
+                {"match": {"prefix": "/"}, "cluster": "dead"}],
+        listener={"filters": [retry]},
+        access_log={"path": str(log), "format": "text"}))
+    with HttpConn(gw.port) as c:
+        assert c.roundtrip("GET", "/up/echo").status == 200
+        assert c.roundtrip("GET", "/down").status == 502
+        assert c.roundtrip("POST", "/down", body=b"too long to replay").status == 502
+    lines = _log_lines(log, 3)
+    fields = [_TEXT_LINE_RE.match(l) for l in lines]
+    assert all(fields), lines
+    ok, retried, overflow = [m.groups() for m in fields]
+    assert ok[1:5] == ("GET", "/up/echo", "200", "-")
+    assert ok[9] == origin.address and ok[11:16] == ("edge", "up", "good", "-", "1")
+    assert ok[16] is None
+    # One try and three retries on the one dead host, all refused.
+    assert retried[3:5] == ("502", "UCR") and retried[11:16] == (
+        "edge", "default/1", "dead", "upstream_connect_refused", "4")
+    assert retried[8] == "-" and retried[16] is None
+    # The body was over max_replay_bytes: one attempt, and the log says why.
+    assert overflow[1] == "POST" and overflow[5] == "18" and overflow[15] == "1"
+    assert overflow[16] == " replay_overflow"
 
 
 # --------------------------------------------------------------------------- review fixes
