@@ -53,8 +53,6 @@ struct Shared {
   Counter* exhausted = nullptr;  // retriable failures with no retry left
   Counter* budget_overflow = nullptr;
   Counter* replay_overflow = nullptr;
-  // The jitter: a uniform value in [0, bound]. Tests make it deterministic.
-  uint64_t (*random_below)(uint64_t bound) = nullptr;
 };
 
 class RetryFilter : public http::Filter {
