@@ -200,9 +200,10 @@ void FakeConnection::Close(event::CloseType type) {
 void FakeConnection::Feed(std::string_view bytes, bool end_stream) {
   if (callbacks_ == nullptr || close_type_) return;
   if (end_stream) peer_closed_ = true;
-  Buffer data;
-  data.Add(bytes);
-  callbacks_->OnData(data, end_stream);
+  // Like a socket's read buffer: what the owner leaves in it stays for
+  // the next call.
+  inbound_.Add(bytes);
+  callbacks_->OnData(inbound_, end_stream);
 }
 
 void FakeConnection::PeerClose() {

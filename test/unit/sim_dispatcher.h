@@ -81,7 +81,8 @@ class FakeConnection final : public event::Connection {
   const network::Address& RemoteAddress() const override { return remote_; }
   uint64_t Id() const override { return id_; }
 
-  // The peer's side.
+  // The peer's side. Feed() appends to the read buffer and hands all of
+  // it to OnData; what the owner does not consume is kept for next time.
   void Feed(std::string_view bytes, bool end_stream = false);
   void PeerClose();
   void CompleteConnect();
@@ -102,6 +103,7 @@ class FakeConnection final : public event::Connection {
   uint64_t id_;
   event::ConnectionCallbacks* callbacks_ = nullptr;
   std::string written_;
+  Buffer inbound_;  // fed, not yet consumed by the owner
   std::optional<event::CloseType> close_type_;
   bool closed_ = false;
   bool peer_closed_ = false;
