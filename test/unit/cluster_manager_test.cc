@@ -110,11 +110,12 @@ TEST_F(ClusterManagerTest, ARemovedClusterIsGoneAndItsPoolDrains) {
   // and is then closed instead of going back to the pool.
   EXPECT_TRUE(idle->close_type().has_value());
   EXPECT_FALSE(busy->close_type().has_value());
+  std::shared_ptr<bool> busy_alive = busy->alive_flag();
   busy->Feed("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
-  dispatcher_.RunPending();
+  EXPECT_EQ(decoders_[0]->status, 200);
   EXPECT_TRUE(busy->close_type().has_value());
-  EXPECT_EQ(decoders_.back()->status, 200);
   dispatcher_.RunPending();
+  EXPECT_FALSE(*busy_alive);  // released by the pool, not kept for reuse
   // Once idle, the next update drops the draining pool.
   cm_.Update({{"a", snap_a_}});
   EXPECT_EQ(cm_.DrainingPools(), 0u);
