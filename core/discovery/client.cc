@@ -1,7 +1,6 @@
 #include "core/discovery/client.h"
 
-#include <random>
-
+#include "core/event/random.h"
 #include "grpcpp/grpcpp.h"
 #include "portway/service/discovery/v1/discovery.grpc.pb.h"
 #include "spdlog/spdlog.h"
@@ -19,7 +18,9 @@ struct Client::Stream {
 };
 
 Client::Client(ClientOptions options, PushCallback on_push)
-    : options_(std::move(options)), on_push_(std::move(on_push)) {}
+    : options_(std::move(options)),
+      on_push_(std::move(on_push)),
+      random_(options_.random ? options_.random : std::make_shared<event::SeededRandom>()) {}
 
 Client::~Client() { Stop(); }
 
@@ -59,14 +60,24 @@ Client::Status Client::GetStatus() const {
   return status_;
 }
 
-bool Client::Backoff(int failures) {
+std::chrono::milliseconds Client::BackoffDelay(const ClientOptions& options, int failures,
+                                               RandomGenerator& random) {
   // Full jitter under a ceiling that doubles per failure, capped.
-  int64_t ceiling = options_.initial_backoff.count();
-  for (int i = 1; i < failures && ceiling < options_.max_backoff.count(); ++i) ceiling *= 2;
-  ceiling = std::min<int64_t>(ceiling, options_.max_backoff.count());
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  auto wait = std::chrono::milliseconds(ceiling > 0 ? rng() % (ceiling + 1) : 0);
+  int64_t ceiling = options.initial_backoff.count();
+  for (int i = 1; i < failures && ceiling < options.max_backoff.count(); ++i) ceiling *= 2;
+  ceiling = std::min<int64_t>(ceiling, options.max_backoff.count());
+  return random.Jitter(std::chrono::milliseconds(ceiling));
+}
+
+std::vector<std::chrono::milliseconds> Client::BackoffHistory() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return backoffs_;
+}
+
+bool Client::Backoff(int failures) {
+  auto wait = BackoffDelay(options_, failures, *random_);
   std::unique_lock<std::mutex> lock(mutex_);
+  backoffs_.push_back(wait);
   return !cv_.wait_for(lock, wait, [this] { return stopping_; });
 }
 

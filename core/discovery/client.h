@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "portway/service/discovery/v1/discovery.pb.h"
+#include "portway/time_source.h"
 
 namespace grpc {
 class ClientContext;
@@ -41,6 +42,9 @@ struct ClientOptions {
   std::string cert_pem;
   std::string key_pem;
   std::string server_name;  // overrides the name checked in the certificate
+  // The back-off's jitter; null: a source seeded from std::random_device.
+  // Only the reader thread draws from it. Tests pass a deterministic one.
+  std::shared_ptr<RandomGenerator> random;
 };
 
 class Client {
@@ -69,6 +73,14 @@ class Client {
   };
   Status GetStatus() const;
 
+  // The wait before reconnecting after `failures` failed streams in a row
+  // (1 for the first): full jitter, uniform in [0, ceiling], the ceiling
+  // initial_backoff doubled per further failure and capped at max_backoff.
+  static std::chrono::milliseconds BackoffDelay(const ClientOptions& options, int failures,
+                                                RandomGenerator& random);
+  // The back-off waits drawn so far (for tests and the log).
+  std::vector<std::chrono::milliseconds> BackoffHistory() const;
+
  private:
   void ReaderLoop();
   void WriterLoop();
@@ -86,7 +98,9 @@ class Client {
   struct Stream;
   std::shared_ptr<Stream> stream_;
   std::deque<v1::GatewayMessage> outbox_;
-  bool writing_ = false;  // the writer is inside Write()
+  bool writing_ = false;                             // the writer is inside Write()
+  std::vector<std::chrono::milliseconds> backoffs_;  // guarded by mutex_
+  std::shared_ptr<RandomGenerator> random_;
   std::thread reader_;
   std::thread writer_;
 };

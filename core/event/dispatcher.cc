@@ -7,6 +7,8 @@
 // arrive later find no owner and do nothing.
 #include "core/event/dispatcher.h"
 
+#include "core/event/random.h"
+
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/tcp.h>
@@ -257,6 +259,7 @@ class DispatcherImpl final : public Dispatcher {
 
   MonotonicTime Now() const override { return std::chrono::steady_clock::now(); }
   SystemTime SystemNow() const override { return std::chrono::system_clock::now(); }
+  RandomGenerator& Random() override { return random_; }
 
   ConnectionPtr Connect(const network::Address& address) override {
     auto* socket = new Socket;
@@ -385,6 +388,7 @@ class DispatcherImpl final : public Dispatcher {
   std::vector<std::unique_ptr<DeferredDeletable>> to_delete_;
   std::vector<std::pair<ConnectionImpl*, int>> failed_connects_;
   std::set<ResolveRequest*> resolves_;
+  SeededRandom random_;  // seeded per dispatcher, i.e. per worker
 };
 
 void TimerImpl::Enable(std::chrono::milliseconds timeout) { dispatcher_.Schedule(this, timeout); }

@@ -22,11 +22,12 @@
 
 #include "core/network/address.h"
 #include "portway/buffer.h"
+#include "portway/time_source.h"
 
 namespace portway::event {
 
-using MonotonicTime = std::chrono::steady_clock::time_point;
-using SystemTime = std::chrono::system_clock::time_point;
+using MonotonicTime = portway::MonotonicTime;
+using SystemTime = portway::SystemTime;
 
 class Timer {
  public:
@@ -131,7 +132,10 @@ struct ResolveResult {
   std::vector<network::Address> addresses;
 };
 
-class Dispatcher {
+// A Dispatcher is its thread's clock (TimeSource: Now(), SystemNow()) and
+// owns its thread's random source; filters reach both through their
+// callbacks.
+class Dispatcher : public TimeSource {
  public:
   virtual ~Dispatcher() = default;
   static std::unique_ptr<Dispatcher> Create(std::string name);
@@ -150,9 +154,12 @@ class Dispatcher {
   // Destroys everything DeferredDelete() queued, now. For teardown, when
   // the loop no longer runs.
   virtual void ClearDeferredDeleteList() = 0;
-  // The loop's cached time, updated once per iteration.
-  virtual MonotonicTime Now() const = 0;
-  virtual SystemTime SystemNow() const = 0;
+  // The loop's clock: timers fire by it.
+  MonotonicTime Now() const override = 0;
+  SystemTime SystemNow() const override = 0;
+  // This loop's random source: seeded once per dispatcher (so workers do
+  // not jitter in lockstep); deterministic in tests.
+  virtual RandomGenerator& Random() = 0;
 
   // Starts a non-blocking connect; the outcome arrives as kConnected or
   // kConnectFailed through the callbacks set before the loop runs again.

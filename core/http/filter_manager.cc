@@ -48,6 +48,10 @@ std::unique_ptr<FilterTimer> FilterManager::FilterState::CreateTimer(
   return std::make_unique<FilterTimerImpl>(
       manager_.callbacks_.Dispatcher().CreateTimer(std::move(callback)));
 }
+const TimeSource& FilterManager::FilterState::Clock() { return manager_.callbacks_.Dispatcher(); }
+RandomGenerator& FilterManager::FilterState::Random() {
+  return manager_.callbacks_.Dispatcher().Random();
+}
 void FilterManager::FilterState::EnableRequestReplay(size_t max_body_bytes) {
   manager_.callbacks_.EnableRequestReplay(max_body_bytes);
 }

@@ -116,6 +116,8 @@ class FilterManager {
     StreamInfo& Info() override;
     Buffer& KeptBody() override;
     std::unique_ptr<FilterTimer> CreateTimer(std::function<void()> callback) override;
+    const TimeSource& Clock() override;
+    RandomGenerator& Random() override;
     void EnableRequestReplay(size_t max_body_bytes) override;
     void SetPerTryTimeout(std::chrono::milliseconds timeout) override;
     void SetUpstreamLimits(const UpstreamLimits& limits) override;

@@ -1,5 +1,5 @@
 // The process-wide parts of the filter SDK that are not per stream:
-// gauges, log lines and /clusters status providers.
+// gauges, log lines, /clusters status providers and the real clock.
 #include "core/server/sdk.h"
 
 #include <map>
@@ -8,6 +8,7 @@
 #include "core/server/stats.h"
 #include "portway/admin.h"
 #include "portway/log.h"
+#include "portway/time_source.h"
 #include "spdlog/spdlog.h"
 
 namespace portway {
@@ -45,6 +46,16 @@ void Log(LogLevel level, std::string_view message) {
       spdlog::error("{}", message);
       break;
   }
+}
+
+const TimeSource& RealTimeSource() {
+  class Real final : public TimeSource {
+   public:
+    MonotonicTime Now() const override { return std::chrono::steady_clock::now(); }
+    SystemTime SystemNow() const override { return std::chrono::system_clock::now(); }
+  };
+  static const Real real;
+  return real;
 }
 
 void RegisterClusterStatus(std::string_view source, ClusterStatusProvider provider) {

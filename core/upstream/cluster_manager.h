@@ -32,6 +32,9 @@ class ClusterManager {
   Random& random() { return *random_; }
   // Closes idle upstream connections (shutdown).
   void DrainAll();
+  // Pools taken out of service by Update() and still closing connections
+  // (dropped at a later Update() once idle).
+  size_t DrainingPools() const { return draining_pools_.size(); }
 
  private:
   event::Dispatcher& dispatcher_;

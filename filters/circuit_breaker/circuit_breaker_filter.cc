@@ -9,8 +9,6 @@
 namespace portway::filters::circuit_breaker {
 namespace {
 
-Time Now() { return std::chrono::steady_clock::now(); }
-
 milliseconds ToMillis(const google::protobuf::Duration& d) {
   return milliseconds(d.seconds() * 1000 + d.nanos() / 1000000);
 }
@@ -100,7 +98,8 @@ void ClusterState::Published(const Transition& t, std::string_view host) {
                  BreakerStateName(t.to) + " (" + t.reason + ")");
 }
 
-Breaker::Admission ClusterState::AdmitCluster(const BreakerPolicy& policy, uint64_t* period) {
+Breaker::Admission ClusterState::AdmitCluster(const BreakerPolicy& policy, Time now,
+                                              uint64_t* period) {
   if (cluster_state_.load(std::memory_order_relaxed) == BreakerState::kClosed) {
     return Breaker::Admission::kYes;
   }
@@ -108,7 +107,7 @@ Breaker::Admission ClusterState::AdmitCluster(const BreakerPolicy& policy, uint6
   Breaker::Admission admission;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    admission = cluster_.Admit(policy, Now(), &t, period);
+    admission = cluster_.Admit(policy, now, &t, period);
     if (t.changed) {
       cluster_state_.store(t.to, std::memory_order_relaxed);
       state_gauge_->Set(static_cast<int64_t>(t.to));
@@ -118,7 +117,7 @@ Breaker::Admission ClusterState::AdmitCluster(const BreakerPolicy& policy, uint6
   return admission;
 }
 
-void ClusterState::RecordCluster(const BreakerPolicy& policy, bool failure, bool probe,
+void ClusterState::RecordCluster(const BreakerPolicy& policy, Time now, bool failure, bool probe,
                                  uint64_t period) {
   // The common case, a success on a clean closed breaker without a
   // window, changes nothing: no lock.
@@ -130,7 +129,7 @@ void ClusterState::RecordCluster(const BreakerPolicy& policy, bool failure, bool
   {
     std::lock_guard<std::mutex> lock(mutex_);
     cluster_policy_ = policy;
-    cluster_.Record(policy, Now(), failure, probe, &t, period);
+    cluster_.Record(policy, now, failure, probe, &t, period);
     cluster_clean_.store(
         cluster_.state() == BreakerState::kClosed && cluster_.consecutive_failures() == 0,
         std::memory_order_relaxed);
@@ -148,8 +147,8 @@ void ClusterState::ReleaseClusterProbe(uint64_t period) {
   cluster_.ReleaseProbe(period);
 }
 
-Breaker::Admission ClusterState::AdmitHost(const BreakerPolicy& policy, std::string_view host,
-                                           uint64_t* period) {
+Breaker::Admission ClusterState::AdmitHost(const BreakerPolicy& policy, Time now,
+                                           std::string_view host, uint64_t* period) {
   Breaker::Admission admission = Breaker::Admission::kYes;
   if (hosts_tracked_.load(std::memory_order_relaxed) == 0) return admission;
   Transition t;
@@ -157,15 +156,15 @@ Breaker::Admission ClusterState::AdmitHost(const BreakerPolicy& policy, std::str
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = hosts_.find(host);
     if (it == hosts_.end()) return admission;  // never failed: closed
-    admission = it->second.Admit(policy, Now(), &t, period);
+    admission = it->second.Admit(policy, now, &t, period);
     if (t.changed && t.from == BreakerState::kOpen) open_hosts_gauge_->Sub();
   }
   if (t.changed) Published(t, host);
   return admission;
 }
 
-void ClusterState::RecordHost(const BreakerPolicy& policy, std::string_view host, bool failure,
-                              bool probe, uint64_t period) {
+void ClusterState::RecordHost(const BreakerPolicy& policy, Time now, std::string_view host,
+                              bool failure, bool probe, uint64_t period) {
   if (!failure && hosts_tracked_.load(std::memory_order_relaxed) == 0) return;
   Transition t;
   {
@@ -180,7 +179,6 @@ void ClusterState::RecordHost(const BreakerPolicy& policy, std::string_view host
       hosts_tracked_.store(hosts_.size(), std::memory_order_relaxed);
     }
     Breaker& b = it->second;
-    Time now = Now();
     b.Record(policy, now, failure, probe, &t, period);
     if (t.changed && t.to == BreakerState::kOpen) {
       host_opened_->Inc();
@@ -258,7 +256,7 @@ bool CircuitBreakerFilter::ClassifyCause(http::ErrorCause cause, bool* failure) 
 bool CircuitBreakerFilter::Slow() const {
   if (settings_->slow_threshold.count() == 0) return false;
   const auto& sent = callbacks_->Info().upstream_request_sent;
-  return sent.has_value() && Now() - *sent >= settings_->slow_threshold;
+  return sent.has_value() && callbacks_->Clock().Now() - *sent >= settings_->slow_threshold;
 }
 
 http::FilterHeadersStatus CircuitBreakerFilter::DecodeHeaders(http::HeaderMap&, bool) {
@@ -272,11 +270,13 @@ http::FilterHeadersStatus CircuitBreakerFilter::DecodeHeaders(http::HeaderMap&, 
     return http::FilterHeadersStatus::kContinue;
   }
   uint64_t period = 0;
-  Breaker::Admission admission = state->AdmitCluster(s.cluster_policy, &period);
+  Breaker::Admission admission =
+      state->AdmitCluster(s.cluster_policy, callbacks_->Clock().Now(), &period);
   if (admission == Breaker::Admission::kNo && !s.fallback_cluster.empty() &&
       s.fallback_cluster != info.cluster) {
     ClusterState* fallback = &StateFor(s.fallback_cluster);
-    Breaker::Admission f = fallback->AdmitCluster(s.cluster_policy, &period);
+    Breaker::Admission f =
+        fallback->AdmitCluster(s.cluster_policy, callbacks_->Clock().Now(), &period);
     if (f != Breaker::Admission::kNo) {
       state->fallback().Inc();
       callbacks_->SetUpstreamCluster(s.fallback_cluster);
@@ -305,7 +305,8 @@ http::UpstreamAttemptStatus CircuitBreakerFilter::OnUpstreamAttempt(
   const Settings& s = *settings_;
   if (s.host_breaker) {
     uint64_t period = 0;
-    Breaker::Admission admission = cluster_->AdmitHost(s.host_policy, attempt.host, &period);
+    Breaker::Admission admission =
+        cluster_->AdmitHost(s.host_policy, callbacks_->Clock().Now(), attempt.host, &period);
     if (admission == Breaker::Admission::kNo) {
       cluster_->host_skipped().Inc();
       attempt.cause_if_none_left = http::ErrorCause::kCircuitOpen;
@@ -325,7 +326,8 @@ void CircuitBreakerFilter::EndHostAttempt(bool record, bool failure) {
   const Settings& s = *settings_;
   if (s.host_breaker) {
     if (record) {
-      cluster_->RecordHost(s.host_policy, attempt_host_, failure, host_probe_, host_period_);
+      cluster_->RecordHost(s.host_policy, callbacks_->Clock().Now(), attempt_host_, failure,
+                           host_probe_, host_period_);
     } else if (host_probe_) {
       cluster_->ReleaseHostProbe(attempt_host_, host_period_);
     }
@@ -370,7 +372,8 @@ http::FilterHeadersStatus CircuitBreakerFilter::EncodeHeaders(http::HeaderMap&, 
   }
   cluster_recorded_ = true;
   if (counts) {
-    cluster_->RecordCluster(settings_->cluster_policy, failure, cluster_probe_, cluster_period_);
+    cluster_->RecordCluster(settings_->cluster_policy, callbacks_->Clock().Now(), failure,
+                            cluster_probe_, cluster_period_);
   } else if (cluster_probe_) {
     cluster_->ReleaseClusterProbe(cluster_period_);
   }
@@ -525,7 +528,8 @@ absl::StatusOr<http::FilterFactoryCallback> CircuitBreakerFactory::Create(
         if (it == r.states.end()) return "";
         state = it->second.get();
       }
-      return state->Json(Now());
+      // The admin view has no stream: the real clock.
+      return state->Json(RealTimeSource().Now());
     });
     return true;
   }();

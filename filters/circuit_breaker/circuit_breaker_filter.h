@@ -47,17 +47,18 @@ class ClusterState {
  public:
   explicit ClusterState(const std::string& cluster);
 
-  // Admissions and outcomes read the clock themselves, after the lock-free
-  // fast paths.
+  // `now` is the caller's clock (the stream's worker: FilterCallbacks::
+  // Clock()); every worker's clock is the same monotonic one in production.
   // A probe carries the half-open period it was admitted in (`*period`)
   // back to Record / Release.
-  Breaker::Admission AdmitCluster(const BreakerPolicy& policy, uint64_t* period);
-  void RecordCluster(const BreakerPolicy& policy, bool failure, bool probe, uint64_t period);
+  Breaker::Admission AdmitCluster(const BreakerPolicy& policy, Time now, uint64_t* period);
+  void RecordCluster(const BreakerPolicy& policy, Time now, bool failure, bool probe,
+                     uint64_t period);
   void ReleaseClusterProbe(uint64_t period);
-  Breaker::Admission AdmitHost(const BreakerPolicy& policy, std::string_view host,
+  Breaker::Admission AdmitHost(const BreakerPolicy& policy, Time now, std::string_view host,
                                uint64_t* period);
-  void RecordHost(const BreakerPolicy& policy, std::string_view host, bool failure, bool probe,
-                  uint64_t period);
+  void RecordHost(const BreakerPolicy& policy, Time now, std::string_view host, bool failure,
+                  bool probe, uint64_t period);
   void ReleaseHostProbe(std::string_view host, uint64_t period);
   // The /clusters view: {"state":...,"hosts":[...]}.
   std::string Json(Time now);

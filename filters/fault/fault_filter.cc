@@ -1,19 +1,18 @@
 #include "filters/fault/fault_filter.h"
 
 #include <charconv>
-#include <random>
 
 #include "portway/filters/fault/v1/fault.pb.h"
 
 namespace portway::filters::fault {
 namespace {
 
-// True for `percentage` percent of calls.
-bool Roll(double percentage) {
+// True for `percentage` percent of calls, drawn from the worker's random
+// source (deterministic in tests).
+bool Roll(RandomGenerator& random, double percentage) {
   if (percentage >= 100) return true;
   if (percentage <= 0) return false;
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  return std::uniform_real_distribution<double>(0, 100)(rng) < percentage;
+  return random.Chance(percentage);
 }
 
 bool ParseInt(std::string_view text, long long* out) {
@@ -47,8 +46,10 @@ http::FilterHeadersStatus FaultFilter::DecodeHeaders(http::HeaderMap& headers, b
     headers.Remove(kDelayHeader);
     headers.Remove(kAbortHeader);
   }
-  if (!header_delay && s.delay.count() > 0 && Roll(s.delay_percentage)) delay = s.delay;
-  if (!header_abort && s.abort_status != 0 && Roll(s.abort_percentage)) abort = s.abort_status;
+  if (!header_delay && s.delay.count() > 0 && Roll(callbacks_->Random(), s.delay_percentage))
+    delay = s.delay;
+  if (!header_abort && s.abort_status != 0 && Roll(callbacks_->Random(), s.abort_percentage))
+    abort = s.abort_status;
 
   pending_abort_ = abort;
   if (delay.count() > 0) {

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
-#include <random>
 #include <string>
 
 #include "portway/filters/retry/v1/retry.pb.h"
@@ -18,11 +17,6 @@ std::chrono::milliseconds ToMillis(const google::protobuf::Duration& d) {
 bool Idempotent(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "TRACE" ||
          method == "PUT" || method == "DELETE";
-}
-
-uint64_t RandomBelow(uint64_t bound) {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  return bound == 0 ? 0 : rng() % (bound + 1);
 }
 
 }  // namespace
@@ -124,8 +118,8 @@ std::chrono::milliseconds RetryFilter::Backoff(const http::UpstreamResult& r) {
     ceiling *= 2;
   }
   ceiling = std::min<uint64_t>(ceiling, static_cast<uint64_t>(s.max_interval.count()));
-  return std::chrono::milliseconds(shared_->random_below ? shared_->random_below(ceiling)
-                                                         : RandomBelow(ceiling));
+  // The worker's random source (deterministic in tests).
+  return callbacks_->Random().Jitter(std::chrono::milliseconds(ceiling));
 }
 
 http::UpstreamResultStatus RetryFilter::OnUpstreamResult(http::UpstreamResult& result) {

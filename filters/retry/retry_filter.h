@@ -74,8 +74,6 @@ struct Shared {
   Counters For(std::string_view cluster);
   std::mutex mutex;
   std::map<std::string, Counters, std::less<>> by_cluster;
-  // The jitter: a uniform value in [0, bound]. Tests make it deterministic.
-  uint64_t (*random_below)(uint64_t bound) = nullptr;
 };
 
 class RetryFilter : public http::Filter {

@@ -1,7 +1,7 @@
 // portway.retry and portway.circuit_breaker against strict fakes of the
 // filter callbacks: every call a filter makes into the core is expected
-// explicitly, and anything else fails the test.
-#include <thread>
+// explicitly, and anything else fails the test. Time and randomness come
+// from a SimDispatcher: the tests move the clock and pick the draws.
 #include "filters/circuit_breaker/circuit_breaker_filter.h"
 #include "filters/retry/retry_filter.h"
 
@@ -9,6 +9,7 @@
 #include "gtest/gtest.h"
 #include "portway/filters/circuit_breaker/v1/circuit_breaker.pb.h"
 #include "portway/filters/retry/v1/retry.pb.h"
+#include "test/unit/sim_dispatcher.h"
 
 namespace portway::filters {
 namespace {
@@ -31,7 +32,10 @@ class FakeCallbacks : public http::FilterCallbacks {
   MOCK_METHOD(void, SetUpstreamLimits, (const http::UpstreamLimits&), (override));
   MOCK_METHOD(void, SetUpstreamCluster, (std::string_view), (override));
   http::StreamInfo& Info() override { return info; }
+  const TimeSource& Clock() override { return dispatcher; }
+  RandomGenerator& Random() override { return dispatcher.Random(); }
   http::StreamInfo info;
+  test::SimDispatcher dispatcher;
 };
 
 http::HeaderMapPtr Request(std::string_view method) {
@@ -180,7 +184,7 @@ TEST_F(RetryTest, ExponentialBackoffCappedAtMaxInterval) {
   shared->budget_overflow = &GetCounter("test_retry_budget", {});
   shared->replay_overflow = &GetCounter("test_retry_replay", {});
   shared->settings.min_retry_concurrency = 100;
-  shared->random_below = [](uint64_t bound) { return bound; };
+  callbacks_.dispatcher.sim_random().AlwaysMax();
   retry::RetryFilter f(shared.get());
   f.SetCallbacks(callbacks_);
   EXPECT_CALL(callbacks_, EnableRequestReplay(_));
@@ -197,6 +201,25 @@ TEST_F(RetryTest, ExponentialBackoffCappedAtMaxInterval) {
   }
   EXPECT_EQ(delays, (std::vector<int64_t>{100, 200, 400, 500, 500}));
   EXPECT_EQ(shared->attempts->Value(), 5u);
+}
+
+// The jitter is drawn from the worker's random source (FilterCallbacks::
+// Random()), full jitter in [0, ceiling]: no engine of the filter's own.
+TEST_F(RetryTest, BackoffJitterComesFromTheWorkersRandomSource) {
+  Configure("connect-failure", 3);  // base 100ms
+  EXPECT_CALL(callbacks_, EnableRequestReplay(_));
+  auto f = Start();
+  test::SimRandom& random = callbacks_.dispatcher.sim_random();
+  random.Push(0);                  // the bottom of [0, 100]
+  random.Push(uint64_t{1} << 63);  // the middle of [0, 200]
+  random.Push(UINT64_MAX);         // the top of [0, 400]
+  std::vector<int64_t> delays;
+  for (uint32_t attempt = 1; attempt <= 3; ++attempt) {
+    auto r = Result(UpstreamResult::Kind::kConnectFailure, 0, attempt);
+    ASSERT_EQ(f->OnUpstreamResult(r), UpstreamResultStatus::kRetry);
+    delays.push_back(r.retry_delay.count());
+  }
+  EXPECT_EQ(delays, (std::vector<int64_t>{0, 100, 400}));
 }
 
 TEST_F(RetryTest, BudgetBoundsRetriesInFlight) {
@@ -326,8 +349,15 @@ TEST_F(CircuitBreakerTest, OpensFailsFastHalfOpensAndCloses) {
   EXPECT_EQ(last_status_, http::FilterHeadersStatus::kStopIteration);
   testing::Mock::VerifyAndClearExpectations(&callbacks_);
   EXPECT_CALL(callbacks_, SetUpstreamLimits(_)).Times(testing::AnyNumber());
-  // After open_duration: one probe goes through, the next is refused.
-  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  // Still open 1ms before open_duration ends (simulated time).
+  callbacks_.dispatcher.AdvanceTimeAndRun(std::chrono::milliseconds(49));
+  EXPECT_CALL(callbacks_, SendErrorReply(ErrorCause::kCircuitOpen, _));
+  auto early = Admit();
+  EXPECT_EQ(last_status_, http::FilterHeadersStatus::kStopIteration);
+  testing::Mock::VerifyAndClearExpectations(&callbacks_);
+  EXPECT_CALL(callbacks_, SetUpstreamLimits(_)).Times(testing::AnyNumber());
+  // At open_duration: one probe goes through, the next is refused.
+  callbacks_.dispatcher.AdvanceTimeAndRun(std::chrono::milliseconds(1));
   auto probe = Admit();
   EXPECT_EQ(last_status_, http::FilterHeadersStatus::kContinue);
   EXPECT_CALL(callbacks_, SendErrorReply(ErrorCause::kCircuitOpen, _));
@@ -339,7 +369,7 @@ TEST_F(CircuitBreakerTest, OpensFailsFastHalfOpensAndCloses) {
   EXPECT_EQ(last_status_, http::FilterHeadersStatus::kContinue);
   EXPECT_EQ(GetGauge("portway_circuit_breaker_state", {{"cluster", cluster_}}).Value(), 0);
   EXPECT_EQ(GetCounter("portway_circuit_breaker_rejected_total", {{"cluster", cluster_}}).Value(),
-            2u);
+            3u);
 }
 
 TEST_F(CircuitBreakerTest, OpenClusterGoesToTheFallback) {
@@ -389,7 +419,7 @@ TEST_F(CircuitBreakerTest, AHostTurnedDownLaterGetsItsProbeSlotBack) {
   EXPECT_CALL(callbacks_, SetUpstreamLimits(_)).Times(testing::AnyNumber());
   auto first = Admit();
   Finish(*first, 502, "10.0.0.5:80");  // host .5 opens
-  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  callbacks_.dispatcher.AdvanceTimeAndRun(std::chrono::milliseconds(20));
   auto f = Admit();
   http::UpstreamAttempt a;
   a.host = "10.0.0.5:80";
@@ -411,14 +441,17 @@ TEST_F(CircuitBreakerTest, SlowResponsesCountWhenConfigured) {
   Configure(config);
   EXPECT_CALL(callbacks_, SetUpstreamLimits(_)).Times(testing::AnyNumber());
   // Slow is measured from when the request went upstream.
-  callbacks_.info.upstream_request_sent = std::chrono::steady_clock::now();
+  // Slow is measured on the worker's clock from when the request went
+  // upstream: 19ms is fine, 20ms is slow.
+  callbacks_.info.upstream_request_sent = callbacks_.dispatcher.Now();
+  callbacks_.dispatcher.AdvanceTimeAndRun(std::chrono::milliseconds(19));
   auto fast = Admit();
   Finish(*fast, 200);
   auto still = Admit();
   EXPECT_EQ(last_status_, http::FilterHeadersStatus::kContinue);
-  callbacks_.info.upstream_request_sent =
-      std::chrono::steady_clock::now() - std::chrono::milliseconds(50);
-  Finish(*still, 200);  // 50ms > 20ms: a failure
+  callbacks_.info.upstream_request_sent = callbacks_.dispatcher.Now();
+  callbacks_.dispatcher.AdvanceTimeAndRun(std::chrono::milliseconds(20));
+  Finish(*still, 200);  // 20ms >= 20ms: a failure
   EXPECT_CALL(callbacks_, SendErrorReply(ErrorCause::kCircuitOpen, _));
   auto refused = Admit();
 }

@@ -12,6 +12,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "portway/service/discovery/v1/discovery.grpc.pb.h"
+#include "test/unit/sim_dispatcher.h"
 
 namespace portway::discovery {
 namespace {
@@ -95,6 +96,10 @@ class DiscoveryClientTest : public testing::Test {
     (*options.node.mutable_metadata())["zone"] = "a";
     options.initial_backoff = std::chrono::milliseconds(10);
     options.max_backoff = std::chrono::milliseconds(50);
+    // The jitter pinned to the top of its range: back-offs are exact.
+    random_ = std::make_shared<test::SimRandom>();
+    random_->AlwaysMax();
+    options.random = random_;
     client_ = std::make_unique<Client>(options, [this](v1::Push push) {
       std::lock_guard<std::mutex> lock(mutex_);
       pushes_.push_back(push);
@@ -115,6 +120,7 @@ class DiscoveryClientTest : public testing::Test {
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<Client> client_;
+  std::shared_ptr<test::SimRandom> random_;
   std::mutex mutex_;
   std::condition_variable cv_;
   std::vector<v1::Push> pushes_;
@@ -188,8 +194,34 @@ TEST_F(DiscoveryClientTest, AfterTheControlPlaneRestartsTheClientSaysHelloAgain)
   again.Push("1", "b");  // a new stream's nonces start again
   ASSERT_EQ(WaitPushes(2).size(), 2u);
   EXPECT_GE(client_->GetStatus().connects, 2u);
+  // Every back-off came from the injected random source: with the draw at
+  // its top, the first wait after a stream ends is initial_backoff exactly.
+  auto backoffs = client_->BackoffHistory();
+  ASSERT_FALSE(backoffs.empty());
+  EXPECT_EQ(backoffs.front(), std::chrono::milliseconds(10));
   client_->Stop();  // before `again` goes away
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+}
+
+// Full jitter under a ceiling that doubles per failure up to max_backoff;
+// the draw comes from the random source handed in.
+TEST(DiscoveryBackoffTest, CeilingDoublesPerFailureUpToTheCapAndJitterIsInjected) {
+  ClientOptions options;
+  options.initial_backoff = std::chrono::milliseconds(250);
+  options.max_backoff = std::chrono::milliseconds(1500);
+  test::SimRandom top;
+  top.AlwaysMax();
+  std::vector<int64_t> ceilings;
+  for (int failures = 1; failures <= 5; ++failures) {
+    ceilings.push_back(Client::BackoffDelay(options, failures, top).count());
+  }
+  EXPECT_EQ(ceilings, (std::vector<int64_t>{250, 500, 1000, 1500, 1500}));
+  test::SimRandom bottom;
+  bottom.AlwaysMin();
+  EXPECT_EQ(Client::BackoffDelay(options, 3, bottom).count(), 0);
+  test::SimRandom middle;
+  middle.Push(uint64_t{1} << 63);
+  EXPECT_EQ(Client::BackoffDelay(options, 2, middle).count(), 250);  // half of [0, 500]
 }
 
 TEST_F(DiscoveryClientTest, NothingIsSentWithoutAStream) {

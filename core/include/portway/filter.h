@@ -43,6 +43,7 @@
 #include "portway/buffer.h"
 #include "portway/headers.h"
 #include "portway/stream_info.h"
+#include "portway/time_source.h"
 
 namespace portway::http {
 
@@ -170,6 +171,11 @@ class FilterCallbacks {
   // A timer on this stream's worker; destroy it in OnDestroy() at the
   // latest.
   virtual std::unique_ptr<FilterTimer> CreateTimer(std::function<void()> callback) = 0;
+  // The worker's clock (the same one its timers run on) and its random
+  // source (seeded once per worker). Use these, never std::chrono clocks
+  // or an engine of your own: tests simulate both (portway/time_source.h).
+  virtual const TimeSource& Clock() = 0;
+  virtual RandomGenerator& Random() = 0;
   // Keeps the request (head and up to `max_body_bytes` of body) so it can
   // be sent again after kRetry. A body over the limit makes the request
   // unretriable; StreamInfo::replay_overflow records it. Call in

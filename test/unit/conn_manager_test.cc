@@ -1,0 +1,152 @@
+// The ConnectionManager in isolation: a FakeConnection plays the client
+// (the test feeds raw bytes and reads what was written back), a fake
+// worker context around it, simulated time for the request-headers and
+// idle timeouts. Routes come from YAML through the real RouteTable.
+#include "core/http/conn_manager.h"
+
+#include <string>
+
+#include "core/config/yaml_proto.h"
+#include "core/server/stats.h"
+#include "gtest/gtest.h"
+#include "portway/config/v1/listener.pb.h"
+#include "test/unit/sim_dispatcher.h"
+#include "test/unit/upstream_fakes.h"
+
+namespace portway::http {
+namespace {
+
+using std::chrono::milliseconds;
+using test::FakeConnection;
+
+class FakeContext : public ConnectionManagerContext {
+ public:
+  explicit FakeContext(test::SimDispatcher& d)
+      : dispatcher_(d), cm_(d, std::make_unique<test::FixedSeedLbRandom>()) {}
+  event::Dispatcher& Dispatcher() override { return dispatcher_; }
+  upstream::ClusterManager& ClusterManager() override { return cm_; }
+  server::ListenerConfigPtr CurrentListener(const std::string&) override { return listener; }
+  const server::AccessLogger* AccessLog() override { return nullptr; }
+  bool Draining() const override { return false; }
+  std::string NewRequestId() override { return "req-" + std::to_string(++ids_); }
+  // The worker would delete the manager (and with it the connection); the
+  // test keeps both until its end so it can look at what was written.
+  void RemoveConnection(ConnectionManager&) override { ++removed; }
+
+  server::ListenerConfigPtr listener;
+  std::unique_ptr<ConnectionManager> owned;
+  int removed = 0;
+
+ private:
+  test::SimDispatcher& dispatcher_;
+  upstream::ClusterManager cm_;
+  int ids_ = 0;
+};
+
+class ConnectionManagerTest : public testing::Test {
+ protected:
+  ConnectionManagerTest() : context_(dispatcher_) {}
+
+  void Start(const std::string& routes_yaml, milliseconds headers_timeout = milliseconds(1000),
+             milliseconds idle_timeout = milliseconds(5000)) {
+    config::v1::Listener proto;
+    config::ConfigErrors errors;
+    ASSERT_TRUE(config::YamlTextToProto(routes_yaml, &proto, &errors))
+        << (errors.empty() ? "" : errors[0].ToString());
+    auto listener = std::make_shared<server::ListenerConfig>();
+    listener->name = "edge";
+    listener->routes = router::RouteTable::Build(proto, "listeners[0]", {}, &errors);
+    ASSERT_NE(listener->routes, nullptr) << (errors.empty() ? "" : errors[0].ToString());
+    listener->request_headers_timeout = headers_timeout;
+    listener->idle_timeout = idle_timeout;
+    static stats::Store store;  // outlives every manager
+    static stats::ListenerStats listener_stats(store, "conn_manager_test");
+    listener->stats = &listener_stats;
+    listener->state = std::make_shared<server::ListenerState>();
+    listener->state->connections.fetch_add(1);
+    context_.listener = listener;
+    auto address = network::Address::Parse("127.0.0.1:40000");
+    ASSERT_TRUE(address.ok());
+    event::ConnectionPtr connection = dispatcher_.Connect(*address);
+    client_ = dispatcher_.connections().back();
+    context_.owned = std::make_unique<ConnectionManager>(context_, listener, std::move(connection));
+  }
+  test::SimDispatcher dispatcher_;
+  FakeContext context_;
+  FakeConnection* client_ = nullptr;
+};
+
+constexpr char kDirectRoutes[] = R"(
+name: edge
+virtual_hosts:
+  - name: any
+    domains: ["*"]
+    routes:
+      - { match: { prefix: /hello }, direct_response: { status: 200, body: "hi there" } }
+)";
+
+TEST_F(ConnectionManagerTest, ARequestRoutedToADirectResponseIsAnswered) {
+  Start(kDirectRoutes);
+  client_->Feed("GET /hello HTTP/1.1\r\nhost: example.test\r\n\r\n");
+  dispatcher_.RunPending();
+  std::string out = client_->TakeWritten();
+  EXPECT_EQ(out.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << out;
+  EXPECT_NE(out.find("\r\n\r\nhi there"), std::string::npos) << out;
+  EXPECT_FALSE(client_->close_type().has_value());  // keep-alive
+  // A second request on the same connection; no route: 404.
+  client_->Feed("GET /nothing HTTP/1.1\r\nhost: example.test\r\n\r\n");
+  dispatcher_.RunPending();
+  out = client_->TakeWritten();
+  EXPECT_EQ(out.rfind("HTTP/1.1 404", 0), 0u) << out;
+}
+
+TEST_F(ConnectionManagerTest, AMalformedRequestGets400AndTheConnectionCloses) {
+  Start(kDirectRoutes);
+  client_->Feed("GET /hello HTTP/1.1\r\nbad header line\r\n\r\n");
+  dispatcher_.RunPending();
+  std::string out = client_->written();
+  EXPECT_EQ(out.rfind("HTTP/1.1 400", 0), 0u) << out;
+  EXPECT_NE(out.find("connection: close"), std::string::npos) << out;
+  ASSERT_TRUE(client_->close_type().has_value());
+  EXPECT_EQ(*client_->close_type(), event::CloseType::kFlushWrite);
+  EXPECT_EQ(context_.removed, 1);  // the close completed on the loop
+}
+
+TEST_F(ConnectionManagerTest, ARequestHeadThatStallsGets408AtTheHeadersTimeout) {
+  Start(kDirectRoutes, /*headers_timeout=*/milliseconds(1000));
+  client_->Feed("GET /hello HTTP/1.1\r\nhost: exa");
+  dispatcher_.AdvanceTimeAndRun(milliseconds(600));
+  client_->Feed("mple.test\r\n");  // more bytes do not extend the deadline
+  dispatcher_.AdvanceTimeAndRun(milliseconds(399));
+  EXPECT_TRUE(client_->written().empty());
+  dispatcher_.AdvanceTimeAndRun(milliseconds(1));
+  std::string out = client_->written();
+  EXPECT_EQ(out.rfind("HTTP/1.1 408", 0), 0u) << out;
+  EXPECT_NE(out.find("x-portway-error: request_header_timeout"), std::string::npos) << out;
+  ASSERT_TRUE(client_->close_type().has_value());
+}
+
+TEST_F(ConnectionManagerTest, AnIdleConnectionClosesAtTheIdleTimeout) {
+  Start(kDirectRoutes, milliseconds(1000), /*idle_timeout=*/milliseconds(5000));
+  dispatcher_.AdvanceTimeAndRun(milliseconds(4999));
+  EXPECT_FALSE(client_->close_type().has_value());
+  dispatcher_.AdvanceTimeAndRun(milliseconds(1));
+  ASSERT_TRUE(client_->close_type().has_value());
+  EXPECT_EQ(*client_->close_type(), event::CloseType::kFlushWrite);
+  EXPECT_TRUE(client_->written().empty());  // nothing is sent, just a close
+}
+
+TEST_F(ConnectionManagerTest, TheIdleTimeoutStartsAgainAfterEachResponse) {
+  Start(kDirectRoutes, milliseconds(1000), /*idle_timeout=*/milliseconds(5000));
+  dispatcher_.AdvanceTimeAndRun(milliseconds(4000));
+  client_->Feed("GET /hello HTTP/1.1\r\nhost: example.test\r\n\r\n");
+  dispatcher_.RunPending();
+  EXPECT_FALSE(client_->written().empty());
+  dispatcher_.AdvanceTimeAndRun(milliseconds(4999));
+  EXPECT_FALSE(client_->close_type().has_value());
+  dispatcher_.AdvanceTimeAndRun(milliseconds(1));
+  EXPECT_TRUE(client_->close_type().has_value());
+}
+
+}  // namespace
+}  // namespace portway::http
