@@ -348,6 +348,25 @@ HeadParser::Result HeadParser::Fail(ParseError error) {
   return Result::kError;
 }
 
+// The start of a request line, `len` bytes from line_start_ (without the CR of its CRLF), whose
+// LF may not have arrived: it must open with 1*tchar SP. Bytes that cannot (a TLS ClientHello
+// on a plaintext port) fail here, before a line feed or a limit is reached. Only the first
+// max_request_line_bytes are looked at (past them the line fails as too long), and each byte
+// once: the scan resumes where the previous call stopped, and ends at the method's SP.
+ParseError HeadParser::CheckMethod(const char* base, size_t len) {
+  if (method_checked_ == SIZE_MAX) return ParseError::kNone;
+  const size_t end = line_start_ + std::min<size_t>(len, limits_.max_request_line_bytes);
+  size_t i = std::max(method_checked_, line_start_);
+  while (i < end && Is(base[i], kTchar)) ++i;
+  method_checked_ = i;
+  if (i == end) return ParseError::kNone;
+  if (base[i] == ' ' && i > line_start_) {
+    method_checked_ = SIZE_MAX;
+    return ParseError::kNone;
+  }
+  return base[i] == '\r' ? ParseError::kInvalidLineEnding : ParseError::kBadRequestLine;
+}
+
 HeadParser::Result HeadParser::Parse(std::string_view data, bool is_request,
                                      std::string_view request_method, Head* out) {
   if (phase_ == Phase::kError) return Result::kError;
@@ -370,16 +389,8 @@ HeadParser::Result HeadParser::Parse(std::string_view data, bool is_request,
       if (is_request && phase_ == Phase::kStartLine) {
         size_t partial = n - line_start_;
         if (partial > 0 && base[n - 1] == '\r') --partial;  // may be the CR of the CRLF
+        if (const ParseError e = CheckMethod(base, partial); e != ParseError::kNone) return Fail(e);
         if (partial > limits_.max_request_line_bytes) return Fail(ParseError::kUriTooLong);
-        // The method is 1*tchar followed by SP; checked once per byte, only until that SP.
-        size_t i = std::max(method_checked_, line_start_);
-        const size_t end = line_start_ + partial;
-        while (i < end && Is(base[i], kTchar)) ++i;
-        if (i < end && (base[i] != ' ' || i == line_start_)) {
-          return Fail(base[i] == '\r' ? ParseError::kInvalidLineEnding
-                                      : ParseError::kBadRequestLine);
-        }
-        method_checked_ = i < end ? SIZE_MAX : i;
       }
       // The head needs at least one more byte, so it will exceed the limit.
       if (n >= limits_.max_header_bytes) return Fail(ParseError::kHeadersTooLarge);
@@ -389,10 +400,13 @@ HeadParser::Result HeadParser::Parse(std::string_view data, bool is_request,
     const size_t next = lf + 1;
     const bool has_cr = lf > line_start_ && base[lf - 1] == '\r';
     const size_t content_len = (has_cr ? lf - 1 : lf) - line_start_;
-    // Limits before syntax, so that feeding the bytes one at a time (when the limits fire before
-    // the line is complete) reports the same error as feeding them at once.
-    if (is_request && phase_ == Phase::kStartLine && content_len > limits_.max_request_line_bytes) {
-      return Fail(ParseError::kUriTooLong);
+    // The method first, then limits, then the rest of the syntax: the order in which feeding the
+    // bytes one at a time finds each, so that it reports the same error as feeding them at once.
+    if (is_request && phase_ == Phase::kStartLine) {
+      if (const ParseError e = CheckMethod(base, content_len); e != ParseError::kNone) {
+        return Fail(e);
+      }
+      if (content_len > limits_.max_request_line_bytes) return Fail(ParseError::kUriTooLong);
     }
     if (next > limits_.max_header_bytes) return Fail(ParseError::kHeadersTooLarge);
     if (!has_cr) return Fail(ParseError::kInvalidLineEnding);

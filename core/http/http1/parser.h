@@ -197,6 +197,7 @@ class HeadParser {
   };
 
   Result Parse(std::string_view data, bool is_request, std::string_view request_method, Head* out);
+  ParseError CheckMethod(const char* base, size_t len);
   ParseError ParseRequestLine(std::string_view line, uint32_t line_offset);
   ParseError ParseStatusLine(std::string_view line, uint32_t line_offset);
   Result Finish(std::string_view data, bool is_request, std::string_view request_method, Head* out);
