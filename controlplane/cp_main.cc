@@ -19,13 +19,17 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
 #include "controlplane/resource_dir.h"
 #include "core/common/files.h"
 #include "core/discovery/resource_store.h"
+#include "core/http/filter_registry.h"
 #include "core/server/config_builder.h"
+#include "filters/builtin.h"
+#include "google/protobuf/struct.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "portway/service/admin/v1/admin.grpc.pb.h"
 #include "portway/service/discovery/v1/discovery.grpc.pb.h"
@@ -108,6 +112,72 @@ class State {
 
  private:
   std::string state_file_;
+};
+
+// Stands in for a filter portway-cp does not know (a module only the
+// gateways load): any config passes here, and each gateway's verdict says
+// whether the filter exists there and its config is right.
+class PassThroughFactory final : public http::FilterFactory {
+ public:
+  explicit PassThroughFactory(std::string name) : name_(std::move(name)) {}
+  std::string_view Name() const override { return name_; }
+  std::unique_ptr<google::protobuf::Message> NewConfig() const override {
+    return std::make_unique<google::protobuf::Struct>();
+  }
+  absl::StatusOr<http::FilterFactoryCallback> Create(
+      const google::protobuf::Message&) const override {
+    return http::FilterFactoryCallback([] { return http::FilterPtr(); });
+  }
+
+ private:
+  std::string name_;
+};
+
+// Every filter name `message` uses (HttpFilter and FilterOverride names,
+// at any depth).
+void CollectFilterNames(const google::protobuf::Message& message, std::set<std::string>* out) {
+  const google::protobuf::Descriptor* d = message.GetDescriptor();
+  if (d->full_name() == "portway.config.v1.HttpFilter" ||
+      d->full_name() == "portway.config.v1.FilterOverride") {
+    const google::protobuf::FieldDescriptor* name = d->FindFieldByName("name");
+    out->insert(message.GetReflection()->GetString(message, name));
+    return;
+  }
+  const google::protobuf::Reflection* r = message.GetReflection();
+  std::vector<const google::protobuf::FieldDescriptor*> fields;
+  r->ListFields(message, &fields);
+  for (const auto* f : fields) {
+    if (f->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    if (f->message_type()->full_name() == "google.protobuf.Struct") continue;
+    if (f->is_repeated()) {
+      for (int i = 0; i < r->FieldSize(message, f); ++i) {
+        CollectFilterNames(r->GetRepeatedMessage(message, f, i), out);
+      }
+    } else {
+      CollectFilterNames(r->GetMessage(message, f), out);
+    }
+  }
+}
+
+// Checks resources as a gateway would: built-in filters fully, filters
+// portway-cp does not know passed on. Serialised: the filter registry is
+// process-wide and not thread-safe.
+class Checker {
+ public:
+  // Registers a pass-through factory for every unknown filter the
+  // resources name, so the config builder accepts them.
+  void PassUnknownFilters(const std::vector<v1::Resource>& resources) {
+    std::set<std::string> names;
+    for (const auto& r : resources) CollectFilterNames(r, &names);
+    http::FilterRegistryImpl& registry = http::GlobalFilterRegistry();
+    for (const std::string& name : names) {
+      if (name.empty() || registry.Find(name) != nullptr) continue;
+      (void)registry.Register(std::make_unique<PassThroughFactory>(name));
+      spdlog::info("filter '{}' is not built into portway-cp: passed on; the gateways judge it",
+                   name);
+    }
+  }
+  std::mutex mutex;
 };
 
 using Rw = grpc::ServerReaderWriter<v1::ControlPlaneMessage, v1::GatewayMessage>;
@@ -259,14 +329,6 @@ class AdminService final : public av1::ControlPlaneAdmin::Service {
   grpc::Status Apply(grpc::ServerContext*, const av1::ApplyRequest* request,
                      av1::ApplyResponse* response) override {
     std::vector<v1::Resource> resources = ToResources(request->resources());
-    // Checked as a gateway checks them: each on its own, against what is
-    // served, with field paths.
-    stats::Store store;
-    server::ConfigBuilder builder(store, /*open_files=*/false);
-    discovery::ResourceStore checker({},
-                                     [&](const config::v1::Bootstrap& b, config::ConfigErrors* e) {
-                                       return builder.Build(b, nullptr, e) != nullptr;
-                                     });
     v1::Push served;
     std::map<Key, std::string> from_dir;
     {
@@ -274,10 +336,7 @@ class AdminService final : public av1::ControlPlaneAdmin::Service {
       for (const auto& [key, r] : state_.ServedFor(nullptr)) *served.add_resources() = r;
       from_dir = state_.dir_sources;
     }
-    checker.OnPush(served);
-    v1::Push push;
-    for (const auto& r : resources) *push.add_resources() = r;
-    auto outcome = checker.OnPush(push);
+    discovery::ResourceStore::Outcome outcome = Check(served, resources);
     bool all_ok = true;
     for (int i = 0; i < outcome.verdicts.verdicts_size(); ++i) {
       v1::Verdict v = outcome.verdicts.verdicts(i);
@@ -371,6 +430,27 @@ class AdminService final : public av1::ControlPlaneAdmin::Service {
 
  private:
   // Waits until every connected gateway applied generation `target`.
+  // Checks `resources` as a gateway checks them: each on its own, against
+  // what is served, with field paths.
+  discovery::ResourceStore::Outcome Check(const v1::Push& served,
+                                          const std::vector<v1::Resource>& resources) {
+    std::lock_guard<std::mutex> checking(checker_.mutex);
+    checker_.PassUnknownFilters({served.resources().begin(), served.resources().end()});
+    checker_.PassUnknownFilters(resources);
+    stats::Store store;
+    server::ConfigBuilder builder(store, /*open_files=*/false);
+    discovery::ResourceStore checker({},
+                                     [&](const config::v1::Bootstrap& b, config::ConfigErrors* e) {
+                                       return builder.Build(b, nullptr, e) != nullptr;
+                                     });
+    checker.OnPush(served);
+    v1::Push push;
+    for (const auto& r : resources) *push.add_resources() = r;
+    return checker.OnPush(push);
+  }
+
+  Checker checker_;
+
   void Wait(uint64_t target, uint32_t timeout_ms, const std::vector<v1::Resource>& resources,
             av1::ApplyResponse* response) {
     std::unique_lock<std::mutex> lock(state_.mutex);
@@ -461,6 +541,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  portway::filters::RegisterBuiltinFilters();
   State state(state_file);
   ResourceDir resources(dir);
   resources.Refresh();

@@ -503,3 +503,63 @@ def test_tls_config_errors_have_paths(tmp_path):
     assert "control_plane.tls.ca_file: is required for TLS" in r.stderr, r.stderr
     assert "control_plane.tls.cert_file: cannot read" in r.stderr
     assert "control_plane.tls.key_file: cert_file and key_file go together" in r.stderr
+
+
+# ---- filters through portway-cp
+
+BUILTIN_FILTERS = [
+    {"name": "portway.fault", "config": {"delay": {"fixed_delay": "1ms",
+                                                   "percentage": 0}}},
+    {"name": "portway.retry", "config": {"retry_on": ["connect-failure"], "num_retries": 2}},
+    {"name": "portway.circuit_breaker", "config": {"max_requests": 100}},
+]
+
+
+def filtered(origin_address, filters, body=None):
+    doc = resources(origin_address, body=body)
+    doc["listeners"][0]["filters"] = filters
+    return doc
+
+
+def test_portwayctl_apply_takes_every_built_in_filter(cp, origin, make_gateway, tmp_path):
+    gw = make_gateway(gateway_config(cp, node="edge-f"))
+    wait_until(lambda: cp_state(gw)["connected"], timeout=5, message="connected")
+    f = tmp_path / "filters.yaml"
+    f.write_text(to_yaml(filtered(origin.address, BUILTIN_FILTERS)))
+    r = ctl(cp, "apply", "-f", str(f), "--wait", "5s")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "edge-f: applied" in r.stdout, r.stdout
+    assert get(listener_port(gw)).status == 200
+    # portway-cp knows the built-in filters: a bad config is refused there,
+    # at its path, before any gateway sees it.
+    bad = [dict(BUILTIN_FILTERS[1], config={"num_retries": 11})]
+    f.write_text(to_yaml(filtered(origin.address, bad)))
+    r = ctl(cp, "apply", "-f", str(f), "--wait", "1s")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "listener 'dyn': filters[0].config.num_retries: must be at most 10" in r.stderr, \
+        r.stderr
+
+
+def test_every_built_in_filter_is_served_from_the_config_dir(cp, origin, make_gateway):
+    cp.write("main.yaml", filtered(origin.address, BUILTIN_FILTERS))
+    gw = make_gateway(gateway_config(cp))
+    assert get(listener_port(gw)).status == 200
+    assert entry(gw, "listener", "dyn")["serving_version"]
+    assert "error" not in cp.log_text().lower(), cp.log_text()
+
+
+def test_a_filter_portway_cp_does_not_know_is_judged_by_the_gateway(cp, origin, make_gateway,
+                                                                      tmp_path):
+    gw = make_gateway(gateway_config(cp, node="edge-u"))
+    wait_until(lambda: cp_state(gw)["connected"], timeout=5, message="connected")
+    f = tmp_path / "module.yaml"
+    f.write_text(to_yaml(filtered(origin.address,
+                                  [{"name": "acme.nowhere", "config": {"any": ["shape"]}}])))
+    r = ctl(cp, "apply", "-f", str(f), "--wait", "5s")
+    # Stored by portway-cp; the gateway has no such module and says so.
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert "stored 2 resource(s)" in r.stdout, r.stdout
+    assert "edge-u: NOT applied" in r.stdout
+    assert "dyn: rejected: filters[0].name: unknown filter 'acme.nowhere'" in r.stdout, r.stdout
+    assert "filter 'acme.nowhere' is not built into portway-cp" in cp.log_text()
+
