@@ -26,11 +26,16 @@ def cp_bin():
 class ControlPlane:
     """portway-cp on a temporary resource directory."""
 
-    def __init__(self, port=0, extra_args=()):
+    def __init__(self, port=0, extra_args=(), config_dir=None):
         self.extra_args = list(extra_args)
         self.dir = Path(tempfile.mkdtemp(prefix="portway-cp-"))
-        self.res = self.dir / "resources"
-        self.res.mkdir()
+        if config_dir is None:
+            self.res = self.dir / "resources"
+            self.res.mkdir()
+        else:
+            # Someone else's directory: the state file goes to ours.
+            self.res = Path(config_dir)
+            self.extra_args += ["--state-file", str(self.dir / "state")]
         self.port = port
         self.proc = None
 
@@ -348,17 +353,32 @@ def test_portwayctl_usage_and_unreachable(tmp_path):
     assert r.returncode == 2 and "clusters[0].endpoint" in r.stderr, r.stderr
 
 
-def test_the_control_plane_examples_load(cp):
+def test_the_control_plane_examples_load(tmp_path):
     examples = Path(__file__).resolve().parents[2] / "examples" / "control-plane"
     r = subprocess.run([portway_bin(), "--validate", "-c", str(examples / "gateway.yaml")],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
-    shutil.copy(examples / "resources.yaml", cp.res / "resources.yaml")
-    wait_until(lambda: ctl(cp, "get", "listener", "edge").returncode == 0, timeout=3,
-               message="portway-cp serving the example")
-    assert '"routeConfig":"main"' in ctl(cp, "get", "listener", "edge").stdout
-    r = ctl(cp, "apply", "-f", str(examples / "push" / "canary.yaml"), "--wait", "0s")
-    assert r.returncode == 0, r.stderr
+    # The README's command: portway-cp serves the example's resource
+    # directory, which holds resources only (not the gateway's bootstrap).
+    cp = ControlPlane(config_dir=examples / "resources").start()
+    try:
+        wait_until(lambda: ctl(cp, "get", "listener", "edge").returncode == 0, timeout=3,
+                   message="portway-cp serving the example")
+        assert '"routeConfig":"main"' in ctl(cp, "get", "listener", "edge").stdout
+        r = ctl(cp, "apply", "-f", str(examples / "push" / "canary.yaml"), "--wait", "0s")
+        assert r.returncode == 0, r.stderr
+        log = cp.log_text()
+        assert "error" not in log and "warn" not in log, log
+    finally:
+        cp.stop()
+        shutil.rmtree(cp.dir, ignore_errors=True)
+
+
+def test_portway_cp_says_a_bootstrap_does_not_belong_in_its_directory(cp):
+    cp.write("gateway.yaml", {"admin": {"address": f"{LOOPBACK}:0"},
+                              "control_plane": {"address": f"{LOOPBACK}:1", "node_id": "n"}})
+    wait_until(lambda: "looks like a gateway bootstrap" in cp.log_text(), timeout=3,
+               message="the hint")
 
 
 def test_two_gateways_get_their_own_group_s_resources(cp, make_gateway):
