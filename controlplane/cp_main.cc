@@ -31,6 +31,7 @@
 #include "filters/builtin.h"
 #include "google/protobuf/struct.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "portway/abi.h"
 #include "portway/service/admin/v1/admin.grpc.pb.h"
 #include "portway/service/discovery/v1/discovery.grpc.pb.h"
 #include "spdlog/spdlog.h"
@@ -489,11 +490,15 @@ class AdminService final : public av1::ControlPlaneAdmin::Service {
   State& state_;
 };
 
-int Usage() {
-  std::cerr << "usage: portway-cp --listen HOST:PORT --config-dir DIR [--state-file FILE]"
-               " [--poll-ms N] [--port-file FILE]\n"
-               "       [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n";
-  return 2;
+// --help prints to stdout (exit 0); a usage error to stderr (exit 2).
+int Usage(std::ostream& out = std::cerr) {
+  out << "usage: portway-cp --listen HOST:PORT --config-dir DIR [--state-file FILE]"
+         " [--poll-ms N] [--port-file FILE]\n"
+         "                  [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n"
+         "       portway-cp --help | --version\n"
+         "Serves the resources of DIR (and those applied with portwayctl) to every\n"
+         "gateway that connects; see docs/control-plane.md.\n";
+  return &out == &std::cerr ? 2 : 0;
 }
 
 }  // namespace
@@ -526,6 +531,11 @@ int main(int argc, char** argv) {
       tls_key = value();
     } else if (arg == "--tls-client-ca") {
       tls_client_ca = value();
+    } else if (arg == "-h" || arg == "--help") {
+      return Usage(std::cout);
+    } else if (arg == "--version") {
+      std::cout << "portway-cp " << PORTWAY_VERSION_STRING << "\n";
+      return 0;
     } else {
       return Usage();
     }

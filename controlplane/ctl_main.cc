@@ -20,6 +20,7 @@
 #include "core/config/yaml_proto.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
+#include "portway/abi.h"
 #include "portway/service/admin/v1/admin.grpc.pb.h"
 
 namespace {
@@ -29,14 +30,17 @@ namespace dv1 = portway::service::discovery::v1;
 
 constexpr int kOk = 0, kRefused = 1, kUsage = 2, kNotApplied = 3, kUnreachable = 4;
 
-int Usage() {
-  std::cerr << "usage: portwayctl --server HOST:PORT [--ca FILE [--cert FILE --key FILE]] COMMAND\n"
-               "       portwayctl --server HOST:PORT apply -f FILE [--wait DURATION]\n"
-               "       portwayctl --server HOST:PORT get [TYPE [NAME]]\n"
-               "       portwayctl --server HOST:PORT delete TYPE NAME\n"
-               "       portwayctl --server HOST:PORT status\n"
-               "TYPE: listener, route_configuration, cluster, endpoints\n";
-  return kUsage;
+// --help prints to stdout (exit 0); a usage error to stderr (exit 2).
+int Usage(std::ostream& out = std::cerr) {
+  out << "usage: portwayctl --server HOST:PORT [--ca FILE [--cert FILE --key FILE]] COMMAND\n"
+         "       portwayctl --server HOST:PORT apply -f FILE [--wait DURATION]\n"
+         "       portwayctl --server HOST:PORT get [TYPE [NAME]]\n"
+         "       portwayctl --server HOST:PORT delete TYPE NAME\n"
+         "       portwayctl --server HOST:PORT status\n"
+         "       portwayctl --help | --version\n"
+         "TYPE: listener, route_configuration, cluster, endpoints\n"
+         "Talks to portway-cp's admin API; see docs/control-plane.md.\n";
+  return &out == &std::cerr ? kUsage : kOk;
 }
 
 bool ParseType(const std::string& s, dv1::ResourceType* type) {
@@ -92,6 +96,11 @@ int main(int argc, char** argv) {
       cert = argv[++i];
     } else if (a == "--key" && i + 1 < argc) {
       key = argv[++i];
+    } else if (a == "-h" || a == "--help") {
+      return Usage(std::cout);
+    } else if (a == "--version") {
+      std::cout << "portwayctl " << PORTWAY_VERSION_STRING << "\n";
+      return kOk;
     } else {
       args.push_back(a);
     }

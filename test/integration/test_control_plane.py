@@ -583,3 +583,35 @@ def test_a_filter_portway_cp_does_not_know_is_judged_by_the_gateway(cp, origin, 
     assert "dyn: rejected: filters[0].name: unknown filter 'acme.nowhere'" in r.stdout, r.stdout
     assert "filter 'acme.nowhere' is not built into portway-cp" in cp.log_text()
 
+
+# ---- the binaries themselves
+
+def build_dir():
+    return Path(os.environ.get("PORTWAY_BUILD_DIR") or Path(portway_bin()).parent.parent)
+
+
+@pytest.mark.parametrize("name", ["portway", "portway-cp", "portwayctl"])
+def test_help_and_version_go_to_stdout_and_exit_0(name):
+    binary = Path(portway_bin()).parent / name
+    for flag in ("--help", "--version"):
+        r = subprocess.run([str(binary), flag], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, (flag, r)
+        assert name in r.stdout and r.stderr == "", (flag, r)
+    r = subprocess.run([str(binary), "--no-such-flag"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 2 and "usage:" in r.stderr and r.stdout == "", r
+
+
+def test_cmake_install_installs_the_three_binaries(tmp_path):
+    bdir = build_dir()
+    if not (bdir / "CMakeCache.txt").exists():
+        pytest.skip(f"no configured build dir at {bdir} (set PORTWAY_BUILD_DIR)")
+    r = subprocess.run(["cmake", "--install", str(bdir), "--prefix", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for name in ("portway", "portway-cp", "portwayctl"):
+        installed = tmp_path / "bin" / name
+        assert installed.exists() and os.access(installed, os.X_OK), name
+        v = subprocess.run([str(installed), "--version"], capture_output=True, text=True,
+                           timeout=30)
+        assert v.returncode == 0 and name in v.stdout, v
