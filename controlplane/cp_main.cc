@@ -11,6 +11,9 @@
 // so the gateway knows it is in sync); every later change is sent as a
 // delta (changed resources, removals named). Verdicts and Applied are
 // logged and kept per gateway for `portwayctl status`.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <csignal>
@@ -490,11 +493,28 @@ class AdminService final : public av1::ControlPlaneAdmin::Service {
   State& state_;
 };
 
+// Whether `address` (HOST:PORT, [V6]:PORT or unix:PATH) is reachable from
+// this host only.
+bool IsLocalOnly(const std::string& address) {
+  if (address.rfind("unix:", 0) == 0) return true;
+  size_t colon = address.rfind(':');
+  if (colon == std::string::npos) return false;
+  std::string host = address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host == "localhost") return true;
+  in_addr v4{};
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  return inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
 // --help prints to stdout (exit 0); a usage error to stderr (exit 2).
 int Usage(std::ostream& out = std::cerr) {
   out << "usage: portway-cp --listen HOST:PORT --config-dir DIR [--state-file FILE]"
          " [--poll-ms N] [--port-file FILE]\n"
-         "                  [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n"
+         "                  [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--insecure]\n"
          "       portway-cp --help | --version\n"
          "Serves the resources of DIR (and those applied with portwayctl) to every\n"
          "gateway that connects; see docs/control-plane.md.\n";
@@ -511,6 +531,7 @@ int main(int argc, char** argv) {
   std::string port_file;
   std::string state_file;
   std::string tls_cert, tls_key, tls_client_ca;
+  bool insecure = false;
   int poll_ms = 500;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -531,6 +552,8 @@ int main(int argc, char** argv) {
       tls_key = value();
     } else if (arg == "--tls-client-ca") {
       tls_client_ca = value();
+    } else if (arg == "--insecure") {
+      insecure = true;
     } else if (arg == "-h" || arg == "--help") {
       return Usage(std::cout);
     } else if (arg == "--version") {
@@ -543,6 +566,16 @@ int main(int argc, char** argv) {
   if (listen.empty() || dir.empty() || poll_ms <= 0) return Usage();
   if (tls_cert.empty() != tls_key.empty()) return Usage();
   if (state_file.empty()) state_file = dir + "/.portway-cp.state";
+  // Whoever reaches a plaintext port can read every resource and, through
+  // the admin API, reconfigure the fleet: off this host it takes TLS, or
+  // saying so.
+  if (tls_cert.empty() && !insecure && !IsLocalOnly(listen)) {
+    std::cerr << "portway-cp: --listen " << listen
+              << " is not a loopback address and has no TLS: anyone who reaches it could"
+                 " reconfigure every gateway. Give --tls-cert and --tls-key (and"
+                 " --tls-client-ca), or --insecure to serve plaintext anyway\n";
+    return 2;
+  }
 
   // Signals go to the main thread, which waits for them below.
   sigset_t signals;

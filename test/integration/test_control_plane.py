@@ -615,3 +615,31 @@ def test_cmake_install_installs_the_three_binaries(tmp_path):
         v = subprocess.run([str(installed), "--version"], capture_output=True, text=True,
                            timeout=30)
         assert v.returncode == 0 and name in v.stdout, v
+
+
+# ---- who may talk to portway-cp
+
+def run_cp(*args, timeout=10):
+    return subprocess.run([cp_bin(), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_plaintext_off_loopback_is_refused_without_insecure(tmp_path):
+    for address in ("0.0.0.0:0", "[::]:0"):
+        r = run_cp("--listen", address, "--config-dir", str(tmp_path))
+        assert r.returncode == 2, r
+        assert f"--listen {address} is not a loopback address and has no TLS" in r.stderr, r
+        assert "--tls-cert" in r.stderr and "--insecure" in r.stderr, r.stderr
+
+
+def test_insecure_serves_plaintext_off_loopback_when_asked(tmp_path):
+    # Binds the wildcard address; nothing is sent to it.
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen([cp_bin(), "--listen", "0.0.0.0:0", "--config-dir", str(tmp_path),
+                             "--insecure", "--port-file", str(port_file)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(port_file.exists, timeout=10, message="portway-cp listening")
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
