@@ -514,7 +514,8 @@ bool IsLocalOnly(const std::string& address) {
 int Usage(std::ostream& out = std::cerr) {
   out << "usage: portway-cp --listen HOST:PORT --config-dir DIR [--state-file FILE]"
          " [--poll-ms N] [--port-file FILE]\n"
-         "                  [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--insecure]\n"
+         "                  [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n"
+         "                  [--admin-listen HOST:PORT [--admin-client-ca FILE]] [--insecure]\n"
          "       portway-cp --help | --version\n"
          "Serves the resources of DIR (and those applied with portwayctl) to every\n"
          "gateway that connects; see docs/control-plane.md.\n";
@@ -531,6 +532,7 @@ int main(int argc, char** argv) {
   std::string port_file;
   std::string state_file;
   std::string tls_cert, tls_key, tls_client_ca;
+  std::string admin_listen, admin_client_ca;
   bool insecure = false;
   int poll_ms = 500;
   for (int i = 1; i < argc; ++i) {
@@ -552,6 +554,10 @@ int main(int argc, char** argv) {
       tls_key = value();
     } else if (arg == "--tls-client-ca") {
       tls_client_ca = value();
+    } else if (arg == "--admin-listen") {
+      admin_listen = value();
+    } else if (arg == "--admin-client-ca") {
+      admin_client_ca = value();
     } else if (arg == "--insecure") {
       insecure = true;
     } else if (arg == "-h" || arg == "--help") {
@@ -569,11 +575,19 @@ int main(int argc, char** argv) {
   // Whoever reaches a plaintext port can read every resource and, through
   // the admin API, reconfigure the fleet: off this host it takes TLS, or
   // saying so.
-  if (tls_cert.empty() && !insecure && !IsLocalOnly(listen)) {
-    std::cerr << "portway-cp: --listen " << listen
+  for (const auto& [flag, address] : {std::pair<std::string, std::string>{"--listen", listen},
+                                      {"--admin-listen", admin_listen}}) {
+    if (address.empty() || !tls_cert.empty() || insecure || IsLocalOnly(address)) continue;
+    std::cerr << "portway-cp: " << flag << " " << address
               << " is not a loopback address and has no TLS: anyone who reaches it could"
                  " reconfigure every gateway. Give --tls-cert and --tls-key (and"
-                 " --tls-client-ca), or --insecure to serve plaintext anyway\n";
+                 " --tls-client-ca, --admin-client-ca), or --insecure to serve plaintext"
+                 " anyway\n";
+    return 2;
+  }
+  if (!admin_client_ca.empty() && (admin_listen.empty() || tls_cert.empty())) {
+    std::cerr << "portway-cp: --admin-client-ca needs --admin-listen (the admin API's own"
+                 " port) and --tls-cert/--tls-key\n";
     return 2;
   }
 
@@ -597,37 +611,60 @@ int main(int argc, char** argv) {
 
   DiscoveryService discovery(state);
   AdminService admin(state);
-  grpc::ServerBuilder builder;
-  int port = 0;
-  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
-  if (!tls_cert.empty()) {
-    auto read = [](const std::string& file) {
-      std::string pem;
-      if (!portway::ReadFile(file, &pem)) {
-        std::cerr << "portway-cp: cannot read " << file << "\n";
-        std::exit(1);
-      }
-      return pem;
-    };
+  // One server per port: gRPC verifies client certificates per port, so
+  // the admin API, when it has its own client CA, gets its own port.
+  auto read = [](const std::string& file) {
+    std::string pem;
+    if (!portway::ReadFile(file, &pem)) {
+      std::cerr << "portway-cp: cannot read " << file << "\n";
+      std::exit(1);
+    }
+    return pem;
+  };
+  auto credentials = [&](const std::string& client_ca) {
+    if (tls_cert.empty()) return grpc::InsecureServerCredentials();
     grpc::SslServerCredentialsOptions tls(
-        tls_client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
-                              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+        client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                          : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
     tls.pem_key_cert_pairs.push_back({read(tls_key), read(tls_cert)});
-    if (!tls_client_ca.empty()) tls.pem_root_certs = read(tls_client_ca);
-    credentials = grpc::SslServerCredentials(tls);
+    if (!client_ca.empty()) tls.pem_root_certs = read(client_ca);
+    return grpc::SslServerCredentials(tls);
+  };
+  auto start = [&](const std::string& address, const std::string& client_ca,
+                   std::vector<grpc::Service*> services, std::string* bound) {
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort(address, credentials(client_ca), &port);
+    for (grpc::Service* service : services) builder.RegisterService(service);
+    std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+    if (!server || port == 0) {
+      std::cerr << "portway-cp: cannot listen on " << address << "\n";
+      std::exit(1);
+    }
+    *bound = address.substr(0, address.rfind(':')) + ":" + std::to_string(port);
+    return server;
+  };
+  std::string bound, admin_bound;
+  std::unique_ptr<grpc::Server> server, admin_server;
+  if (admin_listen.empty()) {
+    server = start(listen, tls_client_ca, {&discovery, &admin}, &bound);
+    if (!tls_client_ca.empty()) {
+      spdlog::warn(
+          "portway-cp: the admin API shares --listen: every certificate --tls-client-ca "
+          "accepts (gateways' too) may reconfigure the fleet; give --admin-listen and "
+          "--admin-client-ca to separate the roles");
+    }
+  } else {
+    server = start(listen, tls_client_ca, {&discovery}, &bound);
+    admin_server = start(admin_listen, admin_client_ca, {&admin}, &admin_bound);
+    spdlog::info("portway-cp: admin API on {}", admin_bound);
   }
-  builder.AddListeningPort(listen, credentials, &port);
-  builder.RegisterService(&discovery);
-  builder.RegisterService(&admin);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || port == 0) {
-    std::cerr << "portway-cp: cannot listen on " << listen << "\n";
-    return 1;
-  }
-  std::string host = listen.substr(0, listen.rfind(':'));
-  spdlog::info("portway-cp: serving {} on {}:{}", dir, host, port);
+  spdlog::info("portway-cp: serving {} on {}", dir, bound);
   if (!port_file.empty()) {
-    portway::WriteFileAtomically(port_file, host + ":" + std::to_string(port) + "\n");
+    // Line 1: the discovery address; line 2, with --admin-listen: "admin ADDRESS".
+    std::string text = bound + "\n";
+    if (!admin_bound.empty()) text += "admin " + admin_bound + "\n";
+    portway::WriteFileAtomically(port_file, text);
   }
 
   std::atomic<bool> stopping{false};
@@ -646,6 +683,9 @@ int main(int argc, char** argv) {
   spdlog::info("portway-cp: signal {}, stopping", sig);
   stopping = true;
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (admin_server) {
+    admin_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  }
   poller.join();
   return 0;
 }

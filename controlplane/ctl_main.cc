@@ -75,8 +75,18 @@ long ParseMillis(const std::string& s) {
   return -1;
 }
 
+bool g_client_cert = false;  // --cert given: a refused handshake is likely
+
 int Unreachable(const std::string& server, const grpc::Status& status) {
-  std::cerr << "portwayctl: " << server << ": " << status.error_message() << "\n";
+  std::cerr << "portwayctl: " << server << ": " << status.error_message();
+  if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+    std::cerr << " (no admin API on this port: portway-cp serves it on its --admin-listen"
+                 " address when it has one)";
+  } else if (status.error_code() == grpc::StatusCode::UNAVAILABLE && g_client_cert) {
+    std::cerr << " (if portway-cp is up, it refused this client certificate: its admin API"
+                 " takes only certificates issued by its --admin-client-ca)";
+  }
+  std::cerr << "\n";
   return kUnreachable;
 }
 
@@ -116,6 +126,7 @@ int main(int argc, char** argv) {
       return kUsage;
     }
     credentials = grpc::SslCredentials(tls);
+    g_client_cert = !cert.empty();
   }
   auto channel = grpc::CreateChannel(server, credentials);
   auto stub = av1::ControlPlaneAdmin::NewStub(channel);

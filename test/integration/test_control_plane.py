@@ -55,7 +55,10 @@ class ControlPlane:
              "--poll-ms", "50", "--port-file", str(port_file)] + self.extra_args,
             stdout=self.log, stderr=subprocess.STDOUT)
         wait_until(port_file.exists, timeout=10, message="portway-cp listening")
-        self.port = int(port_file.read_text().strip().rsplit(":", 1)[1])
+        lines = port_file.read_text().splitlines()
+        self.port = int(lines[0].rsplit(":", 1)[1])
+        # With --admin-listen, line 2 is "admin HOST:PORT".
+        self.admin_port = int(lines[1].rsplit(":", 1)[1]) if len(lines) > 1 else self.port
         return self
 
     @property
@@ -467,18 +470,19 @@ def test_a_listener_that_cannot_bind_is_rejected_alone(cp, origin, make_gateway)
         taken.close()
 
 
-def make_pki(d):
-    """A CA, a server certificate for 127.0.0.1 and a client certificate."""
+def make_pki(d, ca="ca", certs=(("server", "subjectAltName=IP:127.0.0.1"),
+                                   ("client", "extendedKeyUsage=clientAuth"))):
+    """A CA (ca.pem), a server certificate for 127.0.0.1 and a client
+    certificate it issued; or another CA and the certificates named."""
     def run(*args):
         subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-        "-days", "2", "-subj", "/CN=portway test CA")
-    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"),
-                      ("client", "extendedKeyUsage=clientAuth")):
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out",
+        f"{ca}.pem", "-days", "2", "-subj", f"/CN=portway test {ca}")
+    for name, ext in certs:
         run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
             f"{name}.csr", "-subj", f"/CN={name}")
         (d / f"{name}.ext").write_text(ext + "\n")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
             "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
     return d
 
@@ -643,3 +647,68 @@ def test_insecure_serves_plaintext_off_loopback_when_asked(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+def ctl_at(port, pki, cert, *args):
+    binary = Path(portway_bin()).parent / "portwayctl"
+    return subprocess.run([str(binary), "--server", f"{LOOPBACK}:{port}", "--ca",
+                           str(pki / "ca.pem"), "--cert", str(pki / f"{cert}.pem"), "--key",
+                           str(pki / f"{cert}.key"), *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_the_admin_api_takes_only_admin_certificates(origin, make_gateway, tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed (scripts/deps.sh test installs it)")
+    # Gateways' certificates come from ca.pem, operators' from admin-ca.pem.
+    pki = make_pki(tmp_path)
+    make_pki(tmp_path, ca="admin-ca", certs=(("admin", "extendedKeyUsage=clientAuth"),))
+    cp = ControlPlane(extra_args=[
+        "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
+        "--tls-client-ca", str(pki / "ca.pem"), "--admin-listen", f"{LOOPBACK}:0",
+        "--admin-client-ca", str(pki / "admin-ca.pem")]).start()
+    try:
+        assert cp.admin_port != cp.port
+        cp.write("main.yaml", resources(origin.address, body="roles\n"))
+        # A gateway certificate still works on the discovery stream...
+        config = gateway_config(cp)
+        config["control_plane"]["tls"] = {"ca_file": str(pki / "ca.pem"),
+                                          "cert_file": str(pki / "client.pem"),
+                                          "key_file": str(pki / "client.key")}
+        gw = make_gateway(config)
+        assert get(listener_port(gw)).body == b"roles\n"
+        # ...but not on the admin API, on either port.
+        r = ctl_at(cp.admin_port, pki, "client", "status")
+        assert r.returncode == 4 and "gw1" not in r.stdout, (r.stdout, r.stderr)
+        assert "--admin-client-ca" in r.stderr, r.stderr
+        r = ctl_at(cp.port, pki, "client", "status")
+        assert r.returncode == 4 and "gw1" not in r.stdout, (r.stdout, r.stderr)
+        assert "no admin API on this port" in r.stderr, r.stderr
+        # An admin certificate works on the admin port, and applies.
+        r = ctl_at(cp.admin_port, pki, "admin", "status")
+        assert r.returncode == 0 and "gw1" in r.stdout, (r.stdout, r.stderr)
+        f = tmp_path / "push.yaml"
+        f.write_text(to_yaml({"clusters": [{"name": "pushed", "endpoints": [origin.address]}]}))
+        r = ctl_at(cp.admin_port, pki, "admin", "apply", "-f", str(f), "--wait", "5s")
+        assert r.returncode == 0 and "gw1: applied" in r.stdout, (r.stdout, r.stderr)
+        # An admin certificate is no gateway's.
+        as_admin = gateway_config(cp, node="admin-as-gateway")
+        as_admin["control_plane"]["tls"] = {"ca_file": str(pki / "ca.pem"),
+                                            "cert_file": str(pki / "admin.pem"),
+                                            "key_file": str(pki / "admin.key")}
+        g2 = make_gateway(as_admin)
+        time.sleep(1.0)
+        assert not cp_state(g2)["connected"] and cp_state(g2)["pushes"] == 0
+    finally:
+        cp.stop()
+        shutil.rmtree(cp.dir, ignore_errors=True)
+
+
+def test_admin_client_ca_needs_its_own_port_and_tls(tmp_path):
+    r = run_cp("--listen", f"{LOOPBACK}:0", "--config-dir", str(tmp_path), "--admin-client-ca",
+               str(tmp_path / "ca.pem"))
+    assert r.returncode == 2 and "--admin-client-ca needs --admin-listen" in r.stderr, r
+    r = run_cp("--listen", f"{LOOPBACK}:0", "--config-dir", str(tmp_path), "--admin-listen",
+               "0.0.0.0:0")
+    assert r.returncode == 2, r
+    assert "--admin-listen 0.0.0.0:0 is not a loopback address and has no TLS" in r.stderr
