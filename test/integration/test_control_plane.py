@@ -298,7 +298,7 @@ def test_portwayctl_apply_get_delete_status(cp, origin, make_gateway, tmp_path):
     assert "nothing applied" in r.stderr
 
     r = ctl(cp, "get", "cluster")
-    assert r.returncode == 0 and '"name":"web"' in r.stdout and "# admin" in r.stdout, r.stdout
+    assert r.returncode == 0 and '- name: "web"' in r.stdout and "# admin" in r.stdout, r.stdout
     r = ctl(cp, "status")
     assert r.returncode == 0
     line = next(l for l in r.stdout.splitlines() if l.startswith("edge-1"))
@@ -367,7 +367,7 @@ def test_the_control_plane_examples_load(tmp_path):
     try:
         wait_until(lambda: ctl(cp, "get", "listener", "edge").returncode == 0, timeout=3,
                    message="portway-cp serving the example")
-        assert '"routeConfig":"main"' in ctl(cp, "get", "listener", "edge").stdout
+        assert 'route_config: "main"' in ctl(cp, "get", "listener", "edge").stdout
         r = ctl(cp, "apply", "-f", str(examples / "push" / "canary.yaml"), "--wait", "0s")
         assert r.returncode == 0, r.stderr
         log = cp.log_text()
@@ -712,3 +712,43 @@ def test_admin_client_ca_needs_its_own_port_and_tls(tmp_path):
                "0.0.0.0:0")
     assert r.returncode == 2, r
     assert "--admin-listen 0.0.0.0:0 is not a loopback address and has no TLS" in r.stderr
+
+
+def test_portwayctl_get_prints_what_apply_takes(cp, origin, tmp_path):
+    import json
+    doc = filtered(origin.address, BUILTIN_FILTERS + [
+        {"name": "acme.module", "config": {"port": "8080", "n": 3, "on": True,
+                                           "nested": {"list": [1, "x"]}}}])
+    doc["listeners"][0]["limits"] = {"max_request_body_bytes": 1024}
+    doc["listeners"][0]["timeouts"] = {"request_headers_timeout": "1500ms"}
+    doc["clusters"][0].update({"connect_timeout": "250ms", "lb_policy": "LEAST_REQUEST",
+                               "endpoints": [origin.address,
+                                             {"address": "127.0.0.1:1", "weight": 3}]})
+    doc["route_configurations"] = [{"name": "rc", "routes": [
+        {"match": {"prefix": "/"}, "cluster": "web",
+         "request_headers": {"add": [{"name": "x-n", "value": "123"}]}}]}]
+    f = tmp_path / "in.yaml"
+    f.write_text(to_yaml(doc))
+    assert ctl(cp, "apply", "-f", str(f), "--wait", "0s").returncode == 0
+    before = ctl(cp, "get", "-o", "json")
+    assert before.returncode == 0, before.stderr
+    lines = before.stdout.splitlines()
+    assert len(lines) == 3, before.stdout
+    objects = [json.loads(line) for line in lines]
+    assert {o["name"] for o in objects} == {"dyn", "rc", "web"}
+    assert all(o["source"] == "admin" and o["version"] for o in objects)
+    listener = next(o for o in objects if o["name"] == "dyn")["listener"]
+    assert listener["filters"][1]["config"]["num_retries"] == 2
+    assert "max_request_body_bytes" in listener["limits"]  # snake_case
+
+    # get > f.yaml; apply -f f.yaml: the same resources, the same versions.
+    got = ctl(cp, "get")
+    assert got.returncode == 0, got.stderr
+    assert "routeConfig" not in got.stdout and "route_configurations:" in got.stdout
+    again = tmp_path / "again.yaml"
+    again.write_text(got.stdout)
+    r = ctl(cp, "apply", "-f", str(again), "--wait", "0s")
+    assert r.returncode == 0, (r.stdout, r.stderr, got.stdout)
+    after = ctl(cp, "get", "-o", "json")
+    assert [json.loads(line) for line in after.stdout.splitlines()] == objects
+    assert ctl(cp, "get", "-o", "xml").returncode == 2
