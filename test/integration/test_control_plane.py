@@ -319,7 +319,7 @@ def test_applied_resources_survive_a_portway_cp_restart_and_files_win(cp, origin
     cp.stop()
     cp.start()
     r = ctl(cp, "get", "cluster", "kept")
-    assert r.returncode == 0 and '"name":"kept"' in r.stdout, r.stdout
+    assert r.returncode == 0 and '- name: "kept"' in r.stdout, r.stdout
     # A name a config file defines cannot be changed or deleted from here.
     cp.write("main.yaml", {"clusters": [{"name": "filed", "endpoints": [origin.address]}]})
     wait_until(lambda: ctl(cp, "get", "cluster", "filed").returncode == 0, timeout=3)
