@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -14,6 +15,7 @@
 #include "core/common/strings.h"
 #include "core/http/conn_manager.h"
 #include "core/http/filter_registry.h"
+#include "core/http/module_loader.h"
 #include "core/server/sdk.h"
 #include "core/upstream/cluster_manager.h"
 #include "portway/abi.h"
@@ -566,32 +568,70 @@ void Server::StartControlPlane(const config::v1::Bootstrap& bootstrap) {
 void Server::LoadModulesFor(const discovery::v1::Push& push) {
   // A filter this gateway does not know yet is looked for as a module named
   // after it in module_dir ("<module_dir>/<filter name>.so"), loaded before
-  // the push is judged. Without one, the listener naming it is rejected
-  // (unknown filter) and nothing else.
+  // the push is judged, if control_plane.allowed_modules lists it (and its
+  // sha256 pin, if any, matches). Otherwise the listener naming it is
+  // rejected (unknown filter, with the reason) and nothing else; a module
+  // not listed is never opened.
   namespace fs = std::filesystem;
+  http::FilterRegistryImpl& registry = http::GlobalFilterRegistry();
   std::set<std::string> missing;
   for (const auto& r : push.resources()) {
     if (!r.has_listener()) continue;
     for (const auto& f : r.listener().filters()) {
-      if (http::GlobalFilterRegistry().Find(f.name()) == nullptr) missing.insert(f.name());
+      if (registry.Find(f.name()) == nullptr) missing.insert(f.name());
     }
   }
-  const std::string& module_dir = resources_->Static().module_dir();
+  const config::v1::Bootstrap& bootstrap = resources_->Static();
+  const std::string& module_dir = bootstrap.module_dir();
   fs::path dir = fs::path(options_.config_path).parent_path() / fs::path(module_dir);
   for (const std::string& name : missing) {
     if (name.empty() || name.find('/') != std::string::npos || name[0] == '.') continue;
+    const config::v1::AllowedModule* allowed = nullptr;
+    for (const auto& m : bootstrap.control_plane().allowed_modules()) {
+      if (m.name() == name) allowed = &m;
+    }
+    auto refuse = [&](std::string why) {
+      spdlog::error("control plane: filter '{}': {}", name, why);
+      registry.SetUnavailable(name, std::move(why));
+    };
+    if (allowed == nullptr) {
+      refuse(Cat("not built in, and control_plane.allowed_modules does not list it (", name,
+                 ".so is not loaded on demand)"));
+      continue;
+    }
+    fs::path file = dir / (name + ".so");
     std::error_code ec;
-    if (!fs::exists(dir / (name + ".so"), ec)) continue;
+    if (!fs::exists(file, ec)) {
+      refuse(Cat("allowed, but there is no module ", file.string()));
+      continue;
+    }
+    if (!allowed->sha256().empty()) {
+      absl::StatusOr<std::string> sum = http::FileSha256(file.string());
+      if (!sum.ok()) {
+        refuse(std::string(sum.status().message()));
+        continue;
+      }
+      std::string want = allowed->sha256();
+      for (char& c : want) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (*sum != want) {
+        refuse(Cat("module ", file.string(), " has sha256 ", *sum,
+                   ", not the one control_plane.allowed_modules pins (", want, "); not loaded"));
+        continue;
+      }
+    }
     config::v1::Bootstrap modules;
     modules.set_module_dir(module_dir);
     modules.add_modules()->set_path(name + ".so");
     config::ConfigErrors errors;
     if (LoadModules(modules, options_.config_path, &errors)) {
       spdlog::info("control plane: loaded module {}.so for filter '{}'", name, name);
-    } else {
-      for (const auto& e : errors) {
-        spdlog::error("control plane: module for filter '{}': {}", name, e.message);
+      if (registry.Find(name) == nullptr) {
+        refuse(Cat("module ", file.string(), " loaded but registers no filter of that name"));
       }
+    } else {
+      std::string why;
+      for (const auto& e : errors) why += (why.empty() ? "" : "; ") + e.message;
+      refuse(Cat("module ", name, ".so: ", why));
     }
   }
 }

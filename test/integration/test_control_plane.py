@@ -426,6 +426,7 @@ def test_a_pushed_filter_loads_its_module_on_demand(cp, origin, make_gateway, tm
     shutil.copy(built, modules / "test.good.so")
     config = gateway_config(cp)
     config["module_dir"] = str(modules)
+    config["control_plane"]["allowed_modules"] = ["test.good", "test.nowhere"]
     gw = make_gateway(config)
     wait_until(lambda: cp_state(gw)["connected"], timeout=5, message="connected")
     doc = resources(origin.address)
@@ -441,6 +442,7 @@ def test_a_pushed_filter_loads_its_module_on_demand(cp, origin, make_gateway, tm
     wait_until(lambda: entry(gw, "listener", "unknown") is not None, timeout=3)
     e = entry(gw, "listener", "unknown")
     assert e["errors"][0]["path"] == "filters[0].name", e
+    assert "allowed, but there is no module" in e["errors"][0]["message"], e
 
 
 def test_a_listener_that_cannot_bind_is_rejected_alone(cp, origin, make_gateway):
@@ -752,3 +754,81 @@ def test_portwayctl_get_prints_what_apply_takes(cp, origin, tmp_path):
     after = ctl(cp, "get", "-o", "json")
     assert [json.loads(line) for line in after.stdout.splitlines()] == objects
     assert ctl(cp, "get", "-o", "xml").returncode == 2
+
+
+# ---- which modules a push may load
+
+def marker_module(tmp_path):
+    """module_dir with test.marker.so, whose loading leaves test.marker.so.opened."""
+    built = Path(portway_bin()).parent.parent / "test" / "modules" / "marks_on_load.so"
+    if not built.exists():
+        pytest.skip(f"{built} not built (the test modules come with the unit tests)")
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    shutil.copy(built, modules / "test.marker.so")
+    return modules
+
+
+def push_marker(cp, origin, make_gateway, modules, allowed):
+    config = gateway_config(cp)
+    config["module_dir"] = str(modules)
+    if allowed is not None:
+        config["control_plane"]["allowed_modules"] = allowed
+    gw = make_gateway(config)
+    cp.write("main.yaml", filtered(origin.address, [{"name": "test.marker"}]))
+    wait_until(lambda: entry(gw, "listener", "dyn") is not None, timeout=5,
+               message="a verdict on the listener")
+    return gw, entry(gw, "listener", "dyn")
+
+
+def test_a_module_not_allowed_is_rejected_without_being_opened(cp, origin, make_gateway,
+                                                               tmp_path):
+    modules = marker_module(tmp_path)
+    gw, e = push_marker(cp, origin, make_gateway, modules, allowed=["test.other"])
+    assert e["serving_version"] == "" and e["errors"][0]["path"] == "filters[0].name", e
+    message = e["errors"][0]["message"]
+    assert "unknown filter 'test.marker'" in message, message
+    assert "control_plane.allowed_modules does not list it" in message, message
+    assert not (modules / "test.marker.so.opened").exists()
+    # With no allowed_modules at all, nothing is loaded on demand either.
+    gw.stop()
+    gw, e = push_marker(cp, origin, make_gateway, modules, allowed=None)
+    assert "allowed_modules does not list it" in e["errors"][0]["message"], e
+    assert not (modules / "test.marker.so.opened").exists()
+
+
+def test_an_allowed_module_loads_on_demand(cp, origin, make_gateway, tmp_path):
+    modules = marker_module(tmp_path)
+    gw, e = push_marker(cp, origin, make_gateway, modules, allowed=["test.marker"])
+    assert e["serving_version"] and not e["errors"], e
+    assert get(listener_port(gw)).status == 200
+    assert (modules / "test.marker.so.opened").exists()
+
+
+def test_a_module_pinned_by_sha256_loads_only_with_that_content(cp, origin, make_gateway,
+                                                                 tmp_path):
+    import hashlib
+    modules = marker_module(tmp_path)
+    wrong = "0" * 64
+    gw, e = push_marker(cp, origin, make_gateway, modules,
+                        allowed=[{"name": "test.marker", "sha256": wrong}])
+    message = e["errors"][0]["message"]
+    assert e["serving_version"] == "" and "has sha256" in message and wrong in message, e
+    assert not (modules / "test.marker.so.opened").exists()
+    gw.stop()
+    right = hashlib.sha256((modules / "test.marker.so").read_bytes()).hexdigest()
+    gw, e = push_marker(cp, origin, make_gateway, modules,
+                        allowed=[{"name": "test.marker", "sha256": right.upper()}])
+    assert e["serving_version"] and not e["errors"], e
+    assert (modules / "test.marker.so.opened").exists()
+
+
+def test_allowed_modules_config_errors_have_paths():
+    r = run_validate({"admin": {"address": f"{LOOPBACK}:0"},
+                      "control_plane": {"address": f"{LOOPBACK}:1", "node_id": "n",
+                                        "allowed_modules": ["a", "../b", "a",
+                                                            {"name": "c", "sha256": "xyz"}]}})
+    assert r.returncode == 1
+    assert "control_plane.allowed_modules[1].name: must be a filter name" in r.stderr, r.stderr
+    assert "control_plane.allowed_modules[2].name: 'a' is listed twice" in r.stderr
+    assert "control_plane.allowed_modules[3].sha256: must be 64 hex digits" in r.stderr
