@@ -203,6 +203,8 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
         AddError(errors, "control_plane.tls.key_file", "cert_file and key_file go together");
       }
     }
+    DurationOr(cp.has_initial_fetch_timeout(), cp.initial_fetch_timeout(),
+               std::chrono::milliseconds(15000), "control_plane.initial_fetch_timeout", errors);
     std::set<std::string> allowed;
     for (int i = 0; i < cp.allowed_modules_size(); ++i) {
       const auto& m = cp.allowed_modules(i);

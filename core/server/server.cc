@@ -241,9 +241,8 @@ class AdminServer : public event::ListenerCallbacks {
       if (method_ != "GET" && method_ != "HEAD") {
         Respond(405, "text/plain", "method not allowed\n");
       } else if (path == "/ready") {
-        bool ready = s.Ready();
-        Respond(ready ? 200 : 503, "text/plain",
-                ready ? "ready\n" : (s.Draining() ? "draining\n" : "starting\n"));
+        std::string why = s.NotReadyReason();
+        Respond(why.empty() ? 200 : 503, "text/plain", why.empty() ? "ready\n" : why + "\n");
       } else if (path == "/stats") {
         Respond(200, "text/plain; version=0.0.4", s.RenderStats());
       } else if (path == "/clusters") {
@@ -545,6 +544,9 @@ void Server::StartControlPlane(const config::v1::Bootstrap& bootstrap) {
   };
   if (cp.has_initial_backoff()) options.initial_backoff = millis(cp.initial_backoff());
   if (cp.has_max_backoff()) options.max_backoff = millis(cp.max_backoff());
+  initial_fetch_timeout_ = cp.has_initial_fetch_timeout() ? millis(cp.initial_fetch_timeout())
+                                                          : std::chrono::milliseconds(15000);
+  control_plane_started_ = std::chrono::steady_clock::now();
   if (cp.has_tls()) {
     // The builder checked the files are readable.
     ReadFile(cp.tls().ca_file(), &options.ca_pem);
@@ -661,6 +663,7 @@ void Server::LoadPersisted() {
     for (const auto& e : errors) spdlog::error("control plane: persisted config: {}", e.ToString());
     return;
   }
+  persisted_loaded_ = true;
   spdlog::info("control plane: serving {} persisted resource(s) from {}", push.resources_size(),
                persist_path_);
 }
@@ -688,6 +691,10 @@ void Server::OnPush(const discovery::v1::Push& push) {
   std::string nonce = push.nonce();
   size_t count = static_cast<size_t>(push.resources_size() + push.removed_size());
   auto applied = [this, nonce, started, count] {
+    if (!first_push_applied_) {
+      first_push_applied_ = true;
+      spdlog::info("control plane push {}: the first push is live; ready", nonce);
+    }
     discovery::v1::GatewayMessage m;
     m.mutable_applied()->set_nonce(nonce);
     if (client_) client_->Send(std::move(m));
@@ -1018,6 +1025,31 @@ std::string Server::RenderDynamicResources() const {
   }
   out += "]";
   return out;
+}
+
+std::string Server::NotReadyReason() const {
+  if (draining_) return "draining";
+  if (!ready_) return "starting";
+  if (client_ == nullptr || first_push_applied_) return "";
+  auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - control_plane_started_);
+  if (persisted_loaded_ && waited >= initial_fetch_timeout_) return "";
+  discovery::Client::Status st = client_->GetStatus();
+  std::string why = "waiting for the control plane's first push: ";
+  if (st.pushes > 0) {
+    why += last_apply_error_.empty() ? "received, not live on every worker yet"
+                                     : Cat("received, could not be applied: ", last_apply_error_);
+  } else if (!st.last_error.empty()) {
+    why += st.last_error;
+  } else {
+    why += "connecting";
+  }
+  if (persisted_loaded_) {
+    why +=
+        Cat("; the persisted config serves meanwhile, ready in at most ",
+            (initial_fetch_timeout_ - waited).count(), "ms (control_plane.initial_fetch_timeout)");
+  }
+  return why;
 }
 
 std::string Server::RenderControlPlane() const {

@@ -209,6 +209,7 @@ def test_a_restart_without_the_control_plane_serves_the_persisted_config(
     state = tmp_path / "gateway.state"
     config = gateway_config(cp)
     config["control_plane"]["persist_path"] = str(state)
+    config["control_plane"]["initial_fetch_timeout"] = "300ms"
     cp.write("main.yaml", resources(origin.address, body="persisted\n"))
     gw = make_gateway(config)
     assert get(listener_port(gw)).body == b"persisted\n"
@@ -505,10 +506,10 @@ def test_tls_and_client_certificates_to_the_control_plane(origin, make_gateway, 
         gw = make_gateway(config)
         assert get(listener_port(gw)).body == b"over tls\n"
         # Plaintext, or TLS without the client certificate, gets nothing.
-        plain = make_gateway(gateway_config(cp, node="plain"))
+        plain = make_gateway(gateway_config(cp, node="plain"), wait_ready=False)
         no_cert = gateway_config(cp, node="no-cert")
         no_cert["control_plane"]["tls"] = {"ca_file": str(pki / "ca.pem")}
-        no_cert_gw = make_gateway(no_cert)
+        no_cert_gw = make_gateway(no_cert, wait_ready=False)
         time.sleep(1.0)
         for g in (plain, no_cert_gw):
             assert not cp_state(g)["connected"] and cp_state(g)["pushes"] == 0
@@ -698,7 +699,7 @@ def test_the_admin_api_takes_only_admin_certificates(origin, make_gateway, tmp_p
         as_admin["control_plane"]["tls"] = {"ca_file": str(pki / "ca.pem"),
                                             "cert_file": str(pki / "admin.pem"),
                                             "key_file": str(pki / "admin.key")}
-        g2 = make_gateway(as_admin)
+        g2 = make_gateway(as_admin, wait_ready=False)
         time.sleep(1.0)
         assert not cp_state(g2)["connected"] and cp_state(g2)["pushes"] == 0
     finally:
@@ -832,3 +833,121 @@ def test_allowed_modules_config_errors_have_paths():
     assert "control_plane.allowed_modules[1].name: must be a filter name" in r.stderr, r.stderr
     assert "control_plane.allowed_modules[2].name: 'a' is listed twice" in r.stderr
     assert "control_plane.allowed_modules[3].sha256: must be 64 hex digits" in r.stderr
+
+
+# ---- readiness with a control plane
+
+class SilentControlPlane:
+    """Takes the gRPC stream (HTTP/2 settings exchanged, the Hello read) and
+    never answers: a control plane that is up but says nothing."""
+
+    SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    SETTINGS_ACK = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind((LOOPBACK, 0))
+        self.sock.listen()
+        self.address = f"{LOOPBACK}:{self.sock.getsockname()[1]}"
+        self.conns = []
+        self.received = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn):
+        try:
+            conn.sendall(self.SETTINGS)
+            acked = False
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                self.received += len(data)
+                if not acked:
+                    conn.sendall(self.SETTINGS_ACK)
+                    acked = True
+        except OSError:
+            return
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def ready(gw):
+    status, _, body = gw.admin_get("/ready")
+    return status, body.decode()
+
+
+def test_not_ready_until_the_first_push_is_applied(cp, origin, make_gateway):
+    silent = SilentControlPlane()
+    try:
+        config = gateway_config(cp)
+        config["control_plane"]["address"] = silent.address
+        gw = make_gateway(config, wait_ready=False)
+        # Up, connected, nothing received: not ready, and /control_plane
+        # says how long it has waited.
+        wait_until(lambda: "connected, no response for" in cp_state(gw)["last_error"],
+                   timeout=5, message="connected, nothing received")
+        status, body = ready(gw)
+        assert status == 503, body
+        assert "waiting for the control plane's first push: connected, no response for" in body
+        time.sleep(1.1)
+        assert "no response for 1s" in cp_state(gw)["last_error"] or \
+            "no response for 2s" in cp_state(gw)["last_error"], cp_state(gw)
+    finally:
+        silent.close()
+    # A control plane that answers: ready once its first push is live,
+    # even an empty one (no listeners yet).
+    cp.write("main.yaml", resources(origin.address))
+    gw2 = make_gateway(gateway_config(cp, node="gw2"), wait_ready=False)
+    wait_until(lambda: ready(gw2)[0] == 200, timeout=5, message="ready after the first push")
+    assert get(listener_port(gw2)).status == 200
+    assert "the first push is live; ready" in gw2.log_text()
+
+
+def test_not_ready_while_the_control_plane_is_away_without_a_persisted_config(make_gateway):
+    config = gateway_config(type("Away", (), {"address": f"{LOOPBACK}:{closed_port()}"})())
+    config["control_plane"]["initial_fetch_timeout"] = "100ms"
+    gw = make_gateway(config, wait_ready=False)
+    time.sleep(0.5)
+    status, body = ready(gw)
+    assert status == 503 and "waiting for the control plane's first push" in body, body
+    assert gw.admin_json("/listeners")["listeners"] == []
+
+
+def test_a_persisted_config_makes_ready_after_initial_fetch_timeout(cp, origin, make_gateway,
+                                                                   tmp_path):
+    state = tmp_path / "gateway.state"
+    config = gateway_config(cp)
+    config["control_plane"]["persist_path"] = str(state)
+    config["control_plane"]["initial_fetch_timeout"] = "1500ms"
+    cp.write("main.yaml", resources(origin.address, body="persisted\n"))
+    gw = make_gateway(config)
+    wait_until(state.exists, timeout=3, message="the persisted config")
+    gw.stop()
+    cp.stop(signal.SIGKILL)
+    again = make_gateway(config, wait_ready=False)
+    status, body = ready(again)
+    assert status == 503, body
+    assert "the persisted config serves meanwhile" in body, body
+    assert "initial_fetch_timeout" in body
+    wait_until(lambda: ready(again)[0] == 200, timeout=5, message="ready on the persisted config")
+    assert get(listener_port(again)).body == b"persisted\n"
+
+
+def test_initial_fetch_timeout_config_errors_have_paths():
+    r = run_validate({"admin": {"address": f"{LOOPBACK}:0"},
+                      "control_plane": {"address": f"{LOOPBACK}:1", "node_id": "n",
+                                        "initial_fetch_timeout": "-1s"}})
+    assert r.returncode == 1
+    assert "control_plane.initial_fetch_timeout: invalid duration '-1s'" in r.stderr, r.stderr
