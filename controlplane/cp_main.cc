@@ -11,6 +11,9 @@
 // so the gateway knows it is in sync); every later change is sent as a
 // delta (changed resources, removals named). Verdicts and Applied are
 // logged and kept per gateway for `portwayctl status`.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <csignal>
@@ -19,14 +22,19 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
 #include "controlplane/resource_dir.h"
 #include "core/common/files.h"
 #include "core/discovery/resource_store.h"
+#include "core/http/filter_registry.h"
 #include "core/server/config_builder.h"
+#include "filters/builtin.h"
+#include "google/protobuf/struct.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "portway/abi.h"
 #include "portway/service/admin/v1/admin.grpc.pb.h"
 #include "portway/service/discovery/v1/discovery.grpc.pb.h"
 #include "spdlog/spdlog.h"
@@ -108,6 +116,72 @@ class State {
 
  private:
   std::string state_file_;
+};
+
+// Stands in for a filter portway-cp does not know (a module only the
+// gateways load): any config passes here, and each gateway's verdict says
+// whether the filter exists there and its config is right.
+class PassThroughFactory final : public http::FilterFactory {
+ public:
+  explicit PassThroughFactory(std::string name) : name_(std::move(name)) {}
+  std::string_view Name() const override { return name_; }
+  std::unique_ptr<google::protobuf::Message> NewConfig() const override {
+    return std::make_unique<google::protobuf::Struct>();
+  }
+  absl::StatusOr<http::FilterFactoryCallback> Create(
+      const google::protobuf::Message&) const override {
+    return http::FilterFactoryCallback([] { return http::FilterPtr(); });
+  }
+
+ private:
+  std::string name_;
+};
+
+// Every filter name `message` uses (HttpFilter and FilterOverride names,
+// at any depth).
+void CollectFilterNames(const google::protobuf::Message& message, std::set<std::string>* out) {
+  const google::protobuf::Descriptor* d = message.GetDescriptor();
+  if (d->full_name() == "portway.config.v1.HttpFilter" ||
+      d->full_name() == "portway.config.v1.FilterOverride") {
+    const google::protobuf::FieldDescriptor* name = d->FindFieldByName("name");
+    out->insert(message.GetReflection()->GetString(message, name));
+    return;
+  }
+  const google::protobuf::Reflection* r = message.GetReflection();
+  std::vector<const google::protobuf::FieldDescriptor*> fields;
+  r->ListFields(message, &fields);
+  for (const auto* f : fields) {
+    if (f->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    if (f->message_type()->full_name() == "google.protobuf.Struct") continue;
+    if (f->is_repeated()) {
+      for (int i = 0; i < r->FieldSize(message, f); ++i) {
+        CollectFilterNames(r->GetRepeatedMessage(message, f, i), out);
+      }
+    } else {
+      CollectFilterNames(r->GetMessage(message, f), out);
+    }
+  }
+}
+
+// Checks resources as a gateway would: built-in filters fully, filters
+// portway-cp does not know passed on. Serialised: the filter registry is
+// process-wide and not thread-safe.
+class Checker {
+ public:
+  // Registers a pass-through factory for every unknown filter the
+  // resources name, so the config builder accepts them.
+  void PassUnknownFilters(const std::vector<v1::Resource>& resources) {
+    std::set<std::string> names;
+    for (const auto& r : resources) CollectFilterNames(r, &names);
+    http::FilterRegistryImpl& registry = http::GlobalFilterRegistry();
+    for (const std::string& name : names) {
+      if (name.empty() || registry.Find(name) != nullptr) continue;
+      (void)registry.Register(std::make_unique<PassThroughFactory>(name));
+      spdlog::info("filter '{}' is not built into portway-cp: passed on; the gateways judge it",
+                   name);
+    }
+  }
+  std::mutex mutex;
 };
 
 using Rw = grpc::ServerReaderWriter<v1::ControlPlaneMessage, v1::GatewayMessage>;
@@ -259,14 +333,6 @@ class AdminService final : public av1::ControlPlaneAdmin::Service {
   grpc::Status Apply(grpc::ServerContext*, const av1::ApplyRequest* request,
                      av1::ApplyResponse* response) override {
     std::vector<v1::Resource> resources = ToResources(request->resources());
-    // Checked as a gateway checks them: each on its own, against what is
-    // served, with field paths.
-    stats::Store store;
-    server::ConfigBuilder builder(store, /*open_files=*/false);
-    discovery::ResourceStore checker({},
-                                     [&](const config::v1::Bootstrap& b, config::ConfigErrors* e) {
-                                       return builder.Build(b, nullptr, e) != nullptr;
-                                     });
     v1::Push served;
     std::map<Key, std::string> from_dir;
     {
@@ -274,10 +340,7 @@ class AdminService final : public av1::ControlPlaneAdmin::Service {
       for (const auto& [key, r] : state_.ServedFor(nullptr)) *served.add_resources() = r;
       from_dir = state_.dir_sources;
     }
-    checker.OnPush(served);
-    v1::Push push;
-    for (const auto& r : resources) *push.add_resources() = r;
-    auto outcome = checker.OnPush(push);
+    discovery::ResourceStore::Outcome outcome = Check(served, resources);
     bool all_ok = true;
     for (int i = 0; i < outcome.verdicts.verdicts_size(); ++i) {
       v1::Verdict v = outcome.verdicts.verdicts(i);
@@ -371,6 +434,27 @@ class AdminService final : public av1::ControlPlaneAdmin::Service {
 
  private:
   // Waits until every connected gateway applied generation `target`.
+  // Checks `resources` as a gateway checks them: each on its own, against
+  // what is served, with field paths.
+  discovery::ResourceStore::Outcome Check(const v1::Push& served,
+                                          const std::vector<v1::Resource>& resources) {
+    std::lock_guard<std::mutex> checking(checker_.mutex);
+    checker_.PassUnknownFilters({served.resources().begin(), served.resources().end()});
+    checker_.PassUnknownFilters(resources);
+    stats::Store store;
+    server::ConfigBuilder builder(store, /*open_files=*/false);
+    discovery::ResourceStore checker({},
+                                     [&](const config::v1::Bootstrap& b, config::ConfigErrors* e) {
+                                       return builder.Build(b, nullptr, e) != nullptr;
+                                     });
+    checker.OnPush(served);
+    v1::Push push;
+    for (const auto& r : resources) *push.add_resources() = r;
+    return checker.OnPush(push);
+  }
+
+  Checker checker_;
+
   void Wait(uint64_t target, uint32_t timeout_ms, const std::vector<v1::Resource>& resources,
             av1::ApplyResponse* response) {
     std::unique_lock<std::mutex> lock(state_.mutex);
@@ -409,11 +493,33 @@ class AdminService final : public av1::ControlPlaneAdmin::Service {
   State& state_;
 };
 
-int Usage() {
-  std::cerr << "usage: portway-cp --listen HOST:PORT --config-dir DIR [--state-file FILE]"
-               " [--poll-ms N] [--port-file FILE]\n"
-               "       [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n";
-  return 2;
+// Whether `address` (HOST:PORT, [V6]:PORT or unix:PATH) is reachable from
+// this host only.
+bool IsLocalOnly(const std::string& address) {
+  if (address.rfind("unix:", 0) == 0) return true;
+  size_t colon = address.rfind(':');
+  if (colon == std::string::npos) return false;
+  std::string host = address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host == "localhost") return true;
+  in_addr v4{};
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  return inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
+// --help prints to stdout (exit 0); a usage error to stderr (exit 2).
+int Usage(std::ostream& out = std::cerr) {
+  out << "usage: portway-cp --listen HOST:PORT --config-dir DIR [--state-file FILE]"
+         " [--poll-ms N] [--port-file FILE]\n"
+         "                  [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n"
+         "                  [--admin-listen HOST:PORT [--admin-client-ca FILE]] [--insecure]\n"
+         "       portway-cp --help | --version\n"
+         "Serves the resources of DIR (and those applied with portwayctl) to every\n"
+         "gateway that connects; see docs/control-plane.md.\n";
+  return &out == &std::cerr ? 2 : 0;
 }
 
 }  // namespace
@@ -426,6 +532,8 @@ int main(int argc, char** argv) {
   std::string port_file;
   std::string state_file;
   std::string tls_cert, tls_key, tls_client_ca;
+  std::string admin_listen, admin_client_ca;
+  bool insecure = false;
   int poll_ms = 500;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -446,6 +554,17 @@ int main(int argc, char** argv) {
       tls_key = value();
     } else if (arg == "--tls-client-ca") {
       tls_client_ca = value();
+    } else if (arg == "--admin-listen") {
+      admin_listen = value();
+    } else if (arg == "--admin-client-ca") {
+      admin_client_ca = value();
+    } else if (arg == "--insecure") {
+      insecure = true;
+    } else if (arg == "-h" || arg == "--help") {
+      return Usage(std::cout);
+    } else if (arg == "--version") {
+      std::cout << "portway-cp " << PORTWAY_VERSION_STRING << "\n";
+      return 0;
     } else {
       return Usage();
     }
@@ -453,6 +572,24 @@ int main(int argc, char** argv) {
   if (listen.empty() || dir.empty() || poll_ms <= 0) return Usage();
   if (tls_cert.empty() != tls_key.empty()) return Usage();
   if (state_file.empty()) state_file = dir + "/.portway-cp.state";
+  // Whoever reaches a plaintext port can read every resource and, through
+  // the admin API, reconfigure the fleet: off this host it takes TLS, or
+  // saying so.
+  for (const auto& [flag, address] : {std::pair<std::string, std::string>{"--listen", listen},
+                                      {"--admin-listen", admin_listen}}) {
+    if (address.empty() || !tls_cert.empty() || insecure || IsLocalOnly(address)) continue;
+    std::cerr << "portway-cp: " << flag << " " << address
+              << " is not a loopback address and has no TLS: anyone who reaches it could"
+                 " reconfigure every gateway. Give --tls-cert and --tls-key (and"
+                 " --tls-client-ca, --admin-client-ca), or --insecure to serve plaintext"
+                 " anyway\n";
+    return 2;
+  }
+  if (!admin_client_ca.empty() && (admin_listen.empty() || tls_cert.empty())) {
+    std::cerr << "portway-cp: --admin-client-ca needs --admin-listen (the admin API's own"
+                 " port) and --tls-cert/--tls-key\n";
+    return 2;
+  }
 
   // Signals go to the main thread, which waits for them below.
   sigset_t signals;
@@ -461,6 +598,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  portway::filters::RegisterBuiltinFilters();
   State state(state_file);
   ResourceDir resources(dir);
   resources.Refresh();
@@ -473,37 +611,60 @@ int main(int argc, char** argv) {
 
   DiscoveryService discovery(state);
   AdminService admin(state);
-  grpc::ServerBuilder builder;
-  int port = 0;
-  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
-  if (!tls_cert.empty()) {
-    auto read = [](const std::string& file) {
-      std::string pem;
-      if (!portway::ReadFile(file, &pem)) {
-        std::cerr << "portway-cp: cannot read " << file << "\n";
-        std::exit(1);
-      }
-      return pem;
-    };
+  // One server per port: gRPC verifies client certificates per port, so
+  // the admin API, when it has its own client CA, gets its own port.
+  auto read = [](const std::string& file) {
+    std::string pem;
+    if (!portway::ReadFile(file, &pem)) {
+      std::cerr << "portway-cp: cannot read " << file << "\n";
+      std::exit(1);
+    }
+    return pem;
+  };
+  auto credentials = [&](const std::string& client_ca) {
+    if (tls_cert.empty()) return grpc::InsecureServerCredentials();
     grpc::SslServerCredentialsOptions tls(
-        tls_client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
-                              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+        client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                          : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
     tls.pem_key_cert_pairs.push_back({read(tls_key), read(tls_cert)});
-    if (!tls_client_ca.empty()) tls.pem_root_certs = read(tls_client_ca);
-    credentials = grpc::SslServerCredentials(tls);
+    if (!client_ca.empty()) tls.pem_root_certs = read(client_ca);
+    return grpc::SslServerCredentials(tls);
+  };
+  auto start = [&](const std::string& address, const std::string& client_ca,
+                   std::vector<grpc::Service*> services, std::string* bound) {
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort(address, credentials(client_ca), &port);
+    for (grpc::Service* service : services) builder.RegisterService(service);
+    std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+    if (!server || port == 0) {
+      std::cerr << "portway-cp: cannot listen on " << address << "\n";
+      std::exit(1);
+    }
+    *bound = address.substr(0, address.rfind(':')) + ":" + std::to_string(port);
+    return server;
+  };
+  std::string bound, admin_bound;
+  std::unique_ptr<grpc::Server> server, admin_server;
+  if (admin_listen.empty()) {
+    server = start(listen, tls_client_ca, {&discovery, &admin}, &bound);
+    if (!tls_client_ca.empty()) {
+      spdlog::warn(
+          "portway-cp: the admin API shares --listen: every certificate --tls-client-ca "
+          "accepts (gateways' too) may reconfigure the fleet; give --admin-listen and "
+          "--admin-client-ca to separate the roles");
+    }
+  } else {
+    server = start(listen, tls_client_ca, {&discovery}, &bound);
+    admin_server = start(admin_listen, admin_client_ca, {&admin}, &admin_bound);
+    spdlog::info("portway-cp: admin API on {}", admin_bound);
   }
-  builder.AddListeningPort(listen, credentials, &port);
-  builder.RegisterService(&discovery);
-  builder.RegisterService(&admin);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || port == 0) {
-    std::cerr << "portway-cp: cannot listen on " << listen << "\n";
-    return 1;
-  }
-  std::string host = listen.substr(0, listen.rfind(':'));
-  spdlog::info("portway-cp: serving {} on {}:{}", dir, host, port);
+  spdlog::info("portway-cp: serving {} on {}", dir, bound);
   if (!port_file.empty()) {
-    portway::WriteFileAtomically(port_file, host + ":" + std::to_string(port) + "\n");
+    // Line 1: the discovery address; line 2, with --admin-listen: "admin ADDRESS".
+    std::string text = bound + "\n";
+    if (!admin_bound.empty()) text += "admin " + admin_bound + "\n";
+    portway::WriteFileAtomically(port_file, text);
   }
 
   std::atomic<bool> stopping{false};
@@ -522,6 +683,9 @@ int main(int argc, char** argv) {
   spdlog::info("portway-cp: signal {}, stopping", sig);
   stopping = true;
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (admin_server) {
+    admin_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  }
   poller.join();
   return 0;
 }

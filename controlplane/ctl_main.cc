@@ -1,7 +1,7 @@
 // portwayctl: talks to portway-cp's admin API.
 //
 //   portwayctl --server HOST:PORT apply -f FILE [--wait 10s]
-//   portwayctl --server HOST:PORT get [TYPE [NAME]]
+//   portwayctl --server HOST:PORT get [TYPE [NAME]] [-o yaml|json]
 //   portwayctl --server HOST:PORT delete TYPE NAME
 //   portwayctl --server HOST:PORT status
 //
@@ -10,9 +10,11 @@
 // clusters:, endpoints:). Exit codes: 0 done; 1 refused (a resource
 // rejected, nothing to delete); 2 bad usage or input file; 3 stored but not
 // applied by every connected gateway in time; 4 portway-cp unreachable.
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -20,7 +22,9 @@
 #include "core/config/yaml_proto.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
+#include "portway/abi.h"
 #include "portway/service/admin/v1/admin.grpc.pb.h"
+#include "yaml-cpp/yaml.h"
 
 namespace {
 
@@ -29,14 +33,17 @@ namespace dv1 = portway::service::discovery::v1;
 
 constexpr int kOk = 0, kRefused = 1, kUsage = 2, kNotApplied = 3, kUnreachable = 4;
 
-int Usage() {
-  std::cerr << "usage: portwayctl --server HOST:PORT [--ca FILE [--cert FILE --key FILE]] COMMAND\n"
-               "       portwayctl --server HOST:PORT apply -f FILE [--wait DURATION]\n"
-               "       portwayctl --server HOST:PORT get [TYPE [NAME]]\n"
-               "       portwayctl --server HOST:PORT delete TYPE NAME\n"
-               "       portwayctl --server HOST:PORT status\n"
-               "TYPE: listener, route_configuration, cluster, endpoints\n";
-  return kUsage;
+// --help prints to stdout (exit 0); a usage error to stderr (exit 2).
+int Usage(std::ostream& out = std::cerr) {
+  out << "usage: portwayctl --server HOST:PORT [--ca FILE [--cert FILE --key FILE]] COMMAND\n"
+         "       portwayctl --server HOST:PORT apply -f FILE [--wait DURATION]\n"
+         "       portwayctl --server HOST:PORT get [TYPE [NAME]] [-o yaml|json]\n"
+         "       portwayctl --server HOST:PORT delete TYPE NAME\n"
+         "       portwayctl --server HOST:PORT status\n"
+         "       portwayctl --help | --version\n"
+         "TYPE: listener, route_configuration, cluster, endpoints\n"
+         "Talks to portway-cp's admin API; see docs/control-plane.md.\n";
+  return &out == &std::cerr ? kUsage : kOk;
 }
 
 bool ParseType(const std::string& s, dv1::ResourceType* type) {
@@ -71,8 +78,219 @@ long ParseMillis(const std::string& s) {
   return -1;
 }
 
+bool g_client_cert = false;  // --cert given: a refused handshake is likely
+
+// A message as the YAML the config loader reads back (core/config/
+// yaml_proto.h): snake_case field names, enums by name, durations as "5s",
+// wrappers as plain values, strings quoted so "8080" stays a string.
+void EmitMessage(const google::protobuf::Message& m, YAML::Emitter& out);
+
+void EmitValue(const google::protobuf::Value& v, YAML::Emitter& out) {
+  switch (v.kind_case()) {
+    case google::protobuf::Value::kNumberValue: {
+      double n = v.number_value();
+      if (std::trunc(n) == n && std::fabs(n) < 9.2e18) {
+        out << static_cast<int64_t>(n);
+      } else {
+        out << n;
+      }
+      break;
+    }
+    case google::protobuf::Value::kStringValue:
+      out << YAML::DoubleQuoted << v.string_value();
+      break;
+    case google::protobuf::Value::kBoolValue:
+      out << v.bool_value();
+      break;
+    case google::protobuf::Value::kStructValue:
+      out << YAML::BeginMap;
+      for (const auto& [key, field] : std::map<std::string, google::protobuf::Value>(
+               v.struct_value().fields().begin(), v.struct_value().fields().end())) {
+        out << YAML::Key << key << YAML::Value;
+        EmitValue(field, out);
+      }
+      out << YAML::EndMap;
+      break;
+    case google::protobuf::Value::kListValue:
+      out << YAML::BeginSeq;
+      for (const auto& e : v.list_value().values()) EmitValue(e, out);
+      out << YAML::EndSeq;
+      break;
+    default:
+      out << YAML::Null;
+  }
+}
+
+void EmitField(const google::protobuf::Message& m, const google::protobuf::FieldDescriptor* f,
+               int index, YAML::Emitter& out) {
+  using FD = google::protobuf::FieldDescriptor;
+  const google::protobuf::Reflection* r = m.GetReflection();
+  bool rep = f->is_repeated();
+  switch (f->cpp_type()) {
+    case FD::CPPTYPE_INT32:
+      out << (rep ? r->GetRepeatedInt32(m, f, index) : r->GetInt32(m, f));
+      break;
+    case FD::CPPTYPE_INT64:
+      out << (rep ? r->GetRepeatedInt64(m, f, index) : r->GetInt64(m, f));
+      break;
+    case FD::CPPTYPE_UINT32:
+      out << (rep ? r->GetRepeatedUInt32(m, f, index) : r->GetUInt32(m, f));
+      break;
+    case FD::CPPTYPE_UINT64:
+      out << (rep ? r->GetRepeatedUInt64(m, f, index) : r->GetUInt64(m, f));
+      break;
+    case FD::CPPTYPE_DOUBLE:
+      out << (rep ? r->GetRepeatedDouble(m, f, index) : r->GetDouble(m, f));
+      break;
+    case FD::CPPTYPE_FLOAT:
+      out << (rep ? r->GetRepeatedFloat(m, f, index) : r->GetFloat(m, f));
+      break;
+    case FD::CPPTYPE_BOOL:
+      out << (rep ? r->GetRepeatedBool(m, f, index) : r->GetBool(m, f));
+      break;
+    case FD::CPPTYPE_ENUM:
+      out << (rep ? r->GetRepeatedEnum(m, f, index) : r->GetEnum(m, f))->name();
+      break;
+    case FD::CPPTYPE_STRING:
+      out << YAML::DoubleQuoted << (rep ? r->GetRepeatedString(m, f, index) : r->GetString(m, f));
+      break;
+    case FD::CPPTYPE_MESSAGE:
+      EmitMessage(rep ? r->GetRepeatedMessage(m, f, index) : r->GetMessage(m, f), out);
+      break;
+  }
+}
+
+void EmitMessage(const google::protobuf::Message& m, YAML::Emitter& out) {
+  const google::protobuf::Descriptor* d = m.GetDescriptor();
+  const std::string& type = d->full_name();
+  const google::protobuf::Reflection* r = m.GetReflection();
+  if (type == "google.protobuf.Duration") {
+    int64_t seconds = r->GetInt64(m, d->FindFieldByName("seconds"));
+    int32_t nanos = r->GetInt32(m, d->FindFieldByName("nanos"));
+    if (nanos == 0) {
+      out << std::to_string(seconds) + "s";
+    } else if (nanos % 1000000 == 0) {
+      out << std::to_string(seconds * 1000 + nanos / 1000000) + "ms";
+    } else {
+      out << std::to_string(seconds * 1000000000 + nanos) + "ns";
+    }
+    return;
+  }
+  if (type == "google.protobuf.Struct" || type == "google.protobuf.Value" ||
+      type == "google.protobuf.ListValue") {
+    google::protobuf::Value v;
+    if (type == "google.protobuf.Struct") {
+      v.mutable_struct_value()->CopyFrom(m);
+    } else if (type == "google.protobuf.ListValue") {
+      v.mutable_list_value()->CopyFrom(m);
+    } else {
+      v.CopyFrom(m);
+    }
+    EmitValue(v, out);
+    return;
+  }
+  if (d->file()->name() == "google/protobuf/wrappers.proto") {
+    EmitField(m, d->FindFieldByNumber(1), 0, out);
+    return;
+  }
+  std::vector<const google::protobuf::FieldDescriptor*> fields;
+  r->ListFields(m, &fields);
+  out << YAML::BeginMap;
+  for (const auto* f : fields) {
+    out << YAML::Key << f->name() << YAML::Value;
+    if (f->is_map()) {
+      // key/value entries, sorted for a stable output
+      std::map<std::string, const google::protobuf::Message*> entries;
+      for (int i = 0; i < r->FieldSize(m, f); ++i) {
+        const auto& e = r->GetRepeatedMessage(m, f, i);
+        YAML::Emitter key;
+        EmitField(e, e.GetDescriptor()->FindFieldByNumber(1), 0, key);
+        entries[key.c_str()] = &e;
+      }
+      out << YAML::BeginMap;
+      for (const auto& [k, e] : entries) {
+        out << YAML::Key;
+        EmitField(*e, e->GetDescriptor()->FindFieldByNumber(1), 0, out);
+        out << YAML::Value;
+        EmitField(*e, e->GetDescriptor()->FindFieldByNumber(2), 0, out);
+      }
+      out << YAML::EndMap;
+    } else if (f->is_repeated()) {
+      out << YAML::BeginSeq;
+      for (int i = 0; i < r->FieldSize(m, f); ++i) EmitField(m, f, i, out);
+      out << YAML::EndSeq;
+    } else {
+      EmitField(m, f, 0, out);
+    }
+  }
+  out << YAML::EndMap;
+}
+
+// The ResourceSet key and body of a resource (null if it has none).
+const google::protobuf::Message* Body(const dv1::Resource& r, std::string* key) {
+  switch (r.body_case()) {
+    case dv1::Resource::kListener:
+      *key = "listeners";
+      return &r.listener();
+    case dv1::Resource::kRouteConfiguration:
+      *key = "route_configurations";
+      return &r.route_configuration();
+    case dv1::Resource::kCluster:
+      *key = "clusters";
+      return &r.cluster();
+    case dv1::Resource::kEndpoints:
+      *key = "endpoints";
+      return &r.endpoints();
+    default:
+      return nullptr;
+  }
+}
+
+// What `apply -f` reads: one section per type, each resource under a
+// comment saying where portway-cp has it from.
+void PrintYaml(const av1::GetResponse& response) {
+  std::map<std::string, std::vector<int>> sections;
+  const std::vector<std::string> order = {"listeners", "route_configurations", "clusters",
+                                          "endpoints"};
+  for (int i = 0; i < response.resources_size(); ++i) {
+    std::string key;
+    if (Body(response.resources(i), &key) != nullptr) sections[key].push_back(i);
+  }
+  for (const std::string& section : order) {
+    auto it = sections.find(section);
+    if (it == sections.end()) continue;
+    std::cout << section << ":\n";
+    for (int i : it->second) {
+      std::string key;
+      YAML::Emitter out;
+      out.SetSeqFormat(YAML::Block);
+      EmitMessage(*Body(response.resources(i), &key), out);
+      std::cout << "  # " << response.sources(i) << ", version " << response.resources(i).version()
+                << "\n";
+      std::string text = out.c_str();
+      size_t start = 0;
+      bool first = true;
+      while (start < text.size()) {
+        size_t end = text.find('\n', start);
+        if (end == std::string::npos) end = text.size();
+        std::cout << (first ? "  - " : "    ") << text.substr(start, end - start) << "\n";
+        first = false;
+        start = end + 1;
+      }
+    }
+  }
+}
+
 int Unreachable(const std::string& server, const grpc::Status& status) {
-  std::cerr << "portwayctl: " << server << ": " << status.error_message() << "\n";
+  std::cerr << "portwayctl: " << server << ": " << status.error_message();
+  if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+    std::cerr << " (no admin API on this port: portway-cp serves it on its --admin-listen"
+                 " address when it has one)";
+  } else if (status.error_code() == grpc::StatusCode::UNAVAILABLE && g_client_cert) {
+    std::cerr << " (if portway-cp is up, it refused this client certificate: its admin API"
+                 " takes only certificates issued by its --admin-client-ca)";
+  }
+  std::cerr << "\n";
   return kUnreachable;
 }
 
@@ -92,6 +310,11 @@ int main(int argc, char** argv) {
       cert = argv[++i];
     } else if (a == "--key" && i + 1 < argc) {
       key = argv[++i];
+    } else if (a == "-h" || a == "--help") {
+      return Usage(std::cout);
+    } else if (a == "--version") {
+      std::cout << "portwayctl " << PORTWAY_VERSION_STRING << "\n";
+      return kOk;
     } else {
       args.push_back(a);
     }
@@ -107,6 +330,7 @@ int main(int argc, char** argv) {
       return kUsage;
     }
     credentials = grpc::SslCredentials(tls);
+    g_client_cert = !cert.empty();
   }
   auto channel = grpc::CreateChannel(server, credentials);
   auto stub = av1::ControlPlaneAdmin::NewStub(channel);
@@ -172,6 +396,19 @@ int main(int argc, char** argv) {
 
   if (command == "get") {
     av1::GetRequest request;
+    bool json = false;
+    for (size_t i = 1; i < args.size();) {
+      if (args[i] == "-o" && i + 1 < args.size()) {
+        if (args[i + 1] == "json") {
+          json = true;
+        } else if (args[i + 1] != "yaml") {
+          return Usage();
+        }
+        args.erase(args.begin() + i, args.begin() + i + 2);
+      } else {
+        ++i;
+      }
+    }
     if (args.size() > 1) {
       dv1::ResourceType type;
       if (!ParseType(args[1], &type)) return Usage();
@@ -188,12 +425,21 @@ int main(int argc, char** argv) {
       std::cerr << "portwayctl: no such resource\n";
       return kRefused;
     }
-    google::protobuf::util::JsonPrintOptions options;
-    options.add_whitespace = false;
-    for (int i = 0; i < response.resources_size(); ++i) {
-      std::string json;
-      (void)google::protobuf::util::MessageToJsonString(response.resources(i), &json, options);
-      std::cout << json << "  # " << response.sources(i) << "\n";
+    if (json) {
+      // One JSON object per resource per line: the resource (snake_case
+      // field names) and where portway-cp has it from.
+      google::protobuf::util::JsonPrintOptions options;
+      options.add_whitespace = false;
+      options.preserve_proto_field_names = true;
+      for (int i = 0; i < response.resources_size(); ++i) {
+        std::string body;
+        (void)google::protobuf::util::MessageToJsonString(response.resources(i), &body, options);
+        YAML::Emitter source;
+        source << YAML::DoubleQuoted << response.sources(i);
+        std::cout << "{\"source\":" << source.c_str() << "," << body.substr(1) << "\n";
+      }
+    } else {
+      PrintYaml(response);
     }
     return kOk;
   }

@@ -61,6 +61,13 @@ bool ResourceDir::Refresh() {
     if (!config::YamlFileToProto(path, &set, &errors)) {
       spdlog::error("{}: {} error(s); its last good version stays served:", path, errors.size());
       for (const auto& e : errors) spdlog::error("  {}: {}", path, e.ToString());
+      bool bootstrap = false;
+      for (const auto& e : errors) {
+        bootstrap = bootstrap || e.path == "admin" || e.path == "control_plane";
+      }
+      if (bootstrap) {
+        spdlog::error("  {}: looks like a gateway bootstrap; keep it out of --config-dir", path);
+      }
       continue;
     }
     f.good = std::move(set);

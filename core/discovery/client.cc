@@ -57,7 +57,13 @@ void Client::SetHave(std::vector<v1::ResourceVersion> have) {
 
 Client::Status Client::GetStatus() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return status_;
+  Status st = status_;
+  if (!st.connected && waiting_since_) {
+    auto secs = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
+                                                                 *waiting_since_);
+    st.last_error = "connected, no response for " + std::to_string(secs.count()) + "s";
+  }
+  return st;
 }
 
 std::chrono::milliseconds Client::BackoffDelay(const ClientOptions& options, int failures,
@@ -136,6 +142,7 @@ void Client::ReaderLoop() {
         got_one = true;
         failures = 0;
         std::lock_guard<std::mutex> lock(mutex_);
+        waiting_since_.reset();
         status_.connected = true;
         ++status_.connects;
         status_.last_error.clear();
@@ -157,6 +164,7 @@ void Client::ReaderLoop() {
     {
       std::unique_lock<std::mutex> lock(mutex_);
       stream_.reset();
+      waiting_since_.reset();
       outbox_.clear();
       cv_.wait(lock, [this] { return !writing_; });
     }
@@ -193,10 +201,16 @@ void Client::WriterLoop() {
     }
     // One writer at a time (this thread); a failed write ends the stream,
     // which the reader notices.
-    if (!stream->broken && !stream->rpc->Write(message)) stream->context.TryCancel();
+    bool written = !stream->broken && stream->rpc->Write(message);
+    if (!written && !stream->broken) stream->context.TryCancel();
     {
       std::lock_guard<std::mutex> lock(mutex_);
       writing_ = false;
+      // The Hello is out: the stream is up; the clock runs until the
+      // control plane answers.
+      if (written && message.has_hello() && stream_ == stream && !status_.connected) {
+        waiting_since_ = std::chrono::steady_clock::now();
+      }
     }
     cv_.notify_all();
   }

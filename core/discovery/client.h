@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -69,7 +70,10 @@ class Client {
     uint64_t pushes = 0;
     std::string last_nonce;
     std::string last_version;  // the last push's version
-    std::string last_error;    // why the last stream ended or failed
+    // Why the last stream ended or failed; while a stream is open (its
+    // Hello sent) with nothing received yet: "connected, no response for
+    // Ns".
+    std::string last_error;
   };
   Status GetStatus() const;
 
@@ -94,6 +98,8 @@ class Client {
   bool stopping_ = false;
   std::vector<v1::ResourceVersion> have_;
   Status status_;
+  // When the current stream's Hello went out, if nothing came back yet.
+  std::optional<std::chrono::steady_clock::time_point> waiting_since_;
   // The current stream, if any (guarded by mutex_).
   struct Stream;
   std::shared_ptr<Stream> stream_;

@@ -10,6 +10,7 @@ absl::Status FilterRegistryImpl::Register(std::unique_ptr<FilterFactory> factory
   if (factories_.count(name) > 0) {
     return absl::AlreadyExistsError(Cat("filter '", name, "' is already registered"));
   }
+  unavailable_.erase(name);
   factories_.emplace(std::move(name), std::move(factory));
   return absl::OkStatus();
 }

@@ -28,9 +28,20 @@ class FilterRegistryImpl : public FilterRegistry {
   void AddModule(std::string path) { modules_.insert(std::move(path)); }
   const std::set<std::string>& Modules() const { return modules_; }
 
+  // Why no factory has `name`, when the gateway knows (a module for it was
+  // refused); "unknown filter" errors say it. Cleared when `name` registers.
+  void SetUnavailable(std::string name, std::string why) {
+    unavailable_[std::move(name)] = std::move(why);
+  }
+  const std::string* Unavailable(std::string_view name) const {
+    auto it = unavailable_.find(name);
+    return it == unavailable_.end() ? nullptr : &it->second;
+  }
+
  private:
   std::map<std::string, std::unique_ptr<FilterFactory>, std::less<>> factories_;
   std::set<std::string> modules_;
+  std::map<std::string, std::string, std::less<>> unavailable_;
 };
 
 FilterRegistryImpl& GlobalFilterRegistry();

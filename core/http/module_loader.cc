@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/common/strings.h"
+#include "openssl/evp.h"
 #include "portway/module.h"
 
 namespace portway::http {
@@ -207,6 +208,36 @@ std::string Probe(const std::string& path) {
 }  // namespace
 
 const char* GatewayAbiStamp() { return PORTWAY_ABI_STAMP; }
+
+absl::StatusOr<std::string> FileSha256(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::NotFoundError(Cat(path, ": ", std::strerror(errno)));
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  bool ok = ctx != nullptr && EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) == 1;
+  char buffer[65536];
+  ssize_t n = 0;
+  while (ok && (n = read(fd, buffer, sizeof(buffer))) != 0) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      ok = false;
+      break;
+    }
+    ok = EVP_DigestUpdate(ctx.get(), buffer, static_cast<size_t>(n)) == 1;
+  }
+  close(fd);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  if (!ok || EVP_DigestFinal_ex(ctx.get(), digest, &size) != 1) {
+    return absl::InternalError(Cat(path, ": cannot compute its sha256"));
+  }
+  static const char kHex[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned int i = 0; i < size; ++i) {
+    hex += kHex[digest[i] >> 4];
+    hex += kHex[digest[i] & 15];
+  }
+  return hex;
+}
 
 absl::Status LoadModule(const std::string& path, FilterRegistryImpl& registry) {
   auto refuse = [&path](std::string_view reason) {

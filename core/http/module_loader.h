@@ -39,11 +39,16 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "core/http/filter_registry.h"
 
 namespace portway::http {
 
 absl::Status LoadModule(const std::string& path, FilterRegistryImpl& registry);
+
+// The SHA-256 of the file at `path`, as 64 lowercase hex digits (what
+// sha256sum prints), for control_plane.allowed_modules pins.
+absl::StatusOr<std::string> FileSha256(const std::string& path);
 
 // This binary's ABI stamp (PORTWAY_ABI_STAMP, see portway/abi.h).
 const char* GatewayAbiStamp();

@@ -2,6 +2,8 @@
 
 #include "core/common/strings.h"
 
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -59,6 +61,10 @@ bool MakeFilter(const std::string& name, const google::protobuf::Struct& config,
   if (factory == nullptr) {
     std::string known;
     for (const std::string& n : registry.Names()) known += (known.empty() ? "" : ", ") + n;
+    if (const std::string* why = registry.Unavailable(name)) {
+      AddError(errors, path + ".name", Cat("unknown filter '", name, "': ", *why));
+      return false;
+    }
     AddError(errors, path + ".name",
              Cat("unknown filter '", name, "' (known: ", known.empty() ? "none" : known, ")"));
     return false;
@@ -203,6 +209,24 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
       readable(tls.key_file(), "control_plane.tls.key_file", false);
       if (tls.cert_file().empty() != tls.key_file().empty()) {
         AddError(errors, "control_plane.tls.key_file", "cert_file and key_file go together");
+      }
+    }
+    DurationOr(cp.has_initial_fetch_timeout(), cp.initial_fetch_timeout(),
+               std::chrono::milliseconds(15000), "control_plane.initial_fetch_timeout", errors);
+    std::set<std::string> allowed;
+    for (int i = 0; i < cp.allowed_modules_size(); ++i) {
+      const auto& m = cp.allowed_modules(i);
+      std::string path = Cat("control_plane.allowed_modules[", i, "]");
+      if (m.name().empty() || m.name().find('/') != std::string::npos || m.name()[0] == '.') {
+        AddError(errors, path + ".name", "must be a filter name (no '/', not starting with '.')");
+      } else if (!allowed.insert(m.name()).second) {
+        AddError(errors, path + ".name", Cat("'", m.name(), "' is listed twice"));
+      }
+      bool hex = m.sha256().size() == 64 &&
+                 std::all_of(m.sha256().begin(), m.sha256().end(),
+                             [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
+      if (!m.sha256().empty() && !hex) {
+        AddError(errors, path + ".sha256", "must be 64 hex digits (sha256sum FILE)");
       }
     }
     if (initial.count() <= 0) {

@@ -22,11 +22,12 @@
 
 namespace {
 
-void Usage() {
-  std::cerr << "usage: portway -c FILE [--workers N] [--admin-address-path FILE]\n"
-               "                [--log-level trace|debug|info|warn|error|critical|off]\n"
-               "       portway --validate -c FILE\n"
-               "       portway --version\n";
+// --help prints to stdout; a usage error to stderr.
+void Usage(std::ostream& out = std::cerr) {
+  out << "usage: portway -c FILE [--workers N] [--admin-address-path FILE]\n"
+         "                [--log-level trace|debug|info|warn|error|critical|off]\n"
+         "       portway --validate -c FILE\n"
+         "       portway --version\n";
 }
 
 }  // namespace
@@ -58,7 +59,7 @@ int main(int argc, char** argv) {
     } else if (arg == "--log-level") {
       log_level = value();
     } else if (arg == "-h" || arg == "--help") {
-      Usage();
+      Usage(std::cout);
       return 0;
     } else if (arg == "--version") {
       // The ABI stamp is what a filter module must have been built with.

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include "core/common/strings.h"
 #include "core/http/conn_manager.h"
 #include "core/http/filter_registry.h"
+#include "core/http/module_loader.h"
 #include "core/server/failure_history.h"
 #include "core/server/sdk.h"
 #include "core/upstream/cluster_manager.h"
@@ -270,9 +272,8 @@ class AdminServer : public event::ListenerCallbacks {
       if (method_ != "GET" && method_ != "HEAD") {
         Respond(405, "text/plain", "method not allowed\n");
       } else if (path == "/ready") {
-        bool ready = s.Ready();
-        Respond(ready ? 200 : 503, "text/plain",
-                ready ? "ready\n" : (s.Draining() ? "draining\n" : "starting\n"));
+        std::string why = s.NotReadyReason();
+        Respond(why.empty() ? 200 : 503, "text/plain", why.empty() ? "ready\n" : why + "\n");
       } else if (path == "/stats") {
         Respond(200, "text/plain; version=0.0.4", s.RenderStats());
       } else if (path == "/clusters") {
@@ -658,6 +659,9 @@ void Server::StartControlPlane(const config::v1::Bootstrap& bootstrap) {
   };
   if (cp.has_initial_backoff()) options.initial_backoff = millis(cp.initial_backoff());
   if (cp.has_max_backoff()) options.max_backoff = millis(cp.max_backoff());
+  initial_fetch_timeout_ = cp.has_initial_fetch_timeout() ? millis(cp.initial_fetch_timeout())
+                                                          : std::chrono::milliseconds(15000);
+  control_plane_started_ = std::chrono::steady_clock::now();
   if (cp.has_tls()) {
     // The builder checked the files are readable.
     ReadFile(cp.tls().ca_file(), &options.ca_pem);
@@ -681,32 +685,70 @@ void Server::StartControlPlane(const config::v1::Bootstrap& bootstrap) {
 void Server::LoadModulesFor(const discovery::v1::Push& push) {
   // A filter this gateway does not know yet is looked for as a module named
   // after it in module_dir ("<module_dir>/<filter name>.so"), loaded before
-  // the push is judged. Without one, the listener naming it is rejected
-  // (unknown filter) and nothing else.
+  // the push is judged, if control_plane.allowed_modules lists it (and its
+  // sha256 pin, if any, matches). Otherwise the listener naming it is
+  // rejected (unknown filter, with the reason) and nothing else; a module
+  // not listed is never opened.
   namespace fs = std::filesystem;
+  http::FilterRegistryImpl& registry = http::GlobalFilterRegistry();
   std::set<std::string> missing;
   for (const auto& r : push.resources()) {
     if (!r.has_listener()) continue;
     for (const auto& f : r.listener().filters()) {
-      if (http::GlobalFilterRegistry().Find(f.name()) == nullptr) missing.insert(f.name());
+      if (registry.Find(f.name()) == nullptr) missing.insert(f.name());
     }
   }
-  const std::string& module_dir = resources_->Static().module_dir();
+  const config::v1::Bootstrap& bootstrap = resources_->Static();
+  const std::string& module_dir = bootstrap.module_dir();
   fs::path dir = fs::path(options_.config_path).parent_path() / fs::path(module_dir);
   for (const std::string& name : missing) {
     if (name.empty() || name.find('/') != std::string::npos || name[0] == '.') continue;
+    const config::v1::AllowedModule* allowed = nullptr;
+    for (const auto& m : bootstrap.control_plane().allowed_modules()) {
+      if (m.name() == name) allowed = &m;
+    }
+    auto refuse = [&](std::string why) {
+      spdlog::error("control plane: filter '{}': {}", name, why);
+      registry.SetUnavailable(name, std::move(why));
+    };
+    if (allowed == nullptr) {
+      refuse(Cat("not built in, and control_plane.allowed_modules does not list it (", name,
+                 ".so is not loaded on demand)"));
+      continue;
+    }
+    fs::path file = dir / (name + ".so");
     std::error_code ec;
-    if (!fs::exists(dir / (name + ".so"), ec)) continue;
+    if (!fs::exists(file, ec)) {
+      refuse(Cat("allowed, but there is no module ", file.string()));
+      continue;
+    }
+    if (!allowed->sha256().empty()) {
+      absl::StatusOr<std::string> sum = http::FileSha256(file.string());
+      if (!sum.ok()) {
+        refuse(std::string(sum.status().message()));
+        continue;
+      }
+      std::string want = allowed->sha256();
+      for (char& c : want) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (*sum != want) {
+        refuse(Cat("module ", file.string(), " has sha256 ", *sum,
+                   ", not the one control_plane.allowed_modules pins (", want, "); not loaded"));
+        continue;
+      }
+    }
     config::v1::Bootstrap modules;
     modules.set_module_dir(module_dir);
     modules.add_modules()->set_path(name + ".so");
     config::ConfigErrors errors;
     if (LoadModules(modules, options_.config_path, &errors)) {
       spdlog::info("control plane: loaded module {}.so for filter '{}'", name, name);
-    } else {
-      for (const auto& e : errors) {
-        spdlog::error("control plane: module for filter '{}': {}", name, e.message);
+      if (registry.Find(name) == nullptr) {
+        refuse(Cat("module ", file.string(), " loaded but registers no filter of that name"));
       }
+    } else {
+      std::string why;
+      for (const auto& e : errors) why += (why.empty() ? "" : "; ") + e.message;
+      refuse(Cat("module ", name, ".so: ", why));
     }
   }
 }
@@ -736,6 +778,7 @@ void Server::LoadPersisted() {
     for (const auto& e : errors) spdlog::error("control plane: persisted config: {}", e.ToString());
     return;
   }
+  persisted_loaded_ = true;
   spdlog::info("control plane: serving {} persisted resource(s) from {}", push.resources_size(),
                persist_path_);
 }
@@ -763,6 +806,10 @@ void Server::OnPush(const discovery::v1::Push& push) {
   std::string nonce = push.nonce();
   size_t count = static_cast<size_t>(push.resources_size() + push.removed_size());
   auto applied = [this, nonce, started, count] {
+    if (!first_push_applied_) {
+      first_push_applied_ = true;
+      spdlog::info("control plane push {}: the first push is live; ready", nonce);
+    }
     discovery::v1::GatewayMessage m;
     m.mutable_applied()->set_nonce(nonce);
     if (client_) client_->Send(std::move(m));
@@ -1184,6 +1231,31 @@ std::string Server::RenderDynamicResources() const {
   }
   out += "]";
   return out;
+}
+
+std::string Server::NotReadyReason() const {
+  if (draining_) return "draining";
+  if (!ready_) return "starting";
+  if (client_ == nullptr || first_push_applied_) return "";
+  auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - control_plane_started_);
+  if (persisted_loaded_ && waited >= initial_fetch_timeout_) return "";
+  discovery::Client::Status st = client_->GetStatus();
+  std::string why = "waiting for the control plane's first push: ";
+  if (st.pushes > 0) {
+    why += last_apply_error_.empty() ? "received, not live on every worker yet"
+                                     : Cat("received, could not be applied: ", last_apply_error_);
+  } else if (!st.last_error.empty()) {
+    why += st.last_error;
+  } else {
+    why += "connecting";
+  }
+  if (persisted_loaded_) {
+    why +=
+        Cat("; the persisted config serves meanwhile, ready in at most ",
+            (initial_fetch_timeout_ - waited).count(), "ms (control_plane.initial_fetch_timeout)");
+  }
+  return why;
 }
 
 std::string Server::RenderControlPlane() const {

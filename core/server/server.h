@@ -11,6 +11,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -49,7 +50,11 @@ class Server {
   int Run();
 
   // Admin pages.
-  bool Ready() const { return ready_ && !draining_; }
+  bool Ready() const { return NotReadyReason().empty(); }
+  // Why /ready answers 503 ("" when ready): starting, draining, or, with a
+  // control plane, its first push not applied yet (unless a persisted
+  // config is loaded and control_plane.initial_fetch_timeout has passed).
+  std::string NotReadyReason() const;
   bool Draining() const { return draining_; }
   std::string RenderStats() const;
   std::string RenderClusters() const;
@@ -134,6 +139,11 @@ class Server {
   stats::Counter& sighup_failure_;
   stats::Counter& push_success_;
   stats::Counter& push_failure_;
+  // Readiness with a control plane (main thread).
+  bool first_push_applied_ = false;
+  bool persisted_loaded_ = false;
+  std::chrono::steady_clock::time_point control_plane_started_;
+  std::chrono::milliseconds initial_fetch_timeout_{15000};
 };
 
 }  // namespace portway::server

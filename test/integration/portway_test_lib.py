@@ -1445,7 +1445,10 @@ class Gateway:
     """
 
     def __init__(self, config, *, workers=1, log_level=None, args=(), binary=None,
-                 ready_timeout=10.0, env=None):
+                 ready_timeout=10.0, env=None, wait_ready=True):
+        # wait_ready=False: start() returns once the admin answers /ready at
+        # all (a gateway that is up but waits for its control plane).
+        self.wait_ready = wait_ready
         self.binary = binary or portway_bin()
         self.workers = workers
         self.log_level = log_level or os.environ.get("PORTWAY_TEST_LOG_LEVEL", "info")
@@ -1535,7 +1538,7 @@ class Gateway:
             if self.admin_port is not None:
                 try:
                     status, _, _ = self.admin_get("/ready", timeout=1.0)
-                    if status == 200:
+                    if status == 200 or (not self.wait_ready and status == 503):
                         return
                     last = f"/ready answered {status}"
                 except OSError as e:

@@ -26,11 +26,16 @@ def cp_bin():
 class ControlPlane:
     """portway-cp on a temporary resource directory."""
 
-    def __init__(self, port=0, extra_args=()):
+    def __init__(self, port=0, extra_args=(), config_dir=None):
         self.extra_args = list(extra_args)
         self.dir = Path(tempfile.mkdtemp(prefix="portway-cp-"))
-        self.res = self.dir / "resources"
-        self.res.mkdir()
+        if config_dir is None:
+            self.res = self.dir / "resources"
+            self.res.mkdir()
+        else:
+            # Someone else's directory: the state file goes to ours.
+            self.res = Path(config_dir)
+            self.extra_args += ["--state-file", str(self.dir / "state")]
         self.port = port
         self.proc = None
 
@@ -50,7 +55,10 @@ class ControlPlane:
              "--poll-ms", "50", "--port-file", str(port_file)] + self.extra_args,
             stdout=self.log, stderr=subprocess.STDOUT)
         wait_until(port_file.exists, timeout=10, message="portway-cp listening")
-        self.port = int(port_file.read_text().strip().rsplit(":", 1)[1])
+        lines = port_file.read_text().splitlines()
+        self.port = int(lines[0].rsplit(":", 1)[1])
+        # With --admin-listen, line 2 is "admin HOST:PORT".
+        self.admin_port = int(lines[1].rsplit(":", 1)[1]) if len(lines) > 1 else self.port
         return self
 
     @property
@@ -201,6 +209,7 @@ def test_a_restart_without_the_control_plane_serves_the_persisted_config(
     state = tmp_path / "gateway.state"
     config = gateway_config(cp)
     config["control_plane"]["persist_path"] = str(state)
+    config["control_plane"]["initial_fetch_timeout"] = "300ms"
     cp.write("main.yaml", resources(origin.address, body="persisted\n"))
     gw = make_gateway(config)
     assert get(listener_port(gw)).body == b"persisted\n"
@@ -290,7 +299,7 @@ def test_portwayctl_apply_get_delete_status(cp, origin, make_gateway, tmp_path):
     assert "nothing applied" in r.stderr
 
     r = ctl(cp, "get", "cluster")
-    assert r.returncode == 0 and '"name":"web"' in r.stdout and "# admin" in r.stdout, r.stdout
+    assert r.returncode == 0 and '- name: "web"' in r.stdout and "# admin" in r.stdout, r.stdout
     r = ctl(cp, "status")
     assert r.returncode == 0
     line = next(l for l in r.stdout.splitlines() if l.startswith("edge-1"))
@@ -311,7 +320,7 @@ def test_applied_resources_survive_a_portway_cp_restart_and_files_win(cp, origin
     cp.stop()
     cp.start()
     r = ctl(cp, "get", "cluster", "kept")
-    assert r.returncode == 0 and '"name":"kept"' in r.stdout, r.stdout
+    assert r.returncode == 0 and '- name: "kept"' in r.stdout, r.stdout
     # A name a config file defines cannot be changed or deleted from here.
     cp.write("main.yaml", {"clusters": [{"name": "filed", "endpoints": [origin.address]}]})
     wait_until(lambda: ctl(cp, "get", "cluster", "filed").returncode == 0, timeout=3)
@@ -348,17 +357,32 @@ def test_portwayctl_usage_and_unreachable(tmp_path):
     assert r.returncode == 2 and "clusters[0].endpoint" in r.stderr, r.stderr
 
 
-def test_the_control_plane_examples_load(cp):
+def test_the_control_plane_examples_load(tmp_path):
     examples = Path(__file__).resolve().parents[2] / "examples" / "control-plane"
     r = subprocess.run([portway_bin(), "--validate", "-c", str(examples / "gateway.yaml")],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
-    shutil.copy(examples / "resources.yaml", cp.res / "resources.yaml")
-    wait_until(lambda: ctl(cp, "get", "listener", "edge").returncode == 0, timeout=3,
-               message="portway-cp serving the example")
-    assert '"routeConfig":"main"' in ctl(cp, "get", "listener", "edge").stdout
-    r = ctl(cp, "apply", "-f", str(examples / "push" / "canary.yaml"), "--wait", "0s")
-    assert r.returncode == 0, r.stderr
+    # The README's command: portway-cp serves the example's resource
+    # directory, which holds resources only (not the gateway's bootstrap).
+    cp = ControlPlane(config_dir=examples / "resources").start()
+    try:
+        wait_until(lambda: ctl(cp, "get", "listener", "edge").returncode == 0, timeout=3,
+                   message="portway-cp serving the example")
+        assert 'route_config: "main"' in ctl(cp, "get", "listener", "edge").stdout
+        r = ctl(cp, "apply", "-f", str(examples / "push" / "canary.yaml"), "--wait", "0s")
+        assert r.returncode == 0, r.stderr
+        log = cp.log_text()
+        assert "error" not in log and "warn" not in log, log
+    finally:
+        cp.stop()
+        shutil.rmtree(cp.dir, ignore_errors=True)
+
+
+def test_portway_cp_says_a_bootstrap_does_not_belong_in_its_directory(cp):
+    cp.write("gateway.yaml", {"admin": {"address": f"{LOOPBACK}:0"},
+                              "control_plane": {"address": f"{LOOPBACK}:1", "node_id": "n"}})
+    wait_until(lambda: "looks like a gateway bootstrap" in cp.log_text(), timeout=3,
+               message="the hint")
 
 
 def test_two_gateways_get_their_own_group_s_resources(cp, make_gateway):
@@ -403,6 +427,7 @@ def test_a_pushed_filter_loads_its_module_on_demand(cp, origin, make_gateway, tm
     shutil.copy(built, modules / "test.good.so")
     config = gateway_config(cp)
     config["module_dir"] = str(modules)
+    config["control_plane"]["allowed_modules"] = ["test.good", "test.nowhere"]
     gw = make_gateway(config)
     wait_until(lambda: cp_state(gw)["connected"], timeout=5, message="connected")
     doc = resources(origin.address)
@@ -418,6 +443,7 @@ def test_a_pushed_filter_loads_its_module_on_demand(cp, origin, make_gateway, tm
     wait_until(lambda: entry(gw, "listener", "unknown") is not None, timeout=3)
     e = entry(gw, "listener", "unknown")
     assert e["errors"][0]["path"] == "filters[0].name", e
+    assert "allowed, but there is no module" in e["errors"][0]["message"], e
 
 
 def test_a_listener_that_cannot_bind_is_rejected_alone(cp, origin, make_gateway):
@@ -447,18 +473,19 @@ def test_a_listener_that_cannot_bind_is_rejected_alone(cp, origin, make_gateway)
         taken.close()
 
 
-def make_pki(d):
-    """A CA, a server certificate for 127.0.0.1 and a client certificate."""
+def make_pki(d, ca="ca", certs=(("server", "subjectAltName=IP:127.0.0.1"),
+                                   ("client", "extendedKeyUsage=clientAuth"))):
+    """A CA (ca.pem), a server certificate for 127.0.0.1 and a client
+    certificate it issued; or another CA and the certificates named."""
     def run(*args):
         subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-        "-days", "2", "-subj", "/CN=portway test CA")
-    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"),
-                      ("client", "extendedKeyUsage=clientAuth")):
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out",
+        f"{ca}.pem", "-days", "2", "-subj", f"/CN=portway test {ca}")
+    for name, ext in certs:
         run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
             f"{name}.csr", "-subj", f"/CN={name}")
         (d / f"{name}.ext").write_text(ext + "\n")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
             "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
     return d
 
@@ -479,10 +506,10 @@ def test_tls_and_client_certificates_to_the_control_plane(origin, make_gateway, 
         gw = make_gateway(config)
         assert get(listener_port(gw)).body == b"over tls\n"
         # Plaintext, or TLS without the client certificate, gets nothing.
-        plain = make_gateway(gateway_config(cp, node="plain"))
+        plain = make_gateway(gateway_config(cp, node="plain"), wait_ready=False)
         no_cert = gateway_config(cp, node="no-cert")
         no_cert["control_plane"]["tls"] = {"ca_file": str(pki / "ca.pem")}
-        no_cert_gw = make_gateway(no_cert)
+        no_cert_gw = make_gateway(no_cert, wait_ready=False)
         time.sleep(1.0)
         for g in (plain, no_cert_gw):
             assert not cp_state(g)["connected"] and cp_state(g)["pushes"] == 0
@@ -503,3 +530,424 @@ def test_tls_config_errors_have_paths(tmp_path):
     assert "control_plane.tls.ca_file: is required for TLS" in r.stderr, r.stderr
     assert "control_plane.tls.cert_file: cannot read" in r.stderr
     assert "control_plane.tls.key_file: cert_file and key_file go together" in r.stderr
+
+
+# ---- filters through portway-cp
+
+BUILTIN_FILTERS = [
+    {"name": "portway.fault", "config": {"delay": {"fixed_delay": "1ms",
+                                                   "percentage": 0}}},
+    {"name": "portway.retry", "config": {"retry_on": ["connect-failure"], "num_retries": 2}},
+    {"name": "portway.circuit_breaker", "config": {"max_requests": 100}},
+]
+
+
+def filtered(origin_address, filters, body=None):
+    doc = resources(origin_address, body=body)
+    doc["listeners"][0]["filters"] = filters
+    return doc
+
+
+def test_portwayctl_apply_takes_every_built_in_filter(cp, origin, make_gateway, tmp_path):
+    gw = make_gateway(gateway_config(cp, node="edge-f"))
+    wait_until(lambda: cp_state(gw)["connected"], timeout=5, message="connected")
+    f = tmp_path / "filters.yaml"
+    f.write_text(to_yaml(filtered(origin.address, BUILTIN_FILTERS)))
+    r = ctl(cp, "apply", "-f", str(f), "--wait", "5s")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "edge-f: applied" in r.stdout, r.stdout
+    assert get(listener_port(gw)).status == 200
+    # portway-cp knows the built-in filters: a bad config is refused there,
+    # at its path, before any gateway sees it.
+    bad = [dict(BUILTIN_FILTERS[1], config={"num_retries": 11})]
+    f.write_text(to_yaml(filtered(origin.address, bad)))
+    r = ctl(cp, "apply", "-f", str(f), "--wait", "1s")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "listener 'dyn': filters[0].config.num_retries: must be at most 10" in r.stderr, \
+        r.stderr
+
+
+def test_every_built_in_filter_is_served_from_the_config_dir(cp, origin, make_gateway):
+    cp.write("main.yaml", filtered(origin.address, BUILTIN_FILTERS))
+    gw = make_gateway(gateway_config(cp))
+    assert get(listener_port(gw)).status == 200
+    assert entry(gw, "listener", "dyn")["serving_version"]
+    assert "error" not in cp.log_text().lower(), cp.log_text()
+
+
+def test_a_filter_portway_cp_does_not_know_is_judged_by_the_gateway(cp, origin, make_gateway,
+                                                                      tmp_path):
+    gw = make_gateway(gateway_config(cp, node="edge-u"))
+    wait_until(lambda: cp_state(gw)["connected"], timeout=5, message="connected")
+    f = tmp_path / "module.yaml"
+    f.write_text(to_yaml(filtered(origin.address,
+                                  [{"name": "acme.nowhere", "config": {"any": ["shape"]}}])))
+    r = ctl(cp, "apply", "-f", str(f), "--wait", "5s")
+    # Stored by portway-cp; the gateway has no such module and says so.
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert "stored 2 resource(s)" in r.stdout, r.stdout
+    assert "edge-u: NOT applied" in r.stdout
+    assert "dyn: rejected: filters[0].name: unknown filter 'acme.nowhere'" in r.stdout, r.stdout
+    assert "filter 'acme.nowhere' is not built into portway-cp" in cp.log_text()
+
+
+# ---- the binaries themselves
+
+def build_dir():
+    return Path(os.environ.get("PORTWAY_BUILD_DIR") or Path(portway_bin()).parent.parent)
+
+
+@pytest.mark.parametrize("name", ["portway", "portway-cp", "portwayctl"])
+def test_help_and_version_go_to_stdout_and_exit_0(name):
+    binary = Path(portway_bin()).parent / name
+    for flag in ("--help", "--version"):
+        r = subprocess.run([str(binary), flag], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, (flag, r)
+        assert name in r.stdout and r.stderr == "", (flag, r)
+    r = subprocess.run([str(binary), "--no-such-flag"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 2 and "usage:" in r.stderr and r.stdout == "", r
+
+
+def test_cmake_install_installs_the_three_binaries(tmp_path):
+    bdir = build_dir()
+    if not (bdir / "CMakeCache.txt").exists():
+        pytest.skip(f"no configured build dir at {bdir} (set PORTWAY_BUILD_DIR)")
+    r = subprocess.run(["cmake", "--install", str(bdir), "--prefix", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for name in ("portway", "portway-cp", "portwayctl"):
+        installed = tmp_path / "bin" / name
+        assert installed.exists() and os.access(installed, os.X_OK), name
+        v = subprocess.run([str(installed), "--version"], capture_output=True, text=True,
+                           timeout=30)
+        assert v.returncode == 0 and name in v.stdout, v
+
+
+# ---- who may talk to portway-cp
+
+def run_cp(*args, timeout=10):
+    return subprocess.run([cp_bin(), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_plaintext_off_loopback_is_refused_without_insecure(tmp_path):
+    for address in ("0.0.0.0:0", "[::]:0"):
+        r = run_cp("--listen", address, "--config-dir", str(tmp_path))
+        assert r.returncode == 2, r
+        assert f"--listen {address} is not a loopback address and has no TLS" in r.stderr, r
+        assert "--tls-cert" in r.stderr and "--insecure" in r.stderr, r.stderr
+
+
+def test_insecure_serves_plaintext_off_loopback_when_asked(tmp_path):
+    # Binds the wildcard address; nothing is sent to it.
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen([cp_bin(), "--listen", "0.0.0.0:0", "--config-dir", str(tmp_path),
+                             "--insecure", "--port-file", str(port_file)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(port_file.exists, timeout=10, message="portway-cp listening")
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+
+
+def ctl_at(port, pki, cert, *args):
+    binary = Path(portway_bin()).parent / "portwayctl"
+    return subprocess.run([str(binary), "--server", f"{LOOPBACK}:{port}", "--ca",
+                           str(pki / "ca.pem"), "--cert", str(pki / f"{cert}.pem"), "--key",
+                           str(pki / f"{cert}.key"), *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_the_admin_api_takes_only_admin_certificates(origin, make_gateway, tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed (scripts/deps.sh test installs it)")
+    # Gateways' certificates come from ca.pem, operators' from admin-ca.pem.
+    pki = make_pki(tmp_path)
+    make_pki(tmp_path, ca="admin-ca", certs=(("admin", "extendedKeyUsage=clientAuth"),))
+    cp = ControlPlane(extra_args=[
+        "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
+        "--tls-client-ca", str(pki / "ca.pem"), "--admin-listen", f"{LOOPBACK}:0",
+        "--admin-client-ca", str(pki / "admin-ca.pem")]).start()
+    try:
+        assert cp.admin_port != cp.port
+        cp.write("main.yaml", resources(origin.address, body="roles\n"))
+        # A gateway certificate still works on the discovery stream...
+        config = gateway_config(cp)
+        config["control_plane"]["tls"] = {"ca_file": str(pki / "ca.pem"),
+                                          "cert_file": str(pki / "client.pem"),
+                                          "key_file": str(pki / "client.key")}
+        gw = make_gateway(config)
+        assert get(listener_port(gw)).body == b"roles\n"
+        # ...but not on the admin API, on either port.
+        r = ctl_at(cp.admin_port, pki, "client", "status")
+        assert r.returncode == 4 and "gw1" not in r.stdout, (r.stdout, r.stderr)
+        assert "--admin-client-ca" in r.stderr, r.stderr
+        r = ctl_at(cp.port, pki, "client", "status")
+        assert r.returncode == 4 and "gw1" not in r.stdout, (r.stdout, r.stderr)
+        assert "no admin API on this port" in r.stderr, r.stderr
+        # An admin certificate works on the admin port, and applies.
+        r = ctl_at(cp.admin_port, pki, "admin", "status")
+        assert r.returncode == 0 and "gw1" in r.stdout, (r.stdout, r.stderr)
+        f = tmp_path / "push.yaml"
+        f.write_text(to_yaml({"clusters": [{"name": "pushed", "endpoints": [origin.address]}]}))
+        r = ctl_at(cp.admin_port, pki, "admin", "apply", "-f", str(f), "--wait", "5s")
+        assert r.returncode == 0 and "gw1: applied" in r.stdout, (r.stdout, r.stderr)
+        # An admin certificate is no gateway's.
+        as_admin = gateway_config(cp, node="admin-as-gateway")
+        as_admin["control_plane"]["tls"] = {"ca_file": str(pki / "ca.pem"),
+                                            "cert_file": str(pki / "admin.pem"),
+                                            "key_file": str(pki / "admin.key")}
+        g2 = make_gateway(as_admin, wait_ready=False)
+        time.sleep(1.0)
+        assert not cp_state(g2)["connected"] and cp_state(g2)["pushes"] == 0
+    finally:
+        cp.stop()
+        shutil.rmtree(cp.dir, ignore_errors=True)
+
+
+def test_admin_client_ca_needs_its_own_port_and_tls(tmp_path):
+    r = run_cp("--listen", f"{LOOPBACK}:0", "--config-dir", str(tmp_path), "--admin-client-ca",
+               str(tmp_path / "ca.pem"))
+    assert r.returncode == 2 and "--admin-client-ca needs --admin-listen" in r.stderr, r
+    r = run_cp("--listen", f"{LOOPBACK}:0", "--config-dir", str(tmp_path), "--admin-listen",
+               "0.0.0.0:0")
+    assert r.returncode == 2, r
+    assert "--admin-listen 0.0.0.0:0 is not a loopback address and has no TLS" in r.stderr
+
+
+def test_portwayctl_get_prints_what_apply_takes(cp, origin, tmp_path):
+    import json
+    doc = filtered(origin.address, BUILTIN_FILTERS + [
+        {"name": "acme.module", "config": {"port": "8080", "n": 3, "on": True,
+                                           "nested": {"list": [1, "x"]}}}])
+    doc["listeners"][0]["limits"] = {"max_request_body_bytes": 1024}
+    doc["listeners"][0]["timeouts"] = {"request_headers_timeout": "1500ms"}
+    doc["clusters"][0].update({"connect_timeout": "250ms", "lb_policy": "LEAST_REQUEST",
+                               "endpoints": [origin.address,
+                                             {"address": "127.0.0.1:1", "weight": 3}]})
+    doc["route_configurations"] = [{"name": "rc", "routes": [
+        {"match": {"prefix": "/"}, "cluster": "web",
+         "request_headers": {"add": [{"name": "x-n", "value": "123"}]}}]}]
+    f = tmp_path / "in.yaml"
+    f.write_text(to_yaml(doc))
+    assert ctl(cp, "apply", "-f", str(f), "--wait", "0s").returncode == 0
+    before = ctl(cp, "get", "-o", "json")
+    assert before.returncode == 0, before.stderr
+    lines = before.stdout.splitlines()
+    assert len(lines) == 3, before.stdout
+    objects = [json.loads(line) for line in lines]
+    assert {o["name"] for o in objects} == {"dyn", "rc", "web"}
+    assert all(o["source"] == "admin" and o["version"] for o in objects)
+    listener = next(o for o in objects if o["name"] == "dyn")["listener"]
+    assert listener["filters"][1]["config"]["num_retries"] == 2
+    assert "max_request_body_bytes" in listener["limits"]  # snake_case
+
+    # get > f.yaml; apply -f f.yaml: the same resources, the same versions.
+    got = ctl(cp, "get")
+    assert got.returncode == 0, got.stderr
+    assert "routeConfig" not in got.stdout and "route_configurations:" in got.stdout
+    again = tmp_path / "again.yaml"
+    again.write_text(got.stdout)
+    r = ctl(cp, "apply", "-f", str(again), "--wait", "0s")
+    assert r.returncode == 0, (r.stdout, r.stderr, got.stdout)
+    after = ctl(cp, "get", "-o", "json")
+    assert [json.loads(line) for line in after.stdout.splitlines()] == objects
+    assert ctl(cp, "get", "-o", "xml").returncode == 2
+
+
+# ---- which modules a push may load
+
+def marker_module(tmp_path):
+    """module_dir with test.marker.so, whose loading leaves test.marker.so.opened."""
+    built = Path(portway_bin()).parent.parent / "test" / "modules" / "marks_on_load.so"
+    if not built.exists():
+        pytest.skip(f"{built} not built (the test modules come with the unit tests)")
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    shutil.copy(built, modules / "test.marker.so")
+    return modules
+
+
+def push_marker(cp, origin, make_gateway, modules, allowed):
+    config = gateway_config(cp)
+    config["module_dir"] = str(modules)
+    if allowed is not None:
+        config["control_plane"]["allowed_modules"] = allowed
+    gw = make_gateway(config)
+    cp.write("main.yaml", filtered(origin.address, [{"name": "test.marker"}]))
+    wait_until(lambda: entry(gw, "listener", "dyn") is not None, timeout=5,
+               message="a verdict on the listener")
+    return gw, entry(gw, "listener", "dyn")
+
+
+def test_a_module_not_allowed_is_rejected_without_being_opened(cp, origin, make_gateway,
+                                                               tmp_path):
+    modules = marker_module(tmp_path)
+    gw, e = push_marker(cp, origin, make_gateway, modules, allowed=["test.other"])
+    assert e["serving_version"] == "" and e["errors"][0]["path"] == "filters[0].name", e
+    message = e["errors"][0]["message"]
+    assert "unknown filter 'test.marker'" in message, message
+    assert "control_plane.allowed_modules does not list it" in message, message
+    assert not (modules / "test.marker.so.opened").exists()
+    # With no allowed_modules at all, nothing is loaded on demand either.
+    gw.stop()
+    gw, e = push_marker(cp, origin, make_gateway, modules, allowed=None)
+    assert "allowed_modules does not list it" in e["errors"][0]["message"], e
+    assert not (modules / "test.marker.so.opened").exists()
+
+
+def test_an_allowed_module_loads_on_demand(cp, origin, make_gateway, tmp_path):
+    modules = marker_module(tmp_path)
+    gw, e = push_marker(cp, origin, make_gateway, modules, allowed=["test.marker"])
+    assert e["serving_version"] and not e["errors"], e
+    assert get(listener_port(gw)).status == 200
+    assert (modules / "test.marker.so.opened").exists()
+
+
+def test_a_module_pinned_by_sha256_loads_only_with_that_content(cp, origin, make_gateway,
+                                                                 tmp_path):
+    import hashlib
+    modules = marker_module(tmp_path)
+    wrong = "0" * 64
+    gw, e = push_marker(cp, origin, make_gateway, modules,
+                        allowed=[{"name": "test.marker", "sha256": wrong}])
+    message = e["errors"][0]["message"]
+    assert e["serving_version"] == "" and "has sha256" in message and wrong in message, e
+    assert not (modules / "test.marker.so.opened").exists()
+    gw.stop()
+    right = hashlib.sha256((modules / "test.marker.so").read_bytes()).hexdigest()
+    gw, e = push_marker(cp, origin, make_gateway, modules,
+                        allowed=[{"name": "test.marker", "sha256": right.upper()}])
+    assert e["serving_version"] and not e["errors"], e
+    assert (modules / "test.marker.so.opened").exists()
+
+
+def test_allowed_modules_config_errors_have_paths():
+    r = run_validate({"admin": {"address": f"{LOOPBACK}:0"},
+                      "control_plane": {"address": f"{LOOPBACK}:1", "node_id": "n",
+                                        "allowed_modules": ["a", "../b", "a",
+                                                            {"name": "c", "sha256": "xyz"}]}})
+    assert r.returncode == 1
+    assert "control_plane.allowed_modules[1].name: must be a filter name" in r.stderr, r.stderr
+    assert "control_plane.allowed_modules[2].name: 'a' is listed twice" in r.stderr
+    assert "control_plane.allowed_modules[3].sha256: must be 64 hex digits" in r.stderr
+
+
+# ---- readiness with a control plane
+
+class SilentControlPlane:
+    """Takes the gRPC stream (HTTP/2 settings exchanged, the Hello read) and
+    never answers: a control plane that is up but says nothing."""
+
+    SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    SETTINGS_ACK = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind((LOOPBACK, 0))
+        self.sock.listen()
+        self.address = f"{LOOPBACK}:{self.sock.getsockname()[1]}"
+        self.conns = []
+        self.received = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn):
+        try:
+            conn.sendall(self.SETTINGS)
+            acked = False
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                self.received += len(data)
+                if not acked:
+                    conn.sendall(self.SETTINGS_ACK)
+                    acked = True
+        except OSError:
+            return
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def ready(gw):
+    status, _, body = gw.admin_get("/ready")
+    return status, body.decode()
+
+
+def test_not_ready_until_the_first_push_is_applied(cp, origin, make_gateway):
+    silent = SilentControlPlane()
+    try:
+        config = gateway_config(cp)
+        config["control_plane"]["address"] = silent.address
+        gw = make_gateway(config, wait_ready=False)
+        # Up, connected, nothing received: not ready, and /control_plane
+        # says how long it has waited.
+        wait_until(lambda: "connected, no response for" in cp_state(gw)["last_error"],
+                   timeout=5, message="connected, nothing received")
+        status, body = ready(gw)
+        assert status == 503, body
+        assert "waiting for the control plane's first push: connected, no response for" in body
+        time.sleep(1.1)
+        assert "no response for 1s" in cp_state(gw)["last_error"] or \
+            "no response for 2s" in cp_state(gw)["last_error"], cp_state(gw)
+    finally:
+        silent.close()
+    # A control plane that answers: ready once its first push is live,
+    # even an empty one (no listeners yet).
+    cp.write("main.yaml", resources(origin.address))
+    gw2 = make_gateway(gateway_config(cp, node="gw2"), wait_ready=False)
+    wait_until(lambda: ready(gw2)[0] == 200, timeout=5, message="ready after the first push")
+    assert get(listener_port(gw2)).status == 200
+    assert "the first push is live; ready" in gw2.log_text()
+
+
+def test_not_ready_while_the_control_plane_is_away_without_a_persisted_config(make_gateway):
+    config = gateway_config(type("Away", (), {"address": f"{LOOPBACK}:{closed_port()}"})())
+    config["control_plane"]["initial_fetch_timeout"] = "100ms"
+    gw = make_gateway(config, wait_ready=False)
+    time.sleep(0.5)
+    status, body = ready(gw)
+    assert status == 503 and "waiting for the control plane's first push" in body, body
+    assert gw.admin_json("/listeners")["listeners"] == []
+
+
+def test_a_persisted_config_makes_ready_after_initial_fetch_timeout(cp, origin, make_gateway,
+                                                                   tmp_path):
+    state = tmp_path / "gateway.state"
+    config = gateway_config(cp)
+    config["control_plane"]["persist_path"] = str(state)
+    config["control_plane"]["initial_fetch_timeout"] = "1500ms"
+    cp.write("main.yaml", resources(origin.address, body="persisted\n"))
+    gw = make_gateway(config)
+    wait_until(state.exists, timeout=3, message="the persisted config")
+    gw.stop()
+    cp.stop(signal.SIGKILL)
+    again = make_gateway(config, wait_ready=False)
+    status, body = ready(again)
+    assert status == 503, body
+    assert "the persisted config serves meanwhile" in body, body
+    assert "initial_fetch_timeout" in body
+    wait_until(lambda: ready(again)[0] == 200, timeout=5, message="ready on the persisted config")
+    assert get(listener_port(again)).body == b"persisted\n"
+
+
+def test_initial_fetch_timeout_config_errors_have_paths():
+    r = run_validate({"admin": {"address": f"{LOOPBACK}:0"},
+                      "control_plane": {"address": f"{LOOPBACK}:1", "node_id": "n",
+                                        "initial_fetch_timeout": "-1s"}})
+    assert r.returncode == 1
+    assert "control_plane.initial_fetch_timeout: invalid duration '-1s'" in r.stderr, r.stderr

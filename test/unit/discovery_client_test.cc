@@ -233,5 +233,28 @@ TEST_F(DiscoveryClientTest, NothingIsSentWithoutAStream) {
   EXPECT_FALSE(client_->GetStatus().connected);
 }
 
+TEST_F(DiscoveryClientTest, SaysHowLongAnOpenStreamWentUnanswered) {
+  client_->Start();
+  service_.WaitFor(1);  // the Hello arrived; nothing is sent back
+  std::string error;
+  for (int i = 0; i < 500 && error.empty(); ++i) {
+    error = client_->GetStatus().last_error;
+    if (error.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(error.rfind("connected, no response for ", 0), 0u) << error;
+  EXPECT_FALSE(client_->GetStatus().connected);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  // Seconds, counted from the Hello (at least 1 by now; more on a slow
+  // machine).
+  error = client_->GetStatus().last_error;
+  EXPECT_EQ(error.rfind("connected, no response for ", 0), 0u) << error;
+  EXPECT_NE(error, "connected, no response for 0s");
+  // The first message ends the wait.
+  service_.Push("1", "c");
+  WaitPushes(1);
+  EXPECT_TRUE(client_->GetStatus().connected);
+  EXPECT_EQ(client_->GetStatus().last_error, "");
+}
+
 }  // namespace
 }  // namespace portway::discovery

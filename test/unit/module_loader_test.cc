@@ -187,6 +187,26 @@ TEST(ModuleLoaderTest, GatewayStampNamesVersionSdkAndCompiler) {
 
 // The config side: modules[i].path, resolved against module_dir or the
 // config file's directory, errors at the field's path.
+TEST(FileSha256Test, HashesAFileAsSha256sumDoes) {
+  TempDir dir;
+  std::string path = dir.File("abc.so");
+  std::ofstream(path) << "abc";
+  absl::StatusOr<std::string> sum = FileSha256(path);
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  EXPECT_EQ(*sum, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_FALSE(FileSha256(dir.File("missing.so")).ok());
+}
+
+TEST(FilterRegistryTest, SaysWhyAFilterIsUnavailableUntilItRegisters) {
+  FilterRegistryImpl registry;
+  EXPECT_EQ(registry.Unavailable("test.good"), nullptr);
+  registry.SetUnavailable("test.good", "not allowed");
+  ASSERT_NE(registry.Unavailable("test.good"), nullptr);
+  EXPECT_EQ(*registry.Unavailable("test.good"), "not allowed");
+  ASSERT_TRUE(LoadModule(ModulePath("good"), registry).ok());
+  EXPECT_EQ(registry.Unavailable("test.good"), nullptr);
+}
+
 TEST(LoadModulesTest, ResolvesRelativePathsAndReportsEachFailureAtItsPath) {
   config::v1::Bootstrap bootstrap;
   bootstrap.add_modules()->set_path("good.so");
