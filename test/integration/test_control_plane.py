@@ -446,8 +446,14 @@ def test_a_pushed_filter_loads_its_module_on_demand(cp, origin, make_gateway, tm
     assert "allowed, but there is no module" in e["errors"][0]["message"], e
 
 
-def test_a_listener_that_cannot_bind_is_rejected_alone(cp, origin, make_gateway):
+@pytest.mark.parametrize("squatter_reuses_port", [False, True])
+def test_a_listener_that_cannot_bind_is_rejected_alone(cp, origin, make_gateway,
+                                                       squatter_reuses_port):
     taken = socket.socket()
+    # A process holding the port with SO_REUSEPORT must not get to share
+    # its traffic with a pushed listener either.
+    if squatter_reuses_port:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     taken.bind((LOOPBACK, 0))
     taken.listen()
     busy = taken.getsockname()[1]
