@@ -716,8 +716,26 @@ class ListenerImpl final : public Listener {
   void Resume() {
     uv_poll_start(poll_, UV_READABLE, [](uv_poll_t* handle, int status, int) {
       auto* self = static_cast<ListenerImpl*>(handle->data);
-      if (self != nullptr) self->Accept();
+      if (self == nullptr) return;
+      // An error on the socket: libuv has stopped the poll; try again later.
+      if (status < 0) {
+        self->Pause(-status);
+        return;
+      }
+      self->Accept();
     });
+  }
+
+  void Pause(int error) {
+    uv_poll_stop(poll_);
+    uv_timer_start(
+        pause_,
+        [](uv_timer_t* t) {
+          auto* self = static_cast<ListenerImpl*>(t->data);
+          if (self != nullptr) self->Resume();
+        },
+        kPauseMs, 0);
+    callbacks_.OnAcceptError(error, std::chrono::milliseconds(kPauseMs));
   }
 
   void Accept() {
@@ -730,15 +748,7 @@ class ListenerImpl final : public Listener {
         if (err == EINTR || err == ECONNABORTED || err == EPROTO) continue;
         // EMFILE, ENFILE, ENOBUFS, ENOMEM and anything unexpected: stop
         // asking until something may have changed.
-        uv_poll_stop(poll_);
-        uv_timer_start(
-            pause_,
-            [](uv_timer_t* t) {
-              auto* self = static_cast<ListenerImpl*>(t->data);
-              if (self != nullptr) self->Resume();
-            },
-            kPauseMs, 0);
-        callbacks_.OnAcceptError(err, std::chrono::milliseconds(kPauseMs));
+        Pause(err);
         return;
       }
       auto* socket = new Socket;

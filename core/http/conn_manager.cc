@@ -285,13 +285,7 @@ void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool e
     info_.path = std::string(headers->Path());
     info_.authority = std::string(headers->Authority());
   }
-  listener_->stats->requests.Inc();
-  if (parent_.draining_ || parent_.context_.Draining()) encoder_.CloseAfterResponse();
-
-  const std::string* expect = headers->Get("expect");
-  expect_continue_ = expect != nullptr && EqualsIgnoreCase(*expect, "100-continue");
-  if (expect != nullptr) headers->Remove("expect");
-
+  // Refused like a malformed head: not counted as a request.
   const server::UnderscoreHeaders underscores = listener_->headers_with_underscores;
   if (underscores == server::UnderscoreHeaders::kReject) {
     for (const auto& e : *headers) {
@@ -301,6 +295,13 @@ void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool e
       }
     }
   }
+  listener_->stats->requests.Inc();
+  if (parent_.draining_ || parent_.context_.Draining()) encoder_.CloseAfterResponse();
+
+  const std::string* expect = headers->Get("expect");
+  expect_continue_ = expect != nullptr && EqualsIgnoreCase(*expect, "100-continue");
+  if (expect != nullptr) headers->Remove("expect");
+
   StripHopByHop(*headers, /*request=*/true, underscores == server::UnderscoreHeaders::kDrop);
   ApplyProxyHeaders(*headers);
   // Routed before the filters so they can see the route; a missing route is
@@ -434,8 +435,8 @@ void ConnectionManager::ActiveStream::SendReply(int status, std::string_view err
   headers->AddLower(std::string(headers::kStatus), std::to_string(status));
   if (!body.empty()) headers->AddLower("content-type", std::string(content_type));
   if (!location.empty()) headers->AddLower("location", std::string(location));
-  if (!error_header.empty()) {
-    headers->AddLower("x-portway-error", std::string(error_header));
+  if (!error_header.empty()) headers->AddLower("x-portway-error", std::string(error_header));
+  if (!error_header.empty() || status >= 500) {
     // The id to look up in the failure history (GET /failures/<id>); a
     // request that never parsed gets one now.
     if (info_.request_id.empty()) info_.request_id = parent_.context_.NewRequestId();

@@ -248,7 +248,10 @@ bool Router::MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause,
   if (callbacks_.OnUpstreamResult(result) != http::UpstreamResultStatus::kRetry) return false;
   // Filters see StreamInfo::replay_overflow and do not ask; a filter that
   // asks anyway gets no retry.
-  if (!replay_ok_) return false;
+  if (!replay_ok_) {
+    NoteRetryRefused("the request body outgrew the replay limit");
+    return false;
+  }
   stats::ClusterStats* stats = Stats();
   uint32_t max_retries = callbacks_.Limits().max_retries;
   // A retry that failed and asks again does not count against itself.
@@ -257,6 +260,7 @@ bool Router::MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause,
   if (max_retries > 0 && stats != nullptr && others >= static_cast<int64_t>(max_retries)) {
     // The cluster has enough retries in flight: this result stands.
     stats->overflow_max_retries.Inc();
+    NoteRetryRefused("the cluster's max_retries are in flight");
     return false;
   }
   EndAttempt();
@@ -268,6 +272,11 @@ bool Router::MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause,
   if (!retry_timer_) retry_timer_ = callbacks_.Dispatcher().CreateTimer([this] { StartAttempt(); });
   retry_timer_->Enable(result.retry_delay);
   return true;
+}
+
+void Router::NoteRetryRefused(std::string_view why) {
+  callbacks_.Info().decisions.push_back(
+      {callbacks_.Dispatcher().Now(), "router", Cat("retry not made: ", why)});
 }
 
 void Router::RecordAttemptResult(http::ErrorCause cause) {

@@ -106,6 +106,9 @@ class Router : public http::ResponseDecoder,
   // asked for (and the router started) a retry.
   // The outcome of the current attempt, for the failure history.
   void RecordAttemptResult(http::ErrorCause cause);
+  // A filter asked for a retry the router will not make: the failure
+  // history says so.
+  void NoteRetryRefused(std::string_view why);
   bool MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause, int status,
                   const http::HeaderMap* headers);
   void OnPerTryTimeout();

@@ -65,6 +65,10 @@ void FailureHistory::SetCapacity(size_t capacity) {
 }
 
 bool FailureHistory::IsFailure(const http::StreamInfo& info, bool reset) {
+  if (info.cause == http::ErrorCause::kDownstreamProtocolError ||
+      info.cause == http::ErrorCause::kDownstreamDisconnect) {
+    return false;
+  }
   if (reset || info.status >= 500) return true;
   return info.cause == http::ErrorCause::kRequestHeaderTimeout ||
          info.cause == http::ErrorCause::kStreamIdleTimeout ||
@@ -78,7 +82,8 @@ void FailureHistory::Record(const http::StreamInfo& info, bool reset) {
   size_ = std::min(size_ + 1, capacity_);
   e = Entry{};
   e.time = info.start_system;
-  e.request_id = Bounded(info.request_id);
+  // Whole (the header limit bounds it), or a long trusted id never matches.
+  e.request_id = info.request_id;
   e.method = Bounded(info.method);
   e.path = Bounded(info.path);
   e.authority = Bounded(info.authority);
@@ -123,10 +128,10 @@ void FailureHistory::AppendSummaries(std::vector<Summary>* out) const {
   }
 }
 
-std::optional<std::string> FailureHistory::Story(std::string_view request_id) const {
+std::optional<FailureHistory::Summary> FailureHistory::Story(std::string_view request_id) const {
   for (size_t i = 1; i <= size_; ++i) {
     const Entry& e = ring_[(next_ + capacity_ - i) % capacity_];
-    if (e.request_id == request_id) return StoryJson(e);
+    if (e.request_id == request_id) return Summary{e.time, StoryJson(e)};
   }
   return std::nullopt;
 }

@@ -41,7 +41,9 @@ class FailureHistory {
   size_t capacity() const { return capacity_; }
 
   // A response of 500 or more (local or the upstream's), a reset stream, or
-  // a timeout answered locally (408).
+  // a timeout answered locally (408). Not what a client brings on itself: a
+  // malformed request (even a 501 or 505) or its own disconnect, so that no
+  // client can flush real failures out of the history.
   static bool IsFailure(const http::StreamInfo& info, bool reset);
   void Record(const http::StreamInfo& info, bool reset);
 
@@ -51,9 +53,9 @@ class FailureHistory {
   };
   // Adds one summary per record, newest first.
   void AppendSummaries(std::vector<Summary>* out) const;
-  // The whole story of the newest record with that request id, as a JSON
-  // object; nullopt when this worker has none.
-  std::optional<std::string> Story(std::string_view request_id) const;
+  // The whole story of the newest record with that request id (its time,
+  // and a JSON object); nullopt when this worker has none.
+  std::optional<Summary> Story(std::string_view request_id) const;
 
  private:
   struct Attempt {

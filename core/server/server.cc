@@ -237,7 +237,15 @@ class AdminServer : public event::ListenerCallbacks {
     void OnData(Buffer& data, bool end_stream) override {
       if (closed_) return;
       codec_->Dispatch(data);
-      if (end_stream && !closed_) Close();
+      if (end_stream && !closed_) {
+        // A client that half-closed after its request still gets a reply
+        // that comes later (/failures).
+        if (reply_pending_) {
+          close_after_reply_ = true;
+        } else {
+          Close();
+        }
+      }
     }
     void OnEvent(event::ConnectionEvent event) override {
       if (event == event::ConnectionEvent::kRemoteClose ||
@@ -287,10 +295,12 @@ class AdminServer : public event::ListenerCallbacks {
       } else if (path == "/failures" || StartsWith(path, "/failures/")) {
         // The workers answer on their own threads; the reply comes later.
         std::weak_ptr<bool> alive = alive_;
+        reply_pending_ = true;
         s.CollectFailures(path_, [this, alive](int status, std::string body) {
           if (alive.expired() || closed_) return;
+          reply_pending_ = false;
           Respond(status, "application/json", body);
-          if (codec_->WantsClose()) Close();
+          if (codec_->WantsClose() || close_after_reply_) Close();
         });
         return;
       } else if (path == "/") {
@@ -325,6 +335,8 @@ class AdminServer : public event::ListenerCallbacks {
     std::string method_;
     std::string path_;
     bool closed_ = false;
+    bool reply_pending_ = false;
+    bool close_after_reply_ = false;
     // Expires with the connection: a late answer from the workers is dropped.
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   };
@@ -1089,7 +1101,7 @@ void Server::CollectFailures(const std::string& target,
   }
   struct Gathered {
     std::vector<FailureHistory::Summary> rows;
-    std::optional<std::string> story;
+    std::optional<FailureHistory::Summary> story;  // the newest with that id
     size_t left = 0;
   };
   auto gathered = std::make_shared<Gathered>();
@@ -1099,7 +1111,7 @@ void Server::CollectFailures(const std::string& target,
                  done = std::move(done)] {
     if (!id.empty()) {
       if (gathered->story) {
-        done(200, *gathered->story + "\n");
+        done(200, gathered->story->json + "\n");
       } else {
         done(404, Cat("{\"error\":",
                       JsonString(Cat("no failed request with id '", id,
@@ -1132,7 +1144,7 @@ void Server::CollectFailures(const std::string& target,
     worker->Post([this, worker, gathered, id, shared_finish] {
       // On the worker's thread: its history is its own.
       std::vector<FailureHistory::Summary> rows;
-      std::optional<std::string> story;
+      std::optional<FailureHistory::Summary> story;
       if (id.empty()) {
         worker->failures().AppendSummaries(&rows);
       } else {
@@ -1141,7 +1153,10 @@ void Server::CollectFailures(const std::string& target,
       dispatcher_->Post(
           [gathered, rows = std::move(rows), story = std::move(story), shared_finish]() mutable {
             for (auto& r : rows) gathered->rows.push_back(std::move(r));
-            if (story && !gathered->story) gathered->story = std::move(story);
+            // With trusted client ids, several workers may know one id.
+            if (story && (!gathered->story || story->time > gathered->story->time)) {
+              gathered->story = std::move(story);
+            }
             if (--gathered->left == 0) (*shared_finish)();
           });
     });

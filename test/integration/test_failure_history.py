@@ -113,6 +113,9 @@ def test_successes_and_client_errors_are_not_failures(origin, make_gateway):
     assert nr.status == 404 and nr.header("x-request-id")  # an error reply still has an id
     bad = raw_request(gw.port, b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: v\r\n\r\n").response()
     assert bad.status == 400 and bad.header("x-request-id")
+    # A 5xx a client brings on itself must not push real failures out.
+    connect = raw_request(gw.port, b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n").response()
+    assert connect.status == 501
     assert failures(gw)["failures"] == []
 
 
@@ -175,3 +178,13 @@ def test_disabled_history_records_nothing(make_gateway):
     assert r.status == 502 and r.header("x-request-id")
     page = failures(gw)
     assert page["failures"] == [] and page["max_entries_per_worker"] == 0
+
+
+def test_a_client_that_half_closes_still_gets_the_list(make_gateway):
+    gw = make_gateway(make_config([f"127.0.0.1:{closed_port()}"]))
+    with HttpConn(gw.port) as c:
+        c.roundtrip("GET", "/")
+    raw = raw_request(gw.admin_port, b"GET /failures HTTP/1.1\r\nHost: a\r\n\r\n",
+                      shut_write=True, read_timeout=3.0)
+    r = raw.response()
+    assert r.status == 200 and len(json.loads(r.body)["failures"]) == 1

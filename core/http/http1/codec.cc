@@ -228,6 +228,7 @@ bool ServerConnectionImpl::DispatchHead(Buffer& data) {
   headers->Reserve(head.headers.size() + 10);
   std::string_view target = head.target;
   std::string_view authority = head.host;
+  std::string rooted;  // an absolute-form target's path, when it needs a "/"
   // absolute-form (a client that thinks we are a forward proxy): the
   // authority in the target wins over Host (RFC 9112 3.2.2).
   for (std::string_view scheme : {std::string_view("http://"), std::string_view("https://")}) {
@@ -236,6 +237,11 @@ bool ServerConnectionImpl::DispatchHead(Buffer& data) {
       size_t slash = rest.find_first_of("/?");
       authority = rest.substr(0, slash);
       target = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
+      // "http://h?q": an empty path is "/" (RFC 9112 3.2.2).
+      if (!target.empty() && target[0] == '?') {
+        rooted = Cat("/", target);
+        target = rooted;
+      }
       break;
     }
   }
