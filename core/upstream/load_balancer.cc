@@ -3,9 +3,10 @@
 #include <algorithm>
 #include <cstddef>
 #include <limits>
-#include <random>
 #include <string>
 #include <utility>
+
+#include "core/event/random.h"
 
 namespace portway::upstream {
 namespace {
@@ -89,28 +90,6 @@ uint64_t SplitMix64(uint64_t& state) {
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
   return z ^ (z >> 31);
 }
-
-class Xoshiro256PlusPlus final : public Random {
- public:
-  explicit Xoshiro256PlusPlus(uint64_t seed) {
-    for (uint64_t& word : s_) word = SplitMix64(seed);
-  }
-
-  uint64_t Next() override {
-    const uint64_t result = Rotl(s_[0] + s_[3], 23) + s_[0];
-    const uint64_t t = s_[1] << 17;
-    s_[2] ^= s_[0];
-    s_[3] ^= s_[1];
-    s_[1] ^= s_[2];
-    s_[0] ^= s_[3];
-    s_[2] ^= t;
-    s_[3] = Rotl(s_[3], 45);
-    return result;
-  }
-
- private:
-  uint64_t s_[4];
-};
 
 // Maps a uniform 64-bit value onto [0, range) with a multiply instead of a
 // division (Lemire); the bias is below range / 2^64.
@@ -664,11 +643,7 @@ class HashingPicker final : public LoadBalancer {
 
 }  // namespace
 
-std::unique_ptr<Random> MakeDefaultRandom() {
-  std::random_device device;
-  const uint64_t seed = (uint64_t{device()} << 32) ^ device();
-  return std::make_unique<Xoshiro256PlusPlus>(seed);
-}
+std::unique_ptr<Random> MakeDefaultRandom() { return std::make_unique<event::SeededRandom>(); }
 
 uint64_t HashKey(std::string_view key) { return Xxh64(key, 0); }
 

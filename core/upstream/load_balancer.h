@@ -27,19 +27,15 @@
 #include <vector>
 
 #include "core/upstream/host.h"
+#include "portway/time_source.h"
 
 namespace portway::upstream {
 
-// Randomness is injected so that tests are deterministic. Not thread-safe:
-// one per worker.
-class Random {
- public:
-  virtual ~Random() = default;
-  // A uniformly distributed 64-bit value.
-  virtual uint64_t Next() = 0;
-};
+// Randomness is injected so that tests are deterministic: the SDK's
+// generator interface. Not thread-safe: one per worker.
+using Random = RandomGenerator;
 
-// A fast non-cryptographic generator (xoshiro256++) seeded from
+// The core's generator (event::SeededRandom, xoshiro256**) seeded from
 // std::random_device, so that workers and processes do not pick in lockstep.
 std::unique_ptr<Random> MakeDefaultRandom();
 
