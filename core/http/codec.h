@@ -1,8 +1,8 @@
 // Stream-oriented codec interfaces. A codec turns connection bytes into
 // streams of headers, body and trailers and back. HTTP/1.1 has at most one
-// active stream per connection; HTTP/2 will have many. The connection
-// manager and the router talk only to these interfaces, so HTTP/2 plugs in
-// without touching them.
+// active stream per connection; HTTP/2 has many. The connection manager,
+// the pools and the router talk only to these interfaces: which protocol a
+// connection speaks is decided once, when its codec is made.
 //
 // Thread safety: a codec and its streams belong to one worker thread.
 //
@@ -25,11 +25,22 @@
 
 namespace portway::http {
 
+enum class Protocol { kHttp10, kHttp11, kHttp2 };
+// "HTTP/1.0", "HTTP/1.1", "HTTP/2" (access log, StreamInfo).
+const char* ProtocolName(Protocol protocol);
+
 enum class StreamResetReason {
   kConnectionTermination,  // the connection closed under the stream
   kLocalReset,             // we gave up on it (timeout, error)
   kProtocolError,          // the peer broke the protocol
   kOverflow,               // a limit was exceeded
+  kRemoteReset,            // the peer reset the stream (HTTP/2 RST_STREAM)
+  // The peer did not process the stream (HTTP/2 REFUSED_STREAM): nothing
+  // of the request was acted on, so it is always safe to send it again.
+  kRefusedStream,
+  // The peer's GOAWAY left the stream unprocessed (its id was above the
+  // last stream id): as safe to retry as a refused stream.
+  kGoAway,
 };
 const char* StreamResetReasonName(StreamResetReason reason);
 
@@ -106,13 +117,16 @@ class ServerConnectionCallbacks {
   virtual RequestDecoder& NewStream(ResponseEncoder& encoder) = 0;
   // The request could not be parsed. If `encoder` is non-null, no response
   // was started for it yet and the owner should answer on it with
-  // `error.status`; the connection is closed after that response.
+  // `error.status`; the connection is closed after that response. With a
+  // null encoder the connection itself is broken (an HTTP/2 connection
+  // error, after the codec sent GOAWAY): the owner closes it.
   virtual void OnProtocolError(const CodecError& error, ResponseEncoder* encoder) = 0;
 };
 
 class ServerConnection {
  public:
   virtual ~ServerConnection() = default;
+  virtual Protocol protocol() const = 0;
   // Consumes what it can of `data`.
   virtual void Dispatch(Buffer& data) = 0;
   // The peer half-closed.
@@ -120,27 +134,60 @@ class ServerConnection {
   // No stream is active and none half-parsed: the connection may be
   // closed without cutting anything off.
   virtual bool Idle() const = 0;
-  // True once the codec decided the connection must close after the
-  // current response (Connection: close, HTTP/1.0, protocol error).
+  // True once the codec decided the connection must close when its
+  // streams are done (Connection: close, HTTP/1.0, a GOAWAY either way, a
+  // protocol error).
   virtual bool WantsClose() const = 0;
+  // Drain: HTTP/1 closes after the current response; HTTP/2 sends GOAWAY
+  // and lets the streams it already took finish.
+  virtual void StartDrain() = 0;
+  // The connection closed: every active stream is reset.
+  virtual void OnConnectionClosed() = 0;
+  // Watermarks of the connection's write buffer.
+  virtual void OnAboveWriteBufferHighWatermark() = 0;
+  virtual void OnBelowWriteBufferLowWatermark() = 0;
+  // A reset stream must close the whole connection to be seen as cut off
+  // (an HTTP/1 response delimited by the close).
+  virtual bool ResetNeedsClose() const { return false; }
 };
 
 class ClientConnectionCallbacks {
  public:
   virtual ~ClientConnectionCallbacks() = default;
-  // The exchange on the current stream is complete in both directions.
-  virtual void OnStreamComplete(bool reusable) = 0;
+  // A stream ended: complete in both directions, or reset while the
+  // connection stays open. `reusable` is false when the connection must
+  // carry no further stream (HTTP/1 Connection: close, a GOAWAY); the
+  // owner then closes it once no stream is left on it.
+  virtual void OnStreamDone(bool reusable) = 0;
+  // How many streams the connection takes changed (HTTP/2 SETTINGS, or a
+  // GOAWAY making it 0): the owner may start waiting requests on it.
+  virtual void OnCapacityChanged() {}
 };
 
 class ClientConnection {
  public:
   virtual ~ClientConnection() = default;
+  virtual Protocol protocol() const = 0;
+  // The transport is connected: a codec with a connection preface sends it.
+  virtual void OnConnected() {}
+  // Starts a stream; only while ActiveStreams() < StreamCapacity().
   virtual RequestEncoder& NewStream(ResponseDecoder& decoder) = 0;
   virtual void Dispatch(Buffer& data) = 0;
   // The upstream closed (EOF or error). Ends a read-until-close body
-  // cleanly, or resets the active stream.
+  // cleanly, or resets the active streams.
   virtual void OnConnectionClose(bool clean_eof) = 0;
-  virtual bool Busy() const = 0;
+  // Streams started and not yet done.
+  virtual uint32_t ActiveStreams() const = 0;
+  // Streams it may carry at once: 1 for HTTP/1; for HTTP/2 the peer's
+  // SETTINGS_MAX_CONCURRENT_STREAMS capped by our own limit, 0 once either
+  // side sent GOAWAY.
+  virtual uint32_t StreamCapacity() const = 0;
+  // Asks the peer for no more streams (HTTP/2 GOAWAY); streams in flight
+  // finish. HTTP/1 has nothing to say.
+  virtual void GoAway() {}
+  // Watermarks of the connection's write buffer.
+  virtual void OnAboveWriteBufferHighWatermark() = 0;
+  virtual void OnBelowWriteBufferLowWatermark() = 0;
 };
 
 }  // namespace portway::http

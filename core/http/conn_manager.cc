@@ -689,7 +689,7 @@ void ConnectionManager::OnProtocolError(const CodecError& error, ResponseEncoder
 void ConnectionManager::OnStreamDone(bool reset) {
   if (stream_ != nullptr) context_.Dispatcher().DeferredDelete(std::move(stream_));
   if (closed_) return;
-  if (reset && codec_->ResponseCloseDelimited()) {
+  if (reset && codec_->ResetNeedsClose()) {
     // The client reads this body until the close: a FIN would look like a
     // clean end. Only a reset says the response was cut off.
     CloseConnection(event::CloseType::kReset);

@@ -41,6 +41,24 @@ const char* StreamResetReasonName(StreamResetReason reason) {
       return "protocol_error";
     case StreamResetReason::kOverflow:
       return "overflow";
+    case StreamResetReason::kRemoteReset:
+      return "remote_reset";
+    case StreamResetReason::kRefusedStream:
+      return "refused_stream";
+    case StreamResetReason::kGoAway:
+      return "goaway";
+  }
+  return "unknown";
+}
+
+const char* ProtocolName(Protocol protocol) {
+  switch (protocol) {
+    case Protocol::kHttp10:
+      return "HTTP/1.0";
+    case Protocol::kHttp11:
+      return "HTTP/1.1";
+    case Protocol::kHttp2:
+      return "HTTP/2";
   }
   return "unknown";
 }

@@ -93,7 +93,7 @@ class ConnPool::ActiveClient : public event::ConnectionCallbacks,
   void OnBelowWriteBufferLowWatermark() override { codec_->OnBelowWriteBufferLowWatermark(); }
 
   // http::ClientConnectionCallbacks
-  void OnStreamComplete(bool reusable) override {
+  void OnStreamDone(bool reusable) override {
     ++requests_served_;
     pool_.OnStreamComplete(*this, reusable);
   }

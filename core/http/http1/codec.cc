@@ -646,7 +646,7 @@ void ClientConnectionImpl::Fail(StreamResetReason reason, std::string_view detai
   stream_callbacks_ = nullptr;
   if (callbacks != nullptr) callbacks->OnResetStream(reason, detail);
   // The connection is in an unknown state: never reuse it.
-  if (had_stream) callbacks_.OnStreamComplete(false);
+  if (had_stream) callbacks_.OnStreamDone(false);
 }
 
 void ClientConnectionImpl::ResetStream(StreamResetReason reason) {
@@ -656,7 +656,7 @@ void ClientConnectionImpl::ResetStream(StreamResetReason reason) {
   decoder_ = nullptr;
   stream_callbacks_ = nullptr;
   state_ = State::kDone;
-  if (had_stream) callbacks_.OnStreamComplete(false);
+  if (had_stream) callbacks_.OnStreamDone(false);
 }
 
 void ClientConnectionImpl::MaybeComplete() {
@@ -667,7 +667,7 @@ void ClientConnectionImpl::MaybeComplete() {
   decoder_ = nullptr;
   stream_callbacks_ = nullptr;
   state_ = State::kIdle;
-  callbacks_.OnStreamComplete(reusable);
+  callbacks_.OnStreamDone(reusable);
 }
 
 }  // namespace portway::http::http1

@@ -34,10 +34,16 @@ class ServerConnectionImpl final : public ServerConnection, public Stream, publi
                        const ServerOptions& options);
 
   // ServerConnection
+  Protocol protocol() const override { return http10_ ? Protocol::kHttp10 : Protocol::kHttp11; }
   void Dispatch(Buffer& data) override;
   void OnEof() override;
   bool Idle() const override { return state_ == State::kHead && !head_started_; }
   bool WantsClose() const override { return !keep_alive_; }
+  void StartDrain() override { keep_alive_ = false; }
+  void OnConnectionClosed() override;
+  void OnAboveWriteBufferHighWatermark() override;
+  void OnBelowWriteBufferLowWatermark() override;
+  bool ResetNeedsClose() const override { return response_close_delimited_; }
 
   // ResponseEncoder
   void Encode100Continue() override;
@@ -61,15 +67,7 @@ class ServerConnectionImpl final : public ServerConnection, public Stream, publi
   void ReadDisable(bool disable) override { connection_.ReadDisable(disable); }
   size_t BufferLimit() const override { return options_.buffer_limit; }
 
-  // The connection closed under an active stream.
-  void OnConnectionClosed();
-  // Watermarks of the connection's write buffer, forwarded to the stream.
-  void OnAboveWriteBufferHighWatermark();
-  void OnBelowWriteBufferLowWatermark();
-
   bool ResponseStarted() const { return response_started_; }
-  // The response's end is the connection's close (HTTP/1.0, no length).
-  bool ResponseCloseDelimited() const { return response_close_delimited_; }
 
  private:
   enum class State { kHead, kBody, kAwaitResponse, kClosed };
@@ -117,10 +115,12 @@ class ClientConnectionImpl final : public ClientConnection, public Stream, publi
                        const Limits& limits, size_t buffer_limit);
 
   // ClientConnection
+  Protocol protocol() const override { return Protocol::kHttp11; }
   RequestEncoder& NewStream(ResponseDecoder& decoder) override;
   void Dispatch(Buffer& data) override;
   void OnConnectionClose(bool clean_eof) override;
-  bool Busy() const override { return decoder_ != nullptr; }
+  uint32_t ActiveStreams() const override { return decoder_ != nullptr ? 1 : 0; }
+  uint32_t StreamCapacity() const override { return keep_alive_ ? 1 : 0; }
 
   // RequestEncoder
   void EncodeHeaders(const HeaderMap& headers, bool end_stream) override;
@@ -140,11 +140,11 @@ class ClientConnectionImpl final : public ClientConnection, public Stream, publi
   void ReadDisable(bool disable) override { connection_.ReadDisable(disable); }
   size_t BufferLimit() const override { return buffer_limit_; }
 
-  void OnAboveWriteBufferHighWatermark() {
+  void OnAboveWriteBufferHighWatermark() override {
     above_high_ = true;
     if (stream_callbacks_) stream_callbacks_->OnAboveWriteBufferHighWatermark();
   }
-  void OnBelowWriteBufferLowWatermark() {
+  void OnBelowWriteBufferLowWatermark() override {
     above_high_ = false;
     if (stream_callbacks_) stream_callbacks_->OnBelowWriteBufferLowWatermark();
   }
