@@ -150,6 +150,8 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
 
   // StreamCallbacks (downstream)
   void OnResetStream(StreamResetReason, std::string_view detail) override {
+    // The codec is done with its stream: it must not be touched again.
+    codec_reset_ = true;
     if (done_) return;
     if (info_.cause == ErrorCause::kNone) info_.cause = ErrorCause::kDownstreamDisconnect;
     if (router_ != nullptr) router_->Abort();
@@ -205,6 +207,9 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   void AnswerLocally(int status, ErrorCause cause, std::string_view detail,
                      std::string_view error_header, std::string_view body, bool close);
   bool done() const { return done_; }
+  ResponseEncoder& encoder() { return encoder_; }
+  // Where the connection manager keeps this stream.
+  std::list<std::unique_ptr<ActiveStream>>::iterator self;
 
  private:
   void ApplyProxyHeaders(HeaderMap& headers);
@@ -255,6 +260,7 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   bool request_complete_ = false;
   bool response_started_ = false;
   bool done_ = false;
+  bool codec_reset_ = false;
 };
 
 void ConnectionManager::ActiveStream::OnIdleTimer() {
@@ -545,11 +551,20 @@ void ConnectionManager::ActiveStream::Finish(bool reset) {
   if (done_) return;
   done_ = true;
   if (idle_timer_) idle_timer_->Disable();
-  encoder_.GetStream().RemoveCallbacks(*this);
-  // Undo any pause the router left on the downstream connection.
-  while (read_disabled_ > 0) {
-    --read_disabled_;
-    encoder_.GetStream().ReadDisable(false);
+  if (!codec_reset_) {
+    Stream& stream = encoder_.GetStream();
+    stream.RemoveCallbacks(*this);
+    // Undo any pause the router left on the downstream stream.
+    while (read_disabled_ > 0) {
+      --read_disabled_;
+      stream.ReadDisable(false);
+    }
+    // Cut off on our side: the client must see it (HTTP/2 RST_STREAM; an
+    // HTTP/1 connection closes).
+    if (reset) {
+      codec_reset_ = true;
+      stream.ResetStream(StreamResetReason::kLocalReset);
+    }
   }
   event::Dispatcher& d = parent_.context_.Dispatcher();
   info_.end = d.Now();
@@ -576,16 +591,20 @@ void ConnectionManager::ActiveStream::Finish(bool reset) {
   if (server::FailureHistory* history = parent_.context_.Failures()) {
     if (server::FailureHistory::IsFailure(info_, reset)) history->Record(info_, reset);
   }
-  parent_.OnStreamDone(reset);
+  parent_.OnStreamDone(*this, reset);
 }
 
 // ------------------------------------------------------ the connection
+
+namespace {
+// RFC 9113 3.4: what a client with prior knowledge sends first.
+constexpr std::string_view kHttp2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+}  // namespace
 
 ConnectionManager::ConnectionManager(ConnectionManagerContext& context,
                                      server::ListenerConfigPtr listener,
                                      event::ConnectionPtr connection)
     : context_(context), listener_(std::move(listener)), connection_(std::move(connection)) {
-  codec_ = std::make_unique<http1::ServerConnectionImpl>(*connection_, *this, listener_->codec);
   connection_->SetWriteBufferLimit(listener_->codec.buffer_limit);
   connection_->SetCallbacks(this);
   timer_ = context_.Dispatcher().CreateTimer([this] { OnTimer(); });
@@ -599,6 +618,33 @@ ConnectionManager::ConnectionManager(ConnectionManagerContext& context,
 ConnectionManager::~ConnectionManager() {
   listener_->stats->connections_active.Sub();
   listener_->state->connections.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void ConnectionManager::CreateHttp1Codec() {
+  auto codec = std::make_unique<http1::ServerConnectionImpl>(*connection_, *this, listener_->codec);
+  http1_ = codec.get();
+  codec_ = std::move(codec);
+}
+
+bool ConnectionManager::CreateCodec(Buffer& data) {
+  if (!listener_->http2) {
+    CreateHttp1Codec();
+    return true;
+  }
+  if (listener_->http1) {
+    // Only the preface's first bytes are looked at: an HTTP/1 request can
+    // never start with "PRI * HTTP/2.0".
+    size_t n = std::min(data.length(), kHttp2Preface.size());
+    std::string_view head = data.Linearize(n);
+    if (head != kHttp2Preface.substr(0, n)) {
+      CreateHttp1Codec();
+      return true;
+    }
+    if (n < kHttp2Preface.size()) return false;
+  }
+  // Until the HTTP/2 codec lands the preface is answered by HTTP/1, as before.
+  CreateHttp1Codec();
+  return true;
 }
 
 void ConnectionManager::ArmTimer(TimerMode mode) {
@@ -618,10 +664,17 @@ void ConnectionManager::OnTimer() {
     CloseConnection(event::CloseType::kFlushWrite);
     return;
   }
-  if (stream_ != nullptr) return;
-  NewStream(*codec_);
-  codec_->CloseAfterResponse();
-  stream_->SendLocalReply(ErrorCause::kRequestHeaderTimeout, "");
+  if (!streams_.empty()) return;
+  // A head that stalled before it said which protocol it is: HTTP/1 (an
+  // HTTP/2 client sends its whole preface at once).
+  if (codec_ == nullptr) CreateHttp1Codec();
+  if (http1_ == nullptr) {
+    CloseConnection(event::CloseType::kFlushWrite);
+    return;
+  }
+  NewStream(*http1_);
+  http1_->CloseAfterResponse();
+  streams_.back()->SendLocalReply(ErrorCause::kRequestHeaderTimeout, "");
 }
 
 void ConnectionManager::OnData(Buffer& data, bool end_stream) {
@@ -632,12 +685,16 @@ void ConnectionManager::OnData(Buffer& data, bool end_stream) {
   if (!data.empty()) {
     // The first bytes of a request head start its timeout; more bytes of
     // the same head do not extend it.
-    if (stream_ == nullptr && codec_->Idle()) ArmTimer(TimerMode::kRequestHeaders);
+    if (Idle()) ArmTimer(TimerMode::kRequestHeaders);
+    if (codec_ == nullptr && !CreateCodec(data)) {
+      if (end_stream) CloseConnection(event::CloseType::kFlushWrite);
+      return;  // the bytes stay in the connection's buffer
+    }
     codec_->Dispatch(data);
   }
   if (end_stream && !closed_) {
-    codec_->OnEof();
-    if (stream_ == nullptr) CloseConnection(event::CloseType::kFlushWrite);
+    if (codec_ != nullptr) codec_->OnEof();
+    if (streams_.empty()) CloseConnection(event::CloseType::kFlushWrite);
   }
 }
 
@@ -649,18 +706,18 @@ void ConnectionManager::OnEvent(event::ConnectionEvent event) {
   if (!closed_) {
     closed_ = true;
     timer_->Disable();
-    codec_->OnConnectionClosed();
+    if (codec_ != nullptr) codec_->OnConnectionClosed();
   }
   // The socket is gone (a flushed close finished, or the peer left).
   context_.RemoveConnection(*this);
 }
 
 void ConnectionManager::OnAboveWriteBufferHighWatermark() {
-  codec_->OnAboveWriteBufferHighWatermark();
+  if (codec_ != nullptr) codec_->OnAboveWriteBufferHighWatermark();
 }
 
 void ConnectionManager::OnBelowWriteBufferLowWatermark() {
-  codec_->OnBelowWriteBufferLowWatermark();
+  if (codec_ != nullptr) codec_->OnBelowWriteBufferLowWatermark();
 }
 
 RequestDecoder& ConnectionManager::NewStream(ResponseEncoder& encoder) {
@@ -669,25 +726,36 @@ RequestDecoder& ConnectionManager::NewStream(ResponseEncoder& encoder) {
   if (server::ListenerConfigPtr current = context_.CurrentListener(listener_->name)) {
     listener_ = std::move(current);
   }
-  stream_ = std::make_unique<ActiveStream>(*this, encoder);
-  return *stream_;
+  streams_.push_back(std::make_unique<ActiveStream>(*this, encoder));
+  streams_.back()->self = std::prev(streams_.end());
+  return *streams_.back();
 }
 
 void ConnectionManager::OnProtocolError(const CodecError& error, ResponseEncoder* encoder) {
   listener_->stats->protocol_errors.Inc();
-  if (stream_ == nullptr || stream_->done()) {
-    CloseConnection(event::CloseType::kFlushWrite);
-    return;
-  }
   if (encoder != nullptr) {
-    stream_->SendProtocolError(error);
-  } else {
-    stream_->ResetDownstream(ErrorCause::kDownstreamProtocolError, error.cause);
+    for (auto& stream : streams_) {
+      if (&stream->encoder() == encoder && !stream->done()) {
+        stream->SendProtocolError(error);
+        return;
+      }
+    }
   }
+  // The connection itself is broken: whatever is in flight on it is cut
+  // off, and it closes once what the codec wrote (a GOAWAY) is out.
+  std::vector<ActiveStream*> live;
+  for (auto& stream : streams_) {
+    if (!stream->done()) live.push_back(stream.get());
+  }
+  for (ActiveStream* stream : live) {
+    stream->ResetDownstream(ErrorCause::kDownstreamProtocolError, error.cause);
+  }
+  CloseConnection(event::CloseType::kFlushWrite);
 }
 
-void ConnectionManager::OnStreamDone(bool reset) {
-  if (stream_ != nullptr) context_.Dispatcher().DeferredDelete(std::move(stream_));
+void ConnectionManager::OnStreamDone(ActiveStream& stream, bool reset) {
+  context_.Dispatcher().DeferredDelete(std::move(*stream.self));
+  streams_.erase(stream.self);
   if (closed_) return;
   if (reset && codec_->ResetNeedsClose()) {
     // The client reads this body until the close: a FIN would look like a
@@ -695,7 +763,9 @@ void ConnectionManager::OnStreamDone(bool reset) {
     CloseConnection(event::CloseType::kReset);
     return;
   }
-  if (reset || codec_->WantsClose() || draining_ || context_.Draining()) {
+  if (draining_ || context_.Draining()) codec_->StartDrain();
+  if (!streams_.empty()) return;
+  if (codec_->WantsClose()) {
     CloseConnection(event::CloseType::kFlushWrite);
     return;
   }
@@ -704,16 +774,17 @@ void ConnectionManager::OnStreamDone(bool reset) {
 
 void ConnectionManager::StartDrain() {
   draining_ = true;
+  if (codec_ != nullptr) codec_->StartDrain();
   // A request head still arriving gets its response (with Connection:
   // close); only a connection with nothing in progress closes now.
-  if (stream_ == nullptr && codec_->Idle()) CloseConnection(event::CloseType::kFlushWrite);
+  if (Idle()) CloseConnection(event::CloseType::kFlushWrite);
 }
 
 void ConnectionManager::CloseConnection(event::CloseType type) {
   if (closed_) return;
   closed_ = true;
   timer_->Disable();
-  if (stream_ != nullptr && !stream_->done()) codec_->OnConnectionClosed();
+  if (codec_ != nullptr) codec_->OnConnectionClosed();
   connection_->Close(type);
   // A flushed close finishes later (OnEvent(kLocalClose)); until then this
   // object owns the connection and must stay.

@@ -153,6 +153,8 @@ void Router::StartAttempt() {
     return;
   }
   cluster_ = cluster->snapshot;
+  attempt_reused_ = false;
+  attempt_sent_ = false;
   host_ = PickHost(*cluster);
   if (!host_) return;
   http::StreamInfo& info = callbacks_.Info();
@@ -235,7 +237,7 @@ upstream::HostSharedPtr Router::PickHost(upstream::ClusterManager::WorkerCluster
 }
 
 bool Router::MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause, int status,
-                        const http::HeaderMap* headers) {
+                        const http::HeaderMap* headers, bool refused_stream) {
   if (response_started_ || done_) return false;
   RecordAttemptResult(cause);
   http::UpstreamResult result;
@@ -245,6 +247,9 @@ bool Router::MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause,
   result.headers = headers;
   result.attempt = attempt_;
   result.host = host_ ? std::string_view(host_->addressString()) : std::string_view();
+  result.refused_stream = refused_stream;
+  result.connection_reused = attempt_reused_;
+  result.request_sent = attempt_sent_;
   if (callbacks_.OnUpstreamResult(result) != http::UpstreamResultStatus::kRetry) return false;
   // Filters see StreamInfo::replay_overflow and do not ask; a filter that
   // asks anyway gets no retry.
@@ -302,15 +307,16 @@ void Router::RewriteRequest(http::HeaderMap& headers) {
   route.request_headers.Apply(headers);
 }
 
-void Router::OnPoolReady(http::RequestEncoder& encoder, double connect_ms) {
+void Router::OnPoolReady(http::RequestEncoder& encoder, const upstream::PoolStreamInfo& pool_info) {
   pool_handle_ = nullptr;
   encoder_ = &encoder;
+  attempt_reused_ = pool_info.reused;
   encoder.GetStream().AddCallbacks(*this);
   http::StreamInfo& info = callbacks_.Info();
   info.upstream_request_sent = callbacks_.Dispatcher().Now();
   if (!info.attempt_log.empty()) {
     info.attempt_log.back().request_sent = info.upstream_request_sent;
-    info.attempt_log.back().connect_ms = connect_ms;
+    info.attempt_log.back().connect_ms = pool_info.connect_ms;
   }
   std::chrono::milliseconds per_try = callbacks_.PerTryTimeout();
   if (per_try.count() > 0) {
@@ -325,6 +331,7 @@ void Router::OnPoolReady(http::RequestEncoder& encoder, double connect_ms) {
 void Router::SendUpstream() {
   bool headers_only = request_complete_ && pending_body_.empty() && !request_trailers_;
   http::RequestEncoder* encoder = encoder_;
+  attempt_sent_ = true;
   encoder->EncodeHeaders(*request_headers_, headers_only);
   if (encoder_ == nullptr || headers_only) return;
   if (!pending_body_.empty() || (request_complete_ && !request_trailers_)) {
@@ -488,7 +495,9 @@ void Router::OnResetStream(http::StreamResetReason reason, std::string_view deta
   http::ErrorCause cause = reason == http::StreamResetReason::kProtocolError
                                ? http::ErrorCause::kUpstreamMalformedResponse
                                : http::ErrorCause::kUpstreamResetBeforeResponse;
-  if (MaybeRetry(http::UpstreamResult::Kind::kReset, cause, 0, nullptr)) return;
+  bool refused = reason == http::StreamResetReason::kRefusedStream ||
+                 reason == http::StreamResetReason::kGoAway;
+  if (MaybeRetry(http::UpstreamResult::Kind::kReset, cause, 0, nullptr, refused)) return;
   if (timeout_) timeout_->Disable();
   Finish();
   callbacks_.SendLocalReply(cause, detail);
