@@ -5,6 +5,7 @@
 #include "core/common/strings.h"
 
 #include "core/http/filter_manager.h"
+#include "core/http/grpc.h"
 #include "core/server/failure_history.h"
 #include "core/server/stats.h"
 
@@ -238,6 +239,9 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   void OnIdleTimer();
   void SendReply(int status, std::string_view error_header, std::string_view body,
                  std::string_view content_type, std::string_view location);
+  // A trailers-only gRPC response carrying the status `status` maps to.
+  void SendGrpcReply(int status, ErrorCause cause, std::string_view error_header,
+                     std::string_view message);
   void Finish(bool reset);
 
   ConnectionManager& parent_;
@@ -261,6 +265,9 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   bool response_started_ = false;
   bool done_ = false;
   bool codec_reset_ = false;
+  // A gRPC request: local replies become gRPC statuses.
+  bool grpc_ = false;
+  int grpc_status_ = -1;  // from the response, once seen
 };
 
 void ConnectionManager::ActiveStream::OnIdleTimer() {
@@ -285,6 +292,7 @@ void ConnectionManager::ActiveStream::OnIdleTimer() {
 
 void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool end_stream) {
   request_complete_ = end_stream;
+  grpc_ = grpc::IsGrpcRequest(*headers);
   // Only the access log and the failure history read these copies.
   if (parent_.context_.AccessLog() != nullptr || parent_.context_.Failures() != nullptr) {
     info_.method = std::string(headers->Method());
@@ -424,7 +432,30 @@ void ConnectionManager::ActiveStream::AnswerLocally(int status, ErrorCause cause
   info_.detail = std::string(detail);
   info_.local_reply = true;
   if (close) encoder_.CloseAfterResponse();
+  if (grpc_) {
+    // A gRPC client reads the status, not the HTTP one: the message keeps
+    // the cause, and x-portway-error is there too.
+    std::string_view message = body;
+    while (!message.empty() && message.back() == '\n') message.remove_suffix(1);
+    SendGrpcReply(status, cause, error_header, message);
+    return;
+  }
   SendReply(status, error_header, body, "text/plain", "");
+}
+
+void ConnectionManager::ActiveStream::SendGrpcReply(int status, ErrorCause cause,
+                                                    std::string_view error_header,
+                                                    std::string_view message) {
+  auto headers = std::make_unique<HeaderMap>();
+  headers->AddLower(std::string(headers::kStatus), "200");
+  headers->AddLower("content-type", "application/grpc");
+  headers->AddLower("grpc-status",
+                    std::to_string(static_cast<int>(grpc::StatusForLocalReply(status, cause))));
+  if (!message.empty()) headers->AddLower("grpc-message", grpc::EncodeMessage(message));
+  if (!error_header.empty()) headers->AddLower("x-portway-error", std::string(error_header));
+  if (info_.request_id.empty()) info_.request_id = parent_.context_.NewRequestId();
+  headers->AddLower("x-request-id", info_.request_id);
+  EncodeHeaders(std::move(headers), true);
 }
 
 void ConnectionManager::ActiveStream::SendDirectResponse(int status, std::string_view body,
@@ -503,6 +534,7 @@ void ConnectionManager::ActiveStream::EncodeHeadersToCodec(HeaderMapPtr headers,
   }
   if (parent_.draining_ || parent_.context_.Draining()) encoder_.CloseAfterResponse();
   info_.status = headers->Status();
+  if (grpc_ && end_stream) grpc_status_ = grpc::StatusOf(*headers);
   encoder_.EncodeHeaders(*headers, end_stream);
   if (end_stream) Finish(false);
 }
@@ -520,6 +552,7 @@ void ConnectionManager::ActiveStream::EncodeDataToCodec(Buffer& data, bool end_s
 
 void ConnectionManager::ActiveStream::EncodeTrailersToCodec(HeaderMapPtr trailers) {
   if (done_) return;
+  if (grpc_) grpc_status_ = grpc::StatusOf(*trailers);
   encoder_.EncodeTrailers(*trailers);
   Finish(false);
 }
@@ -577,6 +610,9 @@ void ConnectionManager::ActiveStream::Finish(bool reset) {
     }
   }
   if (info_.cause != ErrorCause::kNone) s.local_replies[static_cast<size_t>(info_.cause)]->Inc();
+  if (grpc_status_ >= 0 && static_cast<size_t>(grpc_status_) < s.grpc_responses.size()) {
+    s.grpc_responses[grpc_status_]->Inc();
+  }
   s.request_duration.Record(*info_.end - info_.start);
   if (router_ != nullptr && info_.upstream_request_sent && info_.upstream_response_headers &&
       !info_.cluster.empty()) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/common/strings.h"
+#include "core/http/grpc.h"
 #include "core/server/stats.h"
 #include "core/upstream/load_balancer.h"
 
@@ -136,6 +137,15 @@ void Router::OnRequestHeaders(http::HeaderMapPtr headers, const Route& route, bo
   replay_limit_ = callbacks_.ReplayLimit();
   replay_ok_ = replay_limit_ > 0;
 
+  // A gRPC deadline runs from now, whether or not the request (a stream,
+  // perhaps) is complete, and caps the route's timeout.
+  if (http::grpc::IsGrpcRequest(*headers)) {
+    if (auto deadline = http::grpc::ParseTimeout(*headers)) {
+      std::chrono::milliseconds ms = std::max(*deadline, std::chrono::milliseconds(1));
+      if (route.timeout.count() > 0) ms = std::min(ms, route.timeout);
+      ArmTimeout(ms, "grpc-timeout");
+    }
+  }
   RewriteRequest(*headers);
   request_headers_ = std::move(headers);
   if (request_complete_) StartTimeout();
@@ -407,9 +417,18 @@ void Router::OnRequestTrailers(http::HeaderMapPtr trailers) {
 }
 
 void Router::StartTimeout() {
-  if (route_ == nullptr || route_->timeout.count() == 0 || done_) return;
+  // A gRPC deadline already bounds the whole exchange.
+  if (route_ == nullptr || route_->timeout.count() == 0 || done_ || timeout_what_ != nullptr) {
+    return;
+  }
+  ArmTimeout(route_->timeout, nullptr);
+}
+
+void Router::ArmTimeout(std::chrono::milliseconds timeout, const char* what) {
   if (!timeout_) timeout_ = callbacks_.Dispatcher().CreateTimer([this] { OnTimeout(); });
-  timeout_->Enable(route_->timeout);
+  timeout_ms_ = timeout;
+  timeout_what_ = what;
+  timeout_->Enable(timeout);
 }
 
 void Router::OnTimeout() {
@@ -418,10 +437,12 @@ void Router::OnTimeout() {
   RecordAttemptResult(http::ErrorCause::kUpstreamTimeout);
   Abort();
   if (started) {
-    callbacks_.ResetDownstream(http::ErrorCause::kUpstreamTimeout, "route timeout");
+    callbacks_.ResetDownstream(http::ErrorCause::kUpstreamTimeout,
+                               timeout_what_ != nullptr ? timeout_what_ : "route timeout");
   } else {
     callbacks_.SendLocalReply(http::ErrorCause::kUpstreamTimeout,
-                              Cat("no response within ", route_->timeout.count(), "ms"));
+                              Cat("no response within ", timeout_ms_.count(), "ms",
+                                  timeout_what_ != nullptr ? Cat(" (", timeout_what_, ")") : ""));
   }
 }
 

@@ -86,6 +86,8 @@ class Router : public http::ResponseDecoder,
 
  private:
   void StartTimeout();
+  // `what`: the deadline's source when it is not the route's timeout.
+  void ArmTimeout(std::chrono::milliseconds timeout, const char* what);
   void OnTimeout();
   void Finish();
   // The current attempt no longer counts in its host's active requests.
@@ -139,6 +141,8 @@ class Router : public http::ResponseDecoder,
   http::HeaderMapPtr replay_trailers_;
   event::TimerPtr retry_timer_;
   event::TimerPtr timeout_;
+  std::chrono::milliseconds timeout_ms_{0};
+  const char* timeout_what_ = nullptr;
   // Counted in the cluster's active requests (one per request, not attempt).
   stats::ClusterStats* request_counted_ = nullptr;
   bool request_complete_ = false;
