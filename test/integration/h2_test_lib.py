@@ -728,6 +728,7 @@ class H2Origin:
         self._open_conns = 0
         self.protocol_errors: list[str] = []
         self.body_bytes_sent = 0
+        self._tls = threading.local()    # per connection thread: body bytes not yet written
         self._stop = threading.Event()
         self._socks = set()
         self._threads = []
@@ -853,6 +854,7 @@ class H2Origin:
             conn.local_settings = h2.settings.Settings(
                 client=False,
                 initial_values={SETTINGS_MAX_CONCURRENT_STREAMS: self.max_concurrent_streams})
+        self._tls.unflushed = 0
         streams: dict[int, H2OriginRequest] = {}
         out: dict[int, _OutStream] = {}
         delayed: list[tuple[float, _OutStream]] = []
@@ -892,6 +894,11 @@ class H2Origin:
                 if data:
                     sock.settimeout(30.0)
                     sock.sendall(data)
+                # Counted once written to the socket, so a stalled peer shows
+                # as a plateau.
+                with self._lock:
+                    self.body_bytes_sent += self._tls.unflushed
+                self._tls.unflushed = 0
         except (OSError, h2.exceptions.ProtocolError) as e:
             if not self._stop.is_set() and not isinstance(e, (ConnectionResetError,
                                                               BrokenPipeError)):
@@ -981,7 +988,10 @@ class H2Origin:
             return None
         return [("x-origin-trailer", "done")] + [(f"x-echo-{n}", v) for n, v in req.trailers]
 
-    def _pump_body(self, conn, sid, o):
+    def _pump_body(self, conn, sid, o, budget=256 << 10):
+        """Moves up to `budget` body bytes into h2 (the caller writes them out
+        before the next call), so a wide-open window never means buffering the
+        whole body here."""
         try:
             while True:
                 if not o.pending:
@@ -1001,10 +1011,12 @@ class H2Origin:
                 window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
                 if window <= 0:
                     return
+                if budget <= 0:
+                    return
                 piece, o.pending = o.pending[:window], o.pending[window:]
                 conn.send_data(sid, piece)
+                budget -= len(piece)
                 o.req.response_bytes_sent += len(piece)
-                with self._lock:
-                    self.body_bytes_sent += len(piece)
+                self._tls.unflushed += len(piece)
         except h2.exceptions.StreamClosedError:
             o.done = True

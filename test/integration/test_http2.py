@@ -7,9 +7,7 @@ Clients are h2_test_lib.H2Client (h2's state machine, strict on what it
 receives) and RawH2Conn (hand-built frames, for violations and floods).
 """
 
-import json
 import signal
-import socket
 import threading
 import time
 import zlib
@@ -17,8 +15,7 @@ import zlib
 import pytest
 
 from h2_test_lib import (CANCEL, ENHANCE_YOUR_CALM, MAX_STREAM_ID, PREFACE, PROTOCOL_ERROR,
-                         REFUSED_STREAM, SETTINGS_MAX_CONCURRENT_STREAMS, H2Client, RawH2Conn,
-                         request_headers)
+                         REFUSED_STREAM, SETTINGS_MAX_CONCURRENT_STREAMS, H2Client, RawH2Conn)
 from portway_test_lib import (HttpConn, RssSampler, make_config, pattern_crc32, raw_request,
                               wait_until)
 
@@ -162,6 +159,7 @@ def test_fifty_concurrent_streams_are_answered_independently(origin, make_gatewa
         assert data["path"] == f"/echo/{i}" and data["body"] == body.decode()
         assert ["x-index", str(i)] in [[n.lower(), v] for n, v in data["headers"]]
     assert len(origin.requests) == 50
+    gw.wait_stat("portway_http2_streams_total", 50, listener="edge")
 
 
 def test_max_concurrent_streams_is_advertised(origin, make_gateway):
@@ -186,6 +184,7 @@ def test_stream_over_max_concurrent_streams_is_refused(origin, make_gateway):
         assert rc.streams[s].status == 200 and rc.streams[s].clean, rc.streams[s]
     assert not rc.goaways or rc.goaway.error_code == 0, rc.goaway_codes()
     assert [r.path for r in origin.requests] == ["/delay/1"] * 5
+    assert http2_stat(gw, "tx_reset") >= 1
 
 
 # --------------------------------------------------------------------------- RFC 9113 rules
@@ -361,6 +360,7 @@ def test_rapid_reset_gets_goaway_enhance_your_calm(origin, make_gateway):
         assert sid < 2 * 200, f"the gateway let {sid // 2 + 1} resets through a burst of 10"
     assert http2_stat(gw, "flood") >= 1
     assert http2_stat(gw, "rx_reset") >= 10
+    assert http2_stat(gw, "goaway_sent") >= 1
     assert_serves_new_connection(gw)
 
 
@@ -425,58 +425,94 @@ def test_empty_data_frame_flood_gets_goaway(origin, make_gateway):
 
 
 FLOW_BODY = 64 << 20
+SETTINGS_INITIAL_WINDOW_SIZE = 0x4
+
+
+def _hold_then_drain(gw, origin, c, hold):
+    """Requests FLOW_BODY bytes, lets `hold(c, r)` stall the client, checks the
+    origin is held back and the gateway's RSS stays flat, then reads the rest.
+    Returns (response, bytes, crc, origin bytes sent while held, RSS growth
+    while held, peak RSS growth) with RSS in KiB."""
+    warm = c.request("GET", "/echo")
+    c.response(warm)
+    c.ack_all()
+    baseline = gw.rss_kb()
+    with RssSampler(gw) as rss:
+        sid = c.request("GET", f"/bytes/{FLOW_BODY}")
+        r = c.streams[sid]
+        c.read_until(lambda: len(r.body) >= 60000, timeout=10, what="the first bytes")
+        samples = [origin.body_bytes_sent]
+
+        def plateaued():
+            hold(c, r)
+            samples.append(origin.body_bytes_sent)
+            return samples[-1] == samples[-2]
+
+        wait_until(plateaued, 20.0, interval=0, message="the origin to be held back")
+        held = samples[-1]
+        rss_held = gw.rss_kb() - baseline
+        seen_while_held = len(r.body)
+        c.auto_ack = True
+        c.ack_all()
+        crc = zlib.crc32(bytes(r.body))
+        got = len(r.body)
+        r.body = bytearray()
+
+        def drained():
+            nonlocal crc, got
+            if r.body:
+                crc = zlib.crc32(r.body, crc)
+                got += len(r.body)
+                r.body = bytearray()
+            return r.done
+
+        c.read_until(drained, timeout=120, what="the whole body")
+        drained()
+    return r, got, crc, held, rss_held, rss.max_kb - baseline, seen_while_held
+
+
+def _flow_gateway(origin, make_gateway):
+    return make_gateway(h2_config([origin.address], routes=[
+        {"match": {"prefix": "/"}, "cluster": "backend", "timeout": "0s"}]))
+
+
+def _assert_flow(r, got, crc, held, rss_held, rss_peak):
+    assert r.status == 200 and r.clean, r
+    assert got == FLOW_BODY and crc == pattern_crc32(FLOW_BODY)
+    assert held < 40 << 20, (f"the origin sent {held >> 20} MiB of {FLOW_BODY >> 20} MiB while "
+                             "the client was stalled: no back-pressure")
+    assert rss_held < 8 * 1024, f"gateway RSS grew {rss_held} KiB while the client was stalled"
+    assert rss_peak < 16 * 1024, f"gateway RSS peaked {rss_peak} KiB over its baseline"
 
 
 def test_unread_response_is_not_buffered_by_the_gateway(origin, make_gateway):
-    gw = make_gateway(h2_config([origin.address], routes=[
-        {"match": {"prefix": "/"}, "cluster": "backend", "timeout": "0s"}]))
+    """The client reads the socket but grants no credit past the initial
+    65 535-byte windows: the stream window must hold the origin back."""
+    gw = _flow_gateway(origin, make_gateway)
+
+    def hold(c, r):
+        try:
+            c.read_until(lambda: False, timeout=0.5)
+        except TimeoutError:
+            pass
+
     with H2Client(gw.port, timeout=60, auto_ack=False) as c:
-        warm = c.request("GET", "/echo")
-        c.response(warm)
-        c.ack_all()
-        baseline = gw.rss_kb()
-        with RssSampler(gw) as rss:
-            sid = c.request("GET", f"/bytes/{FLOW_BODY}")
-            r = c.streams[sid]
-            # The client reads the socket but grants no more credit than the
-            # initial 65 535-byte windows.
-            c.read_until(lambda: len(r.body) >= 60000, timeout=10, what="the first window")
-            samples = [origin.body_bytes_sent]
+        r, got, crc, held, rss_held, rss_peak, seen = _hold_then_drain(gw, origin, c, hold)
+    assert seen <= 65535, f"the gateway sent {seen} bytes into a 65 535-byte window"
+    _assert_flow(r, got, crc, held, rss_held, rss_peak)
 
-            def plateaued():
-                try:
-                    c.read_until(lambda: False, timeout=0.5)
-                except TimeoutError:
-                    pass
-                samples.append(origin.body_bytes_sent)
-                return samples[-1] == samples[-2]
 
-            wait_until(plateaued, 20.0, interval=0, message="the origin to be held back")
-            held = samples[-1]
-            rss_held = gw.rss_kb()
-            assert len(r.body) <= 65535, "the gateway sent past the stream window"
-            c.auto_ack = True
-            c.ack_all()
-            crc = zlib.crc32(bytes(r.body))
-            got = len(r.body)
-            r.body = bytearray()
-
-            def drained():
-                nonlocal crc, got
-                if r.body:
-                    crc = zlib.crc32(r.body, crc)
-                    got += len(r.body)
-                    r.body = bytearray()
-                return r.done
-
-            c.read_until(drained, timeout=120, what="the whole body")
-            drained()
-    assert r.status == 200 and r.clean, r
-    assert got == FLOW_BODY and crc == pattern_crc32(FLOW_BODY)
-    assert held < 40 << 20, (f"the origin sent {held >> 20} MiB while the client granted "
-                             "64 KiB: no back-pressure from the h2 window")
-    assert rss_held - baseline < 8 * 1024, f"RSS grew {rss_held - baseline} KiB while held"
-    assert rss.max_kb - baseline < 16 * 1024, f"RSS peaked {rss.max_kb - baseline} KiB over"
+def test_unread_socket_is_not_buffered_by_the_gateway(origin, make_gateway):
+    """The client opens its windows wide (2^31-1) and then stops reading the
+    socket: the gateway may not soak up what the socket will not take."""
+    gw = _flow_gateway(origin, make_gateway)
+    with H2Client(gw.port, timeout=60,
+                  settings={SETTINGS_INITIAL_WINDOW_SIZE: MAX_STREAM_ID}) as c:
+        c.conn.increment_flow_control_window(MAX_STREAM_ID - 65535)
+        c.flush()
+        r, got, crc, held, rss_held, rss_peak, _ = _hold_then_drain(
+            gw, origin, c, lambda c, r: time.sleep(0.5))
+    _assert_flow(r, got, crc, held, rss_held, rss_peak)
 
 
 # --------------------------------------------------------------------------- drain
