@@ -251,6 +251,7 @@ def test_body_shorter_than_content_length_is_refused(origin, make_gateway):
         assert_refused(rc, 1)
     time.sleep(0.2)
     assert origin.requests == [], "the origin received a complete request"
+    assert_serves_new_connection(gw)
 
 
 def test_body_longer_than_content_length_is_refused(origin, make_gateway):
@@ -264,6 +265,7 @@ def test_body_longer_than_content_length_is_refused(origin, make_gateway):
         assert_refused(rc, 1)
     time.sleep(0.2)
     assert all(req.body_len <= 10 for req in origin.all_requests), origin.all_requests
+    assert_serves_new_connection(gw)
 
 
 def test_oversized_header_block_is_refused_and_not_forwarded(origin, make_gateway):
