@@ -56,6 +56,13 @@ void StripHopByHop(HeaderMap& headers, bool request, bool drop_underscores = fal
       }
     }
   }
+  // "te: trailers" is the one TE value that says something end to end: a
+  // gRPC client says it understands trailers, and gRPC servers want it.
+  bool te_trailers = false;
+  if (request) {
+    if (const std::string* te = headers.Get("te"))
+      te_trailers = HeaderListHasToken(*te, "trailers");
+  }
   // Trailer is end-to-end in RFC 9110, but Portway re-frames bodies
   // (chunked <-> length-delimited), so the announcement may no longer hold.
   headers.RemoveIf([&named, request, drop_underscores](std::string_view name) {
@@ -71,6 +78,7 @@ void StripHopByHop(HeaderMap& headers, bool request, bool drop_underscores = fal
     }
     return false;
   });
+  if (te_trailers) headers.AddLower("te", "trailers");
 }
 
 }  // namespace
@@ -680,9 +688,9 @@ bool ConnectionManager::CreateCodec(Buffer& data) {
     }
     if (n < kHttp2Preface.size()) return false;
   }
-  codec_ = std::make_unique<http2::ServerConnectionImpl>(
-      context_.Dispatcher(), *connection_, *this, listener_->http2_options,
-      &listener_->stats->http2);
+  codec_ = std::make_unique<http2::ServerConnectionImpl>(context_.Dispatcher(), *connection_, *this,
+                                                         listener_->http2_options,
+                                                         &listener_->stats->http2);
   return true;
 }
 

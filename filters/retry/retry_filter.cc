@@ -68,10 +68,11 @@ http::FilterHeadersStatus RetryFilter::DecodeHeaders(http::HeaderMap& headers, b
   enabled_ = s.retry_non_idempotent || Idempotent(headers.Method());
   // A refused stream was never processed: safe to send again whatever the
   // method (RFC 9113 8.7).
-  refused_only_ = !enabled_ && s.on_refused_stream;
-  if (refused_only_) {
-    enabled_ = true;
-  }
+  // Likewise a gRPC call whose status says to retry (gRPC's own retry
+  // policy retries any method on the statuses it lists).
+  grpc_ = !s.grpc_statuses.empty() && IsGrpc(headers);
+  limited_ = !enabled_ && (s.on_refused_stream || grpc_);
+  if (limited_) enabled_ = true;
   if (enabled_) {
     callbacks_->EnableRequestReplay(s.max_replay_bytes);
     if (s.per_try_timeout.count() > 0) callbacks_->SetPerTryTimeout(s.per_try_timeout);
@@ -79,12 +80,36 @@ http::FilterHeadersStatus RetryFilter::DecodeHeaders(http::HeaderMap& headers, b
   return http::FilterHeadersStatus::kContinue;
 }
 
+bool RetryFilter::IsGrpc(const http::HeaderMap& headers) {
+  const std::string* type = headers.Get("content-type");
+  constexpr std::string_view kGrpc = "application/grpc";
+  return type != nullptr && type->compare(0, kGrpc.size(), kGrpc) == 0 &&
+         (type->size() == kGrpc.size() || (*type)[kGrpc.size()] == '+' ||
+          (*type)[kGrpc.size()] == ';');
+}
+
+bool RetryFilter::GrpcStatusMatches(const http::UpstreamResult& r) const {
+  const Settings& s = shared_->settings;
+  // Only a trailers-only response has its grpc-status in the head; one
+  // that streamed messages first has committed them.
+  if (s.grpc_statuses.empty() || r.kind != http::UpstreamResult::Kind::kResponseHeaders ||
+      r.headers == nullptr) {
+    return false;
+  }
+  const std::string* v = r.headers->Get("grpc-status");
+  if (v == nullptr) return false;
+  int code = -1;
+  auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), code);
+  return ec == std::errc() && end == v->data() + v->size() && s.grpc_statuses.count(code) > 0;
+}
+
 bool RetryFilter::Retriable(const http::UpstreamResult& r) const {
   const Settings& s = shared_->settings;
   if (r.kind == http::UpstreamResult::Kind::kReset && r.refused_stream && s.on_refused_stream) {
     return true;
   }
-  if (refused_only_) return false;
+  if (limited_) return grpc_ && GrpcStatusMatches(r);
+  if (GrpcStatusMatches(r)) return true;
   bool any_failure = s.on_gateway_error || s.on_5xx;
   switch (r.kind) {
     case http::UpstreamResult::Kind::kConnectFailure:
@@ -99,17 +124,7 @@ bool RetryFilter::Retriable(const http::UpstreamResult& r) const {
         return true;
       }
       if (s.on_status_codes && s.status_codes.count(r.status) > 0) return true;
-      if (!s.grpc_statuses.empty() && r.headers != nullptr) {
-        // Only a trailers-only response has its grpc-status in the head;
-        // one that streamed messages first has committed them.
-        if (const std::string* v = r.headers->Get("grpc-status")) {
-          int code = -1;
-          auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), code);
-          if (ec == std::errc() && end == v->data() + v->size() && s.grpc_statuses.count(code)) {
-            return true;
-          }
-        }
-      }
+
       if (s.on_headers && r.headers != nullptr) {
         for (const auto& [name, value] : s.headers) {
           const std::string* v = r.headers->Get(name);

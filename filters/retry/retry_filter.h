@@ -97,6 +97,8 @@ class RetryFilter : public http::Filter {
 
  private:
   bool Retriable(const http::UpstreamResult& result) const;
+  bool GrpcStatusMatches(const http::UpstreamResult& result) const;
+  static bool IsGrpc(const http::HeaderMap& headers);
   std::chrono::milliseconds Backoff(const http::UpstreamResult& result);
   void EndRetry();
   // This stream's counters (its cluster's), looked up once.
@@ -107,8 +109,10 @@ class RetryFilter : public http::Filter {
   http::FilterCallbacks* callbacks_ = nullptr;
   bool enabled_ = false;  // idempotent (or allowed) request
   // A non-idempotent request replayed only because the upstream may refuse
-  // its stream: retried on nothing else.
-  bool refused_only_ = false;
+  // its stream, or because it is a gRPC call (always a POST) and retry_on
+  // names gRPC statuses: retried on those and nothing else.
+  bool limited_ = false;
+  bool grpc_ = false;
   uint32_t retries_ = 0;   // retries asked for
   uint32_t sent_ = 0;      // retries the core sent (a limit may refuse one)
   bool in_retry_ = false;  // counted in active_retries

@@ -149,6 +149,25 @@ TEST_F(RetryTest, GrpcStatusesOfATrailersOnlyResponse) {
   }
 }
 
+TEST_F(RetryTest, GrpcCallsAreRetriedOnTheirStatusesOnlyThoughTheyArePosts) {
+  Configure("unavailable,5xx", 10);
+  EXPECT_CALL(callbacks_, EnableRequestReplay(_));
+  http::FilterPtr f = make_();
+  f->SetCallbacks(callbacks_);
+  auto headers = Request("POST");
+  headers->Add("content-type", "application/grpc");
+  f->DecodeHeaders(*headers, true);
+  http::HeaderMap head;
+  head.Add(":status", "200");
+  head.Add("grpc-status", "14");
+  auto unavailable = Result(UpstreamResult::Kind::kResponseHeaders, 200);
+  unavailable.headers = &head;
+  EXPECT_EQ(f->OnUpstreamResult(unavailable), UpstreamResultStatus::kRetry);
+  // A POST is not replayed on anything else, though 5xx is listed.
+  auto bad_gateway = Result(UpstreamResult::Kind::kResponseHeaders, 502);
+  EXPECT_EQ(f->OnUpstreamResult(bad_gateway), UpstreamResultStatus::kContinue);
+}
+
 TEST_F(RetryTest, RetriableHeaders) {
   retry::v1::Retry config;
   config.add_retry_on("retriable-headers");
