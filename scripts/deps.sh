@@ -9,7 +9,7 @@ build_pkgs=(cmake ninja-build ccache pkg-config g++ make
   libgrpc++-dev protobuf-compiler-grpc libabsl-dev libspdlog-dev libfmt-dev
   libyaml-cpp-dev libssl-dev libre2-dev libgtest-dev libgmock-dev python3 curl)
 test_pkgs=(python3-pytest python3-yaml systemd varnish clang-14 libclang-rt-14-dev openssl)
-bench_pkgs=(nginx haproxy nghttp2-client wrk valgrind linux-perf)
+bench_pkgs=(nginx haproxy nghttp2-client nghttp2-server wrk valgrind linux-perf)
 
 want=("${build_pkgs[@]}")
 case "${1:-build}" in
