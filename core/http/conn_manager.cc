@@ -5,6 +5,7 @@
 #include "core/common/strings.h"
 
 #include "core/http/filter_manager.h"
+#include "core/http/grpc.h"
 #include "core/server/failure_history.h"
 #include "core/server/stats.h"
 
@@ -150,6 +151,8 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
 
   // StreamCallbacks (downstream)
   void OnResetStream(StreamResetReason, std::string_view detail) override {
+    // The codec is done with its stream: it must not be touched again.
+    codec_reset_ = true;
     if (done_) return;
     if (info_.cause == ErrorCause::kNone) info_.cause = ErrorCause::kDownstreamDisconnect;
     if (router_ != nullptr) router_->Abort();
@@ -205,6 +208,9 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   void AnswerLocally(int status, ErrorCause cause, std::string_view detail,
                      std::string_view error_header, std::string_view body, bool close);
   bool done() const { return done_; }
+  ResponseEncoder& encoder() { return encoder_; }
+  // Where the connection manager keeps this stream.
+  std::list<std::unique_ptr<ActiveStream>>::iterator self;
 
  private:
   void ApplyProxyHeaders(HeaderMap& headers);
@@ -233,6 +239,9 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   void OnIdleTimer();
   void SendReply(int status, std::string_view error_header, std::string_view body,
                  std::string_view content_type, std::string_view location);
+  // A trailers-only gRPC response carrying the status `status` maps to.
+  void SendGrpcReply(int status, ErrorCause cause, std::string_view error_header,
+                     std::string_view message);
   void Finish(bool reset);
 
   ConnectionManager& parent_;
@@ -255,6 +264,10 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   bool request_complete_ = false;
   bool response_started_ = false;
   bool done_ = false;
+  bool codec_reset_ = false;
+  // A gRPC request: local replies become gRPC statuses.
+  bool grpc_ = false;
+  int grpc_status_ = -1;  // from the response, once seen
 };
 
 void ConnectionManager::ActiveStream::OnIdleTimer() {
@@ -279,6 +292,7 @@ void ConnectionManager::ActiveStream::OnIdleTimer() {
 
 void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool end_stream) {
   request_complete_ = end_stream;
+  grpc_ = grpc::IsGrpcRequest(*headers);
   // Only the access log and the failure history read these copies.
   if (parent_.context_.AccessLog() != nullptr || parent_.context_.Failures() != nullptr) {
     info_.method = std::string(headers->Method());
@@ -418,7 +432,30 @@ void ConnectionManager::ActiveStream::AnswerLocally(int status, ErrorCause cause
   info_.detail = std::string(detail);
   info_.local_reply = true;
   if (close) encoder_.CloseAfterResponse();
+  if (grpc_) {
+    // A gRPC client reads the status, not the HTTP one: the message keeps
+    // the cause, and x-portway-error is there too.
+    std::string_view message = body;
+    while (!message.empty() && message.back() == '\n') message.remove_suffix(1);
+    SendGrpcReply(status, cause, error_header, message);
+    return;
+  }
   SendReply(status, error_header, body, "text/plain", "");
+}
+
+void ConnectionManager::ActiveStream::SendGrpcReply(int status, ErrorCause cause,
+                                                    std::string_view error_header,
+                                                    std::string_view message) {
+  auto headers = std::make_unique<HeaderMap>();
+  headers->AddLower(std::string(headers::kStatus), "200");
+  headers->AddLower("content-type", "application/grpc");
+  headers->AddLower("grpc-status",
+                    std::to_string(static_cast<int>(grpc::StatusForLocalReply(status, cause))));
+  if (!message.empty()) headers->AddLower("grpc-message", grpc::EncodeMessage(message));
+  if (!error_header.empty()) headers->AddLower("x-portway-error", std::string(error_header));
+  if (info_.request_id.empty()) info_.request_id = parent_.context_.NewRequestId();
+  headers->AddLower("x-request-id", info_.request_id);
+  EncodeHeaders(std::move(headers), true);
 }
 
 void ConnectionManager::ActiveStream::SendDirectResponse(int status, std::string_view body,
@@ -497,6 +534,7 @@ void ConnectionManager::ActiveStream::EncodeHeadersToCodec(HeaderMapPtr headers,
   }
   if (parent_.draining_ || parent_.context_.Draining()) encoder_.CloseAfterResponse();
   info_.status = headers->Status();
+  if (grpc_ && end_stream) grpc_status_ = grpc::StatusOf(*headers);
   encoder_.EncodeHeaders(*headers, end_stream);
   if (end_stream) Finish(false);
 }
@@ -514,6 +552,7 @@ void ConnectionManager::ActiveStream::EncodeDataToCodec(Buffer& data, bool end_s
 
 void ConnectionManager::ActiveStream::EncodeTrailersToCodec(HeaderMapPtr trailers) {
   if (done_) return;
+  if (grpc_) grpc_status_ = grpc::StatusOf(*trailers);
   encoder_.EncodeTrailers(*trailers);
   Finish(false);
 }
@@ -545,11 +584,20 @@ void ConnectionManager::ActiveStream::Finish(bool reset) {
   if (done_) return;
   done_ = true;
   if (idle_timer_) idle_timer_->Disable();
-  encoder_.GetStream().RemoveCallbacks(*this);
-  // Undo any pause the router left on the downstream connection.
-  while (read_disabled_ > 0) {
-    --read_disabled_;
-    encoder_.GetStream().ReadDisable(false);
+  if (!codec_reset_) {
+    Stream& stream = encoder_.GetStream();
+    stream.RemoveCallbacks(*this);
+    // Undo any pause the router left on the downstream stream.
+    while (read_disabled_ > 0) {
+      --read_disabled_;
+      stream.ReadDisable(false);
+    }
+    // Cut off on our side: the client must see it (HTTP/2 RST_STREAM; an
+    // HTTP/1 connection closes).
+    if (reset) {
+      codec_reset_ = true;
+      stream.ResetStream(StreamResetReason::kLocalReset);
+    }
   }
   event::Dispatcher& d = parent_.context_.Dispatcher();
   info_.end = d.Now();
@@ -562,6 +610,9 @@ void ConnectionManager::ActiveStream::Finish(bool reset) {
     }
   }
   if (info_.cause != ErrorCause::kNone) s.local_replies[static_cast<size_t>(info_.cause)]->Inc();
+  if (grpc_status_ >= 0 && static_cast<size_t>(grpc_status_) < s.grpc_responses.size()) {
+    s.grpc_responses[grpc_status_]->Inc();
+  }
   s.request_duration.Record(*info_.end - info_.start);
   if (router_ != nullptr && info_.upstream_request_sent && info_.upstream_response_headers &&
       !info_.cluster.empty()) {
@@ -576,16 +627,20 @@ void ConnectionManager::ActiveStream::Finish(bool reset) {
   if (server::FailureHistory* history = parent_.context_.Failures()) {
     if (server::FailureHistory::IsFailure(info_, reset)) history->Record(info_, reset);
   }
-  parent_.OnStreamDone(reset);
+  parent_.OnStreamDone(*this, reset);
 }
 
 // ------------------------------------------------------ the connection
+
+namespace {
+// RFC 9113 3.4: what a client with prior knowledge sends first.
+constexpr std::string_view kHttp2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+}  // namespace
 
 ConnectionManager::ConnectionManager(ConnectionManagerContext& context,
                                      server::ListenerConfigPtr listener,
                                      event::ConnectionPtr connection)
     : context_(context), listener_(std::move(listener)), connection_(std::move(connection)) {
-  codec_ = std::make_unique<http1::ServerConnectionImpl>(*connection_, *this, listener_->codec);
   connection_->SetWriteBufferLimit(listener_->codec.buffer_limit);
   connection_->SetCallbacks(this);
   timer_ = context_.Dispatcher().CreateTimer([this] { OnTimer(); });
@@ -599,6 +654,33 @@ ConnectionManager::ConnectionManager(ConnectionManagerContext& context,
 ConnectionManager::~ConnectionManager() {
   listener_->stats->connections_active.Sub();
   listener_->state->connections.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void ConnectionManager::CreateHttp1Codec() {
+  auto codec = std::make_unique<http1::ServerConnectionImpl>(*connection_, *this, listener_->codec);
+  http1_ = codec.get();
+  codec_ = std::move(codec);
+}
+
+bool ConnectionManager::CreateCodec(Buffer& data) {
+  if (!listener_->http2) {
+    CreateHttp1Codec();
+    return true;
+  }
+  if (listener_->http1) {
+    // Only the preface's first bytes are looked at: an HTTP/1 request can
+    // never start with "PRI * HTTP/2.0".
+    size_t n = std::min(data.length(), kHttp2Preface.size());
+    std::string_view head = data.Linearize(n);
+    if (head != kHttp2Preface.substr(0, n)) {
+      CreateHttp1Codec();
+      return true;
+    }
+    if (n < kHttp2Preface.size()) return false;
+  }
+  // Until the HTTP/2 codec lands the preface is answered by HTTP/1, as before.
+  CreateHttp1Codec();
+  return true;
 }
 
 void ConnectionManager::ArmTimer(TimerMode mode) {
@@ -618,10 +700,17 @@ void ConnectionManager::OnTimer() {
     CloseConnection(event::CloseType::kFlushWrite);
     return;
   }
-  if (stream_ != nullptr) return;
-  NewStream(*codec_);
-  codec_->CloseAfterResponse();
-  stream_->SendLocalReply(ErrorCause::kRequestHeaderTimeout, "");
+  if (!streams_.empty()) return;
+  // A head that stalled before it said which protocol it is: HTTP/1 (an
+  // HTTP/2 client sends its whole preface at once).
+  if (codec_ == nullptr) CreateHttp1Codec();
+  if (http1_ == nullptr) {
+    CloseConnection(event::CloseType::kFlushWrite);
+    return;
+  }
+  NewStream(*http1_);
+  http1_->CloseAfterResponse();
+  streams_.back()->SendLocalReply(ErrorCause::kRequestHeaderTimeout, "");
 }
 
 void ConnectionManager::OnData(Buffer& data, bool end_stream) {
@@ -632,12 +721,16 @@ void ConnectionManager::OnData(Buffer& data, bool end_stream) {
   if (!data.empty()) {
     // The first bytes of a request head start its timeout; more bytes of
     // the same head do not extend it.
-    if (stream_ == nullptr && codec_->Idle()) ArmTimer(TimerMode::kRequestHeaders);
+    if (Idle()) ArmTimer(TimerMode::kRequestHeaders);
+    if (codec_ == nullptr && !CreateCodec(data)) {
+      if (end_stream) CloseConnection(event::CloseType::kFlushWrite);
+      return;  // the bytes stay in the connection's buffer
+    }
     codec_->Dispatch(data);
   }
   if (end_stream && !closed_) {
-    codec_->OnEof();
-    if (stream_ == nullptr) CloseConnection(event::CloseType::kFlushWrite);
+    if (codec_ != nullptr) codec_->OnEof();
+    if (streams_.empty()) CloseConnection(event::CloseType::kFlushWrite);
   }
 }
 
@@ -649,18 +742,18 @@ void ConnectionManager::OnEvent(event::ConnectionEvent event) {
   if (!closed_) {
     closed_ = true;
     timer_->Disable();
-    codec_->OnConnectionClosed();
+    if (codec_ != nullptr) codec_->OnConnectionClosed();
   }
   // The socket is gone (a flushed close finished, or the peer left).
   context_.RemoveConnection(*this);
 }
 
 void ConnectionManager::OnAboveWriteBufferHighWatermark() {
-  codec_->OnAboveWriteBufferHighWatermark();
+  if (codec_ != nullptr) codec_->OnAboveWriteBufferHighWatermark();
 }
 
 void ConnectionManager::OnBelowWriteBufferLowWatermark() {
-  codec_->OnBelowWriteBufferLowWatermark();
+  if (codec_ != nullptr) codec_->OnBelowWriteBufferLowWatermark();
 }
 
 RequestDecoder& ConnectionManager::NewStream(ResponseEncoder& encoder) {
@@ -669,25 +762,36 @@ RequestDecoder& ConnectionManager::NewStream(ResponseEncoder& encoder) {
   if (server::ListenerConfigPtr current = context_.CurrentListener(listener_->name)) {
     listener_ = std::move(current);
   }
-  stream_ = std::make_unique<ActiveStream>(*this, encoder);
-  return *stream_;
+  streams_.push_back(std::make_unique<ActiveStream>(*this, encoder));
+  streams_.back()->self = std::prev(streams_.end());
+  return *streams_.back();
 }
 
 void ConnectionManager::OnProtocolError(const CodecError& error, ResponseEncoder* encoder) {
   listener_->stats->protocol_errors.Inc();
-  if (stream_ == nullptr || stream_->done()) {
-    CloseConnection(event::CloseType::kFlushWrite);
-    return;
-  }
   if (encoder != nullptr) {
-    stream_->SendProtocolError(error);
-  } else {
-    stream_->ResetDownstream(ErrorCause::kDownstreamProtocolError, error.cause);
+    for (auto& stream : streams_) {
+      if (&stream->encoder() == encoder && !stream->done()) {
+        stream->SendProtocolError(error);
+        return;
+      }
+    }
   }
+  // The connection itself is broken: whatever is in flight on it is cut
+  // off, and it closes once what the codec wrote (a GOAWAY) is out.
+  std::vector<ActiveStream*> live;
+  for (auto& stream : streams_) {
+    if (!stream->done()) live.push_back(stream.get());
+  }
+  for (ActiveStream* stream : live) {
+    stream->ResetDownstream(ErrorCause::kDownstreamProtocolError, error.cause);
+  }
+  CloseConnection(event::CloseType::kFlushWrite);
 }
 
-void ConnectionManager::OnStreamDone(bool reset) {
-  if (stream_ != nullptr) context_.Dispatcher().DeferredDelete(std::move(stream_));
+void ConnectionManager::OnStreamDone(ActiveStream& stream, bool reset) {
+  context_.Dispatcher().DeferredDelete(std::move(*stream.self));
+  streams_.erase(stream.self);
   if (closed_) return;
   if (reset && codec_->ResetNeedsClose()) {
     // The client reads this body until the close: a FIN would look like a
@@ -695,7 +799,9 @@ void ConnectionManager::OnStreamDone(bool reset) {
     CloseConnection(event::CloseType::kReset);
     return;
   }
-  if (reset || codec_->WantsClose() || draining_ || context_.Draining()) {
+  if (draining_ || context_.Draining()) codec_->StartDrain();
+  if (!streams_.empty()) return;
+  if (codec_->WantsClose()) {
     CloseConnection(event::CloseType::kFlushWrite);
     return;
   }
@@ -704,16 +810,17 @@ void ConnectionManager::OnStreamDone(bool reset) {
 
 void ConnectionManager::StartDrain() {
   draining_ = true;
+  if (codec_ != nullptr) codec_->StartDrain();
   // A request head still arriving gets its response (with Connection:
   // close); only a connection with nothing in progress closes now.
-  if (stream_ == nullptr && codec_->Idle()) CloseConnection(event::CloseType::kFlushWrite);
+  if (Idle()) CloseConnection(event::CloseType::kFlushWrite);
 }
 
 void ConnectionManager::CloseConnection(event::CloseType type) {
   if (closed_) return;
   closed_ = true;
   timer_->Disable();
-  if (stream_ != nullptr && !stream_->done()) codec_->OnConnectionClosed();
+  if (codec_ != nullptr) codec_->OnConnectionClosed();
   connection_->Close(type);
   // A flushed close finishes later (OnEvent(kLocalClose)); until then this
   // object owns the connection and must stay.

@@ -1,6 +1,9 @@
 // The connection manager: owns one downstream connection and its codec,
 // and runs each request as an ActiveStream: proxy headers, routing, the
-// router, local replies, timeouts, stats and the access log.
+// router, local replies, timeouts, stats and the access log. It knows no
+// protocol: the codec is chosen per connection from its first bytes (the
+// HTTP/2 client preface, or anything else for HTTP/1), and an HTTP/2
+// connection runs many streams at once.
 //
 // Thread safety: one worker thread.
 //
@@ -64,23 +67,32 @@ class ConnectionManager : public event::ConnectionCallbacks,
   RequestDecoder& NewStream(ResponseEncoder& encoder) override;
   void OnProtocolError(const CodecError& error, ResponseEncoder* encoder) override;
 
-  // Drain: close now if idle, else after the current response.
+  // Drain: close now if idle; else HTTP/1 closes after the current
+  // response and HTTP/2 sends GOAWAY and closes when its streams are done.
   void StartDrain();
-  bool Idle() const { return stream_ == nullptr && codec_->Idle(); }
+  bool Idle() const { return streams_.empty() && (codec_ == nullptr || codec_->Idle()); }
   const std::string& ListenerName() const { return listener_->name; }
 
  private:
   class ActiveStream;
   friend class ActiveStream;
 
-  void OnStreamDone(bool reset);
+  void OnStreamDone(ActiveStream& stream, bool reset);
   void CloseConnection(event::CloseType type);
+  // Picks the codec from the first bytes; false while they could still be
+  // the start of the HTTP/2 preface.
+  bool CreateCodec(Buffer& data);
+  void CreateHttp1Codec();
 
   ConnectionManagerContext& context_;
   server::ListenerConfigPtr listener_;
   event::ConnectionPtr connection_;
-  std::unique_ptr<http1::ServerConnectionImpl> codec_;
-  std::unique_ptr<ActiveStream> stream_;
+  // Null until the first bytes arrive.
+  std::unique_ptr<ServerConnection> codec_;
+  // codec_ when it speaks HTTP/1: a stalled request head is answered with
+  // 408 on it.
+  http1::ServerConnectionImpl* http1_ = nullptr;
+  std::list<std::unique_ptr<ActiveStream>> streams_;
   // One timer serves both the idle timeout (no request in flight) and the
   // request-headers timeout (a request head is arriving); they never run
   // at once, and every idle connection pays for its timers in memory.

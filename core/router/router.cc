@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/common/strings.h"
+#include "core/http/grpc.h"
 #include "core/server/stats.h"
 #include "core/upstream/load_balancer.h"
 
@@ -136,6 +137,15 @@ void Router::OnRequestHeaders(http::HeaderMapPtr headers, const Route& route, bo
   replay_limit_ = callbacks_.ReplayLimit();
   replay_ok_ = replay_limit_ > 0;
 
+  // A gRPC deadline runs from now, whether or not the request (a stream,
+  // perhaps) is complete, and caps the route's timeout.
+  if (http::grpc::IsGrpcRequest(*headers)) {
+    if (auto deadline = http::grpc::ParseTimeout(*headers)) {
+      std::chrono::milliseconds ms = std::max(*deadline, std::chrono::milliseconds(1));
+      if (route.timeout.count() > 0) ms = std::min(ms, route.timeout);
+      ArmTimeout(ms, "grpc-timeout");
+    }
+  }
   RewriteRequest(*headers);
   request_headers_ = std::move(headers);
   if (request_complete_) StartTimeout();
@@ -153,6 +163,8 @@ void Router::StartAttempt() {
     return;
   }
   cluster_ = cluster->snapshot;
+  attempt_reused_ = false;
+  attempt_sent_ = false;
   host_ = PickHost(*cluster);
   if (!host_) return;
   http::StreamInfo& info = callbacks_.Info();
@@ -235,7 +247,7 @@ upstream::HostSharedPtr Router::PickHost(upstream::ClusterManager::WorkerCluster
 }
 
 bool Router::MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause, int status,
-                        const http::HeaderMap* headers) {
+                        const http::HeaderMap* headers, bool refused_stream) {
   if (response_started_ || done_) return false;
   RecordAttemptResult(cause);
   http::UpstreamResult result;
@@ -245,6 +257,9 @@ bool Router::MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause,
   result.headers = headers;
   result.attempt = attempt_;
   result.host = host_ ? std::string_view(host_->addressString()) : std::string_view();
+  result.refused_stream = refused_stream;
+  result.connection_reused = attempt_reused_;
+  result.request_sent = attempt_sent_;
   if (callbacks_.OnUpstreamResult(result) != http::UpstreamResultStatus::kRetry) return false;
   // Filters see StreamInfo::replay_overflow and do not ask; a filter that
   // asks anyway gets no retry.
@@ -302,15 +317,16 @@ void Router::RewriteRequest(http::HeaderMap& headers) {
   route.request_headers.Apply(headers);
 }
 
-void Router::OnPoolReady(http::RequestEncoder& encoder, double connect_ms) {
+void Router::OnPoolReady(http::RequestEncoder& encoder, const upstream::PoolStreamInfo& pool_info) {
   pool_handle_ = nullptr;
   encoder_ = &encoder;
+  attempt_reused_ = pool_info.reused;
   encoder.GetStream().AddCallbacks(*this);
   http::StreamInfo& info = callbacks_.Info();
   info.upstream_request_sent = callbacks_.Dispatcher().Now();
   if (!info.attempt_log.empty()) {
     info.attempt_log.back().request_sent = info.upstream_request_sent;
-    info.attempt_log.back().connect_ms = connect_ms;
+    info.attempt_log.back().connect_ms = pool_info.connect_ms;
   }
   std::chrono::milliseconds per_try = callbacks_.PerTryTimeout();
   if (per_try.count() > 0) {
@@ -325,6 +341,7 @@ void Router::OnPoolReady(http::RequestEncoder& encoder, double connect_ms) {
 void Router::SendUpstream() {
   bool headers_only = request_complete_ && pending_body_.empty() && !request_trailers_;
   http::RequestEncoder* encoder = encoder_;
+  attempt_sent_ = true;
   encoder->EncodeHeaders(*request_headers_, headers_only);
   if (encoder_ == nullptr || headers_only) return;
   if (!pending_body_.empty() || (request_complete_ && !request_trailers_)) {
@@ -400,9 +417,18 @@ void Router::OnRequestTrailers(http::HeaderMapPtr trailers) {
 }
 
 void Router::StartTimeout() {
-  if (route_ == nullptr || route_->timeout.count() == 0 || done_) return;
+  // A gRPC deadline already bounds the whole exchange.
+  if (route_ == nullptr || route_->timeout.count() == 0 || done_ || timeout_what_ != nullptr) {
+    return;
+  }
+  ArmTimeout(route_->timeout, nullptr);
+}
+
+void Router::ArmTimeout(std::chrono::milliseconds timeout, const char* what) {
   if (!timeout_) timeout_ = callbacks_.Dispatcher().CreateTimer([this] { OnTimeout(); });
-  timeout_->Enable(route_->timeout);
+  timeout_ms_ = timeout;
+  timeout_what_ = what;
+  timeout_->Enable(timeout);
 }
 
 void Router::OnTimeout() {
@@ -411,10 +437,12 @@ void Router::OnTimeout() {
   RecordAttemptResult(http::ErrorCause::kUpstreamTimeout);
   Abort();
   if (started) {
-    callbacks_.ResetDownstream(http::ErrorCause::kUpstreamTimeout, "route timeout");
+    callbacks_.ResetDownstream(http::ErrorCause::kUpstreamTimeout,
+                               timeout_what_ != nullptr ? timeout_what_ : "route timeout");
   } else {
     callbacks_.SendLocalReply(http::ErrorCause::kUpstreamTimeout,
-                              Cat("no response within ", route_->timeout.count(), "ms"));
+                              Cat("no response within ", timeout_ms_.count(), "ms",
+                                  timeout_what_ != nullptr ? Cat(" (", timeout_what_, ")") : ""));
   }
 }
 
@@ -488,7 +516,9 @@ void Router::OnResetStream(http::StreamResetReason reason, std::string_view deta
   http::ErrorCause cause = reason == http::StreamResetReason::kProtocolError
                                ? http::ErrorCause::kUpstreamMalformedResponse
                                : http::ErrorCause::kUpstreamResetBeforeResponse;
-  if (MaybeRetry(http::UpstreamResult::Kind::kReset, cause, 0, nullptr)) return;
+  bool refused = reason == http::StreamResetReason::kRefusedStream ||
+                 reason == http::StreamResetReason::kGoAway;
+  if (MaybeRetry(http::UpstreamResult::Kind::kReset, cause, 0, nullptr, refused)) return;
   if (timeout_) timeout_->Disable();
   Finish();
   callbacks_.SendLocalReply(cause, detail);

@@ -81,11 +81,13 @@ class Router : public http::ResponseDecoder,
   void OnBelowWriteBufferLowWatermark() override;
 
   // upstream::PoolCallbacks
-  void OnPoolReady(http::RequestEncoder& encoder, double connect_ms) override;
+  void OnPoolReady(http::RequestEncoder& encoder, const upstream::PoolStreamInfo& info) override;
   void OnPoolFailure(upstream::PoolFailure reason, std::string_view detail) override;
 
  private:
   void StartTimeout();
+  // `what`: the deadline's source when it is not the route's timeout.
+  void ArmTimeout(std::chrono::milliseconds timeout, const char* what);
   void OnTimeout();
   void Finish();
   // The current attempt no longer counts in its host's active requests.
@@ -110,7 +112,7 @@ class Router : public http::ResponseDecoder,
   // history says so.
   void NoteRetryRefused(std::string_view why);
   bool MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause, int status,
-                  const http::HeaderMap* headers);
+                  const http::HeaderMap* headers, bool refused_stream = false);
   void OnPerTryTimeout();
 
   RouterCallbacks& callbacks_;
@@ -126,6 +128,8 @@ class Router : public http::ResponseDecoder,
   http::RequestEncoder* encoder_ = nullptr;
   event::TimerPtr per_try_timer_;
   bool attempt_counted_ = false;  // host_'s active-request count includes us
+  bool attempt_reused_ = false;   // the attempt's connection carried a stream before
+  bool attempt_sent_ = false;     // some of the request went to the connection
   // The cluster whose active retries count this attempt (a retry), or null.
   stats::ClusterStats* retry_counted_ = nullptr;
   // Across attempts.
@@ -137,6 +141,8 @@ class Router : public http::ResponseDecoder,
   http::HeaderMapPtr replay_trailers_;
   event::TimerPtr retry_timer_;
   event::TimerPtr timeout_;
+  std::chrono::milliseconds timeout_ms_{0};
+  const char* timeout_what_ = nullptr;
   // Counted in the cluster's active requests (one per request, not attempt).
   stats::ClusterStats* request_counted_ = nullptr;
   bool request_complete_ = false;

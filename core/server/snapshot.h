@@ -36,6 +36,11 @@ struct ListenerConfig {
   network::Address address;
   std::string address_text;
   http::http1::ServerOptions codec;
+  // listeners[].protocols: with both, a connection starting with the
+  // HTTP/2 client preface speaks HTTP/2 (h2c with prior knowledge), any
+  // other speaks HTTP/1.
+  bool http1 = true;
+  bool http2 = true;
   std::chrono::milliseconds request_headers_timeout{10000};
   std::chrono::milliseconds idle_timeout{60000};
   std::chrono::milliseconds stream_idle_timeout{300000};

@@ -62,6 +62,8 @@ const std::map<std::string_view, std::string_view>& HelpTexts() {
       {"portway_downstream_protocol_errors_total", "Malformed requests and 413s."},
       {"portway_downstream_accept_errors_total",
        "Times a listener could not accept (out of file descriptors or memory) and paused."},
+      {"portway_grpc_responses_total",
+       "gRPC responses to clients by grpc-status, local replies included."},
       {"portway_route_requests_total", "Requests that matched the route."},
       {"portway_route_responses_total", "Responses completed for the route, by status class."},
       {"portway_upstream_requests_total", "Requests for which a host of the cluster was picked."},
@@ -221,8 +223,14 @@ ListenerStats::ListenerStats(Store& store, const std::string& listener)
           store.GetCounter("portway_downstream_protocol_errors_total", {{"listener", listener}})),
       accept_errors(
           store.GetCounter("portway_downstream_accept_errors_total", {{"listener", listener}})),
+      grpc_responses{},
       request_duration(store.GetHistogram("portway_downstream_request_duration_seconds",
                                           {{"listener", listener}})) {
+  for (size_t i = 0; i < grpc_responses.size(); ++i) {
+    grpc_responses[i] =
+        &store.GetCounter("portway_grpc_responses_total",
+                          {{"listener", listener}, {"grpc_status", std::to_string(i)}});
+  }
   for (size_t i = 1; i < local_replies.size(); ++i) {
     local_replies[i] = &store.GetCounter(
         "portway_local_replies_total",

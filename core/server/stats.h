@@ -112,6 +112,8 @@ struct ListenerStats {
   Counter& connections_overflow;
   Counter& protocol_errors;
   Counter& accept_errors;  // accept() failed (EMFILE, ...): accepting paused
+  // gRPC responses by grpc-status (0-16), local replies included.
+  std::array<Counter*, 17> grpc_responses;
   // From the parsed request head to the end of the exchange, for every
   // stream that finishes (local replies and cut responses included).
   Histogram& request_duration;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/http/codec.h"
 #include "core/upstream/host.h"
 #include "core/upstream/load_balancer.h"
 
@@ -27,6 +28,13 @@ struct EndpointSpec {
   uint32_t weight = 1;
 };
 
+// HTTP/2 settings toward a cluster's hosts.
+struct UpstreamHttp2Options {
+  uint32_t max_concurrent_streams = 100;  // per connection, capped by the peer's
+  uint32_t initial_stream_window_bytes = 65535;
+  uint32_t initial_connection_window_bytes = 1048576;
+};
+
 struct ClusterConfig {
   std::string name;
   bool dns = false;
@@ -40,6 +48,9 @@ struct ClusterConfig {
   uint32_t max_pending_requests = 1024;
   std::chrono::milliseconds idle_timeout{60000};
   uint32_t max_requests_per_connection = 0;
+  // What the pools speak to the hosts (HTTP/2: h2c with prior knowledge).
+  http::Protocol protocol = http::Protocol::kHttp11;
+  UpstreamHttp2Options http2;
   stats::ClusterStats* stats = nullptr;
 };
 

@@ -2,14 +2,24 @@
 
 #include <set>
 
+#include "core/upstream/codec_factory.h"
+
 namespace portway::upstream {
 namespace {
 
 bool SamePoolSettings(const ClusterConfig& a, const ClusterConfig& b) {
   return a.connect_timeout == b.connect_timeout && a.max_connections == b.max_connections &&
          a.max_pending_requests == b.max_pending_requests && a.idle_timeout == b.idle_timeout &&
-         a.max_requests_per_connection == b.max_requests_per_connection;
+         a.max_requests_per_connection == b.max_requests_per_connection &&
+         a.protocol == b.protocol &&
+         a.http2.max_concurrent_streams == b.http2.max_concurrent_streams &&
+         a.http2.initial_stream_window_bytes == b.http2.initial_stream_window_bytes &&
+         a.http2.initial_connection_window_bytes == b.http2.initial_connection_window_bytes;
 }
+
+// Bytes a stream may have queued toward an upstream before its source is
+// paused.
+constexpr size_t kUpstreamBufferLimit = 65536;
 
 }  // namespace
 
@@ -36,10 +46,11 @@ void ClusterManager::Update(const std::map<std::string, ClusterSnapshotPtr>& clu
   // changed: stop reusing them and drop them once idle; the next request
   // builds a fresh pool with the new settings.
   for (auto it = pools_.begin(); it != pools_.end();) {
-    auto cluster = clusters_.find(it->first.first);
+    const auto& [cluster_name, address, protocol] = it->first;
+    auto cluster = clusters_.find(cluster_name);
     // The pool must belong to the host object now in the snapshot (a new
     // weight makes a new Host).
-    auto host = live.find(it->first);
+    auto host = live.find({cluster_name, address});
     bool keep = host != live.end() && host->second == it->second->host().get() &&
                 cluster != clusters_.end() &&
                 SamePoolSettings(it->second->config(), *cluster->second.snapshot->config);
@@ -62,15 +73,21 @@ ClusterManager::WorkerCluster* ClusterManager::Get(const std::string& name) {
 }
 
 ConnPool& ClusterManager::PoolFor(const ClusterSnapshot& cluster, const HostSharedPtr& host) {
-  auto key = std::make_pair(cluster.config->name, host->addressString());
+  const ClusterConfig& config = *cluster.config;
+  PoolKey key{config.name, host->addressString(), config.protocol};
   auto it = pools_.find(key);
   if (it != pools_.end()) return *it->second;
-  http1::Limits limits;
-  auto pool =
-      std::make_unique<ConnPool>(dispatcher_, host, cluster.config, limits, /*buffer_limit=*/65536);
+  ConnPoolPtr pool = MakePool(cluster, host);
   ConnPool& ref = *pool;
   pools_.emplace(std::move(key), std::move(pool));
   return ref;
+}
+
+ConnPoolPtr ClusterManager::MakePool(const ClusterSnapshot& cluster, const HostSharedPtr& host) {
+  CodecChoice codec = CodecFor(*cluster.config, kUpstreamBufferLimit);
+  return std::make_unique<ConnPoolImpl>(dispatcher_, host, cluster.config, cluster.config->protocol,
+                                        std::move(codec.factory), codec.expected_capacity,
+                                        kUpstreamBufferLimit);
 }
 
 void ClusterManager::DrainAll() {

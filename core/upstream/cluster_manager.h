@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 
 #include "absl/container/flat_hash_map.h"
 #include "core/event/dispatcher.h"
@@ -37,12 +38,15 @@ class ClusterManager {
   size_t DrainingPools() const { return draining_pools_.size(); }
 
  private:
+  ConnPoolPtr MakePool(const ClusterSnapshot& cluster, const HostSharedPtr& host);
+
   event::Dispatcher& dispatcher_;
   std::unique_ptr<Random> random_;
   absl::flat_hash_map<std::string, WorkerCluster> clusters_;
-  // Keyed by cluster name and host address.
-  std::map<std::pair<std::string, std::string>, std::unique_ptr<ConnPool>> pools_;
-  std::vector<std::unique_ptr<ConnPool>> draining_pools_;
+  // Keyed by cluster name, host address and protocol.
+  using PoolKey = std::tuple<std::string, std::string, http::Protocol>;
+  std::map<PoolKey, ConnPoolPtr> pools_;
+  std::vector<ConnPoolPtr> draining_pools_;
 };
 
 }  // namespace portway::upstream

@@ -5,18 +5,18 @@
 
 #include "core/common/strings.h"
 #include "core/server/stats.h"
-#include "spdlog/spdlog.h"
 
 namespace portway::upstream {
 
 // One upstream connection and its codec.
-class ConnPool::ActiveClient : public event::ConnectionCallbacks,
-                               public http::ClientConnectionCallbacks,
-                               public event::DeferredDeletable {
+class ConnPoolImpl::ActiveClient : public event::ConnectionCallbacks,
+                                   public http::ClientConnectionCallbacks,
+                                   public event::DeferredDeletable {
  public:
-  enum class State { kConnecting, kIdle, kBusy, kClosed };
+  // kRetired: takes no new stream, closes when its last one is done.
+  enum class State { kConnecting, kReady, kRetired, kClosed };
 
-  ActiveClient(ConnPool& pool)
+  explicit ActiveClient(ConnPoolImpl& pool)
       : pool_(pool),
         host_(pool.host_),
         config_(pool.config_),
@@ -24,8 +24,7 @@ class ConnPool::ActiveClient : public event::ConnectionCallbacks,
     connection_ = pool.dispatcher_.Connect(pool.host_->address());
     connection_->SetCallbacks(this);
     connection_->SetWriteBufferLimit(pool.buffer_limit_);
-    codec_ = std::make_unique<http::http1::ClientConnectionImpl>(*connection_, *this, pool.limits_,
-                                                                 pool.buffer_limit_);
+    codec_ = pool.codec_factory_(*connection_, *this);
     connect_timer_ = pool.dispatcher_.CreateTimer([this] { OnConnectTimeout(); });
     connect_timer_->Enable(pool.config_->connect_timeout);
     idle_timer_ = pool.dispatcher_.CreateTimer([this] { Close(); });
@@ -45,12 +44,6 @@ class ConnPool::ActiveClient : public event::ConnectionCallbacks,
 
   // event::ConnectionCallbacks
   void OnData(Buffer& data, bool end_stream) override {
-    if (state_ == State::kIdle && !data.empty()) {
-      // Bytes no request asked for: the connection is out of step.
-      data.Clear();
-      Close();
-      return;
-    }
     if (!data.empty()) codec_->Dispatch(data);
     if (end_stream && state_ != State::kClosed) {
       codec_->OnConnectionClose(/*clean_eof=*/true);
@@ -62,10 +55,11 @@ class ConnPool::ActiveClient : public event::ConnectionCallbacks,
       case event::ConnectionEvent::kConnected: {
         connect_timer_->Disable();
         auto took = pool_.dispatcher_.Now() - connect_start_;
-        double ms = std::chrono::duration<double, std::milli>(took).count();
+        connect_ms_ = std::chrono::duration<double, std::milli>(took).count();
         if (pool_.config_->stats) pool_.config_->stats->connect_time.Record(took);
-        state_ = State::kIdle;
-        pool_.OnClientReady(*this, ms);
+        state_ = State::kReady;
+        codec_->OnConnected();
+        pool_.OnClientReady(*this);
         break;
       }
       case event::ConnectionEvent::kConnectFailed: {
@@ -94,21 +88,43 @@ class ConnPool::ActiveClient : public event::ConnectionCallbacks,
 
   // http::ClientConnectionCallbacks
   void OnStreamDone(bool reusable) override {
-    ++requests_served_;
-    pool_.OnStreamComplete(*this, reusable);
+    if (state_ == State::kClosed) return;
+    pool_.OnStreamDone(*this, reusable);
+  }
+  void OnCapacityChanged() override {
+    if (state_ == State::kClosed) return;
+    pool_.OnCapacityChanged(*this);
   }
 
-  void SetBusy() {
-    state_ = State::kBusy;
+  // Can start another stream now.
+  bool HasRoom() const {
+    if (state_ != State::kReady) return false;
+    uint32_t max = pool_.config_->max_requests_per_connection;
+    if (max > 0 && streams_started_ >= max) return false;
+    return codec_->ActiveStreams() < codec_->StreamCapacity();
+  }
+  // Every stream this connection may still carry has been started.
+  bool Exhausted() const {
+    uint32_t max = pool_.config_->max_requests_per_connection;
+    return codec_->StreamCapacity() == 0 || (max > 0 && streams_started_ >= max);
+  }
+  http::RequestEncoder& StartStream(http::ResponseDecoder& decoder, PoolStreamInfo& info) {
+    info.reused = streams_started_ > 0 && !fresh_;
+    info.connect_ms = info.reused ? 0 : connect_ms_;
+    info.protocol = codec_->protocol();
+    ++streams_started_;
     idle_timer_->Disable();
+    return codec_->NewStream(decoder);
   }
-  void SetIdle() {
-    state_ = State::kIdle;
-    idle_timer_->Enable(pool_.config_->idle_timeout);
+  // Streams started while the connection's connect is being served count
+  // as fresh ones (an HTTP/2 connection serves a whole queue at once).
+  void SetFresh(bool fresh) { fresh_ = fresh; }
+  void Retire() {
+    if (state_ == State::kReady) state_ = State::kRetired;
   }
+  void ArmIdleTimer() { idle_timer_->Enable(pool_.config_->idle_timeout); }
   State state() const { return state_; }
-  http::http1::ClientConnectionImpl& codec() { return *codec_; }
-  uint64_t requests_served() const { return requests_served_; }
+  uint32_t ActiveStreams() const { return codec_->ActiveStreams(); }
 
   void Close() {
     if (state_ == State::kClosed) return;
@@ -138,28 +154,33 @@ class ConnPool::ActiveClient : public event::ConnectionCallbacks,
     pool_.OnClientConnectFailed(*this, reason, std::move(detail));
   }
 
-  ConnPool& pool_;
+  ConnPoolImpl& pool_;
   const HostSharedPtr host_;
   const std::shared_ptr<const ClusterConfig> config_;
   event::MonotonicTime connect_start_;
+  double connect_ms_ = 0;
   event::ConnectionPtr connection_;
-  std::unique_ptr<http::http1::ClientConnectionImpl> codec_;
+  std::unique_ptr<http::ClientConnection> codec_;
   event::TimerPtr connect_timer_;
   event::TimerPtr idle_timer_;
   State state_ = State::kConnecting;
-  uint64_t requests_served_ = 0;
+  uint64_t streams_started_ = 0;
+  bool fresh_ = false;
 };
 
-ConnPool::ConnPool(event::Dispatcher& dispatcher, HostSharedPtr host,
-                   std::shared_ptr<const ClusterConfig> config, const http1::Limits& limits,
-                   size_t buffer_limit)
+ConnPoolImpl::ConnPoolImpl(event::Dispatcher& dispatcher, HostSharedPtr host,
+                           std::shared_ptr<const ClusterConfig> config, http::Protocol protocol,
+                           ClientCodecFactory codec_factory, uint32_t expected_capacity,
+                           size_t buffer_limit)
     : dispatcher_(dispatcher),
       host_(std::move(host)),
       config_(std::move(config)),
-      limits_(limits),
+      protocol_(protocol),
+      codec_factory_(std::move(codec_factory)),
+      expected_capacity_(std::max<uint32_t>(expected_capacity, 1)),
       buffer_limit_(buffer_limit) {}
 
-ConnPool::~ConnPool() {
+ConnPoolImpl::~ConnPoolImpl() {
   // Callers cancel their requests before a pool goes away; close what is
   // left without calling back into this half-destroyed pool.
   pending_.clear();
@@ -171,14 +192,17 @@ ConnPool::~ConnPool() {
   }
 }
 
-size_t ConnPool::ConnectingCount() const {
+size_t ConnPoolImpl::ConnectingCapacity() const {
   size_t n = 0;
-  for (const auto& c : clients_) n += c->state() == ActiveClient::State::kConnecting ? 1 : 0;
+  for (const auto& c : clients_) {
+    n += c->state() == ActiveClient::State::kConnecting ? expected_capacity_ : 0;
+  }
   return n;
 }
 
-ConnPool::PendingRequest::PendingRequest(ConnPool& pool, http::ResponseDecoder& decoder,
-                                         PoolCallbacks& callbacks, uint32_t max_cluster_connections)
+ConnPoolImpl::PendingRequest::PendingRequest(ConnPoolImpl& pool, http::ResponseDecoder& decoder,
+                                             PoolCallbacks& callbacks,
+                                             uint32_t max_cluster_connections)
     : pool(pool),
       decoder(decoder),
       callbacks(callbacks),
@@ -186,23 +210,23 @@ ConnPool::PendingRequest::PendingRequest(ConnPool& pool, http::ResponseDecoder& 
   if (pool.config_->stats) pool.config_->stats->requests_pending.Add();
 }
 
-ConnPool::PendingRequest::~PendingRequest() {
+ConnPoolImpl::PendingRequest::~PendingRequest() {
   if (pool.config_->stats) pool.config_->stats->requests_pending.Sub();
 }
 
-bool ConnPool::MayConnect(uint32_t max_cluster_connections) const {
+bool ConnPoolImpl::MayConnect(uint32_t max_cluster_connections) const {
   if (clients_.size() >= config_->max_connections) return false;
   if (max_cluster_connections == 0 || config_->stats == nullptr || clients_.empty()) return true;
   return config_->stats->connections_active.Value() < static_cast<int64_t>(max_cluster_connections);
 }
 
-Cancellable* ConnPool::NewStream(http::ResponseDecoder& decoder, PoolCallbacks& callbacks,
-                                 const http::UpstreamLimits& limits) {
-  // Most recently used idle connection first: it is the least likely to
-  // have been closed by the upstream's own idle timeout.
+Cancellable* ConnPoolImpl::NewStream(http::ResponseDecoder& decoder, PoolCallbacks& callbacks,
+                                     const http::UpstreamLimits& limits) {
+  // The most recently used connection with room first: it is the least
+  // likely to have been closed by the upstream's own idle timeout.
   for (auto it = clients_.rbegin(); it != clients_.rend(); ++it) {
-    if ((*it)->state() == ActiveClient::State::kIdle) {
-      Attach(**it, decoder, callbacks, 0);
+    if ((*it)->HasRoom()) {
+      Attach(**it, decoder, callbacks);
       return nullptr;
     }
   }
@@ -227,84 +251,110 @@ Cancellable* ConnPool::NewStream(http::ResponseDecoder& decoder, PoolCallbacks& 
   return handle;
 }
 
-void ConnPool::CreateClient() { clients_.push_back(std::make_unique<ActiveClient>(*this)); }
+void ConnPoolImpl::CreateClient() { clients_.push_back(std::make_unique<ActiveClient>(*this)); }
 
-// One connection on its way per waiting request, up to the limits (also
-// while draining: draining retires connections, not requests).
-void ConnPool::ConnectForWaiting() {
+// Enough connections on their way for the requests waiting, up to the
+// limits (also while draining: draining retires connections, not requests).
+void ConnPoolImpl::ConnectForWaiting() {
   // The request served next (the front) decides the cluster-wide limit.
-  if (pending_.size() > ConnectingCount() &&
+  if (pending_.size() > ConnectingCapacity() &&
       MayConnect(pending_.front()->max_cluster_connections)) {
     CreateClient();
   }
 }
 
-void ConnPool::Attach(ActiveClient& client, http::ResponseDecoder& decoder,
-                      PoolCallbacks& callbacks, double connect_ms) {
-  client.SetBusy();
-  http::RequestEncoder& encoder = client.codec().NewStream(decoder);
-  callbacks.OnPoolReady(encoder, connect_ms);
+void ConnPoolImpl::Attach(ActiveClient& client, http::ResponseDecoder& decoder,
+                          PoolCallbacks& callbacks) {
+  PoolStreamInfo info;
+  http::RequestEncoder& encoder = client.StartStream(decoder, info);
+  callbacks.OnPoolReady(encoder, info);
 }
 
-void ConnPool::OnClientReady(ActiveClient& client, double connect_ms) {
-  // Draining stops keeping idle connections, not serving waiting requests.
-  if (pending_.empty()) {
-    if (draining_) {
-      client.Close();
-    } else {
-      client.SetIdle();
-    }
-    return;
+void ConnPoolImpl::ServePending(ActiveClient& client) {
+  while (!pending_.empty() && client.HasRoom()) {
+    PendingPtr request = std::move(pending_.front());
+    pending_.pop_front();
+    Attach(client, request->decoder, request->callbacks);
+    // OnPoolReady may have ended that stream, and with it the connection.
+    if (client.state() == ActiveClient::State::kClosed) return;
   }
-  PendingPtr request = std::move(pending_.front());
-  pending_.pop_front();
-  Attach(client, request->decoder, request->callbacks, connect_ms);
 }
 
-void ConnPool::OnClientConnectFailed(ActiveClient& client, PoolFailure reason, std::string detail) {
+void ConnPoolImpl::OnClientReady(ActiveClient& client) {
+  client.SetFresh(true);
+  ServePending(client);
+  if (client.state() == ActiveClient::State::kClosed) return;
+  client.SetFresh(false);
+  if (client.ActiveStreams() > 0) return;
+  // Draining stops keeping idle connections, not serving waiting requests.
+  if (draining_) {
+    client.Close();
+  } else {
+    client.ArmIdleTimer();
+  }
+}
+
+void ConnPoolImpl::OnClientConnectFailed(ActiveClient& client, PoolFailure reason,
+                                         std::string detail) {
   RemoveClient(client);
-  // The request this connection was made for fails; others keep waiting
+  // The requests this connection was made for fail; others keep waiting
   // for the connections still being made.
-  if (!pending_.empty() && pending_.size() > ConnectingCount()) {
+  size_t fail = std::min<size_t>(expected_capacity_, pending_.size());
+  while (fail > 0 && pending_.size() > ConnectingCapacity()) {
     PendingPtr request = std::move(pending_.front());
     pending_.pop_front();
     request->callbacks.OnPoolFailure(reason, detail);
+    --fail;
   }
   // Whoever still waits without a connection on the way gets one.
   ConnectForWaiting();
 }
 
-void ConnPool::OnStreamComplete(ActiveClient& client, bool reusable) {
-  bool retire = !reusable || draining_ ||
-                (config_->max_requests_per_connection > 0 &&
-                 client.requests_served() >= config_->max_requests_per_connection);
-  if (retire) {
+void ConnPoolImpl::OnStreamDone(ActiveClient& client, bool reusable) {
+  if (!reusable || draining_) client.Retire();
+  if (client.state() == ActiveClient::State::kRetired || client.Exhausted()) {
+    Retire(client);
+    return;
+  }
+  ServePending(client);
+  if (client.state() == ActiveClient::State::kClosed) return;
+  if (client.ActiveStreams() == 0) client.ArmIdleTimer();
+  MoveToBack(client);
+}
+
+void ConnPoolImpl::OnCapacityChanged(ActiveClient& client) {
+  if (client.state() == ActiveClient::State::kConnecting) return;
+  if (client.Exhausted()) {
+    Retire(client);
+    return;
+  }
+  ServePending(client);
+}
+
+void ConnPoolImpl::Retire(ActiveClient& client) {
+  client.Retire();
+  if (client.ActiveStreams() == 0) {
     client.Close();
     // A waiting request gets a fresh connection in place of this one.
     ConnectForWaiting();
-    return;
   }
-  if (!pending_.empty()) {
-    PendingPtr request = std::move(pending_.front());
-    pending_.pop_front();
-    Attach(client, request->decoder, request->callbacks, 0);
-    return;
-  }
-  client.SetIdle();
-  // Keep the most recently used connection last: NewStream picks from the
-  // back, so the connections least likely to have hit the upstream's own
-  // idle timeout are reused first.
+}
+
+void ConnPoolImpl::MoveToBack(ActiveClient& client) {
   for (auto it = clients_.begin(); it != clients_.end(); ++it) {
     if (it->get() == &client) {
       clients_.splice(clients_.end(), clients_, it);
-      break;
+      return;
     }
   }
 }
 
-void ConnPool::OnClientClosed(ActiveClient& client) { RemoveClient(client); }
+void ConnPoolImpl::OnClientClosed(ActiveClient& client) {
+  RemoveClient(client);
+  ConnectForWaiting();
+}
 
-void ConnPool::RemoveClient(ActiveClient& client) {
+void ConnPoolImpl::RemoveClient(ActiveClient& client) {
   for (auto it = clients_.begin(); it != clients_.end(); ++it) {
     if (it->get() == &client) {
       dispatcher_.DeferredDelete(std::move(*it));
@@ -314,7 +364,7 @@ void ConnPool::RemoveClient(ActiveClient& client) {
   }
 }
 
-void ConnPool::CancelPending(PendingRequest* request) {
+void ConnPoolImpl::CancelPending(PendingRequest* request) {
   for (auto it = pending_.begin(); it != pending_.end(); ++it) {
     if (it->get() == request) {
       pending_.erase(it);
@@ -323,11 +373,14 @@ void ConnPool::CancelPending(PendingRequest* request) {
   }
 }
 
-void ConnPool::Drain() {
+void ConnPoolImpl::Drain() {
   draining_ = true;
   std::vector<ActiveClient*> idle;
   for (auto& c : clients_) {
-    if (c->state() == ActiveClient::State::kIdle) idle.push_back(c.get());
+    c->Retire();
+    if (c->state() != ActiveClient::State::kConnecting && c->ActiveStreams() == 0) {
+      idle.push_back(c.get());
+    }
   }
   for (ActiveClient* c : idle) c->Close();
 }

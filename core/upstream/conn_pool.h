@@ -1,27 +1,33 @@
-// A per-worker pool of HTTP/1.1 keep-alive connections to one upstream host.
+// Per-worker connection pools to one upstream host, for any protocol.
 //
-// Thread safety: belongs to one worker; no locks.
+// Thread safety: a pool belongs to one worker; no locks.
 //
 //   Cancellable* handle = pool.NewStream(response_decoder, callbacks);
-//   // later: callbacks.OnPoolReady(encoder, host) or OnPoolFailure(reason, detail);
+//   // later: callbacks.OnPoolReady(encoder, info) or OnPoolFailure(reason, detail);
 //   // a caller that gives up first calls handle->Cancel().
 //
+// One implementation serves HTTP/1.1 and HTTP/2: a connection carries as
+// many streams at once as its codec says (ClientConnection::StreamCapacity:
+// 1 for HTTP/1.1, the peer's SETTINGS_MAX_CONCURRENT_STREAMS capped by the
+// cluster's own limit for HTTP/2). What differs between the protocols lives
+// in the codec, not here.
+//
 // Limits: at most max_connections connections and max_pending_requests
-// requests waiting for one; past that NewStream fails with kOverflow at once.
-// A request may bring cluster-wide limits too (http::UpstreamLimits, from a
-// filter): over max_connections in the whole cluster it waits instead of
-// connecting (unless this pool has no connection at all, so it cannot wait
-// forever); over max_pending_requests it fails with kOverflow.
+// requests waiting for a stream; past that NewStream fails with kOverflow at
+// once. A request may bring cluster-wide limits too (http::UpstreamLimits,
+// from a filter): over max_connections in the whole cluster it waits instead
+// of connecting (unless this pool has no connection at all, so it cannot
+// wait forever); over max_pending_requests it fails with kOverflow.
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <list>
 #include <memory>
 #include <string>
 
 #include "core/event/dispatcher.h"
 #include "core/http/codec.h"
-#include "core/http/http1/codec.h"
 #include "core/upstream/cluster.h"
 #include "portway/filter.h"
 
@@ -34,12 +40,21 @@ enum class PoolFailure {
   kOverflow,
 };
 
+// How the stream handed to OnPoolReady came about.
+struct PoolStreamInfo {
+  // How long the connection's connect took; 0 on a reused connection.
+  double connect_ms = 0;
+  // The connection carried a stream before (or carries others now): a
+  // failure on it may be the upstream closing an idle connection.
+  bool reused = false;
+  http::Protocol protocol = http::Protocol::kHttp11;
+};
+
 class PoolCallbacks {
  public:
   virtual ~PoolCallbacks() = default;
-  // A connection is ready and bound to this request: encode on `encoder`.
-  // `connect_ms` is how long its connect took (0 for a reused connection).
-  virtual void OnPoolReady(http::RequestEncoder& encoder, double connect_ms) = 0;
+  // A stream is ready and bound to this request: encode on `encoder`.
+  virtual void OnPoolReady(http::RequestEncoder& encoder, const PoolStreamInfo& info) = 0;
   virtual void OnPoolFailure(PoolFailure reason, std::string_view detail) = 0;
 };
 
@@ -51,31 +66,54 @@ class Cancellable {
 
 class ConnPool {
  public:
-  ConnPool(event::Dispatcher& dispatcher, HostSharedPtr host,
-           std::shared_ptr<const ClusterConfig> config, const http1::Limits& limits,
-           size_t buffer_limit);
-  ~ConnPool();
-
+  virtual ~ConnPool() = default;
   // Either answers at once (returns null) or later through `callbacks`
   // (returns a handle to cancel with).
+  virtual Cancellable* NewStream(http::ResponseDecoder& decoder, PoolCallbacks& callbacks,
+                                 const http::UpstreamLimits& limits = {}) = 0;
+  // Closes idle connections and stops starting streams on busy ones.
+  virtual void Drain() = 0;
+  // No connection and nobody waiting.
+  virtual bool Idle() const = 0;
+  virtual const HostSharedPtr& host() const = 0;
+  virtual const ClusterConfig& config() const = 0;
+  virtual http::Protocol protocol() const = 0;
+  virtual size_t ConnectionCount() const = 0;
+};
+using ConnPoolPtr = std::unique_ptr<ConnPool>;
+
+// Makes the codec a new upstream connection speaks.
+using ClientCodecFactory = std::function<std::unique_ptr<http::ClientConnection>(
+    event::Connection& connection, http::ClientConnectionCallbacks& callbacks)>;
+
+class ConnPoolImpl final : public ConnPool {
+ public:
+  // `expected_capacity`: streams a connection is assumed to take before its
+  // peer says otherwise (1 for HTTP/1.1), used to decide how many
+  // connections to open for the requests waiting.
+  ConnPoolImpl(event::Dispatcher& dispatcher, HostSharedPtr host,
+               std::shared_ptr<const ClusterConfig> config, http::Protocol protocol,
+               ClientCodecFactory codec_factory, uint32_t expected_capacity, size_t buffer_limit);
+  ~ConnPoolImpl() override;
+
   Cancellable* NewStream(http::ResponseDecoder& decoder, PoolCallbacks& callbacks,
-                         const http::UpstreamLimits& limits = {});
-  // Closes idle connections and stops reusing busy ones.
-  void Drain();
-  bool Idle() const { return clients_.empty() && pending_.empty(); }
-  const HostSharedPtr& host() const { return host_; }
-  const ClusterConfig& config() const { return *config_; }
-  size_t ConnectionCount() const { return clients_.size(); }
+                         const http::UpstreamLimits& limits = {}) override;
+  void Drain() override;
+  bool Idle() const override { return clients_.empty() && pending_.empty(); }
+  const HostSharedPtr& host() const override { return host_; }
+  const ClusterConfig& config() const override { return *config_; }
+  http::Protocol protocol() const override { return protocol_; }
+  size_t ConnectionCount() const override { return clients_.size(); }
 
  private:
   class ActiveClient;
   // Counted in the cluster's pending gauge from creation to destruction.
   struct PendingRequest : public Cancellable {
-    PendingRequest(ConnPool& pool, http::ResponseDecoder& decoder, PoolCallbacks& callbacks,
+    PendingRequest(ConnPoolImpl& pool, http::ResponseDecoder& decoder, PoolCallbacks& callbacks,
                    uint32_t max_cluster_connections);
     ~PendingRequest() override;
     void Cancel() override { pool.CancelPending(this); }
-    ConnPool& pool;
+    ConnPoolImpl& pool;
     http::ResponseDecoder& decoder;
     PoolCallbacks& callbacks;
     const uint32_t max_cluster_connections;  // 0: no cluster-wide limit
@@ -87,21 +125,31 @@ class ConnPool {
   bool MayConnect(uint32_t max_cluster_connections) const;
   void CreateClient();
   void ConnectForWaiting();
-  void Attach(ActiveClient& client, http::ResponseDecoder& decoder, PoolCallbacks& callbacks,
-              double connect_ms);
-  void OnClientReady(ActiveClient& client, double connect_ms);
+  // Starts waiting requests on `client` while it has room.
+  void ServePending(ActiveClient& client);
+  void Attach(ActiveClient& client, http::ResponseDecoder& decoder, PoolCallbacks& callbacks);
+  void OnClientReady(ActiveClient& client);
   void OnClientConnectFailed(ActiveClient& client, PoolFailure reason, std::string detail);
-  void OnStreamComplete(ActiveClient& client, bool reusable);
+  void OnStreamDone(ActiveClient& client, bool reusable);
+  void OnCapacityChanged(ActiveClient& client);
+  // The client takes no new stream: close it now if it carries none.
+  void Retire(ActiveClient& client);
   void OnClientClosed(ActiveClient& client);
   void RemoveClient(ActiveClient& client);
+  void MoveToBack(ActiveClient& client);
   void CancelPending(PendingRequest* request);
-  size_t ConnectingCount() const;
+  // Streams the connections still connecting are expected to take.
+  size_t ConnectingCapacity() const;
 
   event::Dispatcher& dispatcher_;
   HostSharedPtr host_;
   std::shared_ptr<const ClusterConfig> config_;
-  http1::Limits limits_;
+  const http::Protocol protocol_;
+  ClientCodecFactory codec_factory_;
+  const uint32_t expected_capacity_;
   size_t buffer_limit_;
+  // Most recently used last: streams start on the newest connection with
+  // room, the one least likely to have hit the upstream's idle timeout.
   std::list<std::unique_ptr<ActiveClient>> clients_;
   std::list<PendingPtr> pending_;
   bool draining_ = false;

@@ -66,6 +66,12 @@ void RetryFilter::EndRetry() {
 http::FilterHeadersStatus RetryFilter::DecodeHeaders(http::HeaderMap& headers, bool) {
   const Settings& s = shared_->settings;
   enabled_ = s.retry_non_idempotent || Idempotent(headers.Method());
+  // A refused stream was never processed: safe to send again whatever the
+  // method (RFC 9113 8.7).
+  refused_only_ = !enabled_ && s.on_refused_stream;
+  if (refused_only_) {
+    enabled_ = true;
+  }
   if (enabled_) {
     callbacks_->EnableRequestReplay(s.max_replay_bytes);
     if (s.per_try_timeout.count() > 0) callbacks_->SetPerTryTimeout(s.per_try_timeout);
@@ -75,6 +81,10 @@ http::FilterHeadersStatus RetryFilter::DecodeHeaders(http::HeaderMap& headers, b
 
 bool RetryFilter::Retriable(const http::UpstreamResult& r) const {
   const Settings& s = shared_->settings;
+  if (r.kind == http::UpstreamResult::Kind::kReset && r.refused_stream && s.on_refused_stream) {
+    return true;
+  }
+  if (refused_only_) return false;
   bool any_failure = s.on_gateway_error || s.on_5xx;
   switch (r.kind) {
     case http::UpstreamResult::Kind::kConnectFailure:
@@ -89,6 +99,17 @@ bool RetryFilter::Retriable(const http::UpstreamResult& r) const {
         return true;
       }
       if (s.on_status_codes && s.status_codes.count(r.status) > 0) return true;
+      if (!s.grpc_statuses.empty() && r.headers != nullptr) {
+        // Only a trailers-only response has its grpc-status in the head;
+        // one that streamed messages first has committed them.
+        if (const std::string* v = r.headers->Get("grpc-status")) {
+          int code = -1;
+          auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), code);
+          if (ec == std::errc() && end == v->data() + v->size() && s.grpc_statuses.count(code)) {
+            return true;
+          }
+        }
+      }
       if (s.on_headers && r.headers != nullptr) {
         for (const auto& [name, value] : s.headers) {
           const std::string* v = r.headers->Get(name);
@@ -197,15 +218,25 @@ absl::StatusOr<http::FilterFactoryCallback> RetryFactory::Create(
     } else if (on == "retriable-headers") {
       s.on_headers = true;
     } else if (on == "refused-stream") {
-      // Only an HTTP/2 upstream refuses a stream (REFUSED_STREAM); the
-      // HTTP/1.1 upstream codec never reports one, so today this matches
-      // nothing. Accepted so configs written for HTTP/2 upstreams load.
+      // An HTTP/2 upstream's REFUSED_STREAM, or a GOAWAY that left the
+      // stream unprocessed; HTTP/1.1 upstreams never report one.
       s.on_refused_stream = true;
+    } else if (on == "cancelled") {
+      s.grpc_statuses.insert(1);
+    } else if (on == "deadline-exceeded") {
+      s.grpc_statuses.insert(4);
+    } else if (on == "resource-exhausted") {
+      s.grpc_statuses.insert(8);
+    } else if (on == "internal") {
+      s.grpc_statuses.insert(13);
+    } else if (on == "unavailable") {
+      s.grpc_statuses.insert(14);
     } else {
       return absl::InvalidArgumentError(
           "retry_on[" + std::to_string(i) + "]: unknown condition '" + on +
           "' (connect-failure, refused-stream, reset, per-try-timeout, gateway-error, 5xx, "
-          "retriable-status-codes, retriable-headers)");
+          "retriable-status-codes, retriable-headers; gRPC: cancelled, deadline-exceeded, "
+          "resource-exhausted, internal, unavailable)");
     }
   }
   if (config.has_num_retries()) {

@@ -29,7 +29,9 @@ namespace portway::filters::retry {
 
 struct Settings {
   bool on_connect_failure = false;
-  bool on_refused_stream = false;  // HTTP/2 upstreams only (none yet)
+  bool on_refused_stream = false;  // HTTP/2 upstreams: REFUSED_STREAM or GOAWAY
+  // gRPC statuses (grpc-status of a trailers-only response) to retry on.
+  std::set<int> grpc_statuses;
   bool on_reset = false;
   bool on_per_try_timeout = false;
   bool on_gateway_error = false;  // 502/503/504 responses
@@ -103,7 +105,10 @@ class RetryFilter : public http::Filter {
   Shared* const shared_;
   std::optional<Shared::Counters> stats_;
   http::FilterCallbacks* callbacks_ = nullptr;
-  bool enabled_ = false;   // idempotent (or allowed) request
+  bool enabled_ = false;  // idempotent (or allowed) request
+  // A non-idempotent request replayed only because the upstream may refuse
+  // its stream: retried on nothing else.
+  bool refused_only_ = false;
   uint32_t retries_ = 0;   // retries asked for
   uint32_t sent_ = 0;      // retries the core sent (a limit may refuse one)
   bool in_retry_ = false;  // counted in active_retries

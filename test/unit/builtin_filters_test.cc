@@ -119,6 +119,36 @@ TEST_F(RetryTest, GatewayErrorMatchesOnly502To504) {
   }
 }
 
+TEST_F(RetryTest, RefusedStreamRetriesEvenAPostButNothingElseOfIt) {
+  Configure("refused-stream");
+  EXPECT_CALL(callbacks_, EnableRequestReplay(_));
+  auto f = Start("POST");
+  auto reset = Result(UpstreamResult::Kind::kReset);
+  EXPECT_EQ(f->OnUpstreamResult(reset), UpstreamResultStatus::kContinue);
+  auto refused = Result(UpstreamResult::Kind::kReset);
+  refused.refused_stream = true;
+  EXPECT_EQ(f->OnUpstreamResult(refused), UpstreamResultStatus::kRetry);
+}
+
+TEST_F(RetryTest, GrpcStatusesOfATrailersOnlyResponse) {
+  Configure("unavailable,resource-exhausted", 10);
+  EXPECT_CALL(callbacks_, EnableRequestReplay(_));
+  auto f = Start();
+  for (auto [code, want] : std::vector<std::pair<std::string, UpstreamResultStatus>>{
+           {"14", UpstreamResultStatus::kRetry},
+           {"8", UpstreamResultStatus::kRetry},
+           {"0", UpstreamResultStatus::kContinue},
+           {"13", UpstreamResultStatus::kContinue},
+           {"14x", UpstreamResultStatus::kContinue}}) {
+    http::HeaderMap head;
+    head.Add(":status", "200");
+    head.Add("grpc-status", code);
+    auto r = Result(UpstreamResult::Kind::kResponseHeaders, 200);
+    r.headers = &head;
+    EXPECT_EQ(f->OnUpstreamResult(r), want) << code;
+  }
+}
+
 TEST_F(RetryTest, RetriableHeaders) {
   retry::v1::Retry config;
   config.add_retry_on("retriable-headers");

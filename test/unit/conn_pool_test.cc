@@ -1,5 +1,6 @@
 // The connection pool against a real loopback origin on the same event loop.
 #include "core/upstream/conn_pool.h"
+#include "core/upstream/codec_factory.h"
 
 #include <unistd.h>
 
@@ -64,7 +65,7 @@ class LoopbackOrigin : public event::ListenerCallbacks {
 class Request : public http::ResponseDecoder, public PoolCallbacks {
  public:
   explicit Request(event::Dispatcher& d) : dispatcher_(d) {}
-  void OnPoolReady(http::RequestEncoder& encoder, double) override {
+  void OnPoolReady(http::RequestEncoder& encoder, const PoolStreamInfo&) override {
     http::HeaderMap h;
     h.Add(":method", "GET");
     h.Add(":path", "/");
@@ -109,7 +110,8 @@ class ConnPoolTest : public ::testing::Test {
 
   std::unique_ptr<ConnPool> MakePool(const network::Address& address) {
     auto host = std::make_shared<Host>("test", address, 1);
-    return std::make_unique<ConnPool>(*dispatcher_, host, config_, http1::Limits{}, 65536);
+    return std::make_unique<ConnPoolImpl>(*dispatcher_, host, config_, http::Protocol::kHttp11,
+                                          Http1CodecFactory(65536), 1, 65536);
   }
 
   // Runs the loop until something calls Exit(), or `ms` pass.

@@ -74,7 +74,9 @@ class RecordingDecoder : public http::ResponseDecoder {
 // Records what a pool answered.
 class RecordingPoolCallbacks : public upstream::PoolCallbacks {
  public:
-  void OnPoolReady(http::RequestEncoder& e, double) override { encoder = &e; }
+  void OnPoolReady(http::RequestEncoder& e, const upstream::PoolStreamInfo&) override {
+    encoder = &e;
+  }
   void OnPoolFailure(upstream::PoolFailure reason, std::string_view) override { failure = reason; }
   http::RequestEncoder* encoder = nullptr;
   std::optional<upstream::PoolFailure> failure;

@@ -531,10 +531,11 @@ void ClientConnectionImpl::EncodeTrailers(const HeaderMap& trailers) {
 void ClientConnectionImpl::Dispatch(Buffer& data) {
   while (!data.empty()) {
     if (state_ == State::kIdle || state_ == State::kDone) {
-      // Bytes nobody asked for: the connection cannot be trusted any more
-      // (its owner retires it; see ConnPool).
+      // Bytes nobody asked for: the connection cannot be trusted any more;
+      // with no capacity left its owner retires it.
       keep_alive_ = false;
       data.Clear();
+      callbacks_.OnCapacityChanged();
       return;
     }
     if (state_ == State::kHead) {

@@ -88,6 +88,15 @@ struct UpstreamResult {
   const HeaderMap* headers = nullptr;  // kResponseHeaders: the response head
   uint32_t attempt = 1;                // 1 for the first try
   std::string_view host;               // "IP:PORT" of the host this attempt used
+  // kReset: the upstream said it did not process the request (HTTP/2
+  // REFUSED_STREAM, or a GOAWAY that left the stream out), so sending it
+  // again is safe even for a non-idempotent method.
+  bool refused_stream = false;
+  // The attempt ran on a connection that had carried a stream before (a
+  // reset on it may be the upstream closing an idle connection).
+  bool connection_reused = false;
+  // Some of the request had been handed to the connection.
+  bool request_sent = false;
   // Out: with kRetry, how long to wait before the next attempt.
   std::chrono::milliseconds retry_delay{0};
 };

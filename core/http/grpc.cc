@@ -1,0 +1,100 @@
+#include "core/http/grpc.h"
+
+#include <charconv>
+
+#include "core/common/strings.h"
+
+namespace portway::http::grpc {
+
+bool IsGrpcRequest(const HeaderMap& headers) {
+  const std::string* type = headers.Get("content-type");
+  if (type == nullptr) return false;
+  constexpr std::string_view kGrpc = "application/grpc";
+  if (type->size() < kGrpc.size() || !EqualsIgnoreCase(type->substr(0, kGrpc.size()), kGrpc)) {
+    return false;
+  }
+  // application/grpc, application/grpc+proto, application/grpc;charset=...
+  return type->size() == kGrpc.size() || (*type)[kGrpc.size()] == '+' ||
+         (*type)[kGrpc.size()] == ';';
+}
+
+Status StatusForLocalReply(int status, ErrorCause cause) {
+  if (cause == ErrorCause::kUpstreamOverflow) return Status::kResourceExhausted;
+  switch (status) {
+    case 400:
+    case 413:
+    case 431:
+      return Status::kInternal;
+    case 401:
+      return Status::kUnauthenticated;
+    case 403:
+      return Status::kPermissionDenied;
+    case 404:
+      return Status::kUnimplemented;
+    case 408:
+    case 504:
+      return Status::kDeadlineExceeded;
+    case 429:
+      return Status::kResourceExhausted;
+    case 502:
+    case 503:
+      return Status::kUnavailable;
+    default:
+      return Status::kUnknown;
+  }
+}
+
+std::optional<std::chrono::milliseconds> ParseTimeout(const HeaderMap& headers) {
+  const std::string* value = headers.Get("grpc-timeout");
+  if (value == nullptr || value->size() < 2 || value->size() > 9) return std::nullopt;
+  std::string_view digits(value->data(), value->size() - 1);
+  uint64_t n = 0;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+  if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+  using std::chrono::milliseconds;
+  // Rounded up: a deadline of 500us must not become "no deadline".
+  auto ceil_div = [](uint64_t a, uint64_t b) { return (a + b - 1) / b; };
+  switch (value->back()) {
+    case 'H':
+      return milliseconds(n * 3600 * 1000);
+    case 'M':
+      return milliseconds(n * 60 * 1000);
+    case 'S':
+      return milliseconds(n * 1000);
+    case 'm':
+      return milliseconds(n);
+    case 'u':
+      return milliseconds(ceil_div(n, 1000));
+    case 'n':
+      return milliseconds(ceil_div(n, 1000000));
+    default:
+      return std::nullopt;
+  }
+}
+
+std::string EncodeMessage(std::string_view message) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(message.size());
+  for (unsigned char c : message) {
+    if (c >= 0x20 && c <= 0x7e && c != '%') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 0xf]);
+    }
+  }
+  return out;
+}
+
+int StatusOf(const HeaderMap& headers) {
+  const std::string* value = headers.Get("grpc-status");
+  if (value == nullptr) return -1;
+  int n = -1;
+  auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), n);
+  if (ec != std::errc() || end != value->data() + value->size() || n < 0) return -1;
+  return n;
+}
+
+}  // namespace portway::http::grpc
