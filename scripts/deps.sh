@@ -8,7 +8,9 @@ build_pkgs=(cmake ninja-build ccache pkg-config g++ make
   libuv1-dev libnghttp2-dev libprotobuf-dev protobuf-compiler
   libgrpc++-dev protobuf-compiler-grpc libabsl-dev libspdlog-dev libfmt-dev
   libyaml-cpp-dev libssl-dev libre2-dev libgtest-dev libgmock-dev python3 curl)
-test_pkgs=(python3-pytest python3-yaml systemd varnish clang-14 libclang-rt-14-dev openssl)
+test_pkgs=(python3-pytest python3-yaml systemd varnish clang-14 libclang-rt-14-dev openssl
+  python3-h2 python3-grpcio python3-grpc-tools grpc-proto nghttp2-client nghttp2-server)
+# nghttp2-server: nghttpd, the h2c origin of the HTTP/2 upstream rows.
 bench_pkgs=(nginx haproxy nghttp2-client nghttp2-server wrk valgrind linux-perf)
 
 want=("${build_pkgs[@]}")

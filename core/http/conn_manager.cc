@@ -6,6 +6,7 @@
 
 #include "core/http/filter_manager.h"
 #include "core/http/grpc.h"
+#include "core/http/http2/codec.h"
 #include "core/server/failure_history.h"
 #include "core/server/stats.h"
 
@@ -293,6 +294,7 @@ void ConnectionManager::ActiveStream::OnIdleTimer() {
 void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool end_stream) {
   request_complete_ = end_stream;
   grpc_ = grpc::IsGrpcRequest(*headers);
+  info_.protocol = ProtocolName(parent_.codec_->protocol());
   // Only the access log and the failure history read these copies.
   if (parent_.context_.AccessLog() != nullptr || parent_.context_.Failures() != nullptr) {
     info_.method = std::string(headers->Method());
@@ -678,8 +680,9 @@ bool ConnectionManager::CreateCodec(Buffer& data) {
     }
     if (n < kHttp2Preface.size()) return false;
   }
-  // Until the HTTP/2 codec lands the preface is answered by HTTP/1, as before.
-  CreateHttp1Codec();
+  codec_ = std::make_unique<http2::ServerConnectionImpl>(
+      context_.Dispatcher(), *connection_, *this, listener_->http2_options,
+      &listener_->stats->http2);
   return true;
 }
 

@@ -94,7 +94,7 @@ void AccessLogger::Log(const http::StreamInfo& info, http::StreamInfo::Time now)
   std::string line;
   line.reserve(256);
   if (format_ == Format::kText) {
-    line += Cat("[", time, "] \"", OrDash(info.method), " ", OrDash(info.path), " HTTP/1.1\" ",
+    line += Cat("[", time, "] \"", OrDash(info.method), " ", OrDash(info.path), " ", info.protocol, "\" ",
                 info.status, " ", cause.flag, " ", info.bytes_received, " ", info.bytes_sent, " ",
                 absl::StrFormat("%.3f", duration), " ", upstream_time, " \"",
                 OrDash(info.upstream_host), "\" \"", OrDash(info.request_id),
@@ -108,6 +108,8 @@ void AccessLogger::Log(const http::StreamInfo& info, http::StreamInfo::Time now)
     AppendJsonString(line, info.method);
     line.append(",\"path\":");
     AppendJsonString(line, info.path);
+    line.append(",\"protocol\":");
+    AppendJsonString(line, info.protocol);
     line.append(",\"authority\":");
     AppendJsonString(line, info.authority);
     line += Cat(",\"status\":", info.status, ",\"flag\":\"", cause.flag, "\"", ",\"error\":");

@@ -25,6 +25,36 @@ std::chrono::milliseconds ToMillis(const google::protobuf::Duration& d) {
 }
 
 // A duration field: default when unset, error when negative.
+// http2: on a listener or a cluster; 0 keeps each default.
+void BuildHttp2Options(const config::v1::Http2Options& proto, const std::string& path,
+                       http::http2::Options* out, config::ConfigErrors* errors) {
+  // RFC 9113 6.5.2 and 6.9.1: windows and stream counts are 31-bit.
+  constexpr uint32_t kMax31 = 0x7fffffff;
+  auto take = [&](uint32_t value, const char* field, uint32_t min, uint32_t max, uint32_t* to) {
+    if (value == 0) return;
+    if (value < min || value > max) {
+      AddError(errors, Cat(path, ".", field), Cat("must be between ", min, " and ", max));
+      return;
+    }
+    *to = value;
+  };
+  take(proto.max_concurrent_streams(), "max_concurrent_streams", 1, kMax31,
+       &out->max_concurrent_streams);
+  take(proto.initial_stream_window_bytes(), "initial_stream_window_bytes", 65535, kMax31,
+       &out->initial_stream_window_bytes);
+  take(proto.initial_connection_window_bytes(), "initial_connection_window_bytes", 65535, kMax31,
+       &out->initial_connection_window_bytes);
+  take(proto.max_header_list_bytes(), "max_header_list_bytes", 1024, 1024 * 1024,
+       &out->max_header_list_bytes);
+  take(proto.stream_reset_burst(), "stream_reset_burst", 1, kMax31, &out->stream_reset_burst);
+  take(proto.stream_reset_rate_per_second(), "stream_reset_rate_per_second", 1, kMax31,
+       &out->stream_reset_rate_per_second);
+  take(proto.max_outbound_control_frames(), "max_outbound_control_frames", 1, kMax31,
+       &out->max_outbound_control_frames);
+  take(proto.max_empty_data_frames(), "max_empty_data_frames", 1, kMax31,
+       &out->max_empty_data_frames);
+}
+
 std::chrono::milliseconds DurationOr(bool has, const google::protobuf::Duration& d,
                                      std::chrono::milliseconds fallback, const std::string& path,
                                      config::ConfigErrors* errors) {
@@ -295,6 +325,9 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
         DurationOr(pool.has_idle_timeout(), pool.idle_timeout(), std::chrono::milliseconds(60000),
                    path + ".connection_pool.idle_timeout", errors);
     config->max_requests_per_connection = pool.max_requests_per_connection();
+    config->protocol = proto.protocol() == config::v1::HTTP2 ? http::Protocol::kHttp2
+                                                             : http::Protocol::kHttp11;
+    BuildHttp2Options(proto.http2(), path + ".http2", &config->http2, errors);
 
     upstream::HostVector hosts;
     for (int e = 0; e < proto.endpoints_size(); ++e) {
@@ -343,6 +376,9 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
       auto& cs = cluster_stats_[proto.name()];
       if (!cs) cs = std::make_unique<stats::ClusterStats>(store_, proto.name());
       config->stats = cs.get();
+      if (config->protocol == http::Protocol::kHttp2) {
+        config->http2_stats = stats::Http2Counters(store_, "cluster", proto.name());
+      }
     }
 
     std::string dns_error;
@@ -432,6 +468,17 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
         std::chrono::milliseconds(300000), path + ".timeouts.stream_idle_timeout", errors);
     listener->trust_forwarded_for = proto.proxy_headers().trust_forwarded_for();
     listener->trust_request_id = proto.proxy_headers().trust_request_id();
+    if (proto.protocols_size() > 0) {
+      listener->http1 = listener->http2 = false;
+      for (int i = 0; i < proto.protocols_size(); ++i) {
+        bool& on = proto.protocols(i) == config::v1::HTTP2 ? listener->http2 : listener->http1;
+        if (on) AddError(errors, Cat(path, ".protocols[", i, "]"), "listed twice");
+        on = true;
+      }
+    }
+    BuildHttp2Options(proto.http2(), path + ".http2", &listener->http2_options, errors);
+    // A stream's queue toward the client is bounded like an HTTP/1 one.
+    listener->http2_options.stream_buffer_limit = codec.buffer_limit;
     switch (proto.headers_with_underscores()) {
       case config::v1::Listener::ALLOW:
         listener->headers_with_underscores = UnderscoreHeaders::kAllow;

@@ -8,6 +8,12 @@
 //   Server server(options);
 //   if (!server.Init(&errors)) { ...print errors... }
 //   return server.Run();   // until SIGTERM/SIGINT and drain
+//
+// Server's methods are defined by concern: server.cc (start, stop, drain,
+// signals), dynamic_config.cc (binding listeners, applying a new config
+// from a SIGHUP or the control plane, handing snapshots to the workers),
+// dns_refresh.cc (re-resolving DNS clusters) and admin.cc (the admin
+// pages). The workers are in worker.h, the admin server in admin.h.
 #pragma once
 
 #include <atomic>
@@ -49,7 +55,7 @@ class Server {
   // Serves until a SIGTERM/SIGINT drain finishes. Returns the exit code.
   int Run();
 
-  // Admin pages.
+  // Admin pages (admin.cc).
   bool Ready() const { return NotReadyReason().empty(); }
   // Why /ready answers 503 ("" when ready): starting, draining, or, with a
   // control plane, its first push not applied yet (unless a persisted
@@ -75,6 +81,7 @@ class Server {
     network::Address bound;
   };
 
+  // Dynamic configuration (dynamic_config.cc).
   // True when one of this gateway's listeners is bound to `address`.
   bool HoldsPort(const network::Address& address) const;
   bool BindListeners(const SnapshotPtr& snapshot, std::map<std::string, BoundListener>* bound,
@@ -97,8 +104,10 @@ class Server {
   // module registered yet.
   void LoadModulesFor(const discovery::v1::Push& push);
   void Persist();
+  // Drain (server.cc).
   void StartDrain();
   void CheckDrained();
+  // DNS clusters (dns_refresh.cc).
   void ScheduleDns();
   void ResolveCluster(const std::string& name);
   struct ResolveBatch {

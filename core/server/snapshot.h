@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/http/http1/codec.h"
+#include "core/http/http2/options.h"
 #include "core/network/address.h"
 #include "core/router/route_table.h"
 #include "core/server/access_log.h"
@@ -41,6 +42,7 @@ struct ListenerConfig {
   // other speaks HTTP/1.
   bool http1 = true;
   bool http2 = true;
+  http::http2::Options http2_options;
   std::chrono::milliseconds request_headers_timeout{10000};
   std::chrono::milliseconds idle_timeout{60000};
   std::chrono::milliseconds stream_idle_timeout{300000};

@@ -62,6 +62,16 @@ const std::map<std::string_view, std::string_view>& HelpTexts() {
       {"portway_downstream_protocol_errors_total", "Malformed requests and 413s."},
       {"portway_downstream_accept_errors_total",
        "Times a listener could not accept (out of file descriptors or memory) and paused."},
+      {"portway_http2_streams_total", "HTTP/2 streams started, by listener or cluster."},
+      {"portway_http2_rx_reset_total", "HTTP/2 RST_STREAM frames received."},
+      {"portway_http2_tx_reset_total", "HTTP/2 RST_STREAM frames sent."},
+      {"portway_http2_goaway_sent_total", "HTTP/2 GOAWAY frames sent (drain notices included)."},
+      {"portway_http2_goaway_received_total", "HTTP/2 GOAWAY frames received."},
+      {"portway_http2_protocol_errors_total",
+       "HTTP/2 malformed messages and connection errors from the peer."},
+      {"portway_http2_flood_total",
+       "HTTP/2 connections ended by an abuse limit (rapid reset, floods)."},
+      {"portway_http2_header_overflow_total", "HTTP/2 header blocks over max_header_list_bytes."},
       {"portway_grpc_responses_total",
        "gRPC responses to clients by grpc-status, local replies included."},
       {"portway_route_requests_total", "Requests that matched the route."},
@@ -209,6 +219,21 @@ std::array<Counter*, 6> ClassCounters(Store& store, const std::string& name, con
 }
 }  // namespace
 
+http::http2::Http2Stats Http2Counters(Store& store, const std::string& key,
+                                      const std::string& value) {
+  const Labels labels{{key, value}};
+  http::http2::Http2Stats s;
+  s.streams_total = &store.GetCounter("portway_http2_streams_total", labels);
+  s.rx_reset = &store.GetCounter("portway_http2_rx_reset_total", labels);
+  s.tx_reset = &store.GetCounter("portway_http2_tx_reset_total", labels);
+  s.goaway_sent = &store.GetCounter("portway_http2_goaway_sent_total", labels);
+  s.goaway_received = &store.GetCounter("portway_http2_goaway_received_total", labels);
+  s.protocol_errors = &store.GetCounter("portway_http2_protocol_errors_total", labels);
+  s.flood = &store.GetCounter("portway_http2_flood_total", labels);
+  s.header_overflow = &store.GetCounter("portway_http2_header_overflow_total", labels);
+  return s;
+}
+
 ListenerStats::ListenerStats(Store& store, const std::string& listener)
     : requests(store.GetCounter("portway_downstream_requests_total", {{"listener", listener}})),
       responses(ClassCounters(store, "portway_downstream_responses_total", "listener", listener)),
@@ -226,6 +251,7 @@ ListenerStats::ListenerStats(Store& store, const std::string& listener)
       grpc_responses{},
       request_duration(store.GetHistogram("portway_downstream_request_duration_seconds",
                                           {{"listener", listener}})) {
+  http2 = Http2Counters(store, "listener", listener);
   for (size_t i = 0; i < grpc_responses.size(); ++i) {
     grpc_responses[i] =
         &store.GetCounter("portway_grpc_responses_total",

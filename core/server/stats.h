@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/http/http2/options.h"
 #include "core/http/local_reply.h"
 #include "portway/stats.h"
 
@@ -101,6 +102,10 @@ class Store {
 // through portway::GetCounter.
 Store& GlobalStore();
 
+// The HTTP/2 counters labelled key=value (listener or cluster).
+http::http2::Http2Stats Http2Counters(Store& store, const std::string& key,
+                                      const std::string& value);
+
 // The metrics of one listener, shared by every worker.
 struct ListenerStats {
   ListenerStats(Store& store, const std::string& listener);
@@ -112,6 +117,8 @@ struct ListenerStats {
   Counter& connections_overflow;
   Counter& protocol_errors;
   Counter& accept_errors;  // accept() failed (EMFILE, ...): accepting paused
+  // HTTP/2 connections of this listener.
+  http::http2::Http2Stats http2;
   // gRPC responses by grpc-status (0-16), local replies included.
   std::array<Counter*, 17> grpc_responses;
   // From the parsed request head to the end of the exchange, for every

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/http/codec.h"
+#include "core/http/http2/options.h"
 #include "core/upstream/host.h"
 #include "core/upstream/load_balancer.h"
 
@@ -26,13 +27,6 @@ struct EndpointSpec {
   std::string host;  // IP literal (static) or name (dns)
   uint16_t port = 0;
   uint32_t weight = 1;
-};
-
-// HTTP/2 settings toward a cluster's hosts.
-struct UpstreamHttp2Options {
-  uint32_t max_concurrent_streams = 100;  // per connection, capped by the peer's
-  uint32_t initial_stream_window_bytes = 65535;
-  uint32_t initial_connection_window_bytes = 1048576;
 };
 
 struct ClusterConfig {
@@ -50,7 +44,9 @@ struct ClusterConfig {
   uint32_t max_requests_per_connection = 0;
   // What the pools speak to the hosts (HTTP/2: h2c with prior knowledge).
   http::Protocol protocol = http::Protocol::kHttp11;
-  UpstreamHttp2Options http2;
+  // With kHttp2: settings, limits and counters (by cluster).
+  http::http2::Options http2;
+  http::http2::Http2Stats http2_stats;
   stats::ClusterStats* stats = nullptr;
 };
 

@@ -11,10 +11,7 @@ bool SamePoolSettings(const ClusterConfig& a, const ClusterConfig& b) {
   return a.connect_timeout == b.connect_timeout && a.max_connections == b.max_connections &&
          a.max_pending_requests == b.max_pending_requests && a.idle_timeout == b.idle_timeout &&
          a.max_requests_per_connection == b.max_requests_per_connection &&
-         a.protocol == b.protocol &&
-         a.http2.max_concurrent_streams == b.http2.max_concurrent_streams &&
-         a.http2.initial_stream_window_bytes == b.http2.initial_stream_window_bytes &&
-         a.http2.initial_connection_window_bytes == b.http2.initial_connection_window_bytes;
+         a.protocol == b.protocol && (a.protocol != http::Protocol::kHttp2 || a.http2 == b.http2);
 }
 
 // Bytes a stream may have queued toward an upstream before its source is
@@ -84,7 +81,7 @@ ConnPool& ClusterManager::PoolFor(const ClusterSnapshot& cluster, const HostShar
 }
 
 ConnPoolPtr ClusterManager::MakePool(const ClusterSnapshot& cluster, const HostSharedPtr& host) {
-  CodecChoice codec = CodecFor(*cluster.config, kUpstreamBufferLimit);
+  CodecChoice codec = CodecFor(dispatcher_, *cluster.config, kUpstreamBufferLimit);
   return std::make_unique<ConnPoolImpl>(dispatcher_, host, cluster.config, cluster.config->protocol,
                                         std::move(codec.factory), codec.expected_capacity,
                                         kUpstreamBufferLimit);

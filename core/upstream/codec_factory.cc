@@ -1,6 +1,7 @@
 #include "core/upstream/codec_factory.h"
 
 #include "core/http/http1/codec.h"
+#include "core/http/http2/codec.h"
 
 namespace portway::upstream {
 
@@ -12,10 +13,26 @@ ClientCodecFactory Http1CodecFactory(size_t buffer_limit) {
   };
 }
 
-CodecChoice CodecFor(const ClusterConfig& config, size_t buffer_limit) {
+ClientCodecFactory Http2CodecFactory(event::Dispatcher& dispatcher, const ClusterConfig& config,
+                                     size_t buffer_limit) {
+  http::http2::Options options = config.http2;
+  options.stream_buffer_limit = buffer_limit;
+  // The counters live as long as the process; the config may not.
+  http::http2::Http2Stats stats = config.http2_stats;
+  return [&dispatcher, options, stats](event::Connection& connection,
+                                       http::ClientConnectionCallbacks& callbacks) mutable
+         -> std::unique_ptr<http::ClientConnection> {
+    return std::make_unique<http::http2::ClientConnectionImpl>(dispatcher, connection, callbacks,
+                                                               options, &stats);
+  };
+}
+
+CodecChoice CodecFor(event::Dispatcher& dispatcher, const ClusterConfig& config,
+                     size_t buffer_limit) {
   switch (config.protocol) {
     case http::Protocol::kHttp2:
-      // Until the HTTP/2 codec lands, config validation refuses protocol: http2.
+      return {Http2CodecFactory(dispatcher, config, buffer_limit),
+              config.http2.max_concurrent_streams};
     case http::Protocol::kHttp10:
     case http::Protocol::kHttp11:
       break;

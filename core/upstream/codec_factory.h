@@ -24,6 +24,10 @@ struct CodecChoice {
   ClientCodecFactory factory;
   uint32_t expected_capacity = 1;
 };
-CodecChoice CodecFor(const ClusterConfig& config, size_t buffer_limit);
+CodecChoice CodecFor(event::Dispatcher& dispatcher, const ClusterConfig& config,
+                     size_t buffer_limit);
+
+ClientCodecFactory Http2CodecFactory(event::Dispatcher& dispatcher, const ClusterConfig& config,
+                                     size_t buffer_limit);
 
 }  // namespace portway::upstream

@@ -75,7 +75,9 @@ def make_gateway(portway_binary, request):
         return gw
 
     yield make
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    # A gateway that failed to start fails the test's setup: no second error at teardown.
+    failed = any(getattr(request.node, f"rep_{when}", None) is not None
+                 and getattr(request.node, f"rep_{when}").failed for when in ("setup", "call"))
     errors = []
     for gw in started:
         if failed:
@@ -90,6 +92,53 @@ def make_gateway(portway_binary, request):
                 gw.cleanup()
     if errors:
         pytest.fail("\n".join(errors))
+
+
+@pytest.fixture
+def make_h2_origin():
+    """make_h2_origin(name, **kw) -> a started h2_test_lib.H2Origin (h2c), stopped at teardown."""
+    from h2_test_lib import H2Origin
+
+    started = []
+
+    def make(name="h2origin", **kwargs):
+        o = H2Origin(name=name, **kwargs).start()
+        started.append(o)
+        return o
+
+    yield make
+    for o in started:
+        o.stop()
+
+
+@pytest.fixture
+def h2_origin(make_h2_origin):
+    return make_h2_origin()
+
+
+@pytest.fixture(scope="session")
+def grpc_stubs(tmp_path_factory):
+    """Python modules generated from grpc.testing and grpc.health.v1 (see grpc_test_lib)."""
+    from grpc_test_lib import generate_stubs
+
+    return generate_stubs(tmp_path_factory.mktemp("grpc-stubs"))
+
+
+@pytest.fixture
+def make_grpc_server(grpc_stubs):
+    """make_grpc_server(name, **kw) -> a started grpc_test_lib.GrpcTestServer."""
+    from grpc_test_lib import GrpcTestServer
+
+    started = []
+
+    def make(name="grpc-server", **kwargs):
+        s = GrpcTestServer(grpc_stubs, name=name, **kwargs).start()
+        started.append(s)
+        return s
+
+    yield make
+    for s in started:
+        s.stop()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace portway::http {
@@ -78,6 +79,8 @@ struct StreamInfo {
 
   // Copies of the request line and Host, made only when the access log or
   // the failure history is on.
+  // "HTTP/1.0", "HTTP/1.1" or "HTTP/2": what the client spoke.
+  std::string_view protocol = "HTTP/1.1";
   std::string method;
   std::string path;
   std::string authority;

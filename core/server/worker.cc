@@ -1,0 +1,146 @@
+#include "core/server/worker.h"
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "core/common/strings.h"
+#include "core/server/stats.h"
+#include "spdlog/spdlog.h"
+
+namespace portway::server {
+
+Worker::Worker(int index)
+    : index_(index), dispatcher_(event::Dispatcher::Create(Cat("worker_", index))) {
+  cluster_manager_ =
+      std::make_unique<upstream::ClusterManager>(*dispatcher_, upstream::MakeDefaultRandom());
+}
+
+void Worker::Start(SnapshotPtr snapshot, std::map<std::string, int> fds) {
+  thread_ = std::thread([this, snapshot = std::move(snapshot), fds = std::move(fds)]() mutable {
+    ApplySnapshot(std::move(snapshot));
+    for (const auto& [name, fd] : fds) AddListener(name, fd);
+    dispatcher_->Run();
+    // Tear down in dependency order: downstream connections (which
+    // release their upstream streams), then what they queued for
+    // deletion, then the pools.
+    listeners_.clear();
+    connections_.clear();
+    dispatcher_->ClearDeferredDeleteList();
+    cluster_manager_.reset();
+    dispatcher_->ClearDeferredDeleteList();
+  });
+}
+
+void Worker::Stop() {
+  if (!thread_.joinable()) return;
+  dispatcher_->Post([this] { dispatcher_->Exit(); });
+  thread_.join();
+}
+
+void Worker::ApplySnapshot(SnapshotPtr snapshot) {
+  snapshot_ = std::move(snapshot);
+  cluster_manager_->Update(snapshot_->clusters);
+  failures_.SetCapacity(snapshot_->failure_history_per_worker);
+}
+
+void Worker::AddListener(const std::string& name, int fd) {
+  auto wl = std::make_unique<WorkerListener>(*this, name);
+  wl->listener = dispatcher_->AdoptListener(fd, *wl);
+  listeners_[name] = std::move(wl);
+}
+
+void Worker::RemoveListener(const std::string& name) {
+  listeners_.erase(name);
+  std::vector<http::ConnectionManager*> on_listener;
+  for (auto& [ptr, owned] : connections_) {
+    if (ptr->ListenerName() == name) on_listener.push_back(ptr);
+  }
+  for (auto* c : on_listener) c->StartDrain();
+}
+
+void Worker::Drain() {
+  draining_ = true;
+  listeners_.clear();
+  std::vector<http::ConnectionManager*> all;
+  for (auto& [ptr, owned] : connections_) all.push_back(ptr);
+  for (auto* c : all) c->StartDrain();
+  cluster_manager_->DrainAll();
+}
+
+ListenerConfigPtr Worker::CurrentListener(const std::string& name) {
+  auto it = snapshot_->listeners.find(name);
+  return it == snapshot_->listeners.end() ? nullptr : it->second;
+}
+
+const AccessLogger* Worker::AccessLog() {
+  return snapshot_->access_log && snapshot_->access_log->enabled() ? snapshot_->access_log.get()
+                                                                   : nullptr;
+}
+
+std::string Worker::NewRequestId() {
+  upstream::Random& r = cluster_manager_->random();
+  uint64_t hi = r.Next();
+  uint64_t lo = r.Next();
+  // RFC 9562 version 4 layout, formatted by hand: this runs per request.
+  hi = (hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;
+  lo = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id(36, '-');
+  size_t pos = 0;
+  for (int i = 15; i >= 0; --i) {
+    if (pos == 8 || pos == 13 || pos == 18) ++pos;
+    id[pos++] = kHex[(hi >> (i * 4)) & 0xf];
+  }
+  for (int i = 15; i >= 0; --i) {
+    if (pos == 18 || pos == 23) ++pos;
+    id[pos++] = kHex[(lo >> (i * 4)) & 0xf];
+  }
+  return id;
+}
+
+void Worker::RemoveConnection(http::ConnectionManager& connection) {
+  auto it = connections_.find(&connection);
+  if (it == connections_.end()) return;
+  dispatcher_->DeferredDelete(std::move(it->second));
+  connections_.erase(it);
+  connection_count_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Worker::OnAccept(const std::string& name, event::ConnectionPtr connection) {
+  ListenerConfigPtr config = CurrentListener(name);
+  if (!config || draining_) {
+    connection->Close(event::CloseType::kNoFlush);
+    return;
+  }
+  if (config->state->connections.fetch_add(1, std::memory_order_relaxed) >=
+      config->max_connections) {
+    config->state->connections.fetch_sub(1, std::memory_order_relaxed);
+    config->stats->connections_overflow.Inc();
+    connection->Close(event::CloseType::kNoFlush);
+    return;
+  }
+  auto cm = std::make_unique<http::ConnectionManager>(*this, config, std::move(connection));
+  http::ConnectionManager* raw = cm.get();
+  connections_.emplace(raw, std::move(cm));
+  connection_count_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Worker::OnAcceptError(const std::string& name, int error, std::chrono::milliseconds paused) {
+  if (ListenerConfigPtr config = CurrentListener(name)) config->stats->accept_errors.Inc();
+  // One line per worker per 10 s: the condition lasts, the log must not
+  // grow with it.
+  ++accept_errors_unlogged_;
+  event::MonotonicTime now = dispatcher_->Now();
+  if (accept_error_logged_ && now - *accept_error_logged_ < std::chrono::seconds(10)) return;
+  accept_error_logged_ = now;
+  spdlog::error(
+      "worker {}: listener '{}' cannot accept: {}{}; pausing accepts for {}ms at a time ({} "
+      "time(s) since the last line); open connections: {}",
+      index_, name, strerror(error),
+      error == EMFILE || error == ENFILE ? " (raise the file descriptor limit, LimitNOFILE)" : "",
+      paused.count(), accept_errors_unlogged_, connection_count_.load());
+  accept_errors_unlogged_ = 0;
+}
+
+}  // namespace portway::server
