@@ -2,7 +2,9 @@
 """Side-by-side benchmark of Portway, nginx and HAProxy as HTTP/1.1 reverse
 proxies, plus Portway with a filter chain ("portway+chain": portway.retry +
 portway.circuit_breaker, neither acting) to price the chain against the bare
-proxy.
+proxy, plus two HTTP/2 scenarios (BENCH_H2=0 skips them): HTTP/2 clients
+(h2c prior knowledge) to an HTTP/1.1 origin, and HTTP/1.1 clients to an h2c
+origin (nghttpd; nginx cannot proxy plain HTTP/2, so it sits that one out).
 Called by bench/run.sh (which checks the tools); see bench/README.md.
 
 Per round, for each candidate in the order portway -> portway+chain -> nginx
@@ -14,6 +16,11 @@ Per round, for each candidate in the order portway -> portway+chain -> nginx
   3. CPU us/request: utime+stime from /proc/PID/stat around a fixed-count
      h2load run at 50 connections (also gives req/s, dashboards only).
   4. RSS/idle connection: a fresh proxy, 1,000 idle keep-alive connections.
+  5. HTTP/2 downstream (portway, nginx, haproxy): instructions/request as in
+     1 and CPU us/request as in 3, with h2load speaking h2c (c10, m10) to a
+     proxy listening for HTTP/2; the origin leg stays HTTP/1.1.
+  6. HTTP/2 upstream (portway, haproxy): the same two with the HTTP/1.1 load
+     of 1 and 3 and the proxy speaking h2c to the nghttpd origin.
 The proxy is pinned to one CPU, origin and load generator to the other.
 Prints a markdown table of medians and ratios (Portway bare vs each peer;
 portway+chain vs Portway bare); saves everything as JSON. BENCH_CHAIN=0 skips
@@ -42,12 +49,28 @@ PORTWAYS = {"portway": "portway.yaml", "portway+chain": "portway-chain.yaml"}  #
 CHAIN = "portway+chain"
 CHAIN_FILTERS = ["portway.retry", "portway.circuit_breaker"]  # what configs/portway-chain.yaml loads
 BODY = "0123456789" * 10  # the origin's fixed 100-byte body
+
+# The HTTP/2 scenarios: which candidates take part and which config each one
+# runs (relative to configs/). Portway's default listener already accepts
+# h2c prior knowledge next to HTTP/1.1, so the downstream scenario runs the
+# same portway.yaml as the HTTP/1.1 rows; nginx and HAProxy need a listener
+# that speaks HTTP/2. nginx has no plain-HTTP/2 upstream (only grpc_pass),
+# so it is not a candidate for the upstream scenario.
+H2DOWN = "h2down"
+H2UP = "h2up"
+SCENARIO_CONFIGS = {
+    H2DOWN: {"portway": "portway.yaml", "nginx": "nginx-h2.conf", "haproxy": "haproxy-h2.cfg"},
+    H2UP: {"portway": "portway-h2up.yaml", "haproxy": "haproxy-h2up.cfg"},
+}
+NGINX_NO_H2_UPSTREAM = ("n/a: nginx cannot proxy to a plain HTTP/2 upstream "
+                        "(grpc_pass only)")
+H2_ORIGIN = "nghttpd (nghttp2-server) --no-tls, one thread, a static 100-byte file"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 FULL = dict(warmup=5000, cg_n=20000, cg_c=10, sys_n1=10000, sys_n50=50000,
-            cpu_n=100000, cpu_c=50, idle=1000, wrk_secs=10)
+            cpu_n=100000, cpu_c=50, idle=1000, wrk_secs=10, h2_c=10, h2_m=10)
 QUICK = dict(warmup=1000, cg_n=5000, cg_c=10, sys_n1=2000, sys_n50=10000,
-             cpu_n=20000, cpu_c=50, idle=500, wrk_secs=3)
+             cpu_n=20000, cpu_c=50, idle=500, wrk_secs=3, h2_c=10, h2_m=10)
 
 METRICS = [  # key, label, format
     ("instr_per_req", "instructions / request (callgrind, h2load c10)", "{:,.0f}"),
@@ -59,6 +82,21 @@ METRICS = [  # key, label, format
     ("rss_bytes_per_idle_conn", "RSS bytes / idle keep-alive connection", "{:,.0f}"),
     ("req_per_s", "req/s, 50 connections (dashboards only, noisy)", "{:,.0f}"),
 ]
+H2DOWN_METRICS = [
+    ("h2down_instr_per_req", "HTTP/2 downstream: instructions / request (callgrind, h2load h2c c10 m10)",
+     "{:,.0f}"),
+    ("h2down_cpu_us_per_req", "HTTP/2 downstream: proxy CPU µs / request (h2load h2c c10 m10)",
+     "{:.1f}"),
+    ("h2down_req_per_s", "HTTP/2 downstream: req/s, c10 m10 (dashboards only, noisy)", "{:,.0f}"),
+]
+H2UP_METRICS = [
+    ("h2up_instr_per_req", "HTTP/2 upstream: instructions / request (callgrind, h2load HTTP/1.1 c10)",
+     "{:,.0f}"),
+    ("h2up_cpu_us_per_req", "HTTP/2 upstream: proxy CPU µs / request (HTTP/1.1, 50 connections)",
+     "{:.1f}"),
+    ("h2up_req_per_s", "HTTP/2 upstream: req/s, 50 connections (dashboards only, noisy)", "{:,.0f}"),
+]
+ALL_METRICS = METRICS + H2DOWN_METRICS + H2UP_METRICS
 
 
 def log(msg):
@@ -82,6 +120,7 @@ class Bench:
         self.load_cpu = os.environ.get("BENCH_LOAD_CPU", "1" if ncpu > 1 else "0")
         self.perf_reason = self.probe_perf()
         self.origin_port = None
+        self.h2_origin_port = None
         self.admin = {}  # portway candidate -> admin address of the last one started
 
     # ---------------------------------------------------------------- processes
@@ -161,22 +200,47 @@ class Bench:
             time.sleep(0.1)
         raise RuntimeError(f"{what} not answering 200 at {url} after {deadline_s}s")
 
-    def h2load(self, port, n, c):
-        cmd = ["taskset", "-c", self.load_cpu, "h2load", "--h1", "-n", str(n),
-               "-c", str(c), "-t", "1", f"http://127.0.0.1:{port}/"]
+    def h2load(self, port, n, c, streams=None, reasonless_ok=False):
+        """A fixed-count h2load run: HTTP/1.1, or with `streams` HTTP/2 over
+        cleartext with prior knowledge (h2load's default for http://) and that
+        many concurrent streams per connection. Fails unless every request got
+        a 2xx, and for HTTP/2 unless h2c was really spoken.
+
+        `reasonless_ok`: h2load 1.52's HTTP/1.1 parser takes the status code
+        from the reason-phrase callback, so a status line with an empty reason
+        (`HTTP/1.1 200 `, what HAProxy writes for a response that came over
+        HTTP/2, which has no reason phrase) counts as "failed" with no status
+        although the response arrived whole. With this flag such a run passes
+        when every request is done, none errored or timed out, no status at
+        all was seen (an error HAProxy makes itself carries a reason, so it
+        would be counted) and exactly n bodies of the origin's size came back."""
+        proto = ["--h1"] if streams is None else ["-m", str(streams)]
+        cmd = ["taskset", "-c", self.load_cpu, "h2load"] + proto + [
+            "-n", str(n), "-c", str(c), "-t", "1", f"http://127.0.0.1:{port}/"]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         out = r.stdout
-        m = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", out)
+        if streams is not None and not re.search(r"^Application protocol: h2c$", out, re.M):
+            raise RuntimeError(f"h2load: HTTP/2 (h2c) not negotiated:\n{out}\n{r.stderr}")
+        m = re.search(r"finished in ([\d.]+)(us|ms|s), ([\d.]+) req/s", out)
         d = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, "
                       r"(\d+) failed, (\d+) errored", out)
-        s2 = re.search(r"status codes: (\d+) 2xx", out)
+        s2 = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
         if not (m and d):
             raise RuntimeError(f"h2load output not understood:\n{out}\n{r.stderr}")
+        secs = float(m.group(1)) / {"us": 1e6, "ms": 1e3, "s": 1}[m.group(2)]
+        res = {"requests": n, "seconds": secs, "req_per_s": float(m.group(3))}
         ok = int(s2.group(1)) if s2 else int(d.group(3))
+        if reasonless_ok and ok == 0 and s2 and not any(int(x) for x in s2.groups()):
+            data = re.search(r"^traffic: .*\((\d+)\) data$", out, re.M)
+            timeouts = re.search(r"(\d+) timeout", out)
+            if (int(d.group(2)) == n and int(d.group(4)) == n and not int(d.group(5))
+                    and not (timeouts and int(timeouts.group(1)))
+                    and data and int(data.group(1)) == n * len(BODY)):
+                res["status_unparsed"] = n
+                return res
         if ok != n or int(d.group(4)) or int(d.group(5)):
             raise RuntimeError(f"h2load: only {ok}/{n} requests got 2xx:\n{out}")
-        secs = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
-        return {"requests": n, "seconds": secs, "req_per_s": float(m.group(3))}
+        return res
 
     def wrk(self, port, secs, c):
         cmd = ["taskset", "-c", self.load_cpu, "wrk", "-t", "1", "-c", str(c),
@@ -232,17 +296,48 @@ class Bench:
         assert status == 200 and len(body) == 100, (status, len(body))
         return p
 
+    def start_h2_origin(self):
+        """The origin for the HTTP/2 upstream scenario: nghttpd, h2c only
+        (it answers no HTTP/1.1, so a 200 through a proxy proves the proxy
+        spoke HTTP/2 to it), serving the same 100-byte body as a file."""
+        htdocs = os.path.join(self.tmp, "h2-htdocs")
+        os.makedirs(htdocs, exist_ok=True)
+        with open(os.path.join(htdocs, "index.html"), "w") as f:
+            f.write(BODY)
+        self.h2_origin_port = self.free_port()
+        p = self.spawn(["nghttpd", "--no-tls", "-a", "127.0.0.1", "-d", htdocs,
+                        str(self.h2_origin_port)], "h2-origin", self.load_cpu)
+        end = time.monotonic() + 15
+        while True:
+            if p.poll() is not None:
+                raise RuntimeError(f"nghttpd exited with status {p.returncode}: "
+                                   f"{self.tail('h2-origin')}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.h2_origin_port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > end:
+                    raise RuntimeError("nghttpd not listening after 15s")
+                time.sleep(0.1)
+        self.h2load(self.h2_origin_port, 10, 1, streams=1)
+        return p
+
     # --------------------------------------------------------------- candidates
-    def start(self, name, valgrind_out=None):
-        """Starts candidate `name` on the proxy CPU; returns (Popen, port)."""
+    def start(self, name, valgrind_out=None, scenario=None):
+        """Starts candidate `name` on the proxy CPU; returns (Popen, port).
+        `scenario` (H2DOWN, H2UP) picks that scenario's config; None is the
+        HTTP/1.1 rows' config."""
         pre = []
         if valgrind_out:
             pre = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={valgrind_out}"]
         deadline = 120 if valgrind_out else 20
-        tag = f"{slug(name)}{'-callgrind' if valgrind_out else ''}"
+        base = slug(name) + (f"-{scenario}" if scenario else "")
+        tag = f"{base}{'-callgrind' if valgrind_out else ''}"
+        template = SCENARIO_CONFIGS[scenario][name] if scenario else None
+        ports = dict(ORIGIN_PORT=self.origin_port, H2_ORIGIN_PORT=self.h2_origin_port)
         if name in PORTWAYS:
-            cfg = self.render(PORTWAYS[name], f"{slug(name)}.yaml", ORIGIN_PORT=self.origin_port)
-            addr_file = os.path.join(self.tmp, f"{slug(name)}-admin-address")
+            cfg = self.render(template or PORTWAYS[name], f"{base}.yaml", **ports)
+            addr_file = os.path.join(self.tmp, f"{base}-admin-address")
             if os.path.exists(addr_file):
                 os.unlink(addr_file)
             p = self.spawn(pre + [self.args.portway_bin, "-c", cfg, "--workers", "1",
@@ -272,17 +367,41 @@ class Bench:
                 raise
         elif name == "nginx":
             port = self.free_port()
-            cfg = self.render("nginx.conf", "nginx.conf", ORIGIN_PORT=self.origin_port, PORT=port)
-            p = self.spawn(pre + ["nginx", "-p", self.tmp, "-e", f"{self.tmp}/nginx-error.log",
+            cfg = self.render(template or "nginx.conf", f"{base}.conf", PORT=port, **ports)
+            p = self.spawn(pre + ["nginx", "-p", self.tmp, "-e", f"{self.tmp}/{base}-error.log",
                                   "-c", cfg], tag, self.proxy_cpu)
         elif name == "haproxy":
             port = self.free_port()
-            cfg = self.render("haproxy.cfg", "haproxy.cfg", ORIGIN_PORT=self.origin_port, PORT=port)
+            cfg = self.render(template or "haproxy.cfg", f"{base}.cfg", PORT=port, **ports)
             p = self.spawn(pre + ["haproxy", "-db", "-f", cfg], tag, self.proxy_cpu)
         else:
             raise ValueError(name)
-        self.wait_http(p, f"http://127.0.0.1:{port}/", deadline, tag)
+        if scenario == H2DOWN and name != "portway":
+            # An HTTP/2-only listener: urllib cannot ask it; h2load can.
+            self.wait_h2(p, port, deadline, tag)
+        else:
+            self.wait_http(p, f"http://127.0.0.1:{port}/", deadline, tag)
+        if scenario == H2UP:
+            status, body = self.http_get(f"http://127.0.0.1:{port}/")
+            if status != 200 or body != BODY.encode():
+                self.stop(p)
+                raise RuntimeError(f"{name}: the h2c origin's body did not come back "
+                                   f"through the proxy (status {status}, {len(body)} bytes)")
         return p, port
+
+    def wait_h2(self, p, port, deadline_s, what):
+        end = time.monotonic() + deadline_s
+        while True:
+            if p.poll() is not None:
+                raise RuntimeError(f"{what} exited with status {p.returncode}: {self.tail(what)}")
+            try:
+                self.h2load(port, 1, 1, streams=1)
+                return
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                if time.monotonic() > end:
+                    raise RuntimeError(f"{what} not answering HTTP/2 on port {port} after "
+                                       f"{deadline_s}s: {e}")
+                time.sleep(0.2)
 
     def check_filters(self, name, admin):
         """The chain column must really run the chain, and the bare one none:
@@ -315,15 +434,25 @@ class Bench:
         return res
 
     # ------------------------------------------------------------------ metrics
-    def measure_instructions(self, name, rnd):
+    def load_shape(self, scenario):
+        """(connections, streams per connection or None for HTTP/1.1) of the
+        fixed-count runs that count instructions in `scenario`."""
         c = self.counts
-        out = os.path.join(self.tmp, f"callgrind.{slug(name)}.{rnd}")
-        p, port = self.start(name, valgrind_out=out)
+        return (c["h2_c"], c["h2_m"]) if scenario == H2DOWN else (c["cg_c"], None)
+
+    def measure_instructions(self, name, rnd, scenario=None):
+        c = self.counts
+        prefix = f"{scenario}_" if scenario else ""
+        base = slug(name) + (f"-{scenario}" if scenario else "")
+        out = os.path.join(self.tmp, f"callgrind.{base}.{rnd}")
+        conns, streams = self.load_shape(scenario)
+        lenient = scenario == H2UP
+        p, port = self.start(name, valgrind_out=out, scenario=scenario)
         try:
-            self.h2load(port, c["warmup"], c["cg_c"])
+            self.h2load(port, c["warmup"], conns, streams, reasonless_ok=lenient)
             subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True,
                            capture_output=True, timeout=60)
-            run = self.h2load(port, c["cg_n"], c["cg_c"])
+            run = self.h2load(port, c["cg_n"], conns, streams, reasonless_ok=lenient)
             subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True,
                            capture_output=True, timeout=60)
             dump = out + ".1"
@@ -339,12 +468,13 @@ class Bench:
                 time.sleep(0.2)
             if total is None:
                 raise RuntimeError(f"no callgrind dump at {dump}")
-            return {"instr_per_req": total / c["cg_n"], "callgrind_ir": total,
-                    "callgrind_requests": c["cg_n"], "callgrind_req_per_s": run["req_per_s"]}
+            return {f"{prefix}instr_per_req": total / c["cg_n"], f"{prefix}callgrind_ir": total,
+                    f"{prefix}callgrind_requests": c["cg_n"],
+                    f"{prefix}callgrind_req_per_s": run["req_per_s"]}
         finally:
             self.stop(p, timeout=30)
             for f in os.listdir(self.tmp):
-                if f.startswith(f"callgrind.{slug(name)}.{rnd}"):
+                if f.startswith(f"callgrind.{base}.{rnd}"):
                     os.unlink(os.path.join(self.tmp, f))
 
     def perf_syscalls(self, pid, port, n, conns):
@@ -410,6 +540,37 @@ class Bench:
             self.stop(p)
         return res
 
+    def measure_h2_cpu(self, name, scenario):
+        """CPU us/request (and req/s) of `scenario`, measured like the HTTP/1.1
+        rows' CPU run: a native proxy, a warm-up, then utime+stime around a
+        fixed-count run. Downstream: h2load h2c c10 m10; upstream: the HTTP/1.1
+        load of the CPU row (50 connections, or wrk with --loadgen wrk)."""
+        c = self.counts
+        p, port = self.start(name, scenario=scenario)
+        try:
+            if scenario == H2DOWN:
+                conns, streams = c["h2_c"], c["h2_m"]
+            else:
+                conns, streams = c["cpu_c"], None
+            lenient = scenario == H2UP
+            self.h2load(port, c["warmup"], conns, streams, reasonless_ok=lenient)
+            t0 = self.proc_ticks(p.pid)
+            if scenario == H2UP and self.args.loadgen == "wrk":
+                run = self.wrk(port, c["wrk_secs"], conns)
+            else:
+                run = self.h2load(port, c["cpu_n"], conns, streams, reasonless_ok=lenient)
+            t1 = self.proc_ticks(p.pid)
+            if p.poll() is not None:
+                raise RuntimeError(f"{name} died during the {scenario} run")
+            res = {f"{scenario}_cpu_us_per_req": (t1 - t0) * 1e6 / CLK_TCK / run["requests"],
+                   f"{scenario}_cpu_run_requests": run["requests"],
+                   f"{scenario}_req_per_s": run["req_per_s"]}
+            if "status_unparsed" in run:
+                res[f"{scenario}_empty_reason_phrase"] = True
+            return res
+        finally:
+            self.stop(p)
+
     def measure_idle_rss(self, name):
         p, port = self.start(name)
         try:
@@ -438,15 +599,22 @@ class Bench:
         if self.perf_reason:
             log(f"bench: perf unsupported ({self.perf_reason}): syscall counts will be n/a")
         origin = self.start_origin()
+        h2_origin = self.start_h2_origin() if self.args.h2 else None
         errors = []
         try:
             for rnd in range(1, rounds + 1):
                 for name in cands:
                     row = {"round": rnd}
                     t = time.monotonic()
-                    for step in (lambda: self.measure_instructions(name, rnd),
-                                 lambda: self.measure_native(name),
-                                 lambda: self.measure_idle_rss(name)):
+                    steps = [lambda: self.measure_instructions(name, rnd),
+                             lambda: self.measure_native(name),
+                             lambda: self.measure_idle_rss(name)]
+                    if self.args.h2:
+                        for sc in (H2DOWN, H2UP):
+                            if name in SCENARIO_CONFIGS[sc]:
+                                steps += [lambda sc=sc: self.measure_instructions(name, rnd, sc),
+                                          lambda sc=sc: self.measure_h2_cpu(name, sc)]
+                    for step in steps:
                         try:
                             row.update(step())
                         except Exception as e:  # keep the other metrics
@@ -455,14 +623,16 @@ class Bench:
                             errors.append(msg)
                     results[name].append(row)
                     log(f"bench: round {rnd} {name} ({time.monotonic() - t:.0f}s): " +
-                        ", ".join(f"{k}={row[k]:.4g}" for k, _, _ in METRICS if k in row))
+                        ", ".join(f"{k}={row[k]:.4g}" for k, _, _ in ALL_METRICS if k in row))
         finally:
             self.stop(origin)
+            if h2_origin:
+                self.stop(h2_origin)
             self.stop_all()
 
         summary = {c: {} for c in cands}
         for c in cands:
-            for key, _, _ in METRICS:
+            for key, _, _ in ALL_METRICS:
                 vals = [r[key] for r in results[c] if key in r]
                 if vals:
                     summary[c][key] = statistics.median(vals)
@@ -479,6 +649,7 @@ class Bench:
             "versions": versions, "order": cands,
             "errors": errors, "medians": summary, "raw": results,
             "chain": self.chain_summary(results, summary),
+            "http2": self.h2_summary(cands, summary),
         }
         os.makedirs(self.args.results_dir, exist_ok=True)
         path = os.path.join(self.args.results_dir,
@@ -488,6 +659,37 @@ class Bench:
         print(self.table(doc))
         print(f"\nraw numbers: {os.path.relpath(path, ROOT)}")
         return 1 if errors else 0
+
+    def h2_summary(self, cands, summary):
+        """What the HTTP/2 rows measured, and Portway's ratios to each peer
+        there (the per-candidate medians are in `medians` with the h2down_ /
+        h2up_ prefixes)."""
+        if not self.args.h2:
+            return {"measured": False, "reason": "BENCH_H2=0"}
+        c = self.counts
+        doc = {"measured": True}
+        for sc, desc in ((H2DOWN, {
+                "what": "HTTP/2 clients (h2c prior knowledge) -> proxy -> HTTP/1.1 origin "
+                        "(the HTTP/1.1 rows' origin)",
+                "load": f"h2load -c {c['h2_c']} -m {c['h2_m']} (instructions: {c['cg_n']} "
+                        f"requests; CPU: {c['cpu_n']} requests)",
+                "not_measured": {}}), (H2UP, {
+                "what": "HTTP/1.1 clients -> proxy -> HTTP/2 origin (h2c prior knowledge)",
+                "origin": H2_ORIGIN,
+                "load": f"h2load --h1 (instructions: {c['cg_n']} requests at c{c['cg_c']}; "
+                        f"CPU: {c['cpu_n']} requests at c{c['cpu_c']})",
+                "not_measured": {"nginx": NGINX_NO_H2_UPSTREAM}})):
+            desc["configs"] = {n: f"bench/configs/{f}" for n, f in SCENARIO_CONFIGS[sc].items()}
+            desc["candidates"] = [n for n in cands if n in SCENARIO_CONFIGS[sc]]
+            ratios = {}
+            for peer in ("nginx", "haproxy"):
+                a, b = summary.get("portway", {}), summary.get(peer, {})
+                for key in (f"{sc}_instr_per_req", f"{sc}_cpu_us_per_req"):
+                    if key in a and b.get(key):
+                        ratios[f"portway/{peer} {key}"] = a[key] / b[key]
+            desc["ratio_of_medians"] = ratios
+            doc[sc] = desc
+        return doc
 
     def chain_summary(self, results, summary):
         """The filter chain's cost: portway+chain / portway for every metric,
@@ -544,6 +746,22 @@ class Bench:
         for key, label, fmt in METRICS:
             lines.append(f"| {label} | " + " | ".join(
                 [cell(c, key, fmt) for c in cols] + [ratio(a, b, key) for _, a, b in ratios]) + " |")
+        # The HTTP/2 rows: a candidate that is not in a scenario (the chain in
+        # both, nginx upstream) says why instead of "n/a".
+        h2 = doc.get("http2", {})
+        for sc, metrics in ((H2DOWN, H2DOWN_METRICS), (H2UP, H2UP_METRICS)):
+            if sc not in h2:
+                continue
+            for key, label, fmt in metrics:
+                cells = []
+                for c in cols:
+                    if c in med and c not in SCENARIO_CONFIGS[sc]:
+                        cells.append("n/a: nginx cannot proxy plain HTTP/2" if c == "nginx"
+                                     else "—")
+                    else:
+                        cells.append(cell(c, key, fmt))
+                lines.append(f"| {label} | " + " | ".join(
+                    cells + [ratio(a, b, key) for _, a, b in ratios]) + " |")
         ch = doc.get("chain", {})
         if chain:
             if "instr_overhead_pct" in ch:
@@ -585,6 +803,17 @@ class Bench:
             f"at c{c['cpu_c']}; RSS: {c['idle']} idle connections. "
             f"Versions: {'; '.join(f'{k} {x}' for k, x in v.items())}."
             + (" QUICK run (smoke test, not for comparison)." if doc["quick"] else ""))
+        if h2.get("measured"):
+            lines.append(
+                f"HTTP/2 rows: downstream = h2load h2c (prior knowledge) c{c['h2_c']} "
+                f"m{c['h2_m']} to each proxy's HTTP/2 listener ({c['cg_n']} requests under "
+                f"callgrind, {c['cpu_n']} for CPU), HTTP/1.1 keep-alive to the same origin; "
+                f"upstream = the HTTP/1.1 load above (c{c['cg_c']} callgrind, c{c['cpu_c']} CPU) "
+                f"through each proxy to an h2c origin: {H2_ORIGIN}. nginx is not in the upstream "
+                f"rows: it cannot proxy to plain HTTP/2 (grpc_pass only). portway+chain is not "
+                f"in the HTTP/2 rows.")
+        elif h2:
+            lines.append(f"HTTP/2 rows: not measured ({h2.get('reason')}).")
         if busy:
             lines.append(f"Core busy % during the last CPU run: {'; '.join(busy)}.")
         if doc["errors"]:
@@ -617,6 +846,8 @@ class Bench:
         if "haproxy" in cands:
             v["haproxy"] = first_line(["haproxy", "-v"])
         v["h2load"] = first_line(["h2load", "--version"])
+        if self.args.h2:
+            v["nghttpd"] = first_line(["nghttpd", "--version"])
         v["valgrind"] = first_line(["valgrind", "--version"])
         return v
 
@@ -648,6 +879,7 @@ def main():
     ap.add_argument("--tmp", default=os.environ.get("BENCH_TMP"))
     a = ap.parse_args()
     a.quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    a.h2 = os.environ.get("BENCH_H2", "1").strip() != "0"
     if a.rounds is None:
         a.rounds = 1 if a.quick else int(os.environ.get("BENCH_ROUNDS", "5"))
     only = [x.strip() for x in a.only.split(",") if x.strip()]

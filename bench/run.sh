@@ -5,7 +5,8 @@
 #   bench/run.sh [--only portway,portway+chain,nginx,haproxy] [--loadgen h2load|wrk]
 #
 # Environment: BENCH_ROUNDS (default 5), BENCH_QUICK=1 (one round, smaller
-# counts: a smoke test), BENCH_CHAIN=0 (skip portway+chain), PORTWAY_BIN
+# counts: a smoke test), BENCH_CHAIN=0 (skip portway+chain), BENCH_H2=0 (skip
+# the HTTP/2 rows), PORTWAY_BIN
 # (default build/bin/portway), BENCH_PROXY_CPU / BENCH_LOAD_CPU (default 0 / 1).
 #
 # Installs nothing: if a tool is missing it prints the apt-get line and exits 1.
@@ -19,6 +20,7 @@ need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
 need nginx nginx
 need haproxy haproxy
 need h2load nghttp2-client
+need nghttpd nghttp2-server  # the h2c origin of the HTTP/2 upstream rows
 need wrk wrk
 need valgrind valgrind
 need callgrind_control valgrind

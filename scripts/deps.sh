@@ -10,7 +10,8 @@ build_pkgs=(cmake ninja-build ccache pkg-config g++ make
   libyaml-cpp-dev libssl-dev libre2-dev libgtest-dev libgmock-dev python3 curl)
 test_pkgs=(python3-pytest python3-yaml systemd varnish clang-14 libclang-rt-14-dev openssl
   python3-h2 python3-grpcio python3-grpc-tools grpc-proto nghttp2-client nghttp2-server)
-bench_pkgs=(nginx haproxy nghttp2-client wrk valgrind linux-perf)
+# nghttp2-server: nghttpd, the h2c origin of the HTTP/2 upstream rows.
+bench_pkgs=(nginx haproxy nghttp2-client nghttp2-server wrk valgrind linux-perf)
 
 want=("${build_pkgs[@]}")
 case "${1:-build}" in
