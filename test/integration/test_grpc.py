@@ -269,3 +269,41 @@ def test_grpc_status_is_counted_in_stats(gw, stub, grpc_stubs):
     gw.wait_stat("portway_grpc_responses_total", 3, listener="edge", grpc_status="0")
     gw.wait_stat("portway_grpc_responses_total", 1, listener="edge", grpc_status="5")
     assert gw.stat("portway_grpc_responses_total", listener="edge", grpc_status="0") == 3
+
+
+# --------------------------------------------------------------------------- from a push
+
+
+def test_grpc_through_a_pushed_http2_cluster_and_a_bad_push_is_rejected_with_its_path(
+        make_grpc_server, make_gateway, grpc_stubs):
+    from test_control_plane import ControlPlane, entry, gateway_config, listener_port
+    server = make_grpc_server("pushed")
+    cp = ControlPlane().start()
+    try:
+        def resources(window):
+            return {"clusters": [{"name": "grpc", "protocol": "http2",
+                                  "http2": {"initial_stream_window_bytes": window},
+                                  "endpoints": [server.address]}],
+                    "listeners": [{"name": "dyn", "address": "127.0.0.1:0",
+                                   "protocols": ["http2"],
+                                   "http2": {"max_concurrent_streams": 50},
+                                   "routes": [{"match": {"prefix": "/"}, "cluster": "grpc"}]}]}
+        cp.write("main.yaml", resources(1048576))
+        gw = make_gateway(gateway_config(cp))
+        port = listener_port(gw)
+        with channel(port) as ch:
+            stub = grpc_stubs.test_pb2_grpc.TestServiceStub(ch)
+            stub.EmptyCall(grpc_stubs.empty_pb2.Empty(), timeout=CALL_TIMEOUT)
+        assert len(server.calls) == 1
+        # A window under the protocol's minimum is refused with its path;
+        # the cluster keeps serving its last good version.
+        cp.write("main.yaml", resources(100))
+        wait_until(lambda: entry(gw, "cluster", "grpc")["rejected_version"] != "", timeout=5)
+        e = entry(gw, "cluster", "grpc")
+        assert e["errors"][0]["path"] == "http2.initial_stream_window_bytes", e
+        with channel(port) as ch:
+            stub = grpc_stubs.test_pb2_grpc.TestServiceStub(ch)
+            stub.EmptyCall(grpc_stubs.empty_pb2.Empty(), timeout=CALL_TIMEOUT)
+        assert len(server.calls) == 2
+    finally:
+        cp.stop()

@@ -557,3 +557,35 @@ def test_stream_opened_after_goaway_is_not_accepted(origin, make_gateway):
     assert late_r.status is None, late_r
     assert [r.path for r in origin.all_requests] == ["/delay/1.5"]
     assert gw.wait_exit(6.0) == 0
+
+
+def test_http2_config_errors_have_paths():
+    from portway_test_lib import run_validate
+    r = run_validate({
+        "listeners": [{"name": "edge", "address": "127.0.0.1:0",
+                       "protocols": ["http2", "http2"],
+                       "http2": {"max_header_list_bytes": 10, "initial_stream_window_bytes": 1},
+                       "routes": [{"match": {"prefix": "/"}, "cluster": "b"}]}],
+        "clusters": [{"name": "b", "endpoints": ["127.0.0.1:1"]},
+                     {"name": "c", "protocol": "http2", "endpoints": ["127.0.0.1:1"],
+                      "http2": {"initial_connection_window_bytes": 4294967295}}]})
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    for path in ("listeners[0].protocols[1]", "listeners[0].http2.max_header_list_bytes",
+                 "listeners[0].http2.initial_stream_window_bytes",
+                 "clusters[1].http2.initial_connection_window_bytes"):
+        assert path in out, (path, out)
+    r = run_validate({"clusters": [{"name": "b", "protocol": "http3",
+                                    "endpoints": ["127.0.0.1:1"]}]})
+    assert r.returncode != 0
+    assert "clusters[0].protocol: unknown value 'http3'" in r.stdout + r.stderr
+
+
+def test_access_log_names_the_protocol(origin, make_gateway):
+    gw = make_gateway(h2_config([origin.address]))
+    with H2Client(gw.port) as c:
+        assert c.response(c.request("GET", "/echo")).status == 200
+    assert raw_request(gw.port, b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    wait_until(lambda: '"GET /echo HTTP/2" 200' in gw.stdout_text()
+               and '"GET /echo HTTP/1.1" 200' in gw.stdout_text(), timeout=5,
+               message="both access log lines")
