@@ -428,6 +428,76 @@ TEST_F(Http2PipeTest, Http2ResponseOverBufferLimitRaisesWatermarkUntilWindowUpda
   EXPECT_EQ(client_callbacks_.done, std::vector<bool>{true});
 }
 
+TEST_F(Http2PipeTest, Http2ResponseEndedWhileReadDisabledIsDeliveredBeforeDone) {
+  ClientStreamSeen& c = StartRequest(true);
+  Pump();
+  c.encoder->GetStream().ReadDisable(true);
+  ServerStreamSeen& s = *server_callbacks_.streams[0];
+  s.encoder->EncodeHeaders(ResponseHeaders(), false);
+  Buffer body;
+  body.Add("tail");
+  s.encoder->EncodeData(body, true);
+  Pump();
+  // nghttp2 closed the stream, but its body is still held for the decoder.
+  EXPECT_EQ(c.body, "");
+  EXPECT_TRUE(client_callbacks_.done.empty());
+  EXPECT_EQ(client_->ActiveStreams(), 1u);
+  c.encoder->GetStream().ReadDisable(false);
+  Pump();
+  EXPECT_EQ(c.body, "tail");
+  EXPECT_TRUE(c.end);
+  EXPECT_EQ(client_callbacks_.done, std::vector<bool>{true});
+  EXPECT_EQ(client_->ActiveStreams(), 0u);
+}
+
+TEST_F(Http2PipeTest, Http2NothingIsWrittenWhileTheConnectionIsOverItsWatermark) {
+  ClientStreamSeen& c = StartRequest(true);
+  Pump();
+  ServerStreamSeen& s = *server_callbacks_.streams[0];
+  server_->OnAboveWriteBufferHighWatermark();
+  s.encoder->EncodeHeaders(ResponseHeaders(), false);
+  Buffer big;
+  big.Add(std::string(70000, 'c'));
+  s.encoder->EncodeData(big, true);
+  EXPECT_EQ(server_conn_.written(), "");
+  EXPECT_EQ(s.above, 1);  // the stream's own buffer holds it all
+  server_->OnBelowWriteBufferLowWatermark();
+  EXPECT_NE(server_conn_.written(), "");
+  Pump();
+  EXPECT_EQ(c.body.size(), 70000u);
+  EXPECT_EQ(s.below, 1);
+}
+
+TEST_F(Http2PipeTest, Http2ClientGoAwayStopsNewStreamsAndLetsTheLastFinish) {
+  ClientStreamSeen& c = StartRequest(true);
+  Pump();
+  client_->GoAway();
+  EXPECT_EQ(client_->StreamCapacity(), 0u);
+  Pump();
+  EXPECT_EQ(server_counters_.goaway_received.Value(), 1u);
+  EXPECT_TRUE(server_->WantsClose());
+  server_callbacks_.streams[0]->encoder->EncodeHeaders(ResponseHeaders(), true);
+  Pump();
+  EXPECT_TRUE(c.end);
+  EXPECT_EQ(client_callbacks_.done, std::vector<bool>{false});
+}
+
+TEST_F(Http2PipeTest, Http2ClientDropsInformationalHeads) {
+  ClientStreamSeen& c = StartRequest(false);
+  Pump();
+  ServerStreamSeen& s = *server_callbacks_.streams[0];
+  s.encoder->Encode100Continue();
+  Pump();
+  EXPECT_EQ(c.headers, nullptr);
+  s.encoder->EncodeHeaders(ResponseHeaders("204"), true);
+  Pump();
+  ASSERT_NE(c.headers, nullptr);
+  EXPECT_EQ(c.headers->Status(), 204);
+  EXPECT_TRUE(c.end);
+  // The request was still open: the client cancels the rest of it.
+  EXPECT_EQ(client_callbacks_.done, std::vector<bool>{true});
+}
+
 TEST_F(Http2PipeTest, Http2ConnectionCloseResetsClientStreams) {
   ClientStreamSeen& a = StartRequest(true);
   ClientStreamSeen& b = StartRequest(true);
@@ -742,6 +812,31 @@ TEST_F(Http2RawTest, Http2PingsAreAnsweredWhileTheClientReads) {
   size_t acks = 0;
   for (const ParsedFrame& f : Output()) acks += f.type == NGHTTP2_PING && (f.flags & 1);
   EXPECT_EQ(acks, 1100u);
+}
+
+TEST_F(Http2RawTest, Http2ContinuationFloodEndsTheConnection) {
+  std::string block = Block(Get());
+  std::string bytes = Frame(NGHTTP2_HEADERS, 0, 1, block.substr(0, 1));
+  for (int i = 0; i < 20; ++i) bytes += Frame(NGHTTP2_CONTINUATION, 0, 1, "");
+  Send(bytes);
+  ASSERT_EQ(callbacks_.errors.size(), 1u);
+  EXPECT_EQ(callbacks_.errors[0], "http2_continuation_flood");
+  const ParsedFrame* goaway = FindFrame(Output(), NGHTTP2_GOAWAY);
+  ASSERT_NE(goaway, nullptr);
+  EXPECT_EQ(goaway->code, static_cast<uint32_t>(NGHTTP2_ENHANCE_YOUR_CALM));
+  EXPECT_EQ(callbacks_.streams.size(), 0u);
+}
+
+TEST_F(Http2RawTest, Http2SettingsWithTooManyEntriesEndsTheConnection) {
+  std::string payload;
+  for (int i = 0; i < 40; ++i) payload += std::string("\0\x04\0\0\xff\xff", 6);
+  Send(Frame(NGHTTP2_SETTINGS, 0, 0, payload));
+  // nghttp2 itself ends this one; the codec reports it as a flood.
+  EXPECT_EQ(callbacks_.errors, std::vector<std::string>{"http2_flood"});
+  const ParsedFrame* goaway = FindFrame(Output(), NGHTTP2_GOAWAY);
+  ASSERT_NE(goaway, nullptr);
+  EXPECT_EQ(goaway->code, static_cast<uint32_t>(NGHTTP2_ENHANCE_YOUR_CALM));
+  EXPECT_EQ(counters_.flood.Value(), 1u);
 }
 
 TEST_F(Http2RawTest, Http2EmptyDataFrameFloodEndsTheConnection) {

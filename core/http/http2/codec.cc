@@ -14,7 +14,8 @@ namespace portway::http::http2 {
 // send buffering for nghttp2's data provider, watermarks, reset state.
 class StreamImpl : public Stream, public event::DeferredDeletable {
  public:
-  explicit StreamImpl(SessionBase& session) : session_(session) {}
+  explicit StreamImpl(SessionBase& session)
+      : session_(session), buffer_limit_(session.options_.stream_buffer_limit) {}
   ~StreamImpl() override { *alive_ = false; }
 
   // Stream
@@ -28,7 +29,8 @@ class StreamImpl : public Stream, public event::DeferredDeletable {
   }
   void ResetStream(StreamResetReason reason) override;
   void ReadDisable(bool disable) override;
-  size_t BufferLimit() const override { return session_.options_.stream_buffer_limit; }
+  // Kept here: an ended stream may be asked after its codec is gone.
+  size_t BufferLimit() const override { return buffer_limit_; }
 
   virtual bool HasDecoder() const = 0;
   virtual void DeliverData(Buffer& data, bool end_stream) = 0;
@@ -69,6 +71,7 @@ class StreamImpl : public Stream, public event::DeferredDeletable {
   bool Writable() const { return !closed_ && !local_reset_ && !retired_ && !session_.dead_; }
 
   SessionBase& session_;
+  const size_t buffer_limit_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::vector<StreamCallbacks*> callbacks_;
   int32_t id_ = -1;
@@ -269,15 +272,18 @@ void StreamImpl::ReadDisable(bool disable) {
   // Delivered from the loop, not from inside the caller (often a watermark
   // callback deep in another stream's stack).
   resume_posted_ = true;
+  // A retired stream outlives its codec until its deferred delete: both
+  // must still be there.
   std::weak_ptr<bool> alive = alive_;
-  session_.dispatcher_.Post([this, alive] {
+  std::weak_ptr<bool> session_alive = session_.alive_;
+  session_.dispatcher_.Post([this, alive, session_alive] {
     std::shared_ptr<bool> locked = alive.lock();
-    if (locked == nullptr || !*locked) return;
+    std::shared_ptr<bool> session_locked = session_alive.lock();
+    if (locked == nullptr || !*locked || session_locked == nullptr || !*session_locked) return;
     resume_posted_ = false;
     SessionBase& session = session_;
-    std::shared_ptr<bool> session_alive = session.alive_;
     MaybeDeliver();
-    if (*session_alive) session.Flush();
+    if (*session_locked) session.Flush();
   });
 }
 
