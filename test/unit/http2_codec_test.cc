@@ -498,6 +498,52 @@ TEST_F(Http2PipeTest, Http2ClientDropsInformationalHeads) {
   EXPECT_EQ(client_callbacks_.done, std::vector<bool>{true});
 }
 
+TEST_F(Http2PipeTest, Http2ClientSendsOnlyWhatHttp2Allows) {
+  auto seen = std::make_unique<ClientStreamSeen>();
+  ClientStreamSeen& c = *seen;
+  client_streams_.push_back(std::move(seen));
+  c.encoder = &client_->NewStream(c);
+  HeaderMap h;
+  h.Add(":method", "GET");
+  h.Add(":path", "/t");
+  h.Add("host", "from-host.example");  // no :authority: host becomes it
+  h.Add("te", "trailers");
+  h.Add("connection", "x-hop");
+  h.Add("x-hop", "dropped");  // named by Connection
+  h.Add("keep-alive", "timeout=5");
+  h.Add("upgrade", "websocket");
+  h.AddLower("X-Mixed", "kept");  // lowercased on the wire
+  c.encoder->EncodeHeaders(h, true);
+  Pump();
+  ASSERT_EQ(server_callbacks_.streams.size(), 1u);
+  const HeaderMap& got = *server_callbacks_.streams[0]->headers;
+  EXPECT_EQ(got.Authority(), "from-host.example");
+  EXPECT_EQ(got.GetOr(":scheme", ""), "http");
+  EXPECT_FALSE(got.Has("host"));
+  EXPECT_EQ(got.GetOr("te", ""), "trailers");
+  EXPECT_FALSE(got.Has("x-hop"));
+  EXPECT_FALSE(got.Has("keep-alive"));
+  EXPECT_FALSE(got.Has("upgrade"));
+  EXPECT_EQ(got.GetOr("x-mixed", ""), "kept");
+  EXPECT_EQ(server_counters_.protocol_errors.Value(), 0u);
+}
+
+TEST_F(Http2PipeTest, Http2ClientConnectionErrorResetsEveryStream) {
+  ClientStreamSeen& a = StartRequest(true);
+  ClientStreamSeen& b = StartRequest(true);
+  Pump();
+  // DATA on stream 0: a connection error (RFC 9113 6.1).
+  Buffer bad;
+  bad.Add(std::string("\0\0\x01\0\0\0\0\0\0x", 10));
+  client_->Dispatch(bad);
+  EXPECT_EQ(a.resets, std::vector<StreamResetReason>{StreamResetReason::kProtocolError});
+  EXPECT_EQ(b.resets, std::vector<StreamResetReason>{StreamResetReason::kProtocolError});
+  EXPECT_EQ(client_callbacks_.done, (std::vector<bool>{false, false}));
+  EXPECT_EQ(client_->StreamCapacity(), 0u);
+  EXPECT_EQ(client_->ActiveStreams(), 0u);
+  EXPECT_EQ(client_counters_.goaway_sent.Value(), 1u);
+}
+
 TEST_F(Http2PipeTest, Http2ConnectionCloseResetsClientStreams) {
   ClientStreamSeen& a = StartRequest(true);
   ClientStreamSeen& b = StartRequest(true);

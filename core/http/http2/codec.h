@@ -141,6 +141,29 @@ class SessionBase {
 };
 
 // Downstream: requests in, responses out.
+//
+// A request reaches ServerConnectionCallbacks::NewStream only once its
+// whole header block was received and passed nghttp2's RFC 9113 checks
+// (8.2, 8.3) and ours (field characters, the header list limit): a
+// malformed head is answered RST_STREAM PROTOCOL_ERROR (over the limit:
+// ENHANCE_YOUR_CALM, HTTP/2 having no 431) and never reaches an upstream.
+// A body that contradicts its content-length is only found later: that
+// stream is reset under its decoder (OnResetStream(kProtocolError)).
+// CONNECT is answered 501 here, as the HTTP/1 codec does.
+//
+// Resets: Stream::ResetStream(reason) sends RST_STREAM (kLocalReset:
+// INTERNAL_ERROR, the response failed; kConnectionTermination: CANCEL;
+// kRefusedStream: REFUSED_STREAM; kProtocolError: PROTOCOL_ERROR) and does
+// not call the owner's own OnResetStream. A peer's RST_STREAM calls
+// OnResetStream(kRemoteReset). A response that ends before its request
+// body is followed by RST_STREAM NO_ERROR (RFC 9113 8.1).
+//
+// Connection errors (nghttp2's, a flood, a bad preface) send GOAWAY and
+// then call OnProtocolError(error, nullptr) with error.cause one of
+// http2_protocol_error, http2_bad_preface, http2_flood (PING/SETTINGS
+// floods and nghttp2's own ENHANCE_YOUR_CALM), http2_rapid_reset,
+// http2_empty_frame_flood, http2_continuation_flood; the owner closes the
+// connection and calls OnConnectionClosed().
 class ServerConnectionImpl final : public ServerConnection, private SessionBase {
  public:
   // Queues the server SETTINGS (and the connection window's increase);
@@ -174,6 +197,9 @@ class ServerConnectionImpl final : public ServerConnection, private SessionBase 
   void OnConnectionError(const std::string& cause) override;
   void OnGoAwayReceived(int32_t) override {}
   void SendFinalGoAway();
+  // ResponseEncoder::CloseAfterResponse() is a no-op on HTTP/2: one
+  // response never closes a multiplexed connection; the owner drains it
+  // with StartDrain().
 
   ServerConnectionCallbacks& callbacks_;
   event::TimerPtr drain_timer_;
@@ -184,6 +210,15 @@ class ServerConnectionImpl final : public ServerConnection, private SessionBase 
 };
 
 // Upstream: requests out, responses in.
+//
+// Stream end: ClientConnectionCallbacks::OnStreamDone(reusable) once the
+// response was handed up whole and the request sent (a request still
+// being sent then is cancelled), or once the stream was reset; reusable is
+// false after a GOAWAY either way or a connection error. A stream reset by
+// its owner (RST_STREAM CANCEL) is done without its OnResetStream. Peer
+// resets map to kRefusedStream (REFUSED_STREAM) or kRemoteReset, streams
+// a GOAWAY left unprocessed to kGoAway, a malformed response (nghttp2's
+// checks) to kProtocolError, a header list over the limit to kOverflow.
 class ClientConnectionImpl final : public ClientConnection, private SessionBase {
  public:
   // Queues the preface and SETTINGS (ENABLE_PUSH 0); OnConnected() writes
