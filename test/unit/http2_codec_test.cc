@@ -6,6 +6,7 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -108,13 +109,19 @@ struct ServerCallbacks : public ServerConnectionCallbacks {
   void OnProtocolError(const CodecError& error, ResponseEncoder* encoder) override {
     EXPECT_EQ(encoder, nullptr);
     errors.push_back(error.cause);
+    if (on_error) on_error();
   }
+  std::function<void()> on_error;
 };
 
 struct ClientCallbacks : public ClientConnectionCallbacks {
   std::vector<bool> done;
   int capacity_changed = 0;
-  void OnStreamDone(bool reusable) override { done.push_back(reusable); }
+  void OnStreamDone(bool reusable) override {
+    done.push_back(reusable);
+    if (on_done) on_done();
+  }
+  std::function<void()> on_done;
   void OnCapacityChanged() override { ++capacity_changed; }
 };
 
@@ -544,6 +551,32 @@ TEST_F(Http2PipeTest, Http2ClientConnectionErrorResetsEveryStream) {
   EXPECT_EQ(client_counters_.goaway_sent.Value(), 1u);
 }
 
+TEST_F(Http2PipeTest, Http2OwnerMayDestroyTheClientCodecWhenAStreamIsDone) {
+  StartRequest(true);
+  StartRequest(true);
+  Pump();
+  client_callbacks_.on_done = [this] { client_.reset(); };
+  for (auto& s : server_callbacks_.streams) s->encoder->EncodeHeaders(ResponseHeaders(), true);
+  Pump();  // both responses arrive in one read; the first OnStreamDone destroys the codec
+  EXPECT_EQ(client_, nullptr);
+  EXPECT_EQ(client_callbacks_.done.size(), 1u);
+  dispatcher_.RunPending();
+}
+
+TEST_F(Http2PipeTest, Http2PostedResumeOutlivedByItsCodecDoesNothing) {
+  server_callbacks_.read_disable_on_headers = true;
+  ClientStreamSeen& c = StartRequest(false);
+  Buffer body;
+  body.Add("held");
+  c.encoder->EncodeData(body, true);
+  Pump();
+  server_callbacks_.streams[0]->encoder->GetStream().ReadDisable(false);  // posts the resume
+  server_->OnConnectionClosed();
+  server_.reset();
+  dispatcher_.RunPending();
+  EXPECT_EQ(server_callbacks_.streams[0]->body, "");
+}
+
 TEST_F(Http2PipeTest, Http2ConnectionCloseResetsClientStreams) {
   ClientStreamSeen& a = StartRequest(true);
   ClientStreamSeen& b = StartRequest(true);
@@ -896,6 +929,19 @@ TEST_F(Http2RawTest, Http2EmptyDataFrameFloodEndsTheConnection) {
   ASSERT_NE(goaway, nullptr);
   EXPECT_EQ(goaway->code, static_cast<uint32_t>(NGHTTP2_ENHANCE_YOUR_CALM));
   EXPECT_EQ(counters_.flood.Value(), 1u);
+}
+
+TEST_F(Http2RawTest, Http2OwnerMayDestroyTheServerCodecOnAConnectionError) {
+  Send(Headers(1, false, Get()));
+  callbacks_.on_error = [this] {
+    server_->OnConnectionClosed();
+    server_.reset();
+  };
+  Send(Frame(NGHTTP2_DATA, 0, 0, "x"));
+  EXPECT_EQ(server_, nullptr);
+  EXPECT_EQ(callbacks_.streams[0]->resets,
+            std::vector<StreamResetReason>{StreamResetReason::kConnectionTermination});
+  dispatcher_.RunPending();
 }
 
 TEST_F(Http2RawTest, Http2ConnectionProtocolErrorSendsGoAway) {
