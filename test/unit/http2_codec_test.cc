@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -684,12 +685,13 @@ class Http2RawTest : public ::testing::Test {
 
   std::vector<ParsedFrame> Output() { return ParseFrames(conn_.TakeWritten()); }
 
-  static const ParsedFrame* FindFrame(const std::vector<ParsedFrame>& frames, uint8_t type,
-                                      uint32_t stream = 0) {
+  // By value: callers pass Output()'s temporary.
+  static std::optional<ParsedFrame> FindFrame(const std::vector<ParsedFrame>& frames, uint8_t type,
+                                              uint32_t stream = 0) {
     for (const ParsedFrame& f : frames) {
-      if (f.type == type && (stream == 0 || f.stream == stream)) return &f;
+      if (f.type == type && (stream == 0 || f.stream == stream)) return f;
     }
-    return nullptr;
+    return std::nullopt;
   }
 
   nghttp2_hd_deflater* deflater_ = nullptr;
@@ -733,8 +735,8 @@ TEST_F(Http2RawTest, Http2MaxConcurrentStreamsRefusesTheExtraStream) {
   EXPECT_TRUE(callbacks_.errors.empty());
   EXPECT_EQ(callbacks_.streams.size(), 2u);
   auto frames = Output();
-  const ParsedFrame* rst = FindFrame(frames, NGHTTP2_RST_STREAM, 5);
-  ASSERT_NE(rst, nullptr);
+  std::optional<ParsedFrame> rst = FindFrame(frames, NGHTTP2_RST_STREAM, 5);
+  ASSERT_TRUE(rst.has_value());
   EXPECT_EQ(rst->code, static_cast<uint32_t>(NGHTTP2_REFUSED_STREAM));
 }
 
@@ -776,8 +778,8 @@ TEST_F(Http2RawTest, Http2MalformedRequestsAreResetBeforeReachingADecoder) {
     SCOPED_TRACE(c.name);
     Send(Headers(stream, true, c.fields));
     auto frames = Output();
-    const ParsedFrame* rst = FindFrame(frames, NGHTTP2_RST_STREAM, stream);
-    ASSERT_NE(rst, nullptr);
+    std::optional<ParsedFrame> rst = FindFrame(frames, NGHTTP2_RST_STREAM, stream);
+    ASSERT_TRUE(rst.has_value());
     EXPECT_EQ(rst->code, static_cast<uint32_t>(NGHTTP2_PROTOCOL_ERROR));
     EXPECT_EQ(callbacks_.streams.size(), 0u);
     stream += 2;
@@ -798,8 +800,8 @@ TEST_F(Http2RawTest, Http2ContentLengthMismatchResetsTheStartedStream) {
   ASSERT_EQ(callbacks_.streams.size(), 1u);
   EXPECT_EQ(callbacks_.streams[0]->resets,
             std::vector<StreamResetReason>{StreamResetReason::kProtocolError});
-  const ParsedFrame* rst = FindFrame(Output(), NGHTTP2_RST_STREAM, 1);
-  ASSERT_NE(rst, nullptr);
+  std::optional<ParsedFrame> rst = FindFrame(Output(), NGHTTP2_RST_STREAM, 1);
+  ASSERT_TRUE(rst.has_value());
   EXPECT_EQ(rst->code, static_cast<uint32_t>(NGHTTP2_PROTOCOL_ERROR));
 }
 
@@ -822,7 +824,7 @@ TEST_F(Http2RawTest, Http2HeaderListOverLimitIsResetAndCounted) {
   Send(bytes);
   EXPECT_EQ(callbacks_.streams.size(), 0u);
   EXPECT_EQ(counters_.header_overflow.Value(), 1u);
-  EXPECT_NE(FindFrame(Output(), NGHTTP2_RST_STREAM, 1), nullptr);
+  EXPECT_TRUE(FindFrame(Output(), NGHTTP2_RST_STREAM, 1).has_value());
   EXPECT_TRUE(callbacks_.errors.empty());
 }
 
@@ -839,8 +841,8 @@ TEST_F(Http2RawTest, Http2RapidResetFloodEndsTheConnection) {
   }
   Send(bytes);
   auto frames = Output();
-  const ParsedFrame* goaway = FindFrame(frames, NGHTTP2_GOAWAY);
-  ASSERT_NE(goaway, nullptr);
+  std::optional<ParsedFrame> goaway = FindFrame(frames, NGHTTP2_GOAWAY);
+  ASSERT_TRUE(goaway.has_value());
   EXPECT_EQ(goaway->code, static_cast<uint32_t>(NGHTTP2_ENHANCE_YOUR_CALM));
   EXPECT_EQ(callbacks_.errors, std::vector<std::string>{"http2_rapid_reset"});
   EXPECT_EQ(counters_.flood.Value(), 1u);
@@ -900,8 +902,8 @@ TEST_F(Http2RawTest, Http2ContinuationFloodEndsTheConnection) {
   Send(bytes);
   ASSERT_EQ(callbacks_.errors.size(), 1u);
   EXPECT_EQ(callbacks_.errors[0], "http2_continuation_flood");
-  const ParsedFrame* goaway = FindFrame(Output(), NGHTTP2_GOAWAY);
-  ASSERT_NE(goaway, nullptr);
+  std::optional<ParsedFrame> goaway = FindFrame(Output(), NGHTTP2_GOAWAY);
+  ASSERT_TRUE(goaway.has_value());
   EXPECT_EQ(goaway->code, static_cast<uint32_t>(NGHTTP2_ENHANCE_YOUR_CALM));
   EXPECT_EQ(callbacks_.streams.size(), 0u);
 }
@@ -912,8 +914,8 @@ TEST_F(Http2RawTest, Http2SettingsWithTooManyEntriesEndsTheConnection) {
   Send(Frame(NGHTTP2_SETTINGS, 0, 0, payload));
   // nghttp2 itself ends this one; the codec reports it as a flood.
   EXPECT_EQ(callbacks_.errors, std::vector<std::string>{"http2_flood"});
-  const ParsedFrame* goaway = FindFrame(Output(), NGHTTP2_GOAWAY);
-  ASSERT_NE(goaway, nullptr);
+  std::optional<ParsedFrame> goaway = FindFrame(Output(), NGHTTP2_GOAWAY);
+  ASSERT_TRUE(goaway.has_value());
   EXPECT_EQ(goaway->code, static_cast<uint32_t>(NGHTTP2_ENHANCE_YOUR_CALM));
   EXPECT_EQ(counters_.flood.Value(), 1u);
 }
@@ -925,8 +927,8 @@ TEST_F(Http2RawTest, Http2EmptyDataFrameFloodEndsTheConnection) {
   for (int i = 0; i < 101; ++i) bytes += Frame(NGHTTP2_DATA, 0, 1, "");
   Send(bytes);
   EXPECT_EQ(callbacks_.errors, std::vector<std::string>{"http2_empty_frame_flood"});
-  const ParsedFrame* goaway = FindFrame(Output(), NGHTTP2_GOAWAY);
-  ASSERT_NE(goaway, nullptr);
+  std::optional<ParsedFrame> goaway = FindFrame(Output(), NGHTTP2_GOAWAY);
+  ASSERT_TRUE(goaway.has_value());
   EXPECT_EQ(goaway->code, static_cast<uint32_t>(NGHTTP2_ENHANCE_YOUR_CALM));
   EXPECT_EQ(counters_.flood.Value(), 1u);
 }
@@ -947,8 +949,8 @@ TEST_F(Http2RawTest, Http2OwnerMayDestroyTheServerCodecOnAConnectionError) {
 TEST_F(Http2RawTest, Http2ConnectionProtocolErrorSendsGoAway) {
   // DATA on stream 0 is a connection error (RFC 9113 6.1).
   Send(Frame(NGHTTP2_DATA, 0, 0, "x"));
-  const ParsedFrame* goaway = FindFrame(Output(), NGHTTP2_GOAWAY);
-  ASSERT_NE(goaway, nullptr);
+  std::optional<ParsedFrame> goaway = FindFrame(Output(), NGHTTP2_GOAWAY);
+  ASSERT_TRUE(goaway.has_value());
   EXPECT_EQ(goaway->code, static_cast<uint32_t>(NGHTTP2_PROTOCOL_ERROR));
   EXPECT_EQ(callbacks_.errors, std::vector<std::string>{"http2_protocol_error"});
 }
@@ -968,17 +970,17 @@ TEST_F(Http2RawTest, Http2DrainSendsNoticeThenFinalGoAway) {
   server_->StartDrain();
   EXPECT_TRUE(server_->WantsClose());
   auto notice = Output();
-  const ParsedFrame* first = FindFrame(notice, NGHTTP2_GOAWAY);
-  ASSERT_NE(first, nullptr);
+  std::optional<ParsedFrame> first = FindFrame(notice, NGHTTP2_GOAWAY);
+  ASSERT_TRUE(first.has_value());
   dispatcher_.AdvanceTimeAndRun(std::chrono::milliseconds(1000));
   auto final_frames = Output();
-  const ParsedFrame* last = FindFrame(final_frames, NGHTTP2_GOAWAY);
-  ASSERT_NE(last, nullptr);
+  std::optional<ParsedFrame> last = FindFrame(final_frames, NGHTTP2_GOAWAY);
+  ASSERT_TRUE(last.has_value());
   EXPECT_EQ(last->code, 0u);
   EXPECT_EQ(counters_.goaway_sent.Value(), 2u);
   // The stream it took is still answered.
   callbacks_.streams[0]->encoder->EncodeHeaders(ResponseHeaders(), true);
-  EXPECT_NE(FindFrame(Output(), NGHTTP2_HEADERS, 1), nullptr);
+  EXPECT_TRUE(FindFrame(Output(), NGHTTP2_HEADERS, 1).has_value());
   dispatcher_.RunPending();
   EXPECT_TRUE(server_->Idle());
 }
