@@ -44,7 +44,9 @@ constexpr std::string_view kErrorHeader = "x-portway-error";
 
 // `drop_underscores`: names with '_' (X_Forwarded_For) that some backends
 // fold into the dash-separated header a proxy vouches for.
-void StripHopByHop(HeaderMap& headers, bool request, bool drop_underscores = false) {
+// `te_trailers`: the request said "te: trailers" (see below).
+void StripHopByHop(HeaderMap& headers, bool request, bool drop_underscores = false,
+                   bool te_trailers = false) {
   std::vector<std::string> named;
   if (const std::string* connection = headers.Get("connection")) {
     for (std::string_view token : SplitView(*connection, ',')) {
@@ -55,13 +57,6 @@ void StripHopByHop(HeaderMap& headers, bool request, bool drop_underscores = fal
         named.push_back(std::move(name));
       }
     }
-  }
-  // "te: trailers" is the one TE value that says something end to end: a
-  // gRPC client says it understands trailers, and gRPC servers want it.
-  bool te_trailers = false;
-  if (request) {
-    if (const std::string* te = headers.Get("te"))
-      te_trailers = HeaderListHasToken(*te, "trailers");
   }
   // Trailer is end-to-end in RFC 9110, but Portway re-frames bodies
   // (chunked <-> length-delimited), so the announcement may no longer hold.
@@ -78,6 +73,8 @@ void StripHopByHop(HeaderMap& headers, bool request, bool drop_underscores = fal
     }
     return false;
   });
+  // "te: trailers" is the one TE value that says something end to end: a
+  // gRPC client says it understands trailers, and gRPC servers want it.
   if (te_trailers) headers.AddLower("te", "trailers");
 }
 
@@ -190,6 +187,7 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
     encoder_.GetStream().ReadDisable(disable);
   }
   size_t BufferLimit() const override { return listener_->codec.buffer_limit; }
+  bool GrpcRequest() const override { return grpc_; }
   size_t ReplayLimit() const override { return replay_limit_; }
   std::chrono::milliseconds PerTryTimeout() const override { return per_try_timeout_; }
   const UpstreamLimits& Limits() const override { return limits_; }
@@ -301,7 +299,15 @@ void ConnectionManager::ActiveStream::OnIdleTimer() {
 
 void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool end_stream) {
   request_complete_ = end_stream;
-  grpc_ = grpc::IsGrpcRequest(*headers);
+  // One pass for what the rest of the stream needs to know of the head.
+  bool te_trailers = false;
+  for (const auto& e : *headers) {
+    if (e.name.size() == 12 && e.name == "content-type") {
+      grpc_ = grpc::IsGrpcContentType(e.value);
+    } else if (e.name.size() == 2 && e.name == "te") {
+      te_trailers = te_trailers || HeaderListHasToken(e.value, "trailers");
+    }
+  }
   info_.protocol = ProtocolName(parent_.codec_->protocol());
   // Only the access log and the failure history read these copies.
   if (parent_.context_.AccessLog() != nullptr || parent_.context_.Failures() != nullptr) {
@@ -326,7 +332,8 @@ void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool e
   expect_continue_ = expect != nullptr && EqualsIgnoreCase(*expect, "100-continue");
   if (expect != nullptr) headers->Remove("expect");
 
-  StripHopByHop(*headers, /*request=*/true, underscores == server::UnderscoreHeaders::kDrop);
+  StripHopByHop(*headers, /*request=*/true, underscores == server::UnderscoreHeaders::kDrop,
+                te_trailers);
   ApplyProxyHeaders(*headers);
   // Routed before the filters so they can see the route; a missing route is
   // answered by the router stage, after the filters ran.

@@ -8,14 +8,16 @@ namespace portway::http::grpc {
 
 bool IsGrpcRequest(const HeaderMap& headers) {
   const std::string* type = headers.Get("content-type");
-  if (type == nullptr) return false;
+  return type != nullptr && IsGrpcContentType(*type);
+}
+
+bool IsGrpcContentType(std::string_view type) {
   constexpr std::string_view kGrpc = "application/grpc";
-  if (type->size() < kGrpc.size() || !EqualsIgnoreCase(type->substr(0, kGrpc.size()), kGrpc)) {
+  if (type.size() < kGrpc.size() || !EqualsIgnoreCase(type.substr(0, kGrpc.size()), kGrpc)) {
     return false;
   }
   // application/grpc, application/grpc+proto, application/grpc;charset=...
-  return type->size() == kGrpc.size() || (*type)[kGrpc.size()] == '+' ||
-         (*type)[kGrpc.size()] == ';';
+  return type.size() == kGrpc.size() || type[kGrpc.size()] == '+' || type[kGrpc.size()] == ';';
 }
 
 Status StatusForLocalReply(int status, ErrorCause cause) {

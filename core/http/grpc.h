@@ -37,6 +37,8 @@ enum class Status : int {
 
 // content-type application/grpc, application/grpc+proto, ...
 bool IsGrpcRequest(const HeaderMap& headers);
+// The same test on a content-type value.
+bool IsGrpcContentType(std::string_view type);
 
 // The status a locally generated HTTP `status` with `cause` becomes for a
 // gRPC client: 502/503 -> UNAVAILABLE, 504 -> DEADLINE_EXCEEDED, 404 ->

@@ -139,7 +139,7 @@ void Router::OnRequestHeaders(http::HeaderMapPtr headers, const Route& route, bo
 
   // A gRPC deadline runs from now, whether or not the request (a stream,
   // perhaps) is complete, and caps the route's timeout.
-  if (http::grpc::IsGrpcRequest(*headers)) {
+  if (callbacks_.GrpcRequest()) {
     if (auto deadline = http::grpc::ParseTimeout(*headers)) {
       std::chrono::milliseconds ms = std::max(*deadline, std::chrono::milliseconds(1));
       if (route.timeout.count() > 0) ms = std::min(ms, route.timeout);

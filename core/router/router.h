@@ -41,6 +41,8 @@ class RouterCallbacks {
   virtual void ResetDownstream(http::ErrorCause cause, std::string_view detail) = 0;
   virtual void ReadDisableDownstream(bool disable) = 0;
   virtual size_t BufferLimit() const = 0;
+  // The request is gRPC (content-type application/grpc*).
+  virtual bool GrpcRequest() const { return false; }
   // Set by filters (EnableRequestReplay, SetPerTryTimeout); 0: off.
   virtual size_t ReplayLimit() const = 0;
   virtual std::chrono::milliseconds PerTryTimeout() const = 0;
