@@ -77,6 +77,11 @@ class ResponseEncoder {
   // Ask the codec to close the connection once this response is done
   // (HTTP/1: adds Connection: close). Used while draining.
   virtual void CloseAfterResponse() = 0;
+  // The owner is done with the stream (it may be freed next): the codec
+  // makes no further call on its RequestDecoder, and drops what more of the
+  // request arrives. An HTTP/2 stream outlives its owner until its
+  // response has gone out under the peer's flow control.
+  virtual void DetachDecoder() {}
 };
 
 class RequestEncoder {
@@ -121,6 +126,8 @@ class ServerConnectionCallbacks {
   // null encoder the connection itself is broken (an HTTP/2 connection
   // error, after the codec sent GOAWAY): the owner closes it.
   virtual void OnProtocolError(const CodecError& error, ResponseEncoder* encoder) = 0;
+  // HasPendingOutput() turned false.
+  virtual void OnCodecIdle() {}
 };
 
 class ServerConnection {
@@ -149,6 +156,13 @@ class ServerConnection {
   // A reset stream must close the whole connection to be seen as cut off
   // (an HTTP/1 response delimited by the close).
   virtual bool ResetNeedsClose() const { return false; }
+  // Responses whose owners are done but whose bytes wait for the peer's
+  // flow control (HTTP/2): closing now would cut them off. The codec calls
+  // ServerConnectionCallbacks::OnCodecIdle when the last one is out.
+  virtual bool HasPendingOutput() const { return false; }
+  // The owner is about to close the connection on purpose (idle, drained):
+  // HTTP/2 sends its final GOAWAY naming the last stream it took.
+  virtual void Shutdown() {}
 };
 
 class ClientConnectionCallbacks {

@@ -609,6 +609,9 @@ void ConnectionManager::ActiveStream::Finish(bool reset) {
       --read_disabled_;
       stream.ReadDisable(false);
     }
+    // This object goes away next; the codec's stream may live on until
+    // its response is out.
+    encoder_.DetachDecoder();
     // Cut off on our side: the client must see it (HTTP/2 RST_STREAM; an
     // HTTP/1 connection closes).
     if (reset) {
@@ -738,17 +741,23 @@ void ConnectionManager::OnData(Buffer& data, bool end_stream) {
   }
   if (!data.empty()) {
     // The first bytes of a request head start its timeout; more bytes of
-    // the same head do not extend it.
-    if (Idle()) ArmTimer(TimerMode::kRequestHeaders);
-    if (codec_ == nullptr && !CreateCodec(data)) {
-      if (end_stream) CloseConnection(event::CloseType::kFlushWrite);
-      return;  // the bytes stay in the connection's buffer
+    // the same head do not extend it. An HTTP/2 connection's frames
+    // (PING, SETTINGS) are not a request head: its idle timer runs on.
+    if (Idle() && (codec_ == nullptr || http1_ != nullptr)) ArmTimer(TimerMode::kRequestHeaders);
+    if (codec_ == nullptr) {
+      if (!CreateCodec(data)) {
+        if (end_stream) CloseConnection(event::CloseType::kFlushWrite);
+        return;  // the bytes stay in the connection's buffer
+      }
+      if (http1_ == nullptr) ArmTimer(TimerMode::kIdle);
     }
     codec_->Dispatch(data);
   }
   if (end_stream && !closed_) {
     if (codec_ != nullptr) codec_->OnEof();
-    if (streams_.empty()) CloseConnection(event::CloseType::kFlushWrite);
+    if (streams_.empty() && (codec_ == nullptr || !codec_->HasPendingOutput())) {
+      CloseConnection(event::CloseType::kFlushWrite);
+    }
   }
 }
 
@@ -817,28 +826,47 @@ void ConnectionManager::OnStreamDone(ActiveStream& stream, bool reset) {
     CloseConnection(event::CloseType::kReset);
     return;
   }
-  if (draining_ || context_.Draining()) codec_->StartDrain();
+  if (draining_ || context_.Draining()) DrainCodec();
   if (!streams_.empty()) return;
   if (codec_->WantsClose()) {
-    CloseConnection(event::CloseType::kFlushWrite);
+    // An HTTP/2 response may still wait for the client's window: the
+    // close waits for OnCodecIdle.
+    if (!codec_->HasPendingOutput()) CloseConnection(event::CloseType::kFlushWrite);
     return;
   }
   ArmTimer(TimerMode::kIdle);
 }
 
+void ConnectionManager::OnCodecIdle() {
+  if (closed_ || !streams_.empty()) return;
+  if (codec_->WantsClose() || draining_ || context_.Draining()) {
+    CloseConnection(event::CloseType::kFlushWrite);
+  }
+}
+
+void ConnectionManager::DrainCodec() {
+  // Once: a second StartDrain() would cut HTTP/2's grace period short.
+  if (codec_draining_ || codec_ == nullptr) return;
+  codec_draining_ = true;
+  codec_->StartDrain();
+}
+
 void ConnectionManager::StartDrain() {
   draining_ = true;
-  if (codec_ != nullptr) codec_->StartDrain();
+  DrainCodec();
   // A request head still arriving gets its response (with Connection:
   // close); only a connection with nothing in progress closes now.
-  if (Idle()) CloseConnection(event::CloseType::kFlushWrite);
+  if (Quiet()) CloseConnection(event::CloseType::kFlushWrite);
 }
 
 void ConnectionManager::CloseConnection(event::CloseType type) {
   if (closed_) return;
   closed_ = true;
   timer_->Disable();
-  if (codec_ != nullptr) codec_->OnConnectionClosed();
+  if (codec_ != nullptr) {
+    if (type == event::CloseType::kFlushWrite) codec_->Shutdown();
+    codec_->OnConnectionClosed();
+  }
   connection_->Close(type);
   // A flushed close finishes later (OnEvent(kLocalClose)); until then this
   // object owns the connection and must stay.

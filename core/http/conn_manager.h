@@ -66,6 +66,7 @@ class ConnectionManager : public event::ConnectionCallbacks,
   // ServerConnectionCallbacks
   RequestDecoder& NewStream(ResponseEncoder& encoder) override;
   void OnProtocolError(const CodecError& error, ResponseEncoder* encoder) override;
+  void OnCodecIdle() override;
 
   // Drain: close now if idle; else HTTP/1 closes after the current
   // response and HTTP/2 sends GOAWAY and closes when its streams are done.
@@ -104,6 +105,10 @@ class ConnectionManager : public event::ConnectionCallbacks,
   std::string client_ip_;
   bool closed_ = false;
   bool draining_ = false;
+  bool codec_draining_ = false;  // codec_->StartDrain() was called
+  // Nothing in flight and nothing left to send: the connection may close.
+  bool Quiet() const { return Idle() && (codec_ == nullptr || !codec_->HasPendingOutput()); }
+  void DrainCodec();
 };
 
 }  // namespace portway::http

@@ -193,10 +193,12 @@ ConnPoolImpl::~ConnPoolImpl() {
 }
 
 size_t ConnPoolImpl::ConnectingCapacity() const {
-  size_t n = 0;
-  for (const auto& c : clients_) {
-    n += c->state() == ActiveClient::State::kConnecting ? expected_capacity_ : 0;
+  size_t each = expected_capacity_;
+  if (config_->max_requests_per_connection > 0) {
+    each = std::min<size_t>(each, config_->max_requests_per_connection);
   }
+  size_t n = 0;
+  for (const auto& c : clients_) n += c->state() == ActiveClient::State::kConnecting ? each : 0;
   return n;
 }
 
@@ -257,8 +259,10 @@ void ConnPoolImpl::CreateClient() { clients_.push_back(std::make_unique<ActiveCl
 // limits (also while draining: draining retires connections, not requests).
 void ConnPoolImpl::ConnectForWaiting() {
   // The request served next (the front) decides the cluster-wide limit.
-  if (pending_.size() > ConnectingCapacity() &&
-      MayConnect(pending_.front()->max_cluster_connections)) {
+  // (A connect reports its failure later, from the loop: this cannot
+  // recurse.)
+  while (!pending_.empty() && pending_.size() > ConnectingCapacity() &&
+         MayConnect(pending_.front()->max_cluster_connections)) {
     CreateClient();
   }
 }
@@ -285,6 +289,9 @@ void ConnPoolImpl::OnClientReady(ActiveClient& client) {
   ServePending(client);
   if (client.state() == ActiveClient::State::kClosed) return;
   client.SetFresh(false);
+  // It took fewer than expected (its limit, a request count cap): the rest
+  // need connections of their own.
+  if (!pending_.empty()) ConnectForWaiting();
   if (client.ActiveStreams() > 0) return;
   // Draining stops keeping idle connections, not serving waiting requests.
   if (draining_) {
@@ -329,6 +336,7 @@ void ConnPoolImpl::OnCapacityChanged(ActiveClient& client) {
     return;
   }
   ServePending(client);
+  if (!pending_.empty()) ConnectForWaiting();
 }
 
 void ConnPoolImpl::Retire(ActiveClient& client) {

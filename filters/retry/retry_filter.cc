@@ -75,7 +75,11 @@ http::FilterHeadersStatus RetryFilter::DecodeHeaders(http::HeaderMap& headers, b
   if (limited_) enabled_ = true;
   if (enabled_) {
     callbacks_->EnableRequestReplay(s.max_replay_bytes);
-    if (s.per_try_timeout.count() > 0) callbacks_->SetPerTryTimeout(s.per_try_timeout);
+    // A request retried only on a refused stream or a gRPC status keeps
+    // the route's timeout: a per-try timeout would fail it, not retry it.
+    if (s.per_try_timeout.count() > 0 && !limited_) {
+      callbacks_->SetPerTryTimeout(s.per_try_timeout);
+    }
   }
   return http::FilterHeadersStatus::kContinue;
 }

@@ -589,3 +589,165 @@ def test_access_log_names_the_protocol(origin, make_gateway):
     wait_until(lambda: '"GET /echo HTTP/2" 200' in gw.stdout_text()
                and '"GET /echo HTTP/1.1" 200' in gw.stdout_text(), timeout=5,
                message="both access log lines")
+
+
+# --------------------------------------------------------------------------- review regressions
+
+def _frame(ftype, flags, sid, payload=b""):
+    import struct
+    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", sid) + payload
+
+
+def _read_frames(sock, until, timeout=8.0):
+    """Reads frames until until(frames) is true or the peer closes; returns
+    (frames, closed). Each frame is (type, flags, stream id, payload)."""
+    import socket as _socket
+    frames, buf, closed = [], b"", False
+    deadline = time.time() + timeout
+    sock.settimeout(0.2)
+    while time.time() < deadline and not until(frames):
+        try:
+            d = sock.recv(65535)
+        except _socket.timeout:
+            continue
+        if not d:
+            closed = True
+            break
+        buf += d
+        while len(buf) >= 9:
+            n = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + n:
+                break
+            frames.append((buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7fffffff,
+                           buf[9:9 + n]))
+            buf = buf[9 + n:]
+    return frames, closed
+
+
+def test_request_body_after_a_finished_response_is_dropped_safely(make_gateway):
+    # The response (a direct reply) finishes while the request body is
+    # still coming and the client's window holds the response back: the
+    # stream outlives its request. Under ASan this was a use-after-free.
+    import hpack, socket, struct
+    routes = [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": "hello"}}]
+    gw = make_gateway(make_config(None, routes=routes))
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+    s.sendall(PREFACE + _frame(4, 0, 0, struct.pack(">HI", 4, 0)))  # INITIAL_WINDOW_SIZE 0
+    hb = hpack.Encoder().encode([(":method", "POST"), (":path", "/x"), (":scheme", "http"),
+                                 (":authority", "a")])
+    s.sendall(_frame(1, 0x4, 1, hb))
+    _read_frames(s, lambda f: any(t == 1 and sid == 1 for t, _, sid, _ in f), timeout=3)
+    for _ in range(5):
+        s.sendall(_frame(0, 0, 1, b"y" * 1000))
+    s.sendall(_frame(0, 0x1, 1, b"z"))
+    time.sleep(0.3)
+    # Open the window: the body arrives whole.
+    s.sendall(_frame(4, 0, 0, struct.pack(">HI", 4, 65535)))
+    frames, _ = _read_frames(s, lambda f: any(t == 0 and fl & 1 for t, fl, _, _ in f))
+    assert b"".join(p for t, _, sid, p in frames if t == 0 and sid == 1) == b"hello"
+    s.close()
+    with H2Client(gw.port) as c:
+        assert c.response(c.request("GET", "/")).status == 200
+
+
+def _slow_origin(body_size):
+    import socket
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+
+    def serve():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+
+            def answer(c=c):
+                try:
+                    c.recv(65535)
+                    time.sleep(0.8)
+                    c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % body_size
+                              + b"x" * body_size)
+                    time.sleep(5)
+                except OSError:
+                    pass
+            threading.Thread(target=answer, daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
+    return srv
+
+
+@pytest.mark.parametrize("how", ["sigterm", "client_goaway"])
+def test_a_response_held_by_flow_control_is_not_cut_when_the_connection_closes(make_gateway, how):
+    import hpack, socket, struct
+    srv = _slow_origin(1000)
+    try:
+        gw = make_gateway(make_config([f"127.0.0.1:{srv.getsockname()[1]}"], drain_timeout="5s"))
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+        s.sendall(PREFACE + _frame(4, 0, 0, struct.pack(">HI", 4, 100)))  # 100-byte windows
+        hb = hpack.Encoder().encode([(":method", "GET"), (":path", "/big"), (":scheme", "http"),
+                                     (":authority", "a")])
+        s.sendall(_frame(1, 0x5, 1, hb))
+        time.sleep(0.3)
+        if how == "client_goaway":
+            s.sendall(_frame(7, 0, 0, struct.pack(">II", 0, 0)))
+        else:
+            gw.proc.send_signal(signal.SIGTERM)
+        got = {"body": 0, "end": False}
+
+        def done(frames):
+            for t, fl, sid, p in frames[done.seen:]:
+                if t == 0 and sid == 1:
+                    got["body"] += len(p)
+                    got["end"] |= bool(fl & 1)
+                    # Credit for the next 100 bytes, stream and connection.
+                    s.sendall(_frame(8, 0, 1, struct.pack(">I", len(p)))
+                              + _frame(8, 0, 0, struct.pack(">I", len(p))))
+            done.seen = len(frames)
+            return got["end"]
+        done.seen = 0
+        _read_frames(s, done, timeout=10)
+        assert got == {"body": 1000, "end": True}
+        s.close()
+    finally:
+        srv.close()
+
+
+def test_pings_do_not_shorten_an_idle_http2_connection(origin, make_gateway):
+    import socket, struct
+    gw = make_gateway(h2_config([origin.address], listener={
+        "timeouts": {"request_headers_timeout": "1s", "idle_timeout": "3s"}}))
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+    s.sendall(PREFACE + _frame(4, 0, 0))
+    s.sendall(_frame(6, 0, 0, b"12345678"))  # PING
+    t0 = time.time()
+    frames, closed = _read_frames(s, lambda f: False, timeout=6)
+    took = time.time() - t0
+    assert closed, "idle connection never closed"
+    assert took > 2.5, f"closed after {took:.2f}s: the request-headers timeout, not the idle one"
+    # An idle close says goodbye: a final GOAWAY with NO_ERROR.
+    goaways = [p for t, _, _, p in frames if t == 7]
+    assert goaways and int.from_bytes(goaways[-1][4:8], "big") == 0
+
+
+def test_an_http2_upstream_opens_connections_for_requests_its_limits_leave_waiting(make_gateway):
+    from h2_test_lib import H2Origin
+    import urllib.request
+    o = H2Origin()
+    o.start()
+    try:
+        gw = make_gateway(make_config([o.address], cluster_options={
+            "protocol": "http2", "connection_pool": {"max_requests_per_connection": 1}}))
+        took = []
+
+        def get():
+            t = time.time()
+            with urllib.request.urlopen(f"http://127.0.0.1:{gw.port}/delay/0.5", timeout=20) as r:
+                assert r.status == 200
+            took.append(time.time() - t)
+        threads = [threading.Thread(target=get) for _ in range(8)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert len(took) == 8 and max(took) < 0.95, took
+    finally:
+        o.stop()

@@ -168,6 +168,23 @@ TEST_F(RetryTest, GrpcCallsAreRetriedOnTheirStatusesOnlyThoughTheyArePosts) {
   EXPECT_EQ(f->OnUpstreamResult(bad_gateway), UpstreamResultStatus::kContinue);
 }
 
+TEST_F(RetryTest, APostReplayedOnlyForRefusedStreamsKeepsTheRouteTimeout) {
+  retry::v1::Retry config;
+  config.add_retry_on("refused-stream");
+  config.add_retry_on("5xx");
+  config.mutable_per_try_timeout()->set_nanos(300 * 1000000);
+  auto made = retry::RetryFactory().Create(config);
+  ASSERT_TRUE(made.ok()) << made.status();
+  make_ = *made;
+  // Replay, but no per-try timeout: it would fail the POST, not retry it
+  // (StrictMock: a SetPerTryTimeout call fails the test).
+  EXPECT_CALL(callbacks_, EnableRequestReplay(_));
+  auto post = Start("POST");
+  EXPECT_CALL(callbacks_, EnableRequestReplay(_));
+  EXPECT_CALL(callbacks_, SetPerTryTimeout(std::chrono::milliseconds(300)));
+  auto get = Start("GET");
+}
+
 TEST_F(RetryTest, RetriableHeaders) {
   retry::v1::Retry config;
   config.add_retry_on("retriable-headers");

@@ -408,7 +408,9 @@ struct Nghttp2Callbacks {
     // stall the others. Its own window waits for its decoder.
     nghttp2_session_consume_connection(session, len);
     StreamImpl* stream = Find(s, stream_id);
-    if (stream == nullptr || stream->closed_) {
+    // A stream whose owner is done (HasDecoder() false once detached) gets
+    // nothing more; its window stays open so the peer is not stuck.
+    if (stream == nullptr || stream->closed_ || !stream->HasDecoder()) {
       nghttp2_session_consume_stream(session, stream_id, len);
       return 0;
     }
@@ -758,6 +760,19 @@ class ServerStream final : public StreamImpl, public ResponseEncoder {
   }
 
   // ResponseEncoder
+  void DetachDecoder() override {
+    decoder_ = nullptr;
+    // What was held for the owner is dropped, and its window reopened so
+    // the peer can finish sending what nobody reads.
+    if (size_t held = in_.length(); held > 0) {
+      in_.Clear();
+      if (!nghttp2_closed_ && !session_.dead_) {
+        nghttp2_session_consume_stream(session_.session_, id_, held);
+      }
+    }
+    in_trailers_.reset();
+    session_.Flush();
+  }
   void Encode100Continue() override {
     if (!Writable()) return;
     NvList nva;
@@ -943,6 +958,7 @@ void ServerConnectionImpl::OnStreamClosed(StreamImpl& stream, uint32_t error_cod
     }
   }
   RetireStream(stream);
+  if (streams_.empty() && !dead_) QueueOwnerEvent([this] { callbacks_.OnCodecIdle(); });
 }
 
 void ServerConnectionImpl::OnConnectionError(const std::string& cause) {

@@ -181,6 +181,8 @@ class ServerConnectionImpl final : public ServerConnection, private SessionBase 
   // are done (WantsClose()); streams in flight are left to finish.
   void OnEof() override;
   bool Idle() const override { return streams_.empty(); }
+  bool HasPendingOutput() const override { return !streams_.empty(); }
+  void Shutdown() override { SendFinalGoAway(); }
   bool WantsClose() const override { return draining_ || goaway_received_ || dead_ || eof_; }
   // GOAWAY in two steps: a shutdown notice now (last stream id 2^31-1, so
   // requests already in flight are still taken), the final GOAWAY with the
