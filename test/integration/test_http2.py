@@ -751,3 +751,22 @@ def test_an_http2_upstream_opens_connections_for_requests_its_limits_leave_waiti
         assert len(took) == 8 and max(took) < 0.95, took
     finally:
         o.stop()
+
+
+def test_a_listener_removed_by_a_reload_sends_goaway_and_finishes_its_streams(origin,
+                                                                                make_gateway):
+    other = {"name": "other", "address": "127.0.0.1:0",
+             "routes": [{"match": {"prefix": "/"}, "cluster": "backend"}]}
+    config = h2_config([origin.address], extra_listeners=[other])
+    gw = make_gateway(config)
+    port = gw.listener_port("other")
+    with RawH2Conn(port, timeout=10) as rc:
+        rc.wait_settings()
+        sid = rc.send_request("GET", "/delay/1")
+        origin.wait_for_requests(1)
+        gw.reload(h2_config([origin.address]))
+        assert rc.read(lambda: any(g.last_stream_id < MAX_STREAM_ID for g in rc.goaways),
+                       timeout=5), rc.goaway_codes()
+        assert rc.goaway.error_code == 0 and rc.goaway.last_stream_id >= sid
+        r = rc.response(sid, timeout=5)
+    assert r.status == 200 and r.clean, r
