@@ -37,7 +37,7 @@ test-asan:
 	test -f $(ASAN_BUILD_DIR)/build.ninja || cmake -S . -B $(ASAN_BUILD_DIR) -G Ninja \
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPORTWAY_SANITIZE=address,undefined $(CMAKE_FLAGS)
 	ninja -C $(ASAN_BUILD_DIR) -j$(JOBS)
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	PORTWAY_SANITIZED=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --test-dir $(ASAN_BUILD_DIR) --output-on-failure -j$(JOBS) -E '^fuzz\.'
 
 unit: build

@@ -7,6 +7,7 @@ Clients are h2_test_lib.H2Client (h2's state machine, strict on what it
 receives) and RawH2Conn (hand-built frames, for violations and floods).
 """
 
+import os
 import signal
 import threading
 import time
@@ -486,6 +487,11 @@ def _assert_flow(r, got, crc, held, rss_held, rss_peak):
     assert held < 40 << 20, (f"the origin sent {held >> 20} MiB of {FLOW_BODY >> 20} MiB while "
                              "the client was stalled: no back-pressure")
     assert rss_held < 8 * 1024, f"gateway RSS grew {rss_held} KiB while the client was stalled"
+    if os.environ.get("PORTWAY_SANITIZED"):
+        # ASan keeps freed memory in quarantine (256 MB): the peak says
+        # nothing about Portway's buffering there.
+        print(f"RSS peak not checked under a sanitizer ({rss_peak} KiB)")
+        return
     assert rss_peak < 16 * 1024, f"gateway RSS peaked {rss_peak} KiB over its baseline"
 
 
