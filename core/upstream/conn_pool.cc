@@ -125,6 +125,8 @@ class ConnPoolImpl::ActiveClient : public event::ConnectionCallbacks,
   void ArmIdleTimer() { idle_timer_->Enable(pool_.config_->idle_timeout); }
   State state() const { return state_; }
   uint32_t ActiveStreams() const { return codec_->ActiveStreams(); }
+  // Where the pool keeps it (see ConnPoolImpl::Place).
+  std::list<std::unique_ptr<ActiveClient>>::iterator self;
 
   void Close() {
     if (state_ == State::kClosed) return;
@@ -224,13 +226,14 @@ bool ConnPoolImpl::MayConnect(uint32_t max_cluster_connections) const {
 
 Cancellable* ConnPoolImpl::NewStream(http::ResponseDecoder& decoder, PoolCallbacks& callbacks,
                                      const http::UpstreamLimits& limits) {
-  // The most recently used connection with room first: it is the least
-  // likely to have been closed by the upstream's own idle timeout.
-  for (auto it = clients_.rbegin(); it != clients_.rend(); ++it) {
-    if ((*it)->HasRoom()) {
-      Attach(**it, decoder, callbacks);
-      return nullptr;
-    }
+  // Connections with room are kept at the back, the most recently used
+  // last (the least likely to have hit the upstream's own idle timeout):
+  // one look says whether any has room.
+  if (!clients_.empty() && clients_.back()->HasRoom()) {
+    ActiveClient& client = *clients_.back();
+    Attach(client, decoder, callbacks);
+    if (client.state() != ActiveClient::State::kClosed) Place(client);
+    return nullptr;
   }
   stats::ClusterStats* stats = config_->stats;
   if (limits.max_pending_requests > 0 && stats != nullptr &&
@@ -253,7 +256,19 @@ Cancellable* ConnPoolImpl::NewStream(http::ResponseDecoder& decoder, PoolCallbac
   return handle;
 }
 
-void ConnPoolImpl::CreateClient() { clients_.push_back(std::make_unique<ActiveClient>(*this)); }
+void ConnPoolImpl::CreateClient() {
+  // Connecting: no room yet, so at the front.
+  clients_.push_front(std::make_unique<ActiveClient>(*this));
+  clients_.front()->self = clients_.begin();
+}
+
+void ConnPoolImpl::Place(ActiveClient& client) {
+  if (client.HasRoom()) {
+    clients_.splice(clients_.end(), clients_, client.self);
+  } else {
+    clients_.splice(clients_.begin(), clients_, client.self);
+  }
+}
 
 // Enough connections on their way for the requests waiting, up to the
 // limits (also while draining: draining retires connections, not requests).
@@ -282,6 +297,7 @@ void ConnPoolImpl::ServePending(ActiveClient& client) {
     // OnPoolReady may have ended that stream, and with it the connection.
     if (client.state() == ActiveClient::State::kClosed) return;
   }
+  Place(client);
 }
 
 void ConnPoolImpl::OnClientReady(ActiveClient& client) {
@@ -326,7 +342,7 @@ void ConnPoolImpl::OnStreamDone(ActiveClient& client, bool reusable) {
   ServePending(client);
   if (client.state() == ActiveClient::State::kClosed) return;
   if (client.ActiveStreams() == 0) client.ArmIdleTimer();
-  MoveToBack(client);
+  Place(client);
 }
 
 void ConnPoolImpl::OnCapacityChanged(ActiveClient& client) {
@@ -345,16 +361,9 @@ void ConnPoolImpl::Retire(ActiveClient& client) {
     client.Close();
     // A waiting request gets a fresh connection in place of this one.
     ConnectForWaiting();
+    return;
   }
-}
-
-void ConnPoolImpl::MoveToBack(ActiveClient& client) {
-  for (auto it = clients_.begin(); it != clients_.end(); ++it) {
-    if (it->get() == &client) {
-      clients_.splice(clients_.end(), clients_, it);
-      return;
-    }
-  }
+  Place(client);
 }
 
 void ConnPoolImpl::OnClientClosed(ActiveClient& client) {
@@ -363,13 +372,9 @@ void ConnPoolImpl::OnClientClosed(ActiveClient& client) {
 }
 
 void ConnPoolImpl::RemoveClient(ActiveClient& client) {
-  for (auto it = clients_.begin(); it != clients_.end(); ++it) {
-    if (it->get() == &client) {
-      dispatcher_.DeferredDelete(std::move(*it));
-      clients_.erase(it);
-      return;
-    }
-  }
+  auto it = client.self;
+  dispatcher_.DeferredDelete(std::move(*it));
+  clients_.erase(it);
 }
 
 void ConnPoolImpl::CancelPending(PendingRequest* request) {

@@ -136,7 +136,10 @@ class ConnPoolImpl final : public ConnPool {
   void Retire(ActiveClient& client);
   void OnClientClosed(ActiveClient& client);
   void RemoveClient(ActiveClient& client);
-  void MoveToBack(ActiveClient& client);
+  // Keeps the order NewStream relies on: connections with room at the
+  // back (the most recently used last), the others (connecting, full,
+  // retired) at the front.
+  void Place(ActiveClient& client);
   void CancelPending(PendingRequest* request);
   // Streams the connections still connecting are expected to take.
   size_t ConnectingCapacity() const;
@@ -148,8 +151,7 @@ class ConnPoolImpl final : public ConnPool {
   ClientCodecFactory codec_factory_;
   const uint32_t expected_capacity_;
   size_t buffer_limit_;
-  // Most recently used last: streams start on the newest connection with
-  // room, the one least likely to have hit the upstream's idle timeout.
+  // Those with room at the back, most recently used last (see Place).
   std::list<std::unique_ptr<ActiveClient>> clients_;
   std::list<PendingPtr> pending_;
   bool draining_ = false;
