@@ -216,8 +216,6 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
                      std::string_view error_header, std::string_view body, bool close);
   bool done() const { return done_; }
   ResponseEncoder& encoder() { return encoder_; }
-  // Where the connection manager keeps this stream.
-  std::list<std::unique_ptr<ActiveStream>>::iterator self;
 
  private:
   void ApplyProxyHeaders(HeaderMap& headers);
@@ -790,7 +788,6 @@ RequestDecoder& ConnectionManager::NewStream(ResponseEncoder& encoder) {
     listener_ = std::move(current);
   }
   streams_.push_back(std::make_unique<ActiveStream>(*this, encoder));
-  streams_.back()->self = std::prev(streams_.end());
   return *streams_.back();
 }
 
@@ -817,8 +814,13 @@ void ConnectionManager::OnProtocolError(const CodecError& error, ResponseEncoder
 }
 
 void ConnectionManager::OnStreamDone(ActiveStream& stream, bool reset) {
-  context_.Dispatcher().DeferredDelete(std::move(*stream.self));
-  streams_.erase(stream.self);
+  for (size_t i = 0; i < streams_.size(); ++i) {
+    if (streams_[i].get() != &stream) continue;
+    context_.Dispatcher().DeferredDelete(std::move(streams_[i]));
+    streams_[i] = std::move(streams_.back());
+    streams_.pop_back();
+    break;
+  }
   if (closed_) return;
   if (reset && codec_->ResetNeedsClose()) {
     // The client reads this body until the close: a FIN would look like a

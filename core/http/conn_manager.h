@@ -16,6 +16,7 @@
 #include <list>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/event/dispatcher.h"
 #include "core/http/codec.h"
@@ -93,7 +94,10 @@ class ConnectionManager : public event::ConnectionCallbacks,
   // codec_ when it speaks HTTP/1: a stalled request head is answered with
   // 408 on it.
   http1::ServerConnectionImpl* http1_ = nullptr;
-  std::list<std::unique_ptr<ActiveStream>> streams_;
+  // In no order. A vector: an HTTP/1 connection reuses its one slot for
+  // every request instead of allocating a list node each time, and an
+  // HTTP/2 connection has at most max_concurrent_streams to search.
+  std::vector<std::unique_ptr<ActiveStream>> streams_;
   // One timer serves both the idle timeout (no request in flight) and the
   // request-headers timeout (a request head is arriving); they never run
   // at once, and every idle connection pays for its timers in memory.
