@@ -137,7 +137,9 @@ class NvList {
     nv.namelen = name.size();
     nv.value = reinterpret_cast<uint8_t*>(const_cast<char*>(value.data()));
     nv.valuelen = value.size();
-    nv.flags = NGHTTP2_NV_FLAG_NONE;
+    // A value that never repeats (one per request) would only churn the
+    // peer's HPACK dynamic table and cost a table search here.
+    nv.flags = name == "x-request-id" ? NGHTTP2_NV_FLAG_NO_INDEX : NGHTTP2_NV_FLAG_NONE;
     nva_.push_back(nv);
   }
   // Adds the fields of `headers` fit for HTTP/2: no pseudo-headers, no
