@@ -325,8 +325,8 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
         DurationOr(pool.has_idle_timeout(), pool.idle_timeout(), std::chrono::milliseconds(60000),
                    path + ".connection_pool.idle_timeout", errors);
     config->max_requests_per_connection = pool.max_requests_per_connection();
-    config->protocol = proto.protocol() == config::v1::HTTP2 ? http::Protocol::kHttp2
-                                                             : http::Protocol::kHttp11;
+    config->protocol =
+        proto.protocol() == config::v1::HTTP2 ? http::Protocol::kHttp2 : http::Protocol::kHttp11;
     BuildHttp2Options(proto.http2(), path + ".http2", &config->http2, errors);
 
     upstream::HostVector hosts;
@@ -479,6 +479,7 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
     BuildHttp2Options(proto.http2(), path + ".http2", &listener->http2_options, errors);
     // A stream's queue toward the client is bounded like an HTTP/1 one.
     listener->http2_options.stream_buffer_limit = codec.buffer_limit;
+    listener->http2_options.coalesce_writes = true;
     switch (proto.headers_with_underscores()) {
       case config::v1::Listener::ALLOW:
         listener->headers_with_underscores = UnderscoreHeaders::kAllow;

@@ -679,6 +679,16 @@ void SessionBase::RetireStream(StreamImpl& stream) {
   dispatcher_.DeferredDelete(std::move(owned));
 }
 
+void SessionBase::FlushSoon() {
+  // Inside a dispatch or a flush, the flush at its end takes this too.
+  if (!options_.coalesce_writes || in_nghttp2_ > 0 || flushing_ || dead_) {
+    Flush();
+    return;
+  }
+  if (!flush_timer_) flush_timer_ = dispatcher_.CreateTimer([this] { Flush(); });
+  if (!flush_timer_->Enabled()) flush_timer_->Enable(std::chrono::milliseconds(0));
+}
+
 void SessionBase::Flush() {
   if (in_nghttp2_ > 0 || flushing_) {
     flush_again_ = true;
@@ -773,7 +783,7 @@ class ServerStream final : public StreamImpl, public ResponseEncoder {
       }
     }
     in_trailers_.reset();
-    session_.Flush();
+    session_.FlushSoon();
   }
   void Encode100Continue() override {
     if (!Writable()) return;
@@ -781,7 +791,7 @@ class ServerStream final : public StreamImpl, public ResponseEncoder {
     nva.Add(headers::kStatus, "100");
     nghttp2_submit_headers(session_.session_, NGHTTP2_FLAG_NONE, id_, nullptr, nva.data(),
                            nva.size(), nullptr);
-    session_.Flush();
+    session_.FlushSoon();
   }
   void EncodeHeaders(const HeaderMap& headers, bool end_stream) override {
     if (!Writable()) return;
@@ -793,7 +803,7 @@ class ServerStream final : public StreamImpl, public ResponseEncoder {
     nghttp2_data_provider provider = Provider();
     nghttp2_submit_response(session_.session_, id_, nva.data(), nva.size(),
                             end_stream ? nullptr : &provider);
-    session_.Flush();
+    session_.FlushSoon();
   }
   void EncodeData(Buffer& data, bool end_stream) override {
     if (!Writable()) {
@@ -801,12 +811,12 @@ class ServerStream final : public StreamImpl, public ResponseEncoder {
       return;
     }
     QueueData(data, end_stream);
-    session_.Flush();
+    session_.FlushSoon();
   }
   void EncodeTrailers(const HeaderMap& trailers) override {
     if (!Writable()) return;
     QueueTrailers(trailers);
-    session_.Flush();
+    session_.FlushSoon();
   }
   Stream& GetStream() override { return *this; }
   // HTTP/2 closes nothing per response: the connection drains through

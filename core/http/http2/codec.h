@@ -72,6 +72,9 @@ class SessionBase {
   // events queued meanwhile. The last call of every public entry point:
   // the owner may destroy the codec in those events.
   void Flush();
+  // With Options::coalesce_writes: Flush() at the end of this loop turn, so
+  // responses finished in the same turn go out in one write; else Flush().
+  void FlushSoon();
   // Feeds bytes to nghttp2; a connection error ends the session.
   void Receive(Buffer& data);
   // Queues a call into the owner, run at the end of the next Flush().
@@ -110,6 +113,7 @@ class SessionBase {
   event::Dispatcher& dispatcher_;
   event::Connection& connection_;
   const Options options_;
+  event::TimerPtr flush_timer_;  // FlushSoon()
   Http2Stats stats_;
   const bool server_;
   nghttp2_session* session_ = nullptr;

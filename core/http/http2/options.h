@@ -51,6 +51,12 @@ struct Options {
   // the shutdown notice after this delay, or at a second StartDrain().
   std::chrono::milliseconds drain_goaway_delay{1000};
 
+  // Server side: what streams encode is written at the end of the loop
+  // turn (a zero timer) rather than at once, so the responses (head and
+  // body) that finish in one turn share a write. Listeners turn it on; off,
+  // output is written before Encode* returns (what unit tests read).
+  bool coalesce_writes = false;
+
   bool operator==(const Options&) const = default;
 };
 
