@@ -384,7 +384,7 @@ class Harness final : public ServerConnectionCallbacks {
     switch (script_.Next() % 3) {
       case 0:
         // The contract allows destroying the codec from here.
-        Destroy();
+        Destroy(true);
         break;
       case 1:
         // The connection manager: reset what is live, close.
@@ -419,7 +419,22 @@ class Harness final : public ServerConnectionCallbacks {
     // Every owner still holding a stream was told it ended.
     for (auto& s : streams_) FUZZ_CHECK(s->Gone());
   }
-  void Destroy() {
+  void Destroy(bool from_protocol_error) {
+    if (std::getenv("HTTP2_FUZZ_VERBOSE") != nullptr) {
+      // To see what a seed exercises: HTTP2_FUZZ_VERBOSE=1 ./http2_server_fuzz corpus/http2/get
+      int finished = 0, reset = 0;
+      for (auto& st : streams_) {
+        finished += st->detached_ || st->owner_reset_;
+        reset += st->codec_reset_;
+      }
+      std::fprintf(
+          stderr,
+          "streams %zu (owner finished %d, reset by codec %d), written %llu bytes in "
+          "%llu frames, protocol error %d, closed %d, codec destroyed in OnProtocolError %d\n",
+          streams_.size(), finished, reset, static_cast<unsigned long long>(connection_.written_),
+          static_cast<unsigned long long>(connection_.frames_), protocol_error_, closed_,
+          from_protocol_error);
+    }
     for (auto& s : streams_) s->Forget();
     codec_.reset();
   }
@@ -490,25 +505,10 @@ class Harness final : public ServerConnectionCallbacks {
       dispatcher_.Advance(std::chrono::milliseconds(2000));
       if (codec_ != nullptr && !closed_ && (script_.Next() & 1)) Close();
     }
-    if (std::getenv("HTTP2_FUZZ_VERBOSE") != nullptr) {
-      // To see what a seed exercises: HTTP2_FUZZ_VERBOSE=1 ./http2_server_fuzz corpus/http2/get
-      int finished = 0, reset = 0;
-      for (auto& st : streams_) {
-        finished += st->detached_ || st->owner_reset_;
-        reset += st->codec_reset_;
-      }
-      std::fprintf(stderr,
-                   "streams %zu (owner finished %d, reset by codec %d), written %llu bytes in "
-                   "%llu frames, protocol error %d, closed %d, codec destroyed %d\n",
-                   streams_.size(), finished, reset,
-                   static_cast<unsigned long long>(connection_.written_),
-                   static_cast<unsigned long long>(connection_.frames_), protocol_error_, closed_,
-                   codec_ == nullptr);
-    }
     if (codec_ == nullptr) return;
     FUZZ_CHECK(streams_total_.Value() == new_streams_);
     FUZZ_CHECK(connection_.partial() == 0);  // whole frames only
-    Destroy();
+    Destroy(false);
     dispatcher_.RunPending();
   }
 

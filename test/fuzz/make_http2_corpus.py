@@ -24,9 +24,11 @@ NINE = 1 << 5
 ONE = 0
 
 
-def client():
+def client(validate=True):
     conn = h2.connection.H2Connection(
-        h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
+                                  validate_outbound_headers=validate,
+                                  normalize_outbound_headers=validate))
     conn.initiate_connection()
     return conn
 
@@ -37,8 +39,14 @@ def request(conn, stream_id, method="GET", path="/", end_stream=True, extra=()):
     conn.send_headers(stream_id, headers, end_stream=end_stream)
 
 
-def write(name, control, script, conn, strip_preface=False):
-    data = conn.data_to_send()
+def frame(kind, flags, stream_id, payload=b""):
+    """One raw frame, for what h2 will not send."""
+    return (len(payload).to_bytes(3, "big") + bytes([kind, flags]) +
+            stream_id.to_bytes(4, "big") + payload)
+
+
+def write(name, control, script, conn, strip_preface=False, raw=b""):
+    data = conn.data_to_send() + raw
     if strip_preface:
         assert data.startswith(PREFACE)
         data = data[len(PREFACE):]
@@ -76,7 +84,7 @@ def main():
     request(c, 1, "POST", "/rpc", end_stream=False, extra=[("te", "trailers")])
     c.send_data(1, b"abc", end_stream=False)
     c.send_headers(1, [("grpc-timeout", "1S")], end_stream=True)
-    write("trailers", WHOLE | (7 << 1), [15, 0, 0, 0, 9] * 3 + [0], c)
+    write("trailers", WHOLE | (7 << 1), [0, 0, 0, 0, 9] * 3 + [0], c)
 
     # Two streams; the client resets the second, pings and goes away.
     c = client()
@@ -96,6 +104,45 @@ def main():
     c.increment_flow_control_window(1000)
     c.ping(b"abcdefgh")
     write("settings_window_drain", NINE | (7 << 1), [0, 1, 7, 4, 4, 12, 2, 3] * 2, c)
+
+    # CONNECT: answered 501 by the codec, never handed up.
+    c = client(validate=False)  # h2 does not know plain CONNECT
+    c.send_headers(1, [(":method", "CONNECT"), (":authority", "example.com:443")],
+                   end_stream=False)
+    write("connect", WHOLE | (7 << 1), [4] * 16, c)
+
+    # A body shorter than its content-length, then a field name in capitals
+    # and a connection-specific field (both malformed in HTTP/2).
+    c = client(validate=False)
+    request(c, 1, "POST", "/", end_stream=False, extra=[("content-length", "10")])
+    c.send_data(1, b"abc", end_stream=True)
+    request(c, 3, extra=[("X-Upper", "1")])
+    request(c, 5, extra=[("connection", "close")])
+    write("malformed", WHOLE | (7 << 1), [0] * 16, c)
+
+    # A header list over the 4096-byte limit (one field, then indexed
+    # again and again, so that the file stays small).
+    c = client()
+    request(c, 1, extra=[("x-big", "v" * 1000)] * 5)
+    write("header_overflow", WHOLE | (7 << 1), [4] * 16, c)
+
+    # Rapid reset: requests each cancelled at once, over the burst of 8.
+    c = client()
+    for i in range(12):
+        request(c, 1 + 2 * i, end_stream=False)
+        c.reset_stream(1 + 2 * i)
+    write("rapid_reset", NINE | (7 << 1), [0, 0, 4, 0] * 4, c)
+
+    # Empty DATA frames, over the limit of 4.
+    c = client()
+    request(c, 1, "POST", "/", end_stream=False)
+    write("empty_data_flood", WHOLE | (7 << 1), [0] * 16, c,
+          raw=b"".join(frame(0, 0, 1) for _ in range(6)))
+
+    # PINGs while the connection's write buffer is over its watermark.
+    c = client()
+    write("ping_flood", NINE | (7 << 1), [0, 6, 6, 6] * 4, c,
+          raw=b"".join(frame(6, 0, 0, bytes([i] * 8)) for i in range(24)))
 
 
 if __name__ == "__main__":
