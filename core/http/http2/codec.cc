@@ -866,6 +866,9 @@ void ServerConnectionImpl::SendFinalGoAway() {
 
 void ServerConnectionImpl::OnConnectionClosed() {
   dead_ = true;
+  // The owner closed: what was queued for it (an OnCodecIdle, an
+  // OnProtocolError) is stale and must not reach it.
+  owner_events_.clear();
   if (drain_timer_) drain_timer_->Disable();
   std::vector<StreamImpl*> streams;
   for (auto& stream : streams_) streams.push_back(stream.get());
