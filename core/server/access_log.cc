@@ -94,9 +94,9 @@ void AccessLogger::Log(const http::StreamInfo& info, http::StreamInfo::Time now)
   std::string line;
   line.reserve(256);
   if (format_ == Format::kText) {
-    line += Cat("[", time, "] \"", OrDash(info.method), " ", OrDash(info.path), " ", info.protocol, "\" ",
-                info.status, " ", cause.flag, " ", info.bytes_received, " ", info.bytes_sent, " ",
-                absl::StrFormat("%.3f", duration), " ", upstream_time, " \"",
+    line += Cat("[", time, "] \"", OrDash(info.method), " ", OrDash(info.path), " ", info.protocol,
+                "\" ", info.status, " ", cause.flag, " ", info.bytes_received, " ", info.bytes_sent,
+                " ", absl::StrFormat("%.3f", duration), " ", upstream_time, " \"",
                 OrDash(info.upstream_host), "\" \"", OrDash(info.request_id),
                 "\" listener=", info.listener, " route=", OrDash(info.route),
                 " cluster=", OrDash(info.cluster), " error=", OrDash(error),
