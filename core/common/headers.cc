@@ -1,5 +1,7 @@
 #include "portway/headers.h"
 
+#include <charconv>
+
 #include "core/common/strings.h"
 
 namespace portway::http {
@@ -84,6 +86,23 @@ bool HeaderListHasToken(std::string_view list, std::string_view token) {
     if (EqualsIgnoreCase(TrimOws(part), token)) return true;
   }
   return false;
+}
+
+bool IsGrpcContentType(std::string_view type) {
+  constexpr std::string_view kGrpc = "application/grpc";
+  if (type.size() < kGrpc.size() || !EqualsIgnoreCase(type.substr(0, kGrpc.size()), kGrpc)) {
+    return false;
+  }
+  return type.size() == kGrpc.size() || type[kGrpc.size()] == '+' || type[kGrpc.size()] == ';';
+}
+
+int GrpcStatusOf(const HeaderMap& headers) {
+  const std::string* value = headers.Get("grpc-status");
+  if (value == nullptr) return -1;
+  int n = -1;
+  auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), n);
+  if (ec != std::errc() || end != value->data() + value->size() || n < 0) return -1;
+  return n;
 }
 
 }  // namespace portway::http

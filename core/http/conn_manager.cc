@@ -301,7 +301,7 @@ void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool e
   bool te_trailers = false;
   for (const auto& e : *headers) {
     if (e.name.size() == 12 && e.name == "content-type") {
-      grpc_ = grpc::IsGrpcContentType(e.value);
+      grpc_ = IsGrpcContentType(e.value);
     } else if (e.name.size() == 2 && e.name == "te") {
       te_trailers = te_trailers || HeaderListHasToken(e.value, "trailers");
     }
@@ -549,7 +549,7 @@ void ConnectionManager::ActiveStream::EncodeHeadersToCodec(HeaderMapPtr headers,
   }
   if (parent_.draining_ || parent_.context_.Draining()) encoder_.CloseAfterResponse();
   info_.status = headers->Status();
-  if (grpc_ && end_stream) grpc_status_ = grpc::StatusOf(*headers);
+  if (grpc_ && end_stream) grpc_status_ = GrpcStatusOf(*headers);
   encoder_.EncodeHeaders(*headers, end_stream);
   if (end_stream) Finish(false);
 }
@@ -567,7 +567,7 @@ void ConnectionManager::ActiveStream::EncodeDataToCodec(Buffer& data, bool end_s
 
 void ConnectionManager::ActiveStream::EncodeTrailersToCodec(HeaderMapPtr trailers) {
   if (done_) return;
-  if (grpc_) grpc_status_ = grpc::StatusOf(*trailers);
+  if (grpc_) grpc_status_ = GrpcStatusOf(*trailers);
   encoder_.EncodeTrailers(*trailers);
   Finish(false);
 }

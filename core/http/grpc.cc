@@ -11,15 +11,6 @@ bool IsGrpcRequest(const HeaderMap& headers) {
   return type != nullptr && IsGrpcContentType(*type);
 }
 
-bool IsGrpcContentType(std::string_view type) {
-  constexpr std::string_view kGrpc = "application/grpc";
-  if (type.size() < kGrpc.size() || !EqualsIgnoreCase(type.substr(0, kGrpc.size()), kGrpc)) {
-    return false;
-  }
-  // application/grpc, application/grpc+proto, application/grpc;charset=...
-  return type.size() == kGrpc.size() || type[kGrpc.size()] == '+' || type[kGrpc.size()] == ';';
-}
-
 Status StatusForLocalReply(int status, ErrorCause cause) {
   if (cause == ErrorCause::kUpstreamOverflow) return Status::kResourceExhausted;
   switch (status) {
@@ -88,15 +79,6 @@ std::string EncodeMessage(std::string_view message) {
     }
   }
   return out;
-}
-
-int StatusOf(const HeaderMap& headers) {
-  const std::string* value = headers.Get("grpc-status");
-  if (value == nullptr) return -1;
-  int n = -1;
-  auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), n);
-  if (ec != std::errc() || end != value->data() + value->size() || n < 0) return -1;
-  return n;
 }
 
 }  // namespace portway::http::grpc

@@ -36,9 +36,9 @@ enum class Status : int {
 };
 
 // content-type application/grpc, application/grpc+proto, ...
+// (IsGrpcContentType and GrpcStatusOf, which filters need too, are in the
+// SDK's portway/headers.h.)
 bool IsGrpcRequest(const HeaderMap& headers);
-// The same test on a content-type value.
-bool IsGrpcContentType(std::string_view type);
 
 // The status a locally generated HTTP `status` with `cause` becomes for a
 // gRPC client: 502/503 -> UNAVAILABLE, 504 -> DEADLINE_EXCEEDED, 404 ->
@@ -53,8 +53,5 @@ std::optional<std::chrono::milliseconds> ParseTimeout(const HeaderMap& headers);
 
 // grpc-message is percent-encoded: bytes outside 0x20-0x7E and '%' itself.
 std::string EncodeMessage(std::string_view message);
-
-// grpc-status from the response head (trailers-only) or trailers, or -1.
-int StatusOf(const HeaderMap& headers);
 
 }  // namespace portway::http::grpc

@@ -194,11 +194,16 @@ ConnPoolImpl::~ConnPoolImpl() {
   }
 }
 
-size_t ConnPoolImpl::ConnectingCapacity() const {
+size_t ConnPoolImpl::StreamsPerNewConnection() const {
   size_t each = expected_capacity_;
   if (config_->max_requests_per_connection > 0) {
     each = std::min<size_t>(each, config_->max_requests_per_connection);
   }
+  return each;
+}
+
+size_t ConnPoolImpl::ConnectingCapacity() const {
+  size_t each = StreamsPerNewConnection();
   size_t n = 0;
   for (const auto& c : clients_) n += c->state() == ActiveClient::State::kConnecting ? each : 0;
   return n;
@@ -322,7 +327,7 @@ void ConnPoolImpl::OnClientConnectFailed(ActiveClient& client, PoolFailure reaso
   RemoveClient(client);
   // The requests this connection was made for fail; others keep waiting
   // for the connections still being made.
-  size_t fail = std::min<size_t>(expected_capacity_, pending_.size());
+  size_t fail = std::min(StreamsPerNewConnection(), pending_.size());
   while (fail > 0 && pending_.size() > ConnectingCapacity()) {
     PendingPtr request = std::move(pending_.front());
     pending_.pop_front();

@@ -141,6 +141,8 @@ class ConnPoolImpl final : public ConnPool {
   // retired) at the front.
   void Place(ActiveClient& client);
   void CancelPending(PendingRequest* request);
+  // Streams a connection not yet connected is expected to take.
+  size_t StreamsPerNewConnection() const;
   // Streams the connections still connecting are expected to take.
   size_t ConnectingCapacity() const;
 

@@ -70,7 +70,8 @@ http::FilterHeadersStatus RetryFilter::DecodeHeaders(http::HeaderMap& headers, b
   // method (RFC 9113 8.7).
   // Likewise a gRPC call whose status says to retry (gRPC's own retry
   // policy retries any method on the statuses it lists).
-  grpc_ = !s.grpc_statuses.empty() && IsGrpc(headers);
+  const std::string* type = headers.Get("content-type");
+  grpc_ = !s.grpc_statuses.empty() && type != nullptr && http::IsGrpcContentType(*type);
   limited_ = !enabled_ && (s.on_refused_stream || grpc_);
   if (limited_) enabled_ = true;
   if (enabled_) {
@@ -84,14 +85,6 @@ http::FilterHeadersStatus RetryFilter::DecodeHeaders(http::HeaderMap& headers, b
   return http::FilterHeadersStatus::kContinue;
 }
 
-bool RetryFilter::IsGrpc(const http::HeaderMap& headers) {
-  const std::string* type = headers.Get("content-type");
-  constexpr std::string_view kGrpc = "application/grpc";
-  return type != nullptr && type->compare(0, kGrpc.size(), kGrpc) == 0 &&
-         (type->size() == kGrpc.size() || (*type)[kGrpc.size()] == '+' ||
-          (*type)[kGrpc.size()] == ';');
-}
-
 bool RetryFilter::GrpcStatusMatches(const http::UpstreamResult& r) const {
   const Settings& s = shared_->settings;
   // Only a trailers-only response has its grpc-status in the head; one
@@ -100,11 +93,7 @@ bool RetryFilter::GrpcStatusMatches(const http::UpstreamResult& r) const {
       r.headers == nullptr) {
     return false;
   }
-  const std::string* v = r.headers->Get("grpc-status");
-  if (v == nullptr) return false;
-  int code = -1;
-  auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), code);
-  return ec == std::errc() && end == v->data() + v->size() && s.grpc_statuses.count(code) > 0;
+  return s.grpc_statuses.count(http::GrpcStatusOf(*r.headers)) > 0;
 }
 
 bool RetryFilter::Retriable(const http::UpstreamResult& r) const {

@@ -98,7 +98,6 @@ class RetryFilter : public http::Filter {
  private:
   bool Retriable(const http::UpstreamResult& result) const;
   bool GrpcStatusMatches(const http::UpstreamResult& result) const;
-  static bool IsGrpc(const http::HeaderMap& headers);
   std::chrono::milliseconds Backoff(const http::UpstreamResult& result);
   void EndRetry();
   // This stream's counters (its cluster's), looked up once.

@@ -55,9 +55,9 @@ TEST(GrpcTest, PercentEncodesMessages) {
 }
 
 TEST(GrpcTest, ReadsTheStatus) {
-  EXPECT_EQ(StatusOf(With("grpc-status", "14")), 14);
-  EXPECT_EQ(StatusOf(With("grpc-status", "x")), -1);
-  EXPECT_EQ(StatusOf(HeaderMap()), -1);
+  EXPECT_EQ(GrpcStatusOf(With("grpc-status", "14")), 14);
+  EXPECT_EQ(GrpcStatusOf(With("grpc-status", "x")), -1);
+  EXPECT_EQ(GrpcStatusOf(HeaderMap()), -1);
 }
 
 }  // namespace

@@ -106,4 +106,11 @@ using HeaderMapPtr = std::unique_ptr<HeaderMap>;
 // compared case-insensitively (Connection: keep-alive, Upgrade).
 bool HeaderListHasToken(std::string_view list, std::string_view token);
 
+// gRPC: a content-type of application/grpc, application/grpc+proto,
+// application/grpc;... (case-insensitive); not application/grpc-web.
+bool IsGrpcContentType(std::string_view content_type);
+// grpc-status of a response head (a trailers-only response) or of
+// trailers; -1 when absent or not a number.
+int GrpcStatusOf(const HeaderMap& headers);
+
 }  // namespace portway::http
