@@ -17,7 +17,6 @@ Everything binds to 127.0.0.1; every socket operation has a timeout.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import re
@@ -750,3 +749,43 @@ def client_hello_bytes(server_name="a.test"):
     except ssl.SSLWantReadError:
         pass
     return outgoing.read()
+
+
+def local_client_speaks(version, cert):
+    """Whether this machine's python/OpenSSL client can complete a `version`
+    handshake at all (against a local python server allowing it, security
+    level 0). Returns (True, "") or (False, why)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(str(cert.cert), str(cert.key))
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+        ctx.minimum_version = _VERSIONS[version]
+        ctx.maximum_version = _VERSIONS[version]
+    except (ssl.SSLError, ValueError) as e:
+        return False, f"the local OpenSSL refuses a {version} server context: {e}"
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind((LOOPBACK, 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def serve():
+        try:
+            s, _ = listener.accept()
+            s.settimeout(3)
+            try:
+                ctx.wrap_socket(s, server_side=True).close()
+            except (ssl.SSLError, OSError):
+                s.close()
+        except OSError:
+            pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        res = probe(port, "a.test", version=version, seclevel0=True)
+    finally:
+        t.join(3)
+        listener.close()
+    if res.ok:
+        return True, ""
+    return False, f"the local OpenSSL cannot complete a {version} handshake: {res.error}"

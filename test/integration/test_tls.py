@@ -1,0 +1,722 @@
+"""TLS end to end (issue 10): termination on listeners (SNI, ALPN, versions,
+ciphers, client certificates), origination toward clusters (verification,
+SNI, ALPN, client certificates), certificate rotation on SIGHUP, and
+secrets pushed by a control plane.
+
+The PKI is made once per session with the openssl CLI (tls_test_lib.Pki);
+HTTPS origins are tls_test_lib.TlsOrigin; clients are python ssl, openssl
+s_client and curl.
+"""
+
+import json
+import os
+import signal
+import socket
+import ssl
+import threading
+import time
+
+import pytest
+
+from portway_test_lib import LOOPBACK, HttpConn, make_cluster, make_config, wait_until
+from tls_test_lib import (Pki, TlsOrigin, client_hello_bytes, curl, http_get,
+                          local_client_speaks, probe, read_until_closed, s_client, tls_get)
+
+pytestmark = pytest.mark.gateway
+
+HANDSHAKES = "portway_tls_handshakes_total"
+HANDSHAKE_FAILURES = "portway_tls_handshake_failures_total"
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+def cert_entry(cert):
+    return {"cert_file": str(cert.cert), "key_file": str(cert.key)}
+
+
+def tls_listener(*certs, protocols=None, **tls):
+    """Listener fields for a TLS listener presenting `certs` (in that order)."""
+    block = {"certificates": [cert_entry(c) for c in certs]}
+    block.update(tls)
+    fields = {"tls": block}
+    if protocols is not None:
+        fields["protocols"] = protocols
+    return fields
+
+
+def https_config(origin, *certs, protocols=None, access_log=None, extra_listeners=(), **tls):
+    return make_config([origin.address], listener=tls_listener(*certs, protocols=protocols, **tls),
+                       access_log=access_log, extra_listeners=extra_listeners)
+
+
+def extra_listener(name, *certs, **kw):
+    lst = {"name": name, "address": f"{LOOPBACK}:0",
+           "routes": [{"match": {"prefix": "/"}, "cluster": "backend"}]}
+    lst.update(tls_listener(*certs, **kw))
+    return lst
+
+
+def https_curl(gw, pki, path="/echo", *args, listener="edge", host="a.test"):
+    port = gw.listener_port(listener)
+    return curl(f"https://{host}:{port}{path}", "--cacert", str(pki.ca.cert), *args,
+                resolve={host: port})
+
+
+# ---------------------------------------------------------------------------
+# Termination
+# ---------------------------------------------------------------------------
+
+
+def test_terminates_tls_and_tells_the_origin_the_scheme_was_https(origin, make_gateway, pki):
+    gw = make_gateway(https_config(origin, pki.a))
+    r = https_curl(gw, pki, "/echo", "--http1.1", "-H", "X-Forwarded-Proto: http")
+    assert r.rc == 0 and r.status == 200, r
+    req = origin.requests[-1]
+    # The client's claim is not trusted: the gateway says what it saw.
+    assert req.header("x-forwarded-proto") == "https", req.headers
+    assert gw.wait_stat(HANDSHAKES, 1, listener="edge") >= 1
+    assert gw.stat(HANDSHAKE_FAILURES, listener="edge") == 0
+
+
+def test_a_plaintext_listener_beside_a_tls_one_still_says_http(origin, make_gateway, pki):
+    plain = {"name": "plain", "address": f"{LOOPBACK}:0",
+             "routes": [{"match": {"prefix": "/"}, "cluster": "backend"}]}
+    gw = make_gateway(https_config(origin, pki.a, extra_listeners=[plain]))
+    with HttpConn(gw.listener_port("plain")) as c:
+        assert c.roundtrip("GET", "/echo").status == 200
+    assert origin.requests[-1].header("x-forwarded-proto") == "http"
+    assert https_curl(gw, pki, "/echo").status == 200
+    assert origin.requests[-1].header("x-forwarded-proto") == "https"
+
+
+def test_the_certificate_verifies_against_the_ca_by_name_and_by_ip(origin, make_gateway, pki):
+    gw = make_gateway(https_config(origin, pki.a))
+    port = gw.listener_port()
+    # check_hostname=False in probe; curl checks the name for us.
+    assert https_curl(gw, pki).status == 200
+    r = curl(f"https://127.0.0.1:{port}/echo", "--cacert", str(pki.ca.cert))
+    assert r.status == 200, r
+    # A client that trusts only the other CA refuses the gateway.
+    r = curl(f"https://a.test:{port}/echo", "--cacert", str(pki.other_ca.cert),
+             resolve={"a.test": port})
+    assert r.rc != 0 and r.status in (None, 0), r
+
+
+# -- SNI ----------------------------------------------------------------------
+
+
+def test_sni_picks_exact_then_wildcard_then_the_first_certificate(origin, make_gateway, pki):
+    exact = pki.issue("exact", "exact.wild.test", ["DNS:exact.wild.test"])
+    # The wildcard is listed before the exact name: exact still wins.
+    gw = make_gateway(https_config(
+        origin, pki.a, pki.wild, exact, pki.b,
+        extra_listeners=[extra_listener("b_first", pki.b, pki.a)]))
+    port = gw.listener_port()
+    expect = {"a.test": "a.test", "b.test": "b.test", "x.wild.test": "wild.test",
+              "deep.x.wild.test": "a.test",   # a wildcard covers one label only
+              "exact.wild.test": "exact.wild.test", "unknown.test": "a.test",
+              "A.TEST": "a.test"}
+    for name, cn in expect.items():
+        r = s_client(port, servername=name)
+        assert r.ok, r
+        assert r.peer == f"CN = {cn}", (name, r)
+    # No SNI at all: the first certificate.
+    r = s_client(port)
+    assert r.ok and r.peer == "CN = a.test", r
+    # Order matters for the fallback only.
+    other = gw.listener_port("b_first")
+    assert s_client(other, servername="unknown.test").peer == "CN = b.test"
+    assert s_client(other, servername="a.test").peer == "CN = a.test"
+    # The same through python's ssl, by serial: the very certificate configured.
+    got = probe(port, "x.wild.test", verify=True, cafile=pki.ca.cert)
+    assert got.ok and got.cert.serial == pki.wild.serial, got
+
+
+# -- ALPN ---------------------------------------------------------------------
+
+
+def test_alpn_h2_gets_http2_and_http11_gets_http1(origin, make_gateway, pki):
+    gw = make_gateway(https_config(origin, pki.a, protocols=["http1", "http2"]))
+    r2 = https_curl(gw, pki, "/echo", "--http2")
+    assert r2.status == 200 and r2.http_version == "2", r2
+    r1 = https_curl(gw, pki, "/echo", "--http1.1")
+    assert r1.status == 200 and r1.http_version == "1.1", r1
+    assert len(origin.requests) == 2
+    # Both reached the origin as HTTPS requests.
+    assert all(q.header("x-forwarded-proto") == "https" for q in origin.requests)
+    p = probe(gw.port, "a.test", alpn=["h2", "http/1.1"])
+    assert p.ok and p.alpn == "h2", p
+
+
+def test_a_listener_without_http2_does_not_offer_h2(origin, make_gateway, pki):
+    gw = make_gateway(https_config(origin, pki.a, protocols=["http1"]))
+    p = probe(gw.port, "a.test", alpn=["h2", "http/1.1"])
+    assert p.ok and p.alpn == "http/1.1", p
+    # A client that offers only h2 gets no h2: either no ALPN answer or a refusal.
+    only = probe(gw.port, "a.test", alpn=["h2"])
+    assert not only.ok or only.alpn != "h2", only
+    r = https_curl(gw, pki, "/echo", "--http2")
+    assert r.status == 200 and r.http_version == "1.1", r
+
+
+def test_without_alpn_the_protocol_is_sniffed(origin, make_gateway, pki):
+    gw = make_gateway(https_config(origin, pki.a, protocols=["http1", "http2"]))
+    # HTTP/1.1 with no ALPN at all.
+    r = tls_get(gw.port, "a.test")
+    assert r.ok and r.alpn is None and r.status == 200, r
+    # HTTP/2 with prior knowledge over TLS, no ALPN.
+    status = h2_get_over_tls(gw.port, "a.test", alpn=None)
+    assert status == 200
+    assert len(origin.requests) == 2
+
+
+def h2_get_over_tls(port, server_name, alpn=("h2",), path="/echo"):
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    with socket.create_connection((LOOPBACK, port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname=server_name) as s:
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            conn.send_headers(1, [(":method", "GET"), (":path", path), (":scheme", "https"),
+                                  (":authority", server_name)], end_stream=True)
+            s.sendall(conn.data_to_send())
+            status = None
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                data = s.recv(65536)
+                if not data:
+                    break
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.ResponseReceived):
+                        status = int(dict(ev.headers)[b":status"])
+                    if isinstance(ev, h2.events.StreamEnded) and ev.stream_id == 1:
+                        return status
+                s.sendall(conn.data_to_send())
+            return status
+
+
+# -- versions and ciphers -----------------------------------------------------
+
+
+def test_a_tls13_only_listener_refuses_tls12(origin, make_gateway, pki):
+    gw = make_gateway(https_config(origin, pki.a, min_version="TLS1_3"))
+    r12 = s_client(gw.port, "-tls1_2", servername="a.test")
+    assert not r12.ok, r12
+    r13 = s_client(gw.port, "-tls1_3", servername="a.test")
+    assert r13.ok and r13.version == "TLSv1.3", r13
+    assert gw.wait_stat(HANDSHAKE_FAILURES, 1, listener="edge") >= 1
+
+
+@pytest.mark.parametrize("old", ["TLS1_0", "TLS1_1"])
+def test_the_default_listener_refuses_tls_below_12(origin, make_gateway, pki, old):
+    can, why = local_client_speaks(old, pki.a)
+    if not can:
+        pytest.skip(why)
+    gw = make_gateway(https_config(origin, pki.a))
+    r = probe(gw.port, "a.test", version=old, seclevel0=True)
+    assert not r.ok, r
+    assert probe(gw.port, "a.test", version="TLS1_2").ok
+    assert probe(gw.port, "a.test", version="TLS1_3").ok
+
+
+def test_only_the_configured_versions_and_tls12_ciphers_are_accepted(origin, make_gateway, pki):
+    gw = make_gateway(https_config(origin, pki.a, min_version="TLS1_2", max_version="TLS1_2",
+                                   ciphers="ECDHE-ECDSA-AES128-GCM-SHA256"))
+    port = gw.listener_port()
+    versions = {}
+    for v in ("TLS1_0", "TLS1_1", "TLS1_2", "TLS1_3"):
+        versions[v] = probe(port, "a.test", version=v, seclevel0=v in ("TLS1_0", "TLS1_1")).ok
+    assert versions == {"TLS1_0": False, "TLS1_1": False, "TLS1_2": True, "TLS1_3": False}
+    ciphers = {}
+    for c in ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+              "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-ECDSA-AES128-SHA256",
+              "ECDHE-ECDSA-AES256-SHA"):
+        r = s_client(port, "-tls1_2", "-cipher", c, servername="a.test")
+        ciphers[c] = r.ok
+        if r.ok:
+            assert r.cipher == c, r
+    assert ciphers == {"ECDHE-ECDSA-AES128-GCM-SHA256": True,
+                       "ECDHE-ECDSA-AES256-GCM-SHA384": False,
+                       "ECDHE-ECDSA-CHACHA20-POLY1305": False,
+                       "ECDHE-ECDSA-AES128-SHA256": False,
+                       "ECDHE-ECDSA-AES256-SHA": False}
+
+
+def test_only_the_configured_tls13_suites_and_curves_are_accepted(origin, make_gateway, pki):
+    gw = make_gateway(https_config(origin, pki.a, min_version="TLS1_3",
+                                   ciphersuites="TLS_AES_128_GCM_SHA256", curves=["P-256"]))
+    port = gw.listener_port()
+    suites = {}
+    for suite in ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
+                  "TLS_CHACHA20_POLY1305_SHA256"):
+        r = s_client(port, "-tls1_3", "-ciphersuites", suite, servername="a.test")
+        suites[suite] = r.ok
+        if r.ok:
+            assert r.cipher == suite, r
+    assert suites == {"TLS_AES_128_GCM_SHA256": True, "TLS_AES_256_GCM_SHA384": False,
+                      "TLS_CHACHA20_POLY1305_SHA256": False}
+    assert not s_client(port, "-tls1_3", "-groups", "X25519", servername="a.test").ok
+    assert s_client(port, "-tls1_3", "-groups", "P-256", servername="a.test").ok
+
+
+# -- client certificates ------------------------------------------------------
+
+
+def test_a_required_client_certificate_must_verify_and_is_logged(origin, make_gateway, pki,
+                                                                  tmp_path):
+    log = tmp_path / "access.log"
+    gw = make_gateway(https_config(origin, pki.a, client_ca_file=str(pki.ca.cert),
+                                   require_client_certificate=True,
+                                   access_log={"path": str(log), "format": "json"}))
+    port = gw.listener_port()
+    none = tls_get(port)
+    assert none.status is None, none
+    rogue = tls_get(port, cert=pki.client_untrusted.cert, key=pki.client_untrusted.key)
+    assert rogue.status is None, rogue
+    good = tls_get(port, cert=pki.client.cert, key=pki.client.key)
+    assert good.ok and good.status == 200, good
+    assert len(origin.requests) == 1
+    # The same over TLS 1.2, where the refusal is in the handshake itself.
+    assert not probe(port, "a.test", version="TLS1_2").ok
+    assert tls_get(port, version="TLS1_2", cert=pki.client.cert, key=pki.client.key).status == 200
+    assert gw.wait_stat(HANDSHAKE_FAILURES, 3, listener="edge") >= 3
+    # The verified subject is in the access log line of the request (its
+    # field name is the implementation's; its value names the client).
+    wait_until(lambda: len(log.read_text().splitlines()) >= 2, message="two access log lines")
+    lines = log.read_text().splitlines()
+    entries = [json.loads(l) for l in lines]
+    assert len(entries) == 2, entries
+    assert all(any(isinstance(v, str) and "client-one" in v for v in e.values())
+               for e in entries), entries
+    assert not any("client-rogue" in l for l in lines)
+
+
+def test_an_optional_client_certificate_is_asked_for_but_not_required(origin, make_gateway,
+                                                                      pki):
+    gw = make_gateway(https_config(origin, pki.a, client_ca_file=str(pki.ca.cert)))
+    assert tls_get(gw.port).status == 200
+    assert tls_get(gw.port, cert=pki.client.cert, key=pki.client.key).status == 200
+    # A certificate that is offered must still verify.
+    rogue = tls_get(gw.port, cert=pki.client_untrusted.cert, key=pki.client_untrusted.key)
+    assert rogue.status is None, rogue
+
+
+# -- wrong protocol on the port -----------------------------------------------
+
+
+def test_plaintext_to_a_tls_port_is_closed_and_counted(origin, make_gateway, pki):
+    gw = make_gateway(https_config(origin, pki.a))
+    before = gw.stat(HANDSHAKE_FAILURES, listener="edge")
+    with socket.create_connection((LOOPBACK, gw.port), timeout=5) as s:
+        s.sendall(b"GET /echo HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        data, closed_after = read_until_closed(s, 3.0)
+    assert closed_after is not None, "the gateway kept a plaintext connection open on TLS"
+    assert not data.startswith(b"HTTP/1.1 200"), data
+    assert origin.requests == []
+    gw.wait_stat(HANDSHAKE_FAILURES, before + 1, listener="edge")
+    assert tls_get(gw.port).status == 200
+    assert gw.alive()
+
+
+def test_tls_to_a_plaintext_port_is_answered_or_closed(origin, make_gateway, pki):
+    gw = make_gateway(make_config([origin.address]))
+    start = time.monotonic()
+    r = probe(gw.port, "a.test", timeout=5)
+    assert not r.ok and time.monotonic() - start < 4, r
+    with socket.create_connection((LOOPBACK, gw.port), timeout=5) as s:
+        s.sendall(client_hello_bytes())
+        data, closed_after = read_until_closed(s, 3.0)
+    assert closed_after is not None, data
+    assert origin.requests == []
+    with HttpConn(gw.port) as c:
+        assert c.roundtrip("GET", "/echo").status == 200
+
+
+def test_garbage_and_truncated_client_hellos_are_closed(origin, make_gateway, pki):
+    gw = make_gateway(https_config(origin, pki.a))
+    hello = client_hello_bytes()
+    before = gw.stat(HANDSHAKE_FAILURES, listener="edge")
+    cases = {
+        # A handshake record whose body is noise.
+        "garbage": b"\x16\x03\x01\x00\x40" + os.urandom(64),
+        # Not even a record header.
+        "noise": os.urandom(300),
+        # Half a ClientHello, then the client's FIN.
+        "truncated": hello[:len(hello) // 2],
+    }
+    for name, data in cases.items():
+        with socket.create_connection((LOOPBACK, gw.port), timeout=5) as s:
+            s.sendall(data)
+            if name == "truncated":
+                s.shutdown(socket.SHUT_WR)
+            _, closed_after = read_until_closed(s, 3.0)
+            assert closed_after is not None, f"{name}: still open after 3 s"
+    assert gw.wait_stat(HANDSHAKE_FAILURES, before + 2, listener="edge") >= before + 2
+    assert tls_get(gw.port).status == 200
+    assert gw.alive()
+
+
+def test_a_client_hello_that_never_finishes_is_timed_out(origin, make_gateway, pki):
+    gw = make_gateway(make_config([origin.address], listener=dict(
+        tls_listener(pki.a), timeouts={"request_headers_timeout": "1s"})))
+    hello = client_hello_bytes()
+    with socket.create_connection((LOOPBACK, gw.port), timeout=5) as s:
+        s.sendall(hello[:20])
+        _, closed_after = read_until_closed(s, 4.0)
+    assert closed_after is not None, "a half ClientHello held the connection for 4 s"
+
+
+# ---------------------------------------------------------------------------
+# Origination
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_origin(pki):
+    started = []
+
+    def make(cert=None, **kw):
+        o = TlsOrigin(cert or pki.origin, **kw).start()
+        started.append(o)
+        return o
+
+    yield make
+    for o in started:
+        o.stop()
+
+
+def origination_config(endpoint, protocol=None, **tls):
+    options = {"tls": tls}
+    if protocol:
+        options["protocol"] = protocol
+    return make_config(clusters=[make_cluster("backend", [endpoint], **options)])
+
+
+def get(gw, path="/echo"):
+    with HttpConn(gw.port) as c:
+        return c.roundtrip("GET", path)
+
+
+def test_originates_tls_with_the_configured_ca_and_sni(tls_origin, make_gateway, pki):
+    o = tls_origin(alpn=["http/1.1"])
+    gw = make_gateway(origination_config(o.address, ca_file=str(pki.ca.cert),
+                                         server_name="origin.test"))
+    r = get(gw)
+    assert r.status == 200, r
+    body = r.json()
+    assert body["sni"] == "origin.test" and body["protocol"] == "HTTP/1.1", body
+    assert o.requests[0].sni == "origin.test"
+
+
+def test_without_server_name_the_endpoint_address_is_verified(tls_origin, make_gateway, pki):
+    # The origin certificate carries IP:127.0.0.1, and the endpoint is that IP.
+    o = tls_origin(alpn=["http/1.1"])
+    gw = make_gateway(origination_config(o.address, ca_file=str(pki.ca.cert)))
+    assert get(gw).status == 200
+    # b.test's certificate has no IP SAN: verification must fail.
+    o2 = tls_origin(cert=pki.b, alpn=["http/1.1"])
+    gw2 = make_gateway(origination_config(o2.address, ca_file=str(pki.ca.cert)))
+    r = get(gw2)
+    assert r.status == 502 and r.header("x-portway-error") == "upstream_tls_verify_failed", r
+
+
+@pytest.mark.parametrize("case", ["unknown_ca", "wrong_name", "expired"])
+def test_an_origin_that_does_not_verify_is_a_502(tls_origin, make_gateway, pki, case):
+    cert = pki.expired if case == "expired" else pki.origin
+    o = tls_origin(cert=cert, alpn=["http/1.1"])
+    ca = pki.other_ca if case == "unknown_ca" else pki.ca
+    name = "b.test" if case == "wrong_name" else "origin.test"
+    gw = make_gateway(origination_config(o.address, ca_file=str(ca.cert), server_name=name))
+    r = get(gw)
+    assert r.status == 502, r
+    assert r.header("x-portway-error") == "upstream_tls_verify_failed", r
+    assert o.requests == []
+    # The gateway did reach the origin and said the configured name.
+    hs = wait_until(lambda: list(o.handshakes), message="the origin's handshake record")
+    assert hs[0]["sni"] == name, hs
+
+
+def test_a_plaintext_origin_behind_a_tls_cluster_is_a_handshake_failure(origin, make_gateway,
+                                                                         pki):
+    gw = make_gateway(origination_config(origin.address, ca_file=str(pki.ca.cert),
+                                         server_name="origin.test"))
+    start = time.monotonic()
+    r = get(gw)
+    assert r.status == 502 and r.header("x-portway-error") == "upstream_tls_handshake_failed", r
+    assert time.monotonic() - start < 4
+    # The origin saw a ClientHello, not an HTTP request.
+    assert origin.requests == []
+
+
+@pytest.mark.parametrize("offer,expect", [(("h2", "http/1.1"), "h2"),
+                                          (("http/1.1",), "HTTP/1.1")])
+def test_protocol_auto_follows_the_origins_alpn(tls_origin, make_gateway, pki, offer, expect):
+    o = tls_origin(alpn=list(offer))
+    gw = make_gateway(origination_config(o.address, protocol="auto", ca_file=str(pki.ca.cert),
+                                         server_name="origin.test"))
+    for _ in range(3):
+        assert get(gw).status == 200
+    assert [q.protocol for q in o.requests] == [expect] * 3
+    if expect == "h2":
+        assert o.requests[0].header(":scheme") == "https", o.requests[0].headers
+        # One multiplexed connection is enough for three sequential requests.
+        assert o.connections_accepted == 1
+
+
+def test_protocol_http1_does_not_offer_h2_to_the_origin(tls_origin, make_gateway, pki):
+    o = tls_origin(alpn=["h2", "http/1.1"])
+    gw = make_gateway(origination_config(o.address, protocol="http1", ca_file=str(pki.ca.cert),
+                                         server_name="origin.test"))
+    assert get(gw).status == 200
+    assert o.requests[0].protocol == "HTTP/1.1" and o.requests[0].alpn != "h2"
+
+
+def test_an_upstream_client_certificate_is_presented(tls_origin, make_gateway, pki):
+    o = tls_origin(alpn=["http/1.1"], client_ca=pki.ca.cert)
+    gw = make_gateway(origination_config(o.address, ca_file=str(pki.ca.cert),
+                                         server_name="origin.test",
+                                         cert_file=str(pki.client.cert),
+                                         key_file=str(pki.client.key)))
+    r = get(gw)
+    assert r.status == 200, r
+    assert o.requests[0].client_cn == "client-one"
+    # Without one, the origin refuses: a 502, never a 200. Over TLS 1.3
+    # the refusal comes after the client's Finished (any 502 will do);
+    # over TLS 1.2 it is part of the handshake.
+    gw2 = make_gateway(origination_config(o.address, ca_file=str(pki.ca.cert),
+                                          server_name="origin.test"))
+    r2 = get(gw2)
+    assert r2.status == 502, r2
+    o12 = tls_origin(alpn=["http/1.1"], client_ca=pki.ca.cert, max_version="TLS1_2")
+    gw3 = make_gateway(origination_config(o12.address, ca_file=str(pki.ca.cert),
+                                          server_name="origin.test"))
+    r3 = get(gw3)
+    assert r3.status == 502, r3
+    assert r3.header("x-portway-error") == "upstream_tls_handshake_failed", r3
+    assert len(o.requests) == 1 and o12.requests == []
+
+
+# ---------------------------------------------------------------------------
+# Rotation
+# ---------------------------------------------------------------------------
+
+
+def install(cert, dest_cert, dest_key):
+    """Replaces the files atomically (a reader never sees half a file)."""
+    for src, dst in ((cert.cert, dest_cert), (cert.key, dest_key)):
+        tmp = dst.with_suffix(".tmp")
+        tmp.write_bytes(src.read_bytes())
+        os.replace(tmp, dst)
+
+
+def test_sighup_rotates_the_certificate_and_keeps_connections(origin, make_gateway, pki,
+                                                              tmp_path):
+    crt, key = tmp_path / "live.pem", tmp_path / "live.key"
+    first = pki.issue("rot", "a.test", ["DNS:a.test", "IP:127.0.0.1"])
+    install(first, crt, key)
+    gw = make_gateway(make_config([origin.address], listener={
+        "tls": {"certificates": [{"cert_file": str(crt), "key_file": str(key)}]}}))
+    port = gw.listener_port()
+    assert probe(port, "a.test").cert.serial == first.serial
+    # A keep-alive connection made before the rotation.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with ctx.wrap_socket(socket.create_connection((LOOPBACK, port), timeout=5),
+                         server_hostname="a.test") as kept:
+        kept.sendall(http_get())
+        assert _status(kept) == 200
+        second = pki.issue("rot", "a.test", ["DNS:a.test", "IP:127.0.0.1"])
+        install(second, crt, key)
+        gw.send_signal(signal.SIGHUP)
+        wait_until(lambda: probe(port, "a.test").cert.serial == second.serial, timeout=5,
+                   message="new handshakes to see the new certificate")
+        # The old connection still works, on its old session.
+        kept.sendall(http_get())
+        assert _status(kept) == 200
+        assert PeerSerial(kept) == first.serial
+    assert gw.alive()
+
+
+def PeerSerial(s):
+    from tls_test_lib import PeerCert
+    return PeerCert(s.getpeercert(binary_form=True)).serial
+
+
+def _status(s):
+    from tls_test_lib import _read_http1
+    data = _read_http1(s, 5)
+    assert data.startswith(b"HTTP/1.1 "), data
+    return int(data[9:12])
+
+
+def test_a_bad_certificate_file_on_sighup_keeps_the_old_one(origin, make_gateway, pki, tmp_path):
+    crt, key = tmp_path / "live.pem", tmp_path / "live.key"
+    install(pki.a, crt, key)
+    gw = make_gateway(make_config([origin.address], listener={
+        "tls": {"certificates": [{"cert_file": str(crt), "key_file": str(key)}]}}))
+    crt.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+    gw.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert gw.alive()
+    r = probe(gw.port, "a.test")
+    assert r.ok and r.cert.serial == pki.a.serial, r
+    # A key that does not match the certificate is refused too.
+    install(pki.b, crt, tmp_path / "unused.key")
+    key.write_bytes(pki.a.key.read_bytes())
+    gw.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    r = probe(gw.port, "a.test")
+    assert r.ok and r.cert.serial == pki.a.serial, r
+
+
+def test_rotation_under_load_fails_no_request(origin, make_gateway, pki, tmp_path):
+    crt, key = tmp_path / "live.pem", tmp_path / "live.key"
+    install(pki.issue("load", "a.test", ["DNS:a.test"]), crt, key)
+    gw = make_gateway(make_config([origin.address], listener={
+        "tls": {"certificates": [{"cert_file": str(crt), "key_file": str(key)}]}}))
+    port = gw.listener_port()
+    failures, serials, count = [], set(), [0]
+    lock = threading.Lock()
+    total = 300
+
+    def load():
+        while True:
+            with lock:
+                if count[0] >= total:
+                    return
+                count[0] += 1
+            r = tls_get(port, "a.test", timeout=5)
+            with lock:
+                if r.status != 200:
+                    failures.append(r)
+                elif r.cert:
+                    serials.add(r.cert.serial)
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    issued = []
+    for _ in range(5):
+        time.sleep(0.15)
+        c = pki.issue("load", "a.test", ["DNS:a.test"])
+        issued.append(c.serial)
+        install(c, crt, key)
+        gw.send_signal(signal.SIGHUP)
+    for t in threads:
+        t.join(60)
+    assert failures == [], failures[:5]
+    assert count[0] >= total
+    # Load ran across the rotations: more than one certificate was served,
+    # and the last one is what a handshake sees now.
+    assert len(serials) >= 2, serials
+    wait_until(lambda: probe(port, "a.test").cert.serial == issued[-1], timeout=5,
+               message="the last certificate")
+    assert gw.alive()
+
+
+# ---------------------------------------------------------------------------
+# Secrets: bootstrap and control plane
+# ---------------------------------------------------------------------------
+
+
+def test_a_bootstrap_secret_serves_and_its_key_is_redacted(origin, make_gateway, pki):
+    config = make_config([origin.address], listener={"tls": {"certificates": [
+        {"secret": "a-secret"}]}})
+    config["secrets"] = [{"name": "a-secret", "certificate_chain": pki.a.cert_pem,
+                          "private_key": pki.a.key_pem}]
+    gw = make_gateway(config)
+    r = tls_get(gw.port)
+    assert r.status == 200 and r.cert.serial == pki.a.serial, r
+    _assert_no_key(gw, pki.a)
+
+
+def _key_body(cert):
+    lines = [l for l in cert.key_pem.splitlines() if l and not l.startswith("-----")]
+    return lines
+
+
+def _assert_no_key(gw, cert):
+    status, _, body = gw.admin_get("/config_dump")
+    assert status == 200
+    text = body.decode(errors="replace")
+    assert "PRIVATE KEY" not in text
+    for line in _key_body(cert):
+        assert line not in text, "a line of the private key is in /config_dump"
+    logs = gw.log_text()
+    assert "PRIVATE KEY" not in logs
+    for line in _key_body(cert):
+        assert line not in logs, "a line of the private key is in the gateway's logs"
+
+
+def _cp():
+    from test_control_plane import ControlPlane
+    return ControlPlane
+
+
+@pytest.fixture
+def cp():
+    import shutil
+    c = _cp()().start()
+    yield c
+    c.stop()
+    shutil.rmtree(c.dir, ignore_errors=True)
+
+
+def secret_resources(origin_address, secret):
+    return {"secrets": [secret],
+            "clusters": [{"name": "web", "endpoints": [origin_address]}],
+            "listeners": [{"name": "dyn", "address": f"{LOOPBACK}:0",
+                           "tls": {"certificates": [{"secret": secret["name"]}]},
+                           "routes": [{"match": {"prefix": "/"}, "cluster": "web"}]}]}
+
+
+def pem_secret(name, cert, key=None, chain=None):
+    return {"name": name, "certificate_chain": chain if chain is not None else cert.cert_pem,
+            "private_key": (key or cert).key_pem}
+
+
+def test_a_pushed_secret_serves_and_bad_ones_are_rejected(cp, origin, make_gateway, pki):
+    from test_control_plane import entry, gateway_config, listener_port
+
+    good = pki.issue("pushed", "a.test", ["DNS:a.test"])
+    cp.write("main.yaml", secret_resources(origin.address, pem_secret("site", good)))
+    gw = make_gateway(gateway_config(cp))
+    port = listener_port(gw)
+    r = tls_get(port)
+    assert r.status == 200 and r.cert.serial == good.serial, r
+    wait_until(lambda: entry(gw, "secret", "site") is not None, timeout=3,
+               message="the secret on /control_plane")
+    assert entry(gw, "secret", "site")["serving_version"]
+
+    bad = {
+        "mismatched_key": pem_secret("site", pki.b, key=pki.a),
+        "expired": pem_secret("site", pki.expired),
+        "garbage": pem_secret("site", pki.a,
+                              chain="-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+    }
+    for case, secret in bad.items():
+        before = entry(gw, "secret", "site")["rejected_version"]
+        cp.write("main.yaml", secret_resources(origin.address, secret))
+        wait_until(lambda: entry(gw, "secret", "site")["rejected_version"] not in ("", before),
+                   timeout=3, message=f"{case}: a rejected verdict")
+        e = entry(gw, "secret", "site")
+        assert e["errors"] and all(err["path"] for err in e["errors"]), (case, e)
+        r = tls_get(port)
+        assert r.status == 200 and r.cert.serial == good.serial, (case, r)
+    # A new good secret replaces the served one.
+    newer = pki.issue("pushed", "a.test", ["DNS:a.test"])
+    cp.write("main.yaml", secret_resources(origin.address, pem_secret("site", newer)))
+    wait_until(lambda: tls_get(port).cert.serial == newer.serial, timeout=3,
+               message="the new secret served")
+    for c in (good, newer, pki.a, pki.b):
+        _assert_no_key(gw, c)
