@@ -307,6 +307,11 @@ void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool e
     }
   }
   info_.protocol = ProtocolName(parent_.codec_->protocol());
+  if (const event::TlsInfo* tls = parent_.connection_->Tls()) {
+    info_.tls_version = tls->version;
+    info_.tls_sni = tls->sni;
+    info_.tls_peer_subject = tls->peer_subject;
+  }
   // Only the access log and the failure history read these copies.
   if (parent_.context_.AccessLog() != nullptr || parent_.context_.Failures() != nullptr) {
     info_.method = std::string(headers->Method());
@@ -380,9 +385,13 @@ void ConnectionManager::ActiveStream::ApplyProxyHeaders(HeaderMap& headers) {
   } else {
     headers.Set("x-forwarded-for", client_ip);
   }
+  const bool tls = parent_.connection_->Tls() != nullptr;
   if (!listener_->trust_forwarded_for || !headers.Has("x-forwarded-proto")) {
-    headers.Set("x-forwarded-proto", "http");
+    headers.Set("x-forwarded-proto", tls ? "https" : "http");
   }
+  // HTTP/1 has no :scheme on the wire; the codec says "http", the
+  // transport knows better. (HTTP/2 clients send their own.)
+  if (tls && parent_.http1_ != nullptr) headers.Set(headers::kScheme, "https");
   // Forwarded (RFC 7239) and X-Real-IP name the client too, and backends
   // read them as such: only a trusted proxy may say what they hold. They
   // are rewritten only when present, so a request without them costs
@@ -390,7 +399,7 @@ void ConnectionManager::ActiveStream::ApplyProxyHeaders(HeaderMap& headers) {
   if (headers.Has("forwarded")) {
     std::string node =
         client_ip.find(':') == std::string::npos ? client_ip : Cat("\"[", client_ip, "]\"");
-    std::string element = Cat("for=", node, ";proto=http");
+    std::string element = Cat("for=", node, tls ? ";proto=https" : ";proto=http");
     if (listener_->trust_forwarded_for) {
       std::string list;
       for (const auto& e : headers) {
@@ -681,11 +690,15 @@ void ConnectionManager::CreateHttp1Codec() {
 }
 
 bool ConnectionManager::CreateCodec(Buffer& data) {
-  if (!listener_->http2) {
+  // Over TLS, ALPN already said (the listener offered only what it serves).
+  const event::TlsInfo* tls = connection_->Tls();
+  const bool alpn_h2 = tls != nullptr && tls->alpn == "h2";
+  const bool alpn_http1 = tls != nullptr && tls->alpn == "http/1.1";
+  if (!listener_->http2 || alpn_http1) {
     CreateHttp1Codec();
     return true;
   }
-  if (listener_->http1) {
+  if (listener_->http1 && !alpn_h2) {
     // Only the preface's first bytes are looked at: an HTTP/1 request can
     // never start with "PRI * HTTP/2.0".
     size_t n = std::min(data.length(), kHttp2Preface.size());
