@@ -47,7 +47,8 @@ class DeferredDeletable {
 };
 
 enum class ConnectionEvent {
-  kConnected,      // an outgoing connect completed
+  kConnected,      // an outgoing connect completed (TLS: and its handshake; an
+                   // accepted TLS connection says it when its handshake did)
   kConnectFailed,  // an outgoing connect failed; see Connection::LastError()
   kRemoteClose,    // the peer closed or reset the connection
   kLocalClose,     // Close() finished

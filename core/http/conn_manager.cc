@@ -96,6 +96,11 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
     info_.start_system = d.SystemNow();
     info_.listener = listener_->name;
     info_.downstream_ip = parent_.client_ip_;
+    if (const event::TlsInfo* tls = parent_.connection_->Tls()) {
+      info_.tls_version = tls->version;
+      info_.tls_sni = tls->sni;
+      info_.tls_peer_subject = tls->peer_subject;
+    }
     if (listener_->stream_idle_timeout.count() > 0) {
       last_activity_ = info_.start;
       idle_timer_ = d.CreateTimer([this] { OnIdleTimer(); });
@@ -307,11 +312,6 @@ void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool e
     }
   }
   info_.protocol = ProtocolName(parent_.codec_->protocol());
-  if (const event::TlsInfo* tls = parent_.connection_->Tls()) {
-    info_.tls_version = tls->version;
-    info_.tls_sni = tls->sni;
-    info_.tls_peer_subject = tls->peer_subject;
-  }
   // Only the access log and the failure history read these copies.
   if (parent_.context_.AccessLog() != nullptr || parent_.context_.Failures() != nullptr) {
     info_.method = std::string(headers->Method());
@@ -675,7 +675,9 @@ ConnectionManager::ConnectionManager(ConnectionManagerContext& context,
   client_ip_ = connection_->RemoteAddress().Ip();
   listener_->stats->connections_active.Add();
   listener_->stats->connections_total.Inc();
-  ArmTimer(TimerMode::kIdle);
+  // A TLS handshake has request_headers_timeout to finish, like a request
+  // head; then the connection is idle (OnEvent(kConnected)).
+  ArmTimer(connection_->Tls() != nullptr ? TimerMode::kRequestHeaders : TimerMode::kIdle);
 }
 
 ConnectionManager::~ConnectionManager() {
@@ -733,6 +735,12 @@ void ConnectionManager::OnTimer() {
     return;
   }
   if (!streams_.empty()) return;
+  const event::TlsInfo* tls = connection_->Tls();
+  if (codec_ == nullptr && tls != nullptr && tls->version.empty()) {
+    // A TLS handshake that stalled: there is no channel to answer on.
+    CloseConnection(event::CloseType::kNoFlush);
+    return;
+  }
   // A head that stalled before it said which protocol it is: HTTP/1 (an
   // HTTP/2 client sends its whole preface at once).
   if (codec_ == nullptr) CreateHttp1Codec();
@@ -773,6 +781,12 @@ void ConnectionManager::OnData(Buffer& data, bool end_stream) {
 }
 
 void ConnectionManager::OnEvent(event::ConnectionEvent event) {
+  if (event == event::ConnectionEvent::kConnected) {
+    // A TLS handshake finished: the connection is now an idle one, waiting
+    // for its first request.
+    if (!closed_ && codec_ == nullptr) ArmTimer(TimerMode::kIdle);
+    return;
+  }
   if (event != event::ConnectionEvent::kRemoteClose &&
       event != event::ConnectionEvent::kLocalClose) {
     return;

@@ -164,7 +164,9 @@ router::RouteTable::FilterOverrideBuilder OverrideBuilder(const config::v1::List
 
 bool LoadBootstrapFile(const std::string& path, config::v1::Bootstrap* bootstrap,
                        config::ConfigErrors* errors) {
-  return config::YamlFileToProto(path, bootstrap, errors);
+  if (!config::YamlFileToProto(path, bootstrap, errors)) return false;
+  ResolveTlsPaths(std::filesystem::path(path).parent_path().string(), bootstrap);
+  return true;
 }
 
 bool LoadModules(const config::v1::Bootstrap& bootstrap, const std::string& config_path,

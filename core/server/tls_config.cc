@@ -126,6 +126,32 @@ SecretMap BuildSecrets(const config::v1::Bootstrap& bootstrap, config::ConfigErr
   return secrets;
 }
 
+void ResolveTlsPaths(const std::string& dir, config::v1::Bootstrap* bootstrap) {
+  if (dir.empty()) return;
+  auto fix = [&dir](std::string* file) {
+    if (!file->empty() && (*file)[0] != '/') *file = Cat(dir, "/", *file);
+  };
+  for (auto& listener : *bootstrap->mutable_listeners()) {
+    if (!listener.has_tls()) continue;
+    auto* tls = listener.mutable_tls();
+    for (auto& c : *tls->mutable_certificates()) {
+      fix(c.mutable_cert_file());
+      fix(c.mutable_key_file());
+    }
+    fix(tls->mutable_client_ca_file());
+  }
+  for (auto& cluster : *bootstrap->mutable_clusters()) {
+    if (!cluster.has_tls()) continue;
+    fix(cluster.mutable_tls()->mutable_ca_file());
+    fix(cluster.mutable_tls()->mutable_cert_file());
+    fix(cluster.mutable_tls()->mutable_key_file());
+  }
+  for (auto& secret : *bootstrap->mutable_secrets()) {
+    fix(secret.mutable_cert_file());
+    fix(secret.mutable_key_file());
+  }
+}
+
 std::chrono::seconds TicketRotation(const config::v1::ListenerTls& proto) {
   if (!proto.has_session_ticket_rotation()) return std::chrono::hours(1);
   return std::chrono::seconds(proto.session_ticket_rotation().seconds());

@@ -37,6 +37,11 @@ tls::ClientContextPtr BuildClusterTls(const config::v1::ClusterTls& proto, const
                                       const SecretMap& secrets, http::Protocol protocol,
                                       bool auto_protocol, config::ConfigErrors* errors);
 
+// Makes the relative file names of every tls block and secret relative to
+// `dir` (the config file's directory), so a config and its certificates
+// move together, whatever the working directory.
+void ResolveTlsPaths(const std::string& dir, config::v1::Bootstrap* bootstrap);
+
 // The rotation period a listener's ticket keys use (default 1 h).
 std::chrono::seconds TicketRotation(const config::v1::ListenerTls& proto);
 

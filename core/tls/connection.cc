@@ -177,6 +177,7 @@ void TlsConnection::OnHandshakeDone() {
   }
   if (!client_) {
     if (observer_) observer_->OnHandshakeDone(info_);
+    if (callbacks_ != nullptr) callbacks_->OnEvent(event::ConnectionEvent::kConnected);
     return;
   }
   if (callbacks_ != nullptr) callbacks_->OnEvent(event::ConnectionEvent::kConnected);

@@ -10,8 +10,9 @@
 // `out_`, which moves to the TCP connection. Plaintext is delivered to the
 // owner in `plain_`.
 //
-// Events: a server connection reports data once the handshake is done (a
-// failed handshake closes the connection: kRemoteClose, never data). A
+// Events: a server connection reports kConnected when its handshake is
+// done, then data (a failed handshake closes the connection: kRemoteClose,
+// never data). A
 // client connection reports kConnected only when the handshake is done and
 // the peer verified, and kConnectFailed when it fails, with Tls()->failure
 // saying why — so a pool's connect timeout covers the handshake too.
