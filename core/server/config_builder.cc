@@ -337,7 +337,7 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
     BuildHttp2Options(proto.http2(), path + ".http2", &config->http2, errors);
     if (proto.has_tls()) {
       config->tls = BuildClusterTls(proto.tls(), path + ".tls", secrets, config->protocol,
-                                    config->auto_protocol, errors);
+                                    config->auto_protocol, errors, &config->tls_identity);
     } else if (config->auto_protocol) {
       AddError(errors, path + ".protocol",
                "auto needs tls (ALPN picks the protocol); without TLS say http1 or http2");

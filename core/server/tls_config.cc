@@ -1,5 +1,7 @@
 #include "core/server/tls_config.h"
 
+#include <openssl/evp.h>
+
 #include <set>
 
 #include "core/common/files.h"
@@ -205,7 +207,8 @@ tls::ServerContextPtr BuildListenerTls(const config::v1::ListenerTls& proto,
 
 tls::ClientContextPtr BuildClusterTls(const config::v1::ClusterTls& proto, const std::string& path,
                                       const SecretMap& secrets, http::Protocol protocol,
-                                      bool auto_protocol, config::ConfigErrors* errors) {
+                                      bool auto_protocol, config::ConfigErrors* errors,
+                                      std::string* identity) {
   size_t before = errors->size();
   tls::ClientOptions options;
   if (!proto.ca_file().empty()) {
@@ -230,6 +233,12 @@ tls::ClientContextPtr BuildClusterTls(const config::v1::ClusterTls& proto, const
     options.alpn = {"http/1.1"};
   }
   if (errors->size() != before) return nullptr;
+  std::string material = Cat(proto.SerializeAsString(), "\n", options.ca_pem, "\n",
+                             options.cert_pem, "\n", options.key_pem, "\n", options.alpn.size());
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  EVP_Digest(material.data(), material.size(), digest, &size, EVP_sha256(), nullptr);
+  identity->assign(reinterpret_cast<const char*>(digest), size);
   return tls::ClientContext::Create(options, SinkAt(path, errors));
 }
 

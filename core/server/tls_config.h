@@ -32,10 +32,14 @@ tls::ServerContextPtr BuildListenerTls(const config::v1::ListenerTls& proto,
                                        config::ConfigErrors* errors);
 
 // clusters[i].tls, for a cluster speaking `protocol` (or ALPN's choice
-// when `auto_protocol`). Null after adding errors.
+// when `auto_protocol`). Null after adding errors. `identity` gets a digest
+// of everything the context was made from (settings and PEM contents): two
+// builds with the same identity make equivalent contexts, so a reload that
+// changes nothing keeps the cluster's pooled connections.
 tls::ClientContextPtr BuildClusterTls(const config::v1::ClusterTls& proto, const std::string& path,
                                       const SecretMap& secrets, http::Protocol protocol,
-                                      bool auto_protocol, config::ConfigErrors* errors);
+                                      bool auto_protocol, config::ConfigErrors* errors,
+                                      std::string* identity);
 
 // Makes the relative file names of every tls block and secret relative to
 // `dir` (the config file's directory), so a config and its certificates

@@ -51,6 +51,10 @@ struct ClusterConfig {
   bool auto_protocol = false;
   // TLS to the hosts; null for plaintext.
   std::shared_ptr<const tls::ClientContext> tls;
+  // A digest of what `tls` was made from: pools are kept across a reload
+  // only if it did not change (a rotated certificate or CA drains them, so
+  // new connections use the new one).
+  std::string tls_identity;
   // With kHttp2: settings, limits and counters (by cluster).
   http::http2::Options http2;
   http::http2::Http2Stats http2_stats;
