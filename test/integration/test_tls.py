@@ -19,7 +19,7 @@ import time
 import pytest
 
 from portway_test_lib import LOOPBACK, HttpConn, make_cluster, make_config, wait_until
-from tls_test_lib import (Pki, TlsOrigin, client_hello_bytes, curl, http_get,
+from tls_test_lib import (PlaintextAnswerer, Pki, TlsOrigin, client_hello_bytes, curl, http_get,
                           local_client_speaks, probe, read_until_closed, s_client, tls_get)
 
 pytestmark = pytest.mark.gateway
@@ -118,7 +118,8 @@ def test_sni_picks_exact_then_wildcard_then_the_first_certificate(origin, make_g
     expect = {"a.test": "a.test", "b.test": "b.test", "x.wild.test": "wild.test",
               "deep.x.wild.test": "a.test",   # a wildcard covers one label only
               "exact.wild.test": "exact.wild.test", "unknown.test": "a.test",
-              "A.TEST": "a.test"}
+              "wild.test": "a.test",          # nor the bare parent name
+              "A.TEST": "a.test", "b.test.": "b.test", "X.Wild.Test": "wild.test"}
     for name, cn in expect.items():
         r = s_client(port, servername=name)
         assert r.ok, r
@@ -209,7 +210,7 @@ def h2_get_over_tls(port, server_name, alpn=("h2",), path="/echo"):
 
 
 def test_a_tls13_only_listener_refuses_tls12(origin, make_gateway, pki):
-    gw = make_gateway(https_config(origin, pki.a, min_version="TLS1_3"))
+    gw = make_gateway(https_config(origin, pki.a, min_version="tlsv1_3"))
     r12 = s_client(gw.port, "-tls1_2", servername="a.test")
     assert not r12.ok, r12
     r13 = s_client(gw.port, "-tls1_3", servername="a.test")
@@ -230,7 +231,7 @@ def test_the_default_listener_refuses_tls_below_12(origin, make_gateway, pki, ol
 
 
 def test_only_the_configured_versions_and_tls12_ciphers_are_accepted(origin, make_gateway, pki):
-    gw = make_gateway(https_config(origin, pki.a, min_version="TLS1_2", max_version="TLS1_2",
+    gw = make_gateway(https_config(origin, pki.a, min_version="tlsv1_2", max_version="tlsv1_2",
                                    ciphers="ECDHE-ECDSA-AES128-GCM-SHA256"))
     port = gw.listener_port()
     versions = {}
@@ -253,7 +254,7 @@ def test_only_the_configured_versions_and_tls12_ciphers_are_accepted(origin, mak
 
 
 def test_only_the_configured_tls13_suites_and_curves_are_accepted(origin, make_gateway, pki):
-    gw = make_gateway(https_config(origin, pki.a, min_version="TLS1_3",
+    gw = make_gateway(https_config(origin, pki.a, min_version="tlsv1_3",
                                    ciphersuites="TLS_AES_128_GCM_SHA256", curves=["P-256"]))
     port = gw.listener_port()
     suites = {}
@@ -290,14 +291,18 @@ def test_a_required_client_certificate_must_verify_and_is_logged(origin, make_ga
     assert not probe(port, "a.test", version="TLS1_2").ok
     assert tls_get(port, version="TLS1_2", cert=pki.client.cert, key=pki.client.key).status == 200
     assert gw.wait_stat(HANDSHAKE_FAILURES, 3, listener="edge") >= 3
+    # The untrusted certificate is a verify failure; the missing ones are not.
+    assert gw.stat(HANDSHAKE_FAILURES, listener="edge", reason="verify") == 1
     # The verified subject is in the access log line of the request (its
     # field name is the implementation's; its value names the client).
     wait_until(lambda: len(log.read_text().splitlines()) >= 2, message="two access log lines")
     lines = log.read_text().splitlines()
     entries = [e for e in map(json.loads, lines) if e.get("status") == 200]
     assert len(entries) == 2, lines
-    assert all(any(isinstance(v, str) and "client-one" in v for v in e.values())
-               for e in entries), entries
+    for e in entries:
+        assert e["tls_client_subject"] == "CN=client-one", e
+        assert e["tls_sni"] == "a.test" and e["tls_version"] in ("TLSv1.2", "TLSv1.3"), e
+    assert sorted(e["tls_version"] for e in entries) == ["TLSv1.2", "TLSv1.3"]
     assert not any("client-rogue" in l for l in lines)
 
 
@@ -440,22 +445,57 @@ def test_an_origin_that_does_not_verify_is_a_502(tls_origin, make_gateway, pki, 
     r = get(gw)
     assert r.status == 502, r
     assert r.header("x-portway-error") == "upstream_tls_verify_failed", r
+    assert gw.stat("portway_local_replies_total", cause="upstream_tls_verify_failed") == 1
     assert o.requests == []
     # The gateway did reach the origin and said the configured name.
     hs = wait_until(lambda: list(o.handshakes), message="the origin's handshake record")
     assert hs[0]["sni"] == name, hs
 
 
-def test_a_plaintext_origin_behind_a_tls_cluster_is_a_handshake_failure(origin, make_gateway,
-                                                                         pki):
+def test_a_plaintext_origin_behind_a_tls_cluster_is_a_handshake_failure(make_gateway, pki):
+    # A plaintext HTTP server answers the ClientHello with a 400 and closes.
+    answerer = PlaintextAnswerer()
+    try:
+        gw = make_gateway(origination_config(answerer.address, ca_file=str(pki.ca.cert),
+                                             server_name="origin.test"))
+        start = time.monotonic()
+        r = get(gw)
+        assert r.status == 502, r
+        assert r.header("x-portway-error") == "upstream_tls_handshake_failed", r
+        assert time.monotonic() - start < 0.9, "not told before the connect timeout"
+        # What reached the origin was a ClientHello.
+        assert answerer.received and answerer.received[0][:1] == b"\x16", answerer.received
+        assert gw.stat("portway_local_replies_total",
+                       cause="upstream_tls_handshake_failed") == 1
+    finally:
+        answerer.stop()
+
+
+def test_a_plaintext_origin_that_stays_silent_is_a_connect_timeout(origin, make_gateway, pki):
+    # FakeOrigin waits for the end of a request head that never comes: the
+    # handshake stalls, and the cluster's connect_timeout (1s) covers it.
     gw = make_gateway(origination_config(origin.address, ca_file=str(pki.ca.cert),
                                          server_name="origin.test"))
     start = time.monotonic()
     r = get(gw)
-    assert r.status == 502 and r.header("x-portway-error") == "upstream_tls_handshake_failed", r
-    assert time.monotonic() - start < 4
-    # The origin saw a ClientHello, not an HTTP request.
+    took = time.monotonic() - start
+    assert r.status == 504 and r.header("x-portway-error") == "upstream_connect_timeout", r
+    assert 0.8 < took < 3, took
     assert origin.requests == []
+
+
+def test_a_version_the_origin_does_not_speak_is_a_handshake_failure(tls_origin, make_gateway,
+                                                                    pki):
+    o = tls_origin(alpn=["http/1.1"], max_version="TLS1_2")
+    gw = make_gateway(origination_config(o.address, ca_file=str(pki.ca.cert),
+                                         server_name="origin.test", min_version="tlsv1_3"))
+    r = get(gw)
+    assert r.status == 502 and r.header("x-portway-error") == "upstream_tls_handshake_failed", r
+    assert o.requests == []
+    # The same origin with the default versions: TLS 1.2 is fine.
+    gw2 = make_gateway(origination_config(o.address, ca_file=str(pki.ca.cert),
+                                          server_name="origin.test"))
+    assert get(gw2).status == 200
 
 
 @pytest.mark.parametrize("offer,expect", [(("h2", "http/1.1"), "h2"),
@@ -594,6 +634,7 @@ def test_sessions_resume_with_tickets_and_across_a_reload(origin, make_gateway, 
     assert reused, "a TLS 1.3 session did not resume"
     session, reused = _resume(gw.port, "TLS1_2")
     assert reused and session.has_ticket, session
+    assert gw.wait_stat("portway_tls_sessions_resumed_total", 2, listener="edge") == 2
     # A session made before a reload resumes after it (ticket keys survive).
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
@@ -615,8 +656,12 @@ def test_sessions_resume_with_tickets_and_across_a_reload(origin, make_gateway, 
 
 def test_disabled_session_tickets_issue_none(origin, make_gateway, pki):
     gw = make_gateway(https_config(origin, pki.a, disable_session_tickets=True))
-    session, _ = _resume(gw.port, "TLS1_2")
+    session, reused = _resume(gw.port, "TLS1_2")
     assert not session.has_ticket, "a TLS 1.2 session ticket with tickets disabled"
+    assert not reused
+    session, reused = _resume(gw.port, "TLS1_3")
+    assert not reused, "a TLS 1.3 session resumed with tickets disabled"
+    assert gw.stat("portway_tls_sessions_resumed_total", listener="edge") == 0
     assert tls_get(gw.port).status == 200
 
 

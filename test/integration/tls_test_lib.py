@@ -512,6 +512,7 @@ class TlsOrigin:
         self.connections_accepted = 0
         self._stop = threading.Event()
         self._socks = set()
+        self._conn_local = threading.local()   # per connection thread: the SNI seen
         self._ctx = self._context(cert)
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -540,7 +541,9 @@ class TlsOrigin:
         self._ctx = self._context(cert)
 
     def _on_sni(self, sslsock, server_name, ctx):
-        sslsock._portway_sni = server_name  # read back after the handshake
+        # Each connection has its thread, so the handshake's SNI is kept
+        # per thread: it is recorded even when the handshake then fails.
+        self._conn_local.sni = server_name
         return None
 
     # -- lifecycle --------------------------------------------------------
@@ -600,16 +603,16 @@ class TlsOrigin:
     def _serve(self, sock, conn_id):
         sock.settimeout(10)
         record = {"conn_id": conn_id, "sni": None, "alpn": None, "ok": False, "error": None}
+        self._conn_local.sni = None
         try:
             try:
                 tls = self._ctx.wrap_socket(sock, server_side=True)
             except (ssl.SSLError, OSError) as e:
-                record["error"] = f"{type(e).__name__}: {e}"
+                record.update(error=f"{type(e).__name__}: {e}", sni=self._conn_local.sni)
                 return
             with self._lock:
                 self._socks.add(tls)
-            record.update(ok=True, sni=getattr(tls, "_portway_sni", None),
-                          alpn=tls.selected_alpn_protocol())
+            record.update(ok=True, sni=self._conn_local.sni, alpn=tls.selected_alpn_protocol())
             client_cn = None
             peer = tls.getpeercert()
             if peer:
@@ -789,3 +792,41 @@ def local_client_speaks(version, cert):
     if res.ok:
         return True, ""
     return False, f"the local OpenSSL cannot complete a {version} handshake: {res.error}"
+
+
+class PlaintextAnswerer:
+    """A plaintext TCP server that answers whatever arrives with an HTTP/1.1
+    400 and closes (as HTTP servers do with bytes that are not HTTP).
+    Counts what it received."""
+
+    def __init__(self):
+        self.received = []
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((LOOPBACK, 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.address = f"{LOOPBACK}:{self.port}"
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while True:
+            try:
+                s, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                s.settimeout(5)
+                data = s.recv(65536)
+                self.received.append(data)
+                s.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+                          b"Connection: close\r\n\r\n")
+            except OSError:
+                pass
+            finally:
+                s.close()
+
+    def stop(self):
+        self.listener.close()
+        self._thread.join(2)
