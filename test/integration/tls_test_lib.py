@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import h2.config
@@ -286,10 +287,13 @@ def client_context(*, cafile=None, version=None, min_version=None, max_version=N
         ctx.set_ciphers((ciphers or "DEFAULT") + ":@SECLEVEL=0")
     elif ciphers:
         ctx.set_ciphers(ciphers)
-    if lo:
-        ctx.minimum_version = _VERSIONS[lo]
-    if hi:
-        ctx.maximum_version = _VERSIONS[hi]
+    with warnings.catch_warnings():
+        # TLS 1.0/1.1 are deprecated in python's ssl: on purpose here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if lo:
+            ctx.minimum_version = _VERSIONS[lo]
+        if hi:
+            ctx.maximum_version = _VERSIONS[hi]
     if alpn:
         ctx.set_alpn_protocols(list(alpn))
     if cert:
@@ -562,10 +566,7 @@ class TlsOrigin:
 
     def stop(self):
         self._stop.set()
-        try:
-            self.listener.close()
-        except OSError:
-            pass
+        _close_listener(self.listener)
         with self._lock:
             socks = list(self._socks)
         for s in socks:
@@ -718,6 +719,15 @@ class TlsOrigin:
 # ---------------------------------------------------------------------------
 
 
+def _close_listener(sock):
+    # close() alone does not wake a thread blocked in accept(); shutdown does.
+    for op in (lambda: sock.shutdown(socket.SHUT_RDWR), sock.close):
+        try:
+            op()
+        except OSError:
+            pass
+
+
 def read_until_closed(sock, timeout):
     """Reads until EOF/reset; returns (bytes, seconds until closed or None
     if still open at the deadline)."""
@@ -762,8 +772,10 @@ def local_client_speaks(version, cert):
     try:
         ctx.load_cert_chain(str(cert.cert), str(cert.key))
         ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
-        ctx.minimum_version = _VERSIONS[version]
-        ctx.maximum_version = _VERSIONS[version]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = _VERSIONS[version]
+            ctx.maximum_version = _VERSIONS[version]
     except (ssl.SSLError, ValueError) as e:
         return False, f"the local OpenSSL refuses a {version} server context: {e}"
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -828,5 +840,5 @@ class PlaintextAnswerer:
                 s.close()
 
     def stop(self):
-        self.listener.close()
+        _close_listener(self.listener)
         self._thread.join(2)
