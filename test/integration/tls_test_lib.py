@@ -28,13 +28,14 @@ import tempfile
 import threading
 import time
 import warnings
+import zlib
 from pathlib import Path
 
 import h2.config
 import h2.connection
 import h2.events
 
-from portway_test_lib import LOOPBACK
+from portway_test_lib import LOOPBACK, iter_pattern
 
 try:  # python3-cryptography: parses the DER certificates a handshake returns.
     from cryptography import x509 as _x509
@@ -499,8 +500,9 @@ class TlsOrigin:
     min_version/max_version: "TLS1_2"/"TLS1_3".
 
     Every request gets 200 with a JSON body {protocol, path, sni, alpn,
-    client}. Records: requests, handshakes (sni, alpn, ok/error per TLS
-    connection), connections_accepted.
+    client, body_len, body_crc32}, except (HTTP/1.1 only) /bytes/N: N pattern
+    bytes (portway_test_lib.iter_pattern). Records: requests, handshakes
+    (sni, alpn, ok/error per TLS connection), connections_accepted.
     """
 
     def __init__(self, cert, *, alpn=("h2", "http/1.1"), client_ca=None, min_version=None,
@@ -638,7 +640,9 @@ class TlsOrigin:
 
     def _answer(self, req):
         return json.dumps({"protocol": req.protocol, "path": req.path, "sni": req.sni,
-                           "alpn": req.alpn, "client": req.client_cn}).encode()
+                           "alpn": req.alpn, "client": req.client_cn,
+                           "body_len": len(req.body),
+                           "body_crc32": zlib.crc32(req.body)}).encode()
 
     def _serve_h1(self, s, meta):
         buf = b""
@@ -665,9 +669,16 @@ class TlsOrigin:
             req = TlsOriginRequest(meta[0], "HTTP/1.1", method, path, headers, body, *meta[1:])
             with self._lock:
                 self.requests.append(req)
-            out = self._answer(req)
-            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                      + f"Content-Length: {len(out)}\r\n\r\n".encode() + out)
+            if path.startswith("/bytes/"):
+                n = int(path.split("/")[2])
+                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                          + f"Content-Length: {n}\r\n\r\n".encode())
+                for chunk in iter_pattern(n):
+                    s.sendall(chunk)
+            else:
+                out = self._answer(req)
+                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                          + f"Content-Length: {len(out)}\r\n\r\n".encode() + out)
             if dict(headers).get("connection", "").lower() == "close":
                 return
 
