@@ -566,7 +566,21 @@ def test_protocol_http2_sends_no_h2_preface_without_alpn_h2(tls_origin, make_gat
     assert get(gw).status == 502
     time.sleep(0.3)
     # The origin's HTTP/1.1 parser would show the preface as "PRI *".
-    assert [q.method for q in o.requests] == [], o.requests
+    assert [q.method for q in o.requests] == [] and o.protocol_errors == [], o.requests
+
+
+@pytest.mark.parametrize("how", ["notify", "fin"])
+def test_an_upstream_tls_connection_closed_while_idle_is_not_reused(tls_origin, make_gateway,
+                                                                    pki, how):
+    o = tls_origin(alpn=["http/1.1"], close_after=how)
+    gw = make_gateway(origination_config(o.address, ca_file=str(pki.ca.cert),
+                                         server_name="origin.test"))
+    statuses = []
+    for _ in range(5):
+        statuses.append(get(gw).status)
+        time.sleep(0.2)  # time for the close to arrive
+    assert statuses == [200] * 5, statuses
+    assert o.connections_accepted == 5
 
 
 def test_protocol_http1_does_not_offer_h2_to_the_origin(tls_origin, make_gateway, pki):

@@ -506,8 +506,12 @@ class TlsOrigin:
     """
 
     def __init__(self, cert, *, alpn=("h2", "http/1.1"), client_ca=None, min_version=None,
-                 max_version=None, name="tls-origin"):
+                 max_version=None, name="tls-origin", close_after=None):
         self.name = name
+        # HTTP/1.1: close each connection after its first response, though
+        # the response said nothing of it: "notify" sends close_notify
+        # first, "fin" just closes the socket.
+        self.close_after = close_after
         self.alpn = list(alpn) if alpn else None
         self.client_ca = client_ca
         self.min_version = min_version
@@ -516,6 +520,7 @@ class TlsOrigin:
         self.requests: list[TlsOriginRequest] = []
         self.handshakes: list[dict] = []
         self.connections_accepted = 0
+        self.protocol_errors: list[str] = []   # HTTP/1.1 request lines that did not parse
         self._stop = threading.Event()
         self._socks = set()
         self._conn_local = threading.local()   # per connection thread: the SNI seen
@@ -607,6 +612,7 @@ class TlsOrigin:
         sock.settimeout(10)
         record = {"conn_id": conn_id, "sni": None, "alpn": None, "ok": False, "error": None}
         self._conn_local.sni = None
+        tls = None
         try:
             try:
                 tls = self._ctx.wrap_socket(sock, server_side=True)
@@ -633,10 +639,15 @@ class TlsOrigin:
         finally:
             with self._lock:
                 self.handshakes.append(record)
-            try:
-                sock.close()
-            except OSError:
-                pass
+                self._socks.discard(tls)
+                self._socks.discard(sock)
+            # wrap_socket detached `sock`: the TLS socket owns the descriptor.
+            for s in (tls, sock):
+                try:
+                    if s is not None:
+                        s.close()
+                except OSError:
+                    pass
 
     def _answer(self, req):
         return json.dumps({"protocol": req.protocol, "path": req.path, "sni": req.sni,
@@ -654,7 +665,15 @@ class TlsOrigin:
                 buf += chunk
             head, _, buf = buf.partition(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
-            method, path, _ = lines[0].split(" ", 2)
+            parts = lines[0].split(" ")
+            if len(parts) != 3:
+                # Not HTTP/1.1 (an HTTP/2 preface, say): recorded, then refused.
+                with self._lock:
+                    self.protocol_errors.append(lines[0])
+                s.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+                          b"Connection: close\r\n\r\n")
+                return
+            method, path, _ = parts
             headers = []
             for line in lines[1:]:
                 n, _, v = line.partition(":")
@@ -680,6 +699,14 @@ class TlsOrigin:
                 s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                           + f"Content-Length: {len(out)}\r\n\r\n".encode() + out)
             if dict(headers).get("connection", "").lower() == "close":
+                return
+            if self.close_after == "notify":
+                try:
+                    s.unwrap()
+                except (ssl.SSLError, OSError):
+                    pass
+                return
+            if self.close_after == "fin":
                 return
 
     def _serve_h2(self, s, meta):
