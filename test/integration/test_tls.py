@@ -1097,3 +1097,40 @@ def test_auto_needs_tls_and_the_cluster_files_must_load(pki, tmp_path):
         if r.returncode == 0 or path not in r.stderr + r.stdout:
             wrong[case] = (r.returncode, (r.stderr + r.stdout)[-300:])
     assert wrong == {}
+
+
+def test_a_request_followed_by_close_notify_is_answered(origin, make_gateway, pki):
+    from tls_test_lib import request_then_close_notify
+
+    gw = make_gateway(https_config(origin, pki.a))
+    data = request_then_close_notify(gw.port, http_get("/echo"))
+    assert data.startswith(b"HTTP/1.1 200 "), data[:200]
+    assert origin.requests[-1].path == "/echo"
+
+
+def test_a_client_that_stops_reading_holds_back_the_origin(origin, make_gateway, pki):
+    gw = make_gateway(https_config(origin, pki.a))
+    base = gw.rss_kb()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    with ctx.wrap_socket(raw, server_hostname="a.test") as s:
+        s.settimeout(5)
+        s.connect((LOOPBACK, gw.port))
+        s.sendall(http_get(f"/bytes/{256 << 20}"))
+        got = 0
+        while got < (1 << 20):
+            got += len(s.recv(65536))
+        peak = 0
+        for _ in range(20):  # 2 s stalled
+            time.sleep(0.1)
+            peak = max(peak, gw.rss_kb())
+        sent = origin.body_bytes_sent
+    # Socket buffers hold a few MB; the gateway must not read on for the client.
+    assert sent < (64 << 20), f"origin sent {sent} bytes to a stalled client"
+    if os.environ.get("PORTWAY_SANITIZED"):
+        print(f"RSS peak not checked under a sanitizer ({peak} KiB)")
+        return
+    assert peak - base < 32 * 1024, (base, peak)

@@ -880,3 +880,56 @@ class PlaintextAnswerer:
     def stop(self):
         _close_listener(self.listener)
         self._thread.join(2)
+
+
+def request_then_close_notify(port, request, server_name="a.test", timeout=3.0):
+    """Sends `request`, then close_notify (a TLS half-close: the client
+    will write nothing more), and returns what the server sent back before
+    its own close. Driven through memory BIOs, so reading continues after
+    our close_notify."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=server_name)
+    got = b""
+    with socket.create_connection((LOOPBACK, port), timeout=timeout) as s:
+        while True:
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                s.sendall(outgoing.read())
+                data = s.recv(65536)
+                if not data:
+                    raise ConnectionError("closed during the handshake")
+                incoming.write(data)
+        obj.write(request)
+        try:
+            obj.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        s.sendall(outgoing.read())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data = s.recv(65536)
+            except (socket.timeout, OSError):
+                break
+            if data:
+                incoming.write(data)
+            else:
+                incoming.write_eof()
+            try:
+                while True:
+                    chunk = obj.read(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError:
+                break
+            if not data:
+                break
+    return got
