@@ -1134,3 +1134,61 @@ def test_a_client_that_stops_reading_holds_back_the_origin(origin, make_gateway,
         print(f"RSS peak not checked under a sanitizer ({peak} KiB)")
         return
     assert peak - base < 32 * 1024, (base, peak)
+
+
+def _session_from(port, **ctx_args):
+    """A TLS 1.3 session (with its ticket) from one request on port."""
+    from tls_test_lib import client_context
+
+    ctx = client_context(**ctx_args)
+    with ctx.wrap_socket(socket.create_connection((LOOPBACK, port), timeout=5),
+                         server_hostname="a.test") as s:
+        s.sendall(http_get())
+        assert _status(s) == 200
+        return ctx, s.session
+
+
+def _get_with_session(ctx, port, session):
+    """(status or None, resumed) of one GET offering `session`."""
+    try:
+        with ctx.wrap_socket(socket.create_connection((LOOPBACK, port), timeout=5),
+                             server_hostname="a.test", session=session) as s:
+            s.sendall(http_get())
+            return _status(s), s.session_reused
+    except (ssl.SSLError, OSError, AssertionError):
+        return None, False
+
+
+def test_a_session_from_an_open_listener_does_not_skip_client_certificates(origin, make_gateway,
+                                                                          pki, tmp_path):
+    log = tmp_path / "access.log"
+    mtls = extra_listener("mtls", pki.a, client_ca_file=str(pki.ca.cert),
+                          require_client_certificate=True)
+    gw = make_gateway(https_config(origin, pki.a, extra_listeners=[mtls],
+                                   access_log={"path": str(log), "format": "json"}))
+    ctx, session = _session_from(gw.port)
+    status, resumed = _get_with_session(ctx, gw.listener_port("mtls"), session)
+    assert status is None and not resumed, "a session from the open listener got past mTLS"
+    # On the mTLS listener itself, a resumed session keeps its client's subject.
+    ctx, session = _session_from(gw.listener_port("mtls"), cert=pki.client.cert,
+                                 key=pki.client.key)
+    status, resumed = _get_with_session(ctx, gw.listener_port("mtls"), session)
+    assert status == 200 and resumed
+    wait_until(lambda: len(log.read_text().splitlines()) >= 3, message="three log lines")
+    entries = [json.loads(l) for l in log.read_text().splitlines()]
+    assert [e.get("tls_client_subject") for e in entries if e["listener"] == "mtls"] == [
+        "CN=client-one", "CN=client-one"], entries
+
+
+def test_a_rotated_cluster_ca_file_is_used_after_sighup(tls_origin, make_gateway, pki, tmp_path):
+    o = tls_origin(cert=pki.a_untrusted, alpn=["http/1.1"])
+    ca = tmp_path / "upstream-ca.pem"
+    ca.write_bytes(pki.ca.cert.read_bytes())
+    gw = make_gateway(origination_config(o.address, ca_file=str(ca), server_name="a.test"))
+    r = get(gw)
+    assert r.status == 502 and r.header("x-portway-error") == "upstream_tls_verify_failed", r
+    tmp = tmp_path / "ca.tmp"
+    tmp.write_bytes(pki.ca.cert.read_bytes() + pki.other_ca.cert.read_bytes())
+    os.replace(tmp, ca)
+    gw.send_signal(signal.SIGHUP)
+    wait_until(lambda: get(gw).status == 200, timeout=5, message="the new CA bundle in use")
