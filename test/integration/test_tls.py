@@ -156,9 +156,10 @@ def test_a_listener_without_http2_does_not_offer_h2(origin, make_gateway, pki):
     gw = make_gateway(https_config(origin, pki.a, protocols=["http1"]))
     p = probe(gw.port, "a.test", alpn=["h2", "http/1.1"])
     assert p.ok and p.alpn == "http/1.1", p
-    # A client that offers only h2 gets no h2: either no ALPN answer or a refusal.
+    # A client that offers only h2 gets the no_application_protocol alert
+    # (RFC 7301 3.2), not a connection it cannot use.
     only = probe(gw.port, "a.test", alpn=["h2"])
-    assert not only.ok or only.alpn != "h2", only
+    assert not only.ok and "no application protocol" in only.error, only
     r = https_curl(gw, pki, "/echo", "--http2")
     assert r.status == 200 and r.http_version == "1.1", r
 
@@ -1068,6 +1069,9 @@ def test_a_listener_that_names_no_certificate_or_a_bad_one_is_refused_at_start(p
                            "max_version": "tlsv1_2"}, "listeners[0].tls"),
         "require_without_ca": ({"certificates": [cert_entry(pki.a)],
                                 "require_client_certificate": True}, "listeners[0].tls"),
+        "ticket_rotation_too_short": ({"certificates": [cert_entry(pki.a)],
+                                       "session_ticket_rotation": "10s"},
+                                      "listeners[0].tls.session_ticket_rotation"),
     }
     wrong = {}
     for case, (tls, path) in cases.items():
@@ -1192,3 +1196,95 @@ def test_a_rotated_cluster_ca_file_is_used_after_sighup(tls_origin, make_gateway
     os.replace(tmp, ca)
     gw.send_signal(signal.SIGHUP)
     wait_until(lambda: get(gw).status == 200, timeout=5, message="the new CA bundle in use")
+
+
+def test_tickets_from_one_worker_resume_on_another(origin, make_gateway, pki):
+    gw = make_gateway(https_config(origin, pki.a), workers=2)
+    ctx, session = _session_from(gw.port)
+    resumed = [_get_with_session(ctx, gw.port, session) for _ in range(12)]
+    assert resumed == [(200, True)] * 12, resumed
+
+
+def test_connecting_and_leaving_is_not_a_handshake_failure(origin, make_gateway, pki):
+    gw = make_gateway(https_config(origin, pki.a))
+    for _ in range(5):
+        socket.create_connection((LOOPBACK, gw.port), timeout=5).close()
+    assert tls_get(gw.port).status == 200
+    assert gw.stat(HANDSHAKE_FAILURES, listener="edge") == 0
+    assert gw.stat(HANDSHAKES, listener="edge") == 1
+
+
+def test_pipelined_requests_in_one_tls_write_are_answered_in_order(origin, make_gateway, pki):
+    gw = make_gateway(https_config(origin, pki.a))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    n = 20
+    with ctx.wrap_socket(socket.create_connection((LOOPBACK, gw.port), timeout=5),
+                         server_hostname="a.test") as s:
+        s.sendall(b"".join(http_get(f"/echo/{i}") for i in range(n)))
+        paths = []
+        for _ in range(n):
+            assert _status(s) == 200
+        paths = [q.path for q in origin.requests]
+    assert paths == [f"/echo/{i}" for i in range(n)]
+
+
+def test_a_handshake_and_request_dribbled_byte_by_byte_complete(origin, make_gateway, pki):
+    gw = make_gateway(https_config(origin, pki.a))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname="a.test")
+
+    def dribble(sock, data):
+        for i in range(0, len(data), 7):
+            sock.sendall(data[i:i + 7])
+            time.sleep(0.001)
+    with socket.create_connection((LOOPBACK, gw.port), timeout=5) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                dribble(s, outgoing.read())
+                incoming.write(s.recv(65536))
+        dribble(s, outgoing.read())
+        # One TLS record per byte of the request.
+        for b in http_get("/dribbled"):
+            obj.write(bytes([b]))
+        dribble(s, outgoing.read())
+        got = b""
+        deadline = time.monotonic() + 5
+        while b"\r\n\r\n" not in got and time.monotonic() < deadline:
+            incoming.write(s.recv(65536))
+            try:
+                while True:
+                    got += obj.read(65536)
+            except ssl.SSLWantReadError:
+                pass
+    assert got.startswith(b"HTTP/1.1 200 "), got[:100]
+    assert origin.requests[-1].path == "/dribbled"
+
+
+def test_protocol_auto_multiplexes_concurrent_requests_on_one_tls_connection(
+        tls_origin, make_gateway, pki):
+    o = tls_origin(alpn=["h2", "http/1.1"])
+    gw = make_gateway(origination_config(o.address, protocol="auto", ca_file=str(pki.ca.cert),
+                                         server_name="origin.test"))
+    assert get(gw).status == 200   # the pool learns the origin speaks h2
+    results = []
+
+    def one(i):
+        with HttpConn(gw.port) as c:
+            results.append(c.roundtrip("GET", f"/c/{i}").status)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert results == [200] * 30
+    assert {q.protocol for q in o.requests} == {"h2"}
+    assert o.connections_accepted == 1
