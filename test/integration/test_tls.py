@@ -1288,3 +1288,44 @@ def test_protocol_auto_multiplexes_concurrent_requests_on_one_tls_connection(
     assert results == [200] * 30
     assert {q.protocol for q in o.requests} == {"h2"}
     assert o.connections_accepted == 1
+
+
+def test_a_host_that_fails_verification_is_retried_on_another(tls_origin, make_gateway, pki):
+    bad = tls_origin(cert=pki.a_untrusted, alpn=["http/1.1"], name="bad")
+    good = tls_origin(alpn=["http/1.1"], name="good")
+    config = make_config(clusters=[make_cluster(
+        "backend", [bad.address, good.address],
+        tls={"ca_file": str(pki.ca.cert)})], listener={
+        "filters": [{"name": "portway.retry",
+                     "config": {"retry_on": ["connect-failure"], "num_retries": 1}}]})
+    gw = make_gateway(config)
+    with HttpConn(gw.port) as c:
+        statuses = [c.roundtrip("GET", "/echo").status for _ in range(6)]
+    assert statuses == [200] * 6
+    assert len(good.requests) == 6 and bad.requests == []
+    assert any(not h["ok"] for h in bad.handshakes), bad.handshakes
+
+
+def test_a_reload_can_turn_tls_on_and_off_for_a_listener(origin, make_gateway, pki):
+    plain = make_config([origin.address])
+    gw = make_gateway(plain)
+    with HttpConn(gw.port) as c:
+        assert c.roundtrip("GET", "/echo").status == 200
+    gw.reload(https_config(origin, pki.a))
+
+    def tls_now():
+        r = tls_get(gw.port)
+        return r.status == 200
+    wait_until(tls_now, timeout=5, message="the listener to speak TLS")
+    assert origin.requests[-1].header("x-forwarded-proto") == "https"
+    gw.reload(plain)
+
+    def plain_now():
+        try:
+            with HttpConn(gw.port, timeout=2) as c:
+                return c.roundtrip("GET", "/echo").status == 200
+        except Exception:
+            return False
+    wait_until(plain_now, timeout=5, message="the listener to speak plaintext again")
+    assert origin.requests[-1].header("x-forwarded-proto") == "http"
+    assert not probe(gw.port, "a.test").ok
