@@ -1329,3 +1329,46 @@ def test_a_reload_can_turn_tls_on_and_off_for_a_listener(origin, make_gateway, p
     wait_until(plain_now, timeout=5, message="the listener to speak plaintext again")
     assert origin.requests[-1].header("x-forwarded-proto") == "http"
     assert not probe(gw.port, "a.test").ok
+
+
+def test_a_cluster_presents_a_secret_as_its_client_certificate(tls_origin, make_gateway, pki):
+    o = tls_origin(alpn=["http/1.1"], client_ca=pki.ca.cert)
+    config = origination_config(o.address, ca_file=str(pki.ca.cert), server_name="origin.test",
+                                secret="gw-client")
+    config["secrets"] = [pem_secret("gw-client", pki.client)]
+    gw = make_gateway(config)
+    assert get(gw).status == 200
+    assert o.requests[0].client_cn == "client-one"
+    _assert_no_key(gw, pki.client)
+
+
+def test_files_holding_pushed_keys_are_private_and_ctl_redacts(cp, origin, make_gateway, pki,
+                                                               tmp_path):
+    from portway_test_lib import to_yaml
+    from test_control_plane import ctl, gateway_config, listener_port
+
+    state = tmp_path / "gateway.state"
+    config = gateway_config(cp)
+    config["control_plane"]["persist_path"] = str(state)
+    gw = make_gateway(config)
+    wait_until(lambda: gw.admin_json("/control_plane")["connected"], timeout=5,
+               message="connected")
+    applied = tmp_path / "secret.yaml"
+    applied.write_text(to_yaml(secret_resources(origin.address, pem_secret("site", pki.a))))
+    r = ctl(cp, "apply", "-f", str(applied), "--wait", "5s")
+    assert r.returncode == 0, r.stderr
+    assert tls_get(listener_port(gw)).status == 200
+    key_line = _key_body(pki.a)[0]
+    # The gateway's persisted config and portway-cp's state file (what
+    # portwayctl applied) hold the key: owner-only.
+    cp_state_file = cp.res / ".portway-cp.state"
+    for path in (state, cp_state_file):
+        wait_until(lambda: path.exists() and key_line in path.read_text(errors="replace"),
+                   timeout=3, message=f"the key in {path}")
+        mode = path.stat().st_mode & 0o777
+        assert mode == 0o600, (str(path), oct(mode))
+    # portwayctl shows the secret without its key.
+    r = ctl(cp, "get", "secret", "site")
+    assert r.returncode == 0, r.stderr
+    assert "[redacted]" in r.stdout and key_line not in r.stdout and "PRIVATE KEY" not in r.stdout
+    assert key_line not in cp.log_text()
