@@ -1372,3 +1372,19 @@ def test_files_holding_pushed_keys_are_private_and_ctl_redacts(cp, origin, make_
     assert r.returncode == 0, r.stderr
     assert "[redacted]" in r.stdout and key_line not in r.stdout and "PRIVATE KEY" not in r.stdout
     assert key_line not in cp.log_text()
+
+
+def test_scheme_toward_an_h2c_upstream_says_how_that_hop_is_carried(make_h2_origin, make_gateway,
+                                                                     pki):
+    # docs/tls.md: `:scheme` toward a host is `https` over TLS, `http`
+    # otherwise, whatever the client used; X-Forwarded-Proto carries the
+    # client's scheme. (The issue's spec said ":scheme https toward HTTP/2
+    # upstreams" for TLS listeners; the implementation chose per hop.)
+    h2o = make_h2_origin()
+    config = make_config(clusters=[make_cluster("backend", [h2o.address], protocol="http2")],
+                         listener=tls_listener(pki.a))
+    gw = make_gateway(config)
+    assert tls_get(gw.port).status == 200
+    req = h2o.requests[-1]
+    assert req.header(":scheme") == "http", req.headers
+    assert req.header("x-forwarded-proto") == "https", req.headers
