@@ -1388,3 +1388,46 @@ def test_scheme_toward_an_h2c_upstream_says_how_that_hop_is_carried(make_h2_orig
     req = h2o.requests[-1]
     assert req.header(":scheme") == "http", req.headers
     assert req.header("x-forwarded-proto") == "https", req.headers
+
+
+@pytest.mark.parametrize("offer", [("h2", "http/1.1"), ("http/1.1",)])
+def test_cluster_tls_rotation_under_load_fails_no_request(tls_origin, make_gateway, pki, tmp_path,
+                                                          offer):
+    # Each SIGHUP with a changed CA file replaces the cluster's pools;
+    # requests on the old ones finish, new ones use the new pools.
+    o = tls_origin(alpn=list(offer))
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(pki.ca.cert.read_bytes())
+    gw = make_gateway(origination_config(o.address, protocol="auto", ca_file=str(ca),
+                                         server_name="origin.test"), workers=2)
+    done, failures, count = threading.Event(), [], [0]
+
+    def load():
+        while not done.is_set():
+            try:
+                with HttpConn(gw.port, timeout=5) as c:
+                    for _ in range(20):
+                        r = c.roundtrip("GET", "/x")
+                        count[0] += 1
+                        if r.status != 200:
+                            failures.append((r.status, r.header("x-portway-error")))
+            except Exception as e:  # a cut connection is a failure too
+                failures.append(repr(e))
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for i in range(8):
+        time.sleep(0.15)
+        data = pki.ca.cert.read_bytes() + (pki.other_ca.cert.read_bytes() if i % 2 == 0 else b"")
+        tmp = ca.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, ca)
+        gw.send_signal(signal.SIGHUP)
+    time.sleep(0.2)
+    done.set()
+    for t in threads:
+        t.join(30)
+    assert failures == [], failures[:5]
+    assert count[0] > 100
+    # New pools were made: more upstream connections than one per worker.
+    assert o.connections_accepted > 2
