@@ -10,17 +10,25 @@ s_client and curl.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
 import threading
 import time
+import zlib
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 
-from portway_test_lib import LOOPBACK, HttpConn, make_cluster, make_config, wait_until
-from tls_test_lib import (PlaintextAnswerer, Pki, TlsOrigin, client_hello_bytes, curl, http_get,
-                          local_client_speaks, probe, read_until_closed, s_client, tls_get)
+from portway_test_lib import (LOOPBACK, HttpConn, make_cluster, make_config, pattern_bytes,
+                              pattern_crc32, run_validate, to_yaml, wait_until)
+from test_control_plane import ControlPlane, ctl, entry, gateway_config, listener_port
+from tls_test_lib import (PeerCert, PlaintextAnswerer, Pki, TlsOrigin, _read_http1,
+                          client_context, client_hello_bytes, curl, http_get, local_client_speaks,
+                          probe, read_until_closed, request_then_close_notify, s_client, tls_get)
 
 pytestmark = pytest.mark.gateway
 
@@ -176,10 +184,6 @@ def test_without_alpn_the_protocol_is_sniffed(origin, make_gateway, pki):
 
 
 def h2_get_over_tls(port, server_name, alpn=("h2",), path="/echo"):
-    import h2.config
-    import h2.connection
-    import h2.events
-
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -527,9 +531,6 @@ def test_a_dns_endpoint_is_the_sni_and_the_name_verified(tls_origin, make_gatewa
 
 def test_upstream_tls_connections_are_kept_alive_and_carry_large_bodies(tls_origin,
                                                                         make_gateway, pki):
-    from portway_test_lib import pattern_crc32
-    import zlib
-
     o = tls_origin(alpn=["http/1.1"])
     gw = make_gateway(origination_config(o.address, ca_file=str(pki.ca.cert),
                                          server_name="origin.test"))
@@ -661,17 +662,15 @@ def test_sighup_rotates_the_certificate_and_keeps_connections(origin, make_gatew
         # The old connection still works, on its old session.
         kept.sendall(http_get())
         assert _status(kept) == 200
-        assert PeerSerial(kept) == first.serial
+        assert peer_serial(kept) == first.serial
     assert gw.alive()
 
 
-def PeerSerial(s):
-    from tls_test_lib import PeerCert
+def peer_serial(s):
     return PeerCert(s.getpeercert(binary_form=True)).serial
 
 
 def _status(s):
-    from tls_test_lib import _read_http1
     data = _read_http1(s, 5)
     assert data.startswith(b"HTTP/1.1 "), data
     return int(data[9:12])
@@ -839,15 +838,9 @@ def _assert_no_key(gw, cert):
         assert line not in logs, "a line of the private key is in the gateway's logs"
 
 
-def _cp():
-    from test_control_plane import ControlPlane
-    return ControlPlane
-
-
 @pytest.fixture
 def cp():
-    import shutil
-    c = _cp()().start()
+    c = ControlPlane().start()
     yield c
     c.stop()
     shutil.rmtree(c.dir, ignore_errors=True)
@@ -867,8 +860,6 @@ def pem_secret(name, cert, key=None, chain=None):
 
 
 def test_a_pushed_secret_serves_and_bad_ones_are_rejected(cp, origin, make_gateway, pki):
-    from test_control_plane import entry, gateway_config, listener_port
-
     good = pki.issue("pushed", "a.test", ["DNS:a.test"])
     cp.write("main.yaml", secret_resources(origin.address, pem_secret("site", good)))
     gw = make_gateway(gateway_config(cp))
@@ -932,9 +923,6 @@ def test_a_pushed_secret_serves_and_bad_ones_are_rejected(cp, origin, make_gatew
 
 @pytest.mark.parametrize("http", ["--http1.1", "--http2"])
 def test_large_bodies_cross_a_tls_listener_intact(origin, make_gateway, pki, tmp_path, http):
-    from portway_test_lib import pattern_bytes, pattern_crc32
-    import zlib
-
     gw = make_gateway(https_config(origin, pki.a, protocols=["http1", "http2"]))
     n = 8 << 20
     r = https_curl(gw, pki, f"/bytes/{n}", http)
@@ -972,12 +960,6 @@ def test_many_concurrent_handshakes_all_succeed(origin, make_gateway, pki):
 
 
 def test_h2_streams_multiplexed_over_tls_with_large_responses(origin, make_gateway, pki):
-    import h2.config
-    import h2.connection
-    import h2.events
-    from portway_test_lib import pattern_crc32
-    import zlib
-
     gw = make_gateway(https_config(origin, pki.a, protocols=["http1", "http2"]))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
@@ -1041,8 +1023,6 @@ def test_a_trusted_proxys_forwarded_proto_is_kept(origin, make_gateway, pki):
 
 
 def test_a_listener_that_names_no_certificate_or_a_bad_one_is_refused_at_start(pki, tmp_path):
-    from portway_test_lib import run_validate
-
     def config(tls):
         return make_config(["127.0.0.1:1"], listener={"tls": tls})
     garbage = tmp_path / "garbage.pem"
@@ -1082,8 +1062,6 @@ def test_a_listener_that_names_no_certificate_or_a_bad_one_is_refused_at_start(p
 
 
 def test_auto_needs_tls_and_the_cluster_files_must_load(pki, tmp_path):
-    from portway_test_lib import run_validate
-
     def config(**opts):
         return make_config(clusters=[make_cluster("backend", ["127.0.0.1:1"], **opts)])
     cases = {
@@ -1104,8 +1082,6 @@ def test_auto_needs_tls_and_the_cluster_files_must_load(pki, tmp_path):
 
 
 def test_a_request_followed_by_close_notify_is_answered(origin, make_gateway, pki):
-    from tls_test_lib import request_then_close_notify
-
     gw = make_gateway(https_config(origin, pki.a))
     data = request_then_close_notify(gw.port, http_get("/echo"))
     assert data.startswith(b"HTTP/1.1 200 "), data[:200]
@@ -1142,8 +1118,6 @@ def test_a_client_that_stops_reading_holds_back_the_origin(origin, make_gateway,
 
 def _session_from(port, **ctx_args):
     """A TLS 1.3 session (with its ticket) from one request on port."""
-    from tls_test_lib import client_context
-
     ctx = client_context(**ctx_args)
     with ctx.wrap_socket(socket.create_connection((LOOPBACK, port), timeout=5),
                          server_hostname="a.test") as s:
@@ -1344,9 +1318,6 @@ def test_a_cluster_presents_a_secret_as_its_client_certificate(tls_origin, make_
 
 def test_files_holding_pushed_keys_are_private_and_ctl_redacts(cp, origin, make_gateway, pki,
                                                                tmp_path):
-    from portway_test_lib import to_yaml
-    from test_control_plane import ctl, gateway_config, listener_port
-
     state = tmp_path / "gateway.state"
     config = gateway_config(cp)
     config["control_plane"]["persist_path"] = str(state)
