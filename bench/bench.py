@@ -468,7 +468,7 @@ class Bench:
                 raise RuntimeError(f"{what} exited with status {p.returncode}: {self.tail(what)}")
             try:
                 status, _, _ = self.https_get(port)
-                if " 200 " in status + " ":
+                if re.match(r"HTTP/1\.1 200\b", status):
                     return
                 err = status
             except (OSError, ssl.SSLError) as e:
@@ -496,7 +496,7 @@ class Bench:
             problems.append(f"version {first['version']}")
         if first["cert_sha256"] != self.tls["sha256"]:
             problems.append("not the run's certificate")
-        if not status.endswith(" 200 OK") and " 200" not in status:
+        if not re.match(r"HTTP/1\.1 200\b", status):
             problems.append(f"status {status!r}")
         if body != BODY.encode():
             problems.append(f"body of {len(body)} bytes")
