@@ -111,7 +111,7 @@ class State {
   bool SaveAdmin() {
     v1::Push saved;
     for (const auto& [key, r] : admin) *saved.add_resources() = r;
-    return WriteFileAtomically(state_file_, saved.SerializeAsString());
+    return WriteFileAtomically(state_file_, saved.SerializeAsString(), /*owner_only=*/true);
   }
 
  private:

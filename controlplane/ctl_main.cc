@@ -55,6 +55,8 @@ bool ParseType(const std::string& s, dv1::ResourceType* type) {
     *type = dv1::CLUSTER;
   } else if (s == "endpoints") {
     *type = dv1::ENDPOINTS;
+  } else if (s == "secret" || s == "secrets") {
+    *type = dv1::SECRET;
   } else {
     return false;
   }
@@ -241,6 +243,9 @@ const google::protobuf::Message* Body(const dv1::Resource& r, std::string* key) 
     case dv1::Resource::kEndpoints:
       *key = "endpoints";
       return &r.endpoints();
+    case dv1::Resource::kSecret:
+      *key = "secrets";
+      return &r.secret();
     default:
       return nullptr;
   }
@@ -251,7 +256,7 @@ const google::protobuf::Message* Body(const dv1::Resource& r, std::string* key) 
 void PrintYaml(const av1::GetResponse& response) {
   std::map<std::string, std::vector<int>> sections;
   const std::vector<std::string> order = {"listeners", "route_configurations", "clusters",
-                                          "endpoints"};
+                                          "endpoints", "secrets"};
   for (int i = 0; i < response.resources_size(); ++i) {
     std::string key;
     if (Body(response.resources(i), &key) != nullptr) sections[key].push_back(i);
@@ -264,7 +269,13 @@ void PrintYaml(const av1::GetResponse& response) {
       std::string key;
       YAML::Emitter out;
       out.SetSeqFormat(YAML::Block);
-      EmitMessage(*Body(response.resources(i), &key), out);
+      // Private keys stay off terminals and out of files made from this
+      // output (applying it back pushes "[redacted]", which is rejected).
+      dv1::Resource shown = response.resources(i);
+      if (shown.has_secret() && !shown.secret().private_key().empty()) {
+        shown.mutable_secret()->set_private_key("[redacted]");
+      }
+      EmitMessage(*Body(shown, &key), out);
       std::cout << "  # " << response.sources(i) << ", version " << response.resources(i).version()
                 << "\n";
       std::string text = out.c_str();

@@ -146,6 +146,9 @@ std::vector<v1::Resource> ToResources(const v1::ResourceSet& set) {
   for (const auto& e : set.endpoints()) {
     add(e.cluster(), [&](v1::Resource* r) { *r->mutable_endpoints() = e; });
   }
+  for (const auto& secret : set.secrets()) {
+    add(secret.name(), [&](v1::Resource* r) { *r->mutable_secret() = secret; });
+  }
   return out;
 }
 

@@ -9,8 +9,8 @@ namespace portway::discovery {
 namespace {
 
 // Types in dependency order: what a later type uses is checked first.
-constexpr v1::ResourceType kOrder[] = {v1::ENDPOINTS, v1::CLUSTER, v1::ROUTE_CONFIGURATION,
-                                       v1::LISTENER};
+constexpr v1::ResourceType kOrder[] = {v1::SECRET, v1::ENDPOINTS, v1::CLUSTER,
+                                       v1::ROUTE_CONFIGURATION, v1::LISTENER};
 
 v1::FieldError Error(std::string path, std::string message) {
   v1::FieldError e;
@@ -46,6 +46,19 @@ void RouteClusters(const WithRoutes& m, std::set<std::string>* out) {
   }
 }
 
+// The secrets a listener or cluster names.
+std::set<std::string> SecretsUsed(const v1::Resource& r) {
+  std::set<std::string> names;
+  if (r.has_listener()) {
+    for (const auto& c : r.listener().tls().certificates()) {
+      if (!c.secret().empty()) names.insert(c.secret());
+    }
+  } else if (r.has_cluster() && !r.cluster().tls().secret().empty()) {
+    names.insert(r.cluster().tls().secret());
+  }
+  return names;
+}
+
 // A cluster that only has to exist (route checks look names up).
 config::v1::Cluster Stub(const std::string& name) {
   config::v1::Cluster c;
@@ -66,6 +79,8 @@ v1::ResourceType TypeOf(const v1::Resource& resource) {
       return v1::CLUSTER;
     case v1::Resource::kEndpoints:
       return v1::ENDPOINTS;
+    case v1::Resource::kSecret:
+      return v1::SECRET;
     default:
       return v1::RESOURCE_TYPE_UNSPECIFIED;
   }
@@ -81,6 +96,8 @@ const char* TypeName(v1::ResourceType type) {
       return "cluster";
     case v1::ENDPOINTS:
       return "endpoints";
+    case v1::SECRET:
+      return "secret";
     default:
       return "unknown";
   }
@@ -101,7 +118,7 @@ std::vector<v1::FieldError> ResourceStore::Check(
   v1::ResourceType type = TypeOf(resource);
   if (type == v1::RESOURCE_TYPE_UNSPECIFIED) {
     errors.push_back(
-        Error("", "has no body (listener, route_configuration, cluster or endpoints)"));
+        Error("", "has no body (listener, route_configuration, cluster, endpoints or secret)"));
     return errors;
   }
   if (name.empty()) errors.push_back(Error("name", "is required"));
@@ -118,9 +135,38 @@ std::vector<v1::FieldError> ResourceStore::Check(
       if (key.first == v1::CLUSTER) *b->add_clusters() = Stub(key.second);
     }
   };
+  // Secrets every check sees: the static ones and the candidate's (those
+  // were checked first and a bad one already left the candidate).
+  auto add_secrets = [&](config::v1::Bootstrap* b) {
+    *b->mutable_secrets() = static_.secrets();
+    for (const auto& [key, r] : candidate) {
+      if (key.first != v1::SECRET) continue;
+      config::v1::Secret* secret = b->add_secrets();
+      *secret = r.secret();
+      secret->set_name(key.second);
+    }
+  };
   config::v1::Bootstrap probe;
   std::string prefix;
   switch (type) {
+    case v1::SECRET: {
+      check_name(resource.secret().name(), "name");
+      for (const auto& c : static_.secrets()) {
+        if (c.name() == name) errors.push_back(Error("name", "a static secret has this name"));
+      }
+      config::v1::Secret* secret = probe.add_secrets();
+      *secret = resource.secret();
+      secret->set_name(name.empty() ? "secret" : name);
+      // A pushed secret carries its PEM inline: a file path would name a
+      // file on the control plane's machine, not this one.
+      if (!secret->cert_file().empty() || !secret->key_file().empty()) {
+        errors.push_back(Error("secret.cert_file",
+                               "pushed secrets carry certificate_chain and private_key inline"));
+        return errors;
+      }
+      prefix = "secrets[0]";
+      break;
+    }
     case v1::CLUSTER: {
       check_name(resource.cluster().name(), "name");
       for (const auto& c : static_.clusters()) {
@@ -129,6 +175,7 @@ std::vector<v1::FieldError> ResourceStore::Check(
       config::v1::Cluster* c = probe.add_clusters();
       *c = resource.cluster();
       c->set_name(name);
+      add_secrets(&probe);
       if (c->type() == config::v1::Cluster::EDS) {
         // Checked with its endpoints when they are known; they are checked
         // on their own anyway.
@@ -183,6 +230,7 @@ std::vector<v1::FieldError> ResourceStore::Check(
         l->clear_route_config();
       }
       add_clusters(&probe);
+      add_secrets(&probe);
       prefix = "listeners[0]";
       break;
     }
@@ -239,7 +287,11 @@ std::string ResourceStore::NotReady(const v1::Resource& resource,
 config::v1::Bootstrap ResourceStore::Merge(const std::map<Key, v1::Resource>& resources) const {
   config::v1::Bootstrap out = static_;
   for (const auto& [key, r] : resources) {
-    if (key.first == v1::CLUSTER) {
+    if (key.first == v1::SECRET) {
+      config::v1::Secret* secret = out.add_secrets();
+      *secret = r.secret();
+      secret->set_name(key.second);
+    } else if (key.first == v1::CLUSTER) {
       config::v1::Cluster* c = out.add_clusters();
       *c = r.cluster();
       c->set_name(key.second);
@@ -365,6 +417,9 @@ ResourceStore::Outcome ResourceStore::OnPush(const v1::Push& push) {
       if (key.first == v1::ENDPOINTS && k.first == v1::CLUSTER && k.second == key.second &&
           r.cluster().type() == config::v1::Cluster::EDS) {
         user = Cat("cluster '", k.second, "'");
+      }
+      if (key.first == v1::SECRET && SecretsUsed(r).count(key.second)) {
+        user = Cat(TypeName(static_cast<v1::ResourceType>(k.first)), " '", k.second, "'");
       }
       if (!user.empty()) break;
     }

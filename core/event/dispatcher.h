@@ -47,7 +47,8 @@ class DeferredDeletable {
 };
 
 enum class ConnectionEvent {
-  kConnected,      // an outgoing connect completed
+  kConnected,      // an outgoing connect completed (TLS: and its handshake; an
+                   // accepted TLS connection says it when its handshake did)
   kConnectFailed,  // an outgoing connect failed; see Connection::LastError()
   kRemoteClose,    // the peer closed or reset the connection
   kLocalClose,     // Close() finished
@@ -71,6 +72,25 @@ class ConnectionCallbacks {
   // writer should stop / resume producing (back-pressure).
   virtual void OnAboveWriteBufferHighWatermark() {}
   virtual void OnBelowWriteBufferLowWatermark() {}
+};
+
+// What a TLS transport negotiated and learned about its peer. A plaintext
+// connection has none (Connection::Tls() is null).
+struct TlsInfo {
+  std::string version;  // "TLSv1.3"
+  std::string cipher;
+  std::string alpn;  // the application protocol agreed on: "h2", "http/1.1", or ""
+  std::string sni;   // server side: the name the client asked for
+  // The peer's certificate subject (RFC 2253), when it sent one that
+  // verified; "" otherwise.
+  std::string peer_subject;
+  bool peer_verified = false;
+  bool session_reused = false;
+  // Why the handshake failed, if it did: kVerify when the peer's
+  // certificate did not verify, kHandshake for anything else.
+  enum class Failure : uint8_t { kNone, kHandshake, kVerify };
+  Failure failure = Failure::kNone;
+  std::string failure_detail;
 };
 
 class Connection {
@@ -97,6 +117,9 @@ class Connection {
   virtual int LastError() const = 0;
   virtual const network::Address& RemoteAddress() const = 0;
   virtual uint64_t Id() const = 0;
+  // Null for plaintext. A TLS connection's info fills in as its handshake
+  // completes (or fails).
+  virtual const TlsInfo* Tls() const { return nullptr; }
 };
 using ConnectionPtr = std::unique_ptr<Connection>;
 

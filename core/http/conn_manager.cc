@@ -96,6 +96,11 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
     info_.start_system = d.SystemNow();
     info_.listener = listener_->name;
     info_.downstream_ip = parent_.client_ip_;
+    if (const event::TlsInfo* tls = parent_.connection_->Tls()) {
+      info_.tls_version = tls->version;
+      info_.tls_sni = tls->sni;
+      info_.tls_peer_subject = tls->peer_subject;
+    }
     if (listener_->stream_idle_timeout.count() > 0) {
       last_activity_ = info_.start;
       idle_timer_ = d.CreateTimer([this] { OnIdleTimer(); });
@@ -380,9 +385,13 @@ void ConnectionManager::ActiveStream::ApplyProxyHeaders(HeaderMap& headers) {
   } else {
     headers.Set("x-forwarded-for", client_ip);
   }
+  const bool tls = parent_.connection_->Tls() != nullptr;
   if (!listener_->trust_forwarded_for || !headers.Has("x-forwarded-proto")) {
-    headers.Set("x-forwarded-proto", "http");
+    headers.Set("x-forwarded-proto", tls ? "https" : "http");
   }
+  // HTTP/1 has no :scheme on the wire; the codec says "http", the
+  // transport knows better. (HTTP/2 clients send their own.)
+  if (tls && parent_.http1_ != nullptr) headers.Set(headers::kScheme, "https");
   // Forwarded (RFC 7239) and X-Real-IP name the client too, and backends
   // read them as such: only a trusted proxy may say what they hold. They
   // are rewritten only when present, so a request without them costs
@@ -390,7 +399,7 @@ void ConnectionManager::ActiveStream::ApplyProxyHeaders(HeaderMap& headers) {
   if (headers.Has("forwarded")) {
     std::string node =
         client_ip.find(':') == std::string::npos ? client_ip : Cat("\"[", client_ip, "]\"");
-    std::string element = Cat("for=", node, ";proto=http");
+    std::string element = Cat("for=", node, tls ? ";proto=https" : ";proto=http");
     if (listener_->trust_forwarded_for) {
       std::string list;
       for (const auto& e : headers) {
@@ -666,7 +675,9 @@ ConnectionManager::ConnectionManager(ConnectionManagerContext& context,
   client_ip_ = connection_->RemoteAddress().Ip();
   listener_->stats->connections_active.Add();
   listener_->stats->connections_total.Inc();
-  ArmTimer(TimerMode::kIdle);
+  // A TLS handshake has request_headers_timeout to finish, like a request
+  // head; then the connection is idle (OnEvent(kConnected)).
+  ArmTimer(connection_->Tls() != nullptr ? TimerMode::kRequestHeaders : TimerMode::kIdle);
 }
 
 ConnectionManager::~ConnectionManager() {
@@ -681,11 +692,15 @@ void ConnectionManager::CreateHttp1Codec() {
 }
 
 bool ConnectionManager::CreateCodec(Buffer& data) {
-  if (!listener_->http2) {
+  // Over TLS, ALPN already said (the listener offered only what it serves).
+  const event::TlsInfo* tls = connection_->Tls();
+  const bool alpn_h2 = tls != nullptr && tls->alpn == "h2";
+  const bool alpn_http1 = tls != nullptr && tls->alpn == "http/1.1";
+  if (!listener_->http2 || alpn_http1) {
     CreateHttp1Codec();
     return true;
   }
-  if (listener_->http1) {
+  if (listener_->http1 && !alpn_h2) {
     // Only the preface's first bytes are looked at: an HTTP/1 request can
     // never start with "PRI * HTTP/2.0".
     size_t n = std::min(data.length(), kHttp2Preface.size());
@@ -720,6 +735,12 @@ void ConnectionManager::OnTimer() {
     return;
   }
   if (!streams_.empty()) return;
+  const event::TlsInfo* tls = connection_->Tls();
+  if (codec_ == nullptr && tls != nullptr && tls->version.empty()) {
+    // A TLS handshake that stalled: there is no channel to answer on.
+    CloseConnection(event::CloseType::kNoFlush);
+    return;
+  }
   // A head that stalled before it said which protocol it is: HTTP/1 (an
   // HTTP/2 client sends its whole preface at once).
   if (codec_ == nullptr) CreateHttp1Codec();
@@ -760,6 +781,12 @@ void ConnectionManager::OnData(Buffer& data, bool end_stream) {
 }
 
 void ConnectionManager::OnEvent(event::ConnectionEvent event) {
+  if (event == event::ConnectionEvent::kConnected) {
+    // A TLS handshake finished: the connection is now an idle one, waiting
+    // for its first request.
+    if (!closed_ && codec_ == nullptr) ArmTimer(TimerMode::kIdle);
+    return;
+  }
   if (event != event::ConnectionEvent::kRemoteClose &&
       event != event::ConnectionEvent::kLocalClose) {
     return;

@@ -10,6 +10,8 @@ const ErrorCauseInfo& InfoFor(ErrorCause cause) {
       {"upstream_connect_refused", "UCR", 502},
       {"upstream_connect_failure", "UCF", 502},
       {"upstream_connect_timeout", "UCT", 504},
+      {"upstream_tls_handshake_failed", "UTH", 502},
+      {"upstream_tls_verify_failed", "UTV", 502},
       {"upstream_reset_before_response", "URX", 502},
       {"upstream_reset_after_response_started", "URS", 0},
       {"upstream_malformed_response", "UMR", 502},

@@ -18,6 +18,10 @@ http::ErrorCause CauseFor(upstream::PoolFailure reason) {
       return http::ErrorCause::kUpstreamConnectFailure;
     case upstream::PoolFailure::kConnectTimeout:
       return http::ErrorCause::kUpstreamConnectTimeout;
+    case upstream::PoolFailure::kTlsHandshakeFailed:
+      return http::ErrorCause::kUpstreamTlsHandshakeFailed;
+    case upstream::PoolFailure::kTlsVerifyFailed:
+      return http::ErrorCause::kUpstreamTlsVerifyFailed;
     case upstream::PoolFailure::kOverflow:
       return http::ErrorCause::kUpstreamOverflow;
   }
@@ -198,6 +202,12 @@ void Router::StartAttempt() {
     }
   }
   upstream::ConnPool& pool = callbacks_.ClusterManager().PoolFor(*cluster_, host_);
+  // :scheme says how this hop is carried (it reaches the wire only with
+  // HTTP/2): an https client's request to a plaintext origin is "http".
+  std::string_view scheme = pool.config().tls != nullptr ? "https" : "http";
+  if (request_headers_->GetOr(http::headers::kScheme, "") != scheme) {
+    request_headers_->Set(http::headers::kScheme, scheme);
+  }
   pool_handle_ = pool.NewStream(*this, *this, callbacks_.Limits());
 }
 

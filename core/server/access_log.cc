@@ -100,7 +100,12 @@ void AccessLogger::Log(const http::StreamInfo& info, http::StreamInfo::Time now)
                 OrDash(info.upstream_host), "\" \"", OrDash(info.request_id),
                 "\" listener=", info.listener, " route=", OrDash(info.route),
                 " cluster=", OrDash(info.cluster), " error=", OrDash(error),
-                " attempts=", info.attempts, info.replay_overflow ? " replay_overflow\n" : "\n");
+                " attempts=", info.attempts, info.replay_overflow ? " replay_overflow" : "");
+    if (!info.tls_version.empty()) {
+      line += Cat(" tls=", info.tls_version, " sni=", OrDash(info.tls_sni), " client_cert=\"",
+                  OrDash(info.tls_peer_subject), "\"");
+    }
+    line += "\n";
   } else {
     line.append("{\"time\":");
     AppendJsonString(line, time);
@@ -133,6 +138,14 @@ void AccessLogger::Log(const http::StreamInfo& info, http::StreamInfo::Time now)
                 ",\"replay_overflow\":", info.replay_overflow ? "true" : "false");
     line.append(",\"client\":");
     AppendJsonString(line, info.downstream_ip);
+    if (!info.tls_version.empty()) {
+      line.append(",\"tls_version\":");
+      AppendJsonString(line, info.tls_version);
+      line.append(",\"tls_sni\":");
+      AppendJsonString(line, info.tls_sni);
+      line.append(",\"tls_client_subject\":");
+      AppendJsonString(line, info.tls_peer_subject);
+    }
     line.append("}\n");
   }
   // One write per line keeps lines whole when workers log at once.

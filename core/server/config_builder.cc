@@ -10,6 +10,7 @@
 
 #include "core/http/filter_registry.h"
 #include "core/http/module_loader.h"
+#include "core/server/tls_config.h"
 #include "google/protobuf/message.h"
 #include "portway/config/v1/bootstrap.pb.h"
 
@@ -163,7 +164,9 @@ router::RouteTable::FilterOverrideBuilder OverrideBuilder(const config::v1::List
 
 bool LoadBootstrapFile(const std::string& path, config::v1::Bootstrap* bootstrap,
                        config::ConfigErrors* errors) {
-  return config::YamlFileToProto(path, bootstrap, errors);
+  if (!config::YamlFileToProto(path, bootstrap, errors)) return false;
+  ResolveTlsPaths(std::filesystem::path(path).parent_path().string(), bootstrap);
+  return true;
 }
 
 bool LoadModules(const config::v1::Bootstrap& bootstrap, const std::string& config_path,
@@ -275,6 +278,9 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
       &log_error);
   if (!snapshot->access_log) AddError(errors, "access_log.path", log_error);
 
+  // Secrets before what names them.
+  SecretMap secrets = BuildSecrets(bootstrap, errors);
+
   // Clusters first: routes are checked against their names.
   std::set<std::string> cluster_names;
   for (int i = 0; i < bootstrap.clusters_size(); ++i) {
@@ -327,7 +333,15 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
     config->max_requests_per_connection = pool.max_requests_per_connection();
     config->protocol =
         proto.protocol() == config::v1::HTTP2 ? http::Protocol::kHttp2 : http::Protocol::kHttp11;
+    config->auto_protocol = proto.protocol() == config::v1::AUTO;
     BuildHttp2Options(proto.http2(), path + ".http2", &config->http2, errors);
+    if (proto.has_tls()) {
+      config->tls = BuildClusterTls(proto.tls(), path + ".tls", secrets, config->protocol,
+                                    config->auto_protocol, errors, &config->tls_identity);
+    } else if (config->auto_protocol) {
+      AddError(errors, path + ".protocol",
+               "auto needs tls (ALPN picks the protocol); without TLS say http1 or http2");
+    }
 
     upstream::HostVector hosts;
     for (int e = 0; e < proto.endpoints_size(); ++e) {
@@ -376,7 +390,7 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
       auto& cs = cluster_stats_[proto.name()];
       if (!cs) cs = std::make_unique<stats::ClusterStats>(store_, proto.name());
       config->stats = cs.get();
-      if (config->protocol == http::Protocol::kHttp2) {
+      if (config->protocol == http::Protocol::kHttp2 || config->auto_protocol) {
         config->http2_stats = stats::Http2Counters(store_, "cluster", proto.name());
       }
     }
@@ -471,12 +485,31 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
     if (proto.protocols_size() > 0) {
       listener->http1 = listener->http2 = false;
       for (int i = 0; i < proto.protocols_size(); ++i) {
+        if (proto.protocols(i) == config::v1::AUTO) {
+          AddError(errors, Cat(path, ".protocols[", i, "]"),
+                   "auto is for clusters; a listener lists http1 and/or http2");
+          continue;
+        }
         bool& on = proto.protocols(i) == config::v1::HTTP2 ? listener->http2 : listener->http1;
         if (on) AddError(errors, Cat(path, ".protocols[", i, "]"), "listed twice");
         on = true;
       }
     }
     BuildHttp2Options(proto.http2(), path + ".http2", &listener->http2_options, errors);
+    if (proto.has_tls()) {
+      // Ticket keys outlive reloads (a reload must not end every client's
+      // resumption) unless the rotation period changed.
+      std::shared_ptr<tls::TicketKeys> keys;
+      if (!proto.tls().disable_session_tickets()) {
+        auto& slot = ticket_keys_[proto.name()];
+        if (!slot || slot->rotation() != TicketRotation(proto.tls())) {
+          slot = std::make_shared<tls::TicketKeys>(TicketRotation(proto.tls()));
+        }
+        keys = slot;
+      }
+      listener->tls = BuildListenerTls(proto.tls(), path + ".tls", secrets, listener->http1,
+                                       listener->http2, proto.name(), std::move(keys), errors);
+    }
     // A stream's queue toward the client is bounded like an HTTP/1 one.
     listener->http2_options.stream_buffer_limit = codec.buffer_limit;
     listener->http2_options.coalesce_writes = true;
@@ -515,12 +548,13 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
     auto& state = listener_states_[proto.name()];
     if (!state) state = std::make_shared<ListenerState>();
     listener->state = state;
+    if (listener->tls) listener->tls_observer = ls->tls_observer;
     snapshot->listeners[proto.name()] = std::move(listener);
   }
 
   if (errors->size() != before) return nullptr;
   snapshot->version = next_version_++;
-  snapshot->config_json = config::ProtoToJson(bootstrap);
+  snapshot->config_json = RedactedConfigJson(bootstrap);
   return snapshot;
 }
 

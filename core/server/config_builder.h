@@ -12,6 +12,7 @@
 #include "core/config/yaml_proto.h"
 #include "core/server/snapshot.h"
 #include "core/server/stats.h"
+#include "core/tls/ticket_keys.h"
 
 namespace portway::config::v1 {
 class Bootstrap;
@@ -38,6 +39,8 @@ class ConfigBuilder {
   std::map<std::string, std::unique_ptr<stats::ListenerStats>> listener_stats_;
   std::map<std::string, std::unique_ptr<stats::ClusterStats>> cluster_stats_;
   std::map<std::pair<std::string, std::string>, std::unique_ptr<stats::RouteStats>> route_stats_;
+  // Session ticket keys by listener name: a reload keeps them.
+  std::map<std::string, std::shared_ptr<tls::TicketKeys>> ticket_keys_;
   uint64_t next_version_ = 1;
 };
 

@@ -95,7 +95,7 @@ void Server::OnResolved(const std::string& name, std::shared_ptr<ResolveBatch> b
       for (const auto& old : current.hosts) {
         if (old->address() == address) host = old;
       }
-      if (!host) host = std::make_shared<upstream::Host>(name, address, spec.weight);
+      if (!host) host = std::make_shared<upstream::Host>(name, address, spec.weight, spec.host);
       hosts.push_back(std::move(host));
     }
   }

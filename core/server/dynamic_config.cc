@@ -317,7 +317,9 @@ void Server::LoadPersisted() {
 void Server::Persist() {
   if (persist_path_.empty()) return;
   // A crash mid-write leaves the old file.
-  if (!WriteFileAtomically(persist_path_, resources_->ServingAsPush().SerializeAsString())) {
+  // Pushed secrets carry private keys: the file is the gateway user's only.
+  if (!WriteFileAtomically(persist_path_, resources_->ServingAsPush().SerializeAsString(),
+                           /*owner_only=*/true)) {
     spdlog::error("control plane: cannot write {}", persist_path_);
   }
 }

@@ -59,6 +59,11 @@ struct ListenerConfig {
   std::vector<Filter> filters;
   stats::ListenerStats* stats = nullptr;
   std::shared_ptr<ListenerState> state;
+  // listeners[].tls: every accepted connection is wrapped in TLS; null for
+  // plaintext.
+  tls::ServerContextPtr tls;
+  // Counts handshakes for the listener's stats.
+  std::shared_ptr<tls::HandshakeObserver> tls_observer;
 };
 using ListenerConfigPtr = std::shared_ptr<const ListenerConfig>;
 

@@ -72,6 +72,11 @@ const std::map<std::string_view, std::string_view>& HelpTexts() {
       {"portway_http2_flood_total",
        "HTTP/2 connections ended by an abuse limit (rapid reset, floods)."},
       {"portway_http2_header_overflow_total", "HTTP/2 header blocks over max_header_list_bytes."},
+      {"portway_tls_handshakes_total", "TLS handshakes completed on the listener."},
+      {"portway_tls_sessions_resumed_total",
+       "TLS handshakes that resumed a session (a ticket) instead of a full handshake."},
+      {"portway_tls_handshake_failures_total",
+       "TLS handshakes that failed: verify (a client certificate did not verify) or handshake."},
       {"portway_grpc_responses_total",
        "gRPC responses to clients by grpc-status, local replies included."},
       {"portway_route_requests_total", "Requests that matched the route."},
@@ -250,7 +255,32 @@ ListenerStats::ListenerStats(Store& store, const std::string& listener)
           store.GetCounter("portway_downstream_accept_errors_total", {{"listener", listener}})),
       grpc_responses{},
       request_duration(store.GetHistogram("portway_downstream_request_duration_seconds",
-                                          {{"listener", listener}})) {
+                                          {{"listener", listener}})),
+      tls_handshakes(store.GetCounter("portway_tls_handshakes_total", {{"listener", listener}})),
+      tls_resumed(store.GetCounter("portway_tls_sessions_resumed_total", {{"listener", listener}})),
+      tls_failed_handshake(store.GetCounter("portway_tls_handshake_failures_total",
+                                            {{"listener", listener}, {"reason", "handshake"}})),
+      tls_failed_verify(store.GetCounter("portway_tls_handshake_failures_total",
+                                         {{"listener", listener}, {"reason", "verify"}})) {
+  // Counters are never destroyed, so the observer may outlive these stats'
+  // owner without harm.
+  class Observer final : public tls::HandshakeObserver {
+   public:
+    explicit Observer(ListenerStats& stats) : stats_(stats) {}
+    void OnHandshakeDone(const event::TlsInfo& info) override {
+      stats_.tls_handshakes.Inc();
+      if (info.session_reused) stats_.tls_resumed.Inc();
+    }
+    void OnHandshakeFailed(const event::TlsInfo& info) override {
+      (info.failure == event::TlsInfo::Failure::kVerify ? stats_.tls_failed_verify
+                                                        : stats_.tls_failed_handshake)
+          .Inc();
+    }
+
+   private:
+    ListenerStats& stats_;
+  };
+  tls_observer = std::make_shared<Observer>(*this);
   http2 = Http2Counters(store, "listener", listener);
   for (size_t i = 0; i < grpc_responses.size(); ++i) {
     grpc_responses[i] =

@@ -23,6 +23,7 @@
 
 #include "core/http/http2/options.h"
 #include "core/http/local_reply.h"
+#include "core/tls/connection.h"
 #include "portway/stats.h"
 
 namespace portway::stats {
@@ -124,6 +125,14 @@ struct ListenerStats {
   // From the parsed request head to the end of the exchange, for every
   // stream that finishes (local replies and cut responses included).
   Histogram& request_duration;
+  // TLS handshakes (listeners with tls): completed, of which resumed, and
+  // failed by reason.
+  Counter& tls_handshakes;
+  Counter& tls_resumed;
+  Counter& tls_failed_handshake;
+  Counter& tls_failed_verify;
+  // Feeds the four above; given to every TLS connection of the listener.
+  std::shared_ptr<tls::HandshakeObserver> tls_observer;
 };
 
 // The metrics of one route, labelled by listener and route name.

@@ -120,6 +120,9 @@ void Worker::OnAccept(const std::string& name, event::ConnectionPtr connection) 
     connection->Close(event::CloseType::kNoFlush);
     return;
   }
+  if (config->tls) {
+    connection = config->tls->Wrap(*dispatcher_, std::move(connection), config->tls_observer);
+  }
   auto cm = std::make_unique<http::ConnectionManager>(*this, config, std::move(connection));
   http::ConnectionManager* raw = cm.get();
   connections_.emplace(raw, std::move(cm));

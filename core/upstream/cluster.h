@@ -14,6 +14,7 @@
 
 #include "core/http/codec.h"
 #include "core/http/http2/options.h"
+#include "core/tls/context.h"
 #include "core/upstream/host.h"
 #include "core/upstream/load_balancer.h"
 
@@ -42,8 +43,18 @@ struct ClusterConfig {
   uint32_t max_pending_requests = 1024;
   std::chrono::milliseconds idle_timeout{60000};
   uint32_t max_requests_per_connection = 0;
-  // What the pools speak to the hosts (HTTP/2: h2c with prior knowledge).
+  // What the pools speak to the hosts (HTTP/2 without TLS: h2c with prior
+  // knowledge).
   http::Protocol protocol = http::Protocol::kHttp11;
+  // `protocol: auto`: each TLS connection speaks what ALPN agreed on (h2,
+  // else HTTP/1.1); `protocol` is then kHttp11, the pools' key.
+  bool auto_protocol = false;
+  // TLS to the hosts; null for plaintext.
+  std::shared_ptr<const tls::ClientContext> tls;
+  // A digest of what `tls` was made from: pools are kept across a reload
+  // only if it did not change (a rotated certificate or CA drains them, so
+  // new connections use the new one).
+  std::string tls_identity;
   // With kHttp2: settings, limits and counters (by cluster).
   http::http2::Options http2;
   http::http2::Http2Stats http2_stats;

@@ -11,7 +11,9 @@ bool SamePoolSettings(const ClusterConfig& a, const ClusterConfig& b) {
   return a.connect_timeout == b.connect_timeout && a.max_connections == b.max_connections &&
          a.max_pending_requests == b.max_pending_requests && a.idle_timeout == b.idle_timeout &&
          a.max_requests_per_connection == b.max_requests_per_connection &&
-         a.protocol == b.protocol && (a.protocol != http::Protocol::kHttp2 || a.http2 == b.http2);
+         a.protocol == b.protocol && a.auto_protocol == b.auto_protocol &&
+         ((a.protocol != http::Protocol::kHttp2 && !a.auto_protocol) || a.http2 == b.http2) &&
+         (a.tls == nullptr) == (b.tls == nullptr) && a.tls_identity == b.tls_identity;
 }
 
 // Bytes a stream may have queued toward an upstream before its source is

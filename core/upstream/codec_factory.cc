@@ -29,6 +29,19 @@ ClientCodecFactory Http2CodecFactory(event::Dispatcher& dispatcher, const Cluste
 
 CodecChoice CodecFor(event::Dispatcher& dispatcher, const ClusterConfig& config,
                      size_t buffer_limit) {
+  if (config.auto_protocol) {
+    // One connection at a time until the first one says what it speaks
+    // (the pool learns its capacity then).
+    return {[http1 = Http1CodecFactory(buffer_limit),
+             http2 = Http2CodecFactory(dispatcher, config, buffer_limit)](
+                event::Connection& connection, http::ClientConnectionCallbacks& callbacks) mutable
+            -> std::unique_ptr<http::ClientConnection> {
+              const event::TlsInfo* tls = connection.Tls();
+              if (tls != nullptr && tls->alpn == "h2") return http2(connection, callbacks);
+              return http1(connection, callbacks);
+            },
+            1};
+  }
   switch (config.protocol) {
     case http::Protocol::kHttp2:
       return {Http2CodecFactory(dispatcher, config, buffer_limit),

@@ -22,9 +22,14 @@ class ConnPoolImpl::ActiveClient : public event::ConnectionCallbacks,
         config_(pool.config_),
         connect_start_(pool.dispatcher_.Now()) {
     connection_ = pool.dispatcher_.Connect(pool.host_->address());
+    if (pool.config_->tls) {
+      // SNI and the name verified: the cluster's server_name, else the
+      // name the host was resolved from, else its IP.
+      connection_ = pool.config_->tls->Wrap(pool.dispatcher_, std::move(connection_),
+                                            pool.host_->serverName());
+    }
     connection_->SetCallbacks(this);
     connection_->SetWriteBufferLimit(pool.buffer_limit_);
-    codec_ = pool.codec_factory_(*connection_, *this);
     connect_timer_ = pool.dispatcher_.CreateTimer([this] { OnConnectTimeout(); });
     connect_timer_->Enable(pool.config_->connect_timeout);
     idle_timer_ = pool.dispatcher_.CreateTimer([this] { Close(); });
@@ -44,6 +49,11 @@ class ConnPoolImpl::ActiveClient : public event::ConnectionCallbacks,
 
   // event::ConnectionCallbacks
   void OnData(Buffer& data, bool end_stream) override {
+    if (codec_ == nullptr) {
+      // Bytes before the connect completed cannot happen; be safe anyway.
+      data.Clear();
+      return;
+    }
     if (!data.empty()) codec_->Dispatch(data);
     if (end_stream && state_ != State::kClosed) {
       codec_->OnConnectionClose(/*clean_eof=*/true);
@@ -58,12 +68,22 @@ class ConnPoolImpl::ActiveClient : public event::ConnectionCallbacks,
         connect_ms_ = std::chrono::duration<double, std::milli>(took).count();
         if (pool_.config_->stats) pool_.config_->stats->connect_time.Record(took);
         state_ = State::kReady;
+        // Made now, not at connect: with `protocol: auto` the codec is the
+        // one ALPN agreed on.
+        codec_ = pool_.codec_factory_(*connection_, *this);
         codec_->OnConnected();
         pool_.OnClientReady(*this);
         break;
       }
       case event::ConnectionEvent::kConnectFailed: {
         connect_timer_->Disable();
+        if (const event::TlsInfo* tls = connection_->Tls();
+            tls != nullptr && tls->failure != event::TlsInfo::Failure::kNone) {
+          Fail(tls->failure == event::TlsInfo::Failure::kVerify ? PoolFailure::kTlsVerifyFailed
+                                                                : PoolFailure::kTlsHandshakeFailed,
+               tls->failure_detail);
+          break;
+        }
         int err = connection_->LastError();
         PoolFailure reason =
             err == ECONNREFUSED ? PoolFailure::kConnectRefused : PoolFailure::kConnectFailure;
@@ -83,8 +103,12 @@ class ConnPoolImpl::ActiveClient : public event::ConnectionCallbacks,
         break;
     }
   }
-  void OnAboveWriteBufferHighWatermark() override { codec_->OnAboveWriteBufferHighWatermark(); }
-  void OnBelowWriteBufferLowWatermark() override { codec_->OnBelowWriteBufferLowWatermark(); }
+  void OnAboveWriteBufferHighWatermark() override {
+    if (codec_ != nullptr) codec_->OnAboveWriteBufferHighWatermark();
+  }
+  void OnBelowWriteBufferLowWatermark() override {
+    if (codec_ != nullptr) codec_->OnBelowWriteBufferLowWatermark();
+  }
 
   // http::ClientConnectionCallbacks
   void OnStreamDone(bool reusable) override {
@@ -106,7 +130,8 @@ class ConnPoolImpl::ActiveClient : public event::ConnectionCallbacks,
   // Every stream this connection may still carry has been started.
   bool Exhausted() const {
     uint32_t max = pool_.config_->max_requests_per_connection;
-    return codec_->StreamCapacity() == 0 || (max > 0 && streams_started_ >= max);
+    if (max > 0 && streams_started_ >= max) return true;
+    return codec_ != nullptr && codec_->StreamCapacity() == 0;
   }
   http::RequestEncoder& StartStream(http::ResponseDecoder& decoder, PoolStreamInfo& info) {
     info.reused = streams_started_ > 0 && !fresh_;
@@ -124,7 +149,8 @@ class ConnPoolImpl::ActiveClient : public event::ConnectionCallbacks,
   }
   void ArmIdleTimer() { idle_timer_->Enable(pool_.config_->idle_timeout); }
   State state() const { return state_; }
-  uint32_t ActiveStreams() const { return codec_->ActiveStreams(); }
+  uint32_t ActiveStreams() const { return codec_ != nullptr ? codec_->ActiveStreams() : 0; }
+  uint32_t StreamCapacity() const { return codec_ != nullptr ? codec_->StreamCapacity() : 0; }
   // Where the pool keeps it (see ConnPoolImpl::Place).
   std::list<std::unique_ptr<ActiveClient>>::iterator self;
 
@@ -306,6 +332,9 @@ void ConnPoolImpl::ServePending(ActiveClient& client) {
 }
 
 void ConnPoolImpl::OnClientReady(ActiveClient& client) {
+  // With `protocol: auto` a connection says only now what it speaks: once
+  // one took many streams, count on that for the next ones.
+  expected_capacity_ = std::max<uint32_t>(expected_capacity_, client.StreamCapacity());
   client.SetFresh(true);
   ServePending(client);
   if (client.state() == ActiveClient::State::kClosed) return;

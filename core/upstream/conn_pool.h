@@ -37,6 +37,8 @@ enum class PoolFailure {
   kConnectRefused,
   kConnectFailure,
   kConnectTimeout,
+  kTlsHandshakeFailed,  // the TCP connect worked; TLS did not
+  kTlsVerifyFailed,     // the host's certificate did not verify
   kOverflow,
 };
 
@@ -151,7 +153,7 @@ class ConnPoolImpl final : public ConnPool {
   std::shared_ptr<const ClusterConfig> config_;
   const http::Protocol protocol_;
   ClientCodecFactory codec_factory_;
-  const uint32_t expected_capacity_;
+  uint32_t expected_capacity_;
   size_t buffer_limit_;
   // Those with room at the back, most recently used last (see Place).
   std::list<std::unique_ptr<ActiveClient>> clients_;

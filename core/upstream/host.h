@@ -28,15 +28,21 @@ const char* HealthStateName(HealthState state);
 
 class Host {
  public:
-  Host(std::string cluster, network::Address address, uint32_t weight)
+  // `hostname`: the DNS name the address was resolved from ("" for an IP
+  // endpoint).
+  Host(std::string cluster, network::Address address, uint32_t weight, std::string hostname = "")
       : cluster_(std::move(cluster)),
         address_(address),
         address_string_(address.ToString()),
+        server_name_(hostname.empty() ? address.Ip() : std::move(hostname)),
         weight_(weight == 0 ? 1 : weight) {}
 
   const std::string& cluster() const { return cluster_; }
   const network::Address& address() const { return address_; }
   const std::string& addressString() const { return address_string_; }
+  // What TLS to this host sends as SNI and verifies (unless the cluster
+  // names a server_name): its DNS name, else its IP.
+  const std::string& serverName() const { return server_name_; }
   uint32_t weight() const { return weight_; }
 
   HealthState health() const { return health_.load(std::memory_order_relaxed); }
@@ -57,6 +63,7 @@ class Host {
   const std::string cluster_;
   const network::Address address_;
   const std::string address_string_;
+  const std::string server_name_;
   const uint32_t weight_;
   std::atomic<HealthState> health_{HealthState::kHealthy};
   std::atomic<uint64_t> active_requests_{0};

@@ -230,6 +230,8 @@ bool CircuitBreakerFilter::ClassifyCause(http::ErrorCause cause, bool* failure) 
   switch (cause) {
     case http::ErrorCause::kUpstreamConnectRefused:
     case http::ErrorCause::kUpstreamConnectFailure:
+    case http::ErrorCause::kUpstreamTlsHandshakeFailed:
+    case http::ErrorCause::kUpstreamTlsVerifyFailed:
     case http::ErrorCause::kUpstreamDnsFailure:
       *failure = s.on_connect_failure || s.on_gateway_error || s.on_5xx;
       return true;

@@ -151,6 +151,30 @@ TEST_F(ClusterManagerTest, ChangedPoolSettingsOrAReweightedHostGetANewPool) {
   EXPECT_EQ(cm_.PoolFor(*snap_weights, a2_heavier).host(), a2_heavier);
 }
 
+TEST_F(ClusterManagerTest, ARotatedTlsCertificateReplacesThePoolsAnUnchangedOneKeepsThem) {
+  // What a reload makes of an unchanged tls block: a new context object,
+  // the same identity. The pool (and its warm connections) stays.
+  auto with_tls = test::MakeClusterConfig("a");
+  with_tls->tls_identity = "digest-1";
+  auto snap1 = test::MakeSnapshot(with_tls, {a1_});
+  cm_.Update({{"a", snap1}});
+  ConnPool* pool = &cm_.PoolFor(*snap1, a1_);
+  FakeConnection* idle = Exchange(*pool, /*answer=*/true);
+  auto same = test::MakeClusterConfig("a");
+  same->tls_identity = "digest-1";
+  auto snap2 = test::MakeSnapshot(same, {a1_});
+  cm_.Update({{"a", snap2}});
+  EXPECT_EQ(&cm_.PoolFor(*snap2, a1_), pool);
+  EXPECT_FALSE(idle->close_type().has_value());
+  // A rotated certificate or CA: new connections must use it.
+  auto rotated = test::MakeClusterConfig("a");
+  rotated->tls_identity = "digest-2";
+  auto snap3 = test::MakeSnapshot(rotated, {a1_});
+  cm_.Update({{"a", snap3}});
+  EXPECT_TRUE(idle->close_type().has_value());
+  EXPECT_EQ(cm_.PoolFor(*snap3, a1_).config().tls_identity, "digest-2");
+}
+
 TEST_F(ClusterManagerTest, AnAddedClusterGetsABalancerOverItsHosts) {
   cm_.Update({{"a", snap_a_}});
   EXPECT_EQ(cm_.Get("b"), nullptr);

@@ -26,6 +26,8 @@ enum class ErrorCause : uint8_t {
   kUpstreamConnectRefused,
   kUpstreamConnectFailure,
   kUpstreamConnectTimeout,
+  kUpstreamTlsHandshakeFailed,  // detail: OpenSSL's reason (protocol version, alert, ...)
+  kUpstreamTlsVerifyFailed,     // the host's certificate did not verify; detail says why
   kUpstreamResetBeforeResponse,
   kUpstreamResetAfterResponseStarted,
   kUpstreamMalformedResponse,
@@ -81,6 +83,14 @@ struct StreamInfo {
   // the failure history is on.
   // "HTTP/1.0", "HTTP/1.1" or "HTTP/2": what the client spoke.
   std::string_view protocol = "HTTP/1.1";
+  // The client connection's TLS; all empty for plaintext. The version
+  // ("TLSv1.3"), the name the client asked for (SNI), and the subject of
+  // the client certificate it presented, verified (RFC 2253; empty if it
+  // sent none). They view the connection's own copy, which outlives the
+  // stream.
+  std::string_view tls_version;
+  std::string_view tls_sni;
+  std::string_view tls_peer_subject;
   std::string method;
   std::string path;
   std::string authority;
