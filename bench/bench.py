@@ -77,8 +77,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # The TLS rows: the same three proxies, each with a TLS listener using the
 # same certificate and key (made per run by make_certs()), TLS 1.3 only, the
-# X25519 group only, no resumption. The client pins the cipher suite (every
-# candidate accepts the client's choice) and the group. One config each
+# X25519 group only, no resumption. The client offers one cipher suite and
+# one group, so every candidate must take those. One config each
 # serves the three TLS loads; the origin leg is the plain HTTP/1.1 one.
 TLS = "tls"
 TLS_CONFIGS = {"portway": "portway-tls.yaml", "nginx": "nginx-tls.conf",
