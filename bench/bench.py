@@ -21,12 +21,19 @@ Per round, for each candidate in the order portway -> portway+chain -> nginx
      proxy listening for HTTP/2; the origin leg stays HTTP/1.1.
   6. HTTP/2 upstream (portway, haproxy): the same two with the HTTP/1.1 load
      of 1 and 3 and the proxy speaking h2c to the nghttpd origin.
+  7. TLS (portway, nginx, haproxy; BENCH_TLS=0 skips): one ECDSA P-256
+     certificate made for the run, TLS 1.3 with X25519, no resumption.
+     Instructions (callgrind) and CPU us (/proc) per handshake with a new
+     connection per request, per request over HTTP/1.1 keep-alive, and per
+     request over HTTP/2 (ALPN h2), all with h2load at c10.
 The proxy is pinned to one CPU, origin and load generator to the other.
 Prints a markdown table of medians and ratios (Portway bare vs each peer;
 portway+chain vs Portway bare); saves everything as JSON. BENCH_CHAIN=0 skips
-portway+chain.
+portway+chain; --rows (or BENCH_ROWS) picks row groups: h1 (1-4), h2 (5-6),
+tls (7).
 """
 import argparse
+import hashlib
 import datetime
 import json
 import os
@@ -35,6 +42,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -67,10 +75,30 @@ NGINX_NO_H2_UPSTREAM = ("n/a: nginx cannot proxy to a plain HTTP/2 upstream "
 H2_ORIGIN = "nghttpd (nghttp2-server) --no-tls, one thread, a static 100-byte file"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+# The TLS rows: the same three proxies, each with a TLS listener using the
+# same certificate and key (made per run by make_certs()), TLS 1.3 only, the
+# X25519 group only, no resumption. The client offers one cipher suite and
+# one group, so every candidate must take those. One config each
+# serves the three TLS loads; the origin leg is the plain HTTP/1.1 one.
+TLS = "tls"
+TLS_CONFIGS = {"portway": "portway-tls.yaml", "nginx": "nginx-tls.conf",
+               "haproxy": "haproxy-tls.cfg"}
+TLS_CIPHERSUITE = "TLS_AES_128_GCM_SHA256"
+TLS_GROUP = "X25519"
+TLS_CERT_DESC = ("ECDSA P-256 leaf (SAN localhost, 127.0.0.1) signed by an ECDSA P-256 "
+                 "self-signed CA, both made with the openssl CLI in the run directory; "
+                 "the leaf alone is served")
+ROW_GROUPS = ["h1", "h2", "tls"]
+
+# tls_*: handshakes under callgrind (tls_cg_hs) and for CPU (tls_hs), their
+# warm-up, and the connections of every TLS load (tls_c); the keep-alive
+# and HTTP/2 TLS loads use cg_n / cpu_n requests like the rows above.
 FULL = dict(warmup=5000, cg_n=20000, cg_c=10, sys_n1=10000, sys_n50=50000,
-            cpu_n=100000, cpu_c=50, idle=1000, wrk_secs=10, h2_c=10, h2_m=10)
+            cpu_n=100000, cpu_c=50, idle=1000, wrk_secs=10, h2_c=10, h2_m=10,
+            tls_c=10, tls_hs_warmup=200, tls_cg_hs=1000, tls_hs=5000)
 QUICK = dict(warmup=1000, cg_n=5000, cg_c=10, sys_n1=2000, sys_n50=10000,
-             cpu_n=20000, cpu_c=50, idle=500, wrk_secs=3, h2_c=10, h2_m=10)
+             cpu_n=20000, cpu_c=50, idle=500, wrk_secs=3, h2_c=10, h2_m=10,
+             tls_c=10, tls_hs_warmup=100, tls_cg_hs=200, tls_hs=1000)
 
 METRICS = [  # key, label, format
     ("instr_per_req", "instructions / request (callgrind, h2load c10)", "{:,.0f}"),
@@ -96,7 +124,24 @@ H2UP_METRICS = [
      "{:.1f}"),
     ("h2up_req_per_s", "HTTP/2 upstream: req/s, 50 connections (dashboards only, noisy)", "{:,.0f}"),
 ]
-ALL_METRICS = METRICS + H2DOWN_METRICS + H2UP_METRICS
+TLS_METRICS = [
+    ("tls_hs_instr_per_hs", "TLS handshake: instructions / handshake (callgrind, new connection "
+     "per request, c10)", "{:,.0f}"),
+    ("tls_hs_cpu_us_per_hs", "TLS handshake: proxy CPU µs / handshake (new connection per "
+     "request, c10)", "{:.1f}"),
+    ("tls_hs_per_s", "TLS handshake: handshakes/s, c10 (dashboards only, noisy)", "{:,.0f}"),
+    ("tls_ka_instr_per_req", "TLS keep-alive: instructions / request (callgrind, h2load HTTP/1.1 "
+     "over TLS c10)", "{:,.0f}"),
+    ("tls_ka_cpu_us_per_req", "TLS keep-alive: proxy CPU µs / request (HTTP/1.1 over TLS c10)",
+     "{:.1f}"),
+    ("tls_ka_req_per_s", "TLS keep-alive: req/s, HTTP/1.1 c10 (dashboards only, noisy)",
+     "{:,.0f}"),
+    ("tls_h2_instr_per_req", "TLS HTTP/2: instructions / request (callgrind, h2load ALPN h2 c10 "
+     "m10)", "{:,.0f}"),
+    ("tls_h2_cpu_us_per_req", "TLS HTTP/2: proxy CPU µs / request (ALPN h2 c10 m10)", "{:.1f}"),
+    ("tls_h2_req_per_s", "TLS HTTP/2: req/s, c10 m10 (dashboards only, noisy)", "{:,.0f}"),
+]
+ALL_METRICS = METRICS + H2DOWN_METRICS + H2UP_METRICS + TLS_METRICS
 
 
 def log(msg):
@@ -121,6 +166,7 @@ class Bench:
         self.perf_reason = self.probe_perf()
         self.origin_port = None
         self.h2_origin_port = None
+        self.tls = None  # paths of the run's certificate files (make_certs)
         self.admin = {}  # portway candidate -> admin address of the last one started
 
     # ---------------------------------------------------------------- processes
@@ -200,7 +246,8 @@ class Bench:
             time.sleep(0.1)
         raise RuntimeError(f"{what} not answering 200 at {url} after {deadline_s}s")
 
-    def h2load(self, port, n, c, streams=None, reasonless_ok=False):
+    def h2load(self, port, n, c, streams=None, reasonless_ok=False, tls=False,
+               new_conn=False):
         """A fixed-count h2load run: HTTP/1.1, or with `streams` HTTP/2 over
         cleartext with prior knowledge (h2load's default for http://) and that
         many concurrent streams per connection. Fails unless every request got
@@ -213,14 +260,34 @@ class Bench:
         although the response arrived whole. With this flag such a run passes
         when every request is done, none errored or timed out, no status at
         all was seen (an error HAProxy makes itself carries a reason, so it
-        would be counted) and exactly n bodies of the origin's size came back."""
+        would be counted) and exactly n bodies of the origin's size came back.
+
+        `tls`: https, TLS 1.3 with the pinned cipher suite and group, and ALPN
+        http/1.1 (or h2 with `streams`); fails unless h2load reports exactly
+        that. `new_conn`: every request says `Connection: close`, so each
+        one gets a connection (and a handshake) of its own: h2load
+        reconnects until n requests are done."""
         proto = ["--h1"] if streams is None else ["-m", str(streams)]
+        if tls:
+            proto += [f"--groups={TLS_GROUP}", f"--tls13-ciphers={TLS_CIPHERSUITE}"]
+            if streams is not None:
+                proto += ["--npn-list=h2"]
+        if new_conn:
+            proto += ["-H", "Connection: close"]
+        scheme = "https" if tls else "http"
         cmd = ["taskset", "-c", self.load_cpu, "h2load"] + proto + [
-            "-n", str(n), "-c", str(c), "-t", "1", f"http://127.0.0.1:{port}/"]
+            "-n", str(n), "-c", str(c), "-t", "1", f"{scheme}://127.0.0.1:{port}/"]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         out = r.stdout
-        if streams is not None and not re.search(r"^Application protocol: h2c$", out, re.M):
-            raise RuntimeError(f"h2load: HTTP/2 (h2c) not negotiated:\n{out}\n{r.stderr}")
+        alpn = "h2c" if not tls else ("h2" if streams is not None else "http/1.1")
+        if (streams is not None or tls) and not re.search(
+                rf"^Application protocol: {re.escape(alpn)}$", out, re.M):
+            raise RuntimeError(f"h2load: {alpn} not negotiated:\n{out}\n{r.stderr}")
+        if tls:
+            for want in (r"^TLS Protocol: TLSv1\.3$", rf"^Cipher: {TLS_CIPHERSUITE}$",
+                         rf"^Server Temp Key: {TLS_GROUP}\b"):
+                if not re.search(want, out, re.M):
+                    raise RuntimeError(f"h2load: TLS parameters not as pinned ({want}):\n{out}")
         m = re.search(r"finished in ([\d.]+)(us|ms|s), ([\d.]+) req/s", out)
         d = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, "
                       r"(\d+) failed, (\d+) errored", out)
@@ -322,6 +389,137 @@ class Bench:
         self.h2load(self.h2_origin_port, 10, 1, streams=1)
         return p
 
+    # ---------------------------------------------------------------------- TLS
+    def make_certs(self):
+        """The run's certificate, shared by every TLS candidate: an ECDSA
+        P-256 CA (self-signed) and an ECDSA P-256 leaf it signs, SAN
+        localhost and 127.0.0.1. Files: the leaf (PEM) and its key (PKCS#8
+        PEM), and both in one file for HAProxy's `crt`. The CA is only for
+        the checks' clients (h2load does not verify)."""
+        d = os.path.join(self.tmp, "tls")
+        os.makedirs(d, exist_ok=True)
+        f = {k: os.path.join(d, v) for k, v in (
+            ("ca_key", "ca.key"), ("ca", "ca.pem"), ("key", "leaf.key"), ("csr", "leaf.csr"),
+            ("ext", "leaf.ext"), ("cert", "leaf.pem"), ("pem", "leaf-with-key.pem"))}
+        with open(f["ext"], "w") as out:
+            out.write("subjectAltName = DNS:localhost, IP:127.0.0.1\n"
+                      "basicConstraints = critical, CA:FALSE\n"
+                      "keyUsage = critical, digitalSignature\n"
+                      "extendedKeyUsage = serverAuth\n")
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        for cmd in (
+                ["openssl", "req", "-x509"] + ec + ["-keyout", f["ca_key"], "-out", f["ca"],
+                 "-days", "2", "-sha256", "-subj", "/CN=Portway bench CA",
+                 "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+                ["openssl", "req", "-new"] + ec + ["-keyout", f["key"], "-out", f["csr"],
+                 "-subj", "/CN=localhost"],
+                ["openssl", "x509", "-req", "-in", f["csr"], "-CA", f["ca"], "-CAkey", f["ca_key"],
+                 "-set_serial", "2", "-days", "2", "-sha256", "-extfile", f["ext"], "-out", f["cert"]],
+                ["openssl", "verify", "-CAfile", f["ca"], f["cert"]]):
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            if r.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd[:3])} failed: {r.stderr.strip()}")
+        with open(f["pem"], "w") as out:
+            for part in ("cert", "key"):
+                with open(f[part]) as src:
+                    out.write(src.read())
+        der = subprocess.run(["openssl", "x509", "-in", f["cert"], "-outform", "DER"],
+                             capture_output=True, check=True, timeout=60).stdout
+        f["sha256"] = hashlib.sha256(der).hexdigest()
+        self.tls = f
+        return f
+
+    def tls_vars(self):
+        return dict(TLS_CERT=self.tls["cert"], TLS_KEY=self.tls["key"], TLS_PEM=self.tls["pem"])
+
+    def tls_client_context(self):
+        ctx = ssl.create_default_context(cafile=self.tls["ca"])
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.set_alpn_protocols(["http/1.1"])
+        return ctx
+
+    def https_get(self, port, ctx=None, session=None):
+        """One request on a new TLS connection (verifying the certificate
+        against the run's CA, SNI localhost); returns (status line, body,
+        the SSLSocket's facts) or raises OSError."""
+        ctx = ctx or self.tls_client_context()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                data = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                facts = {"version": s.version(), "cipher": s.cipher()[0],
+                         "alpn": s.selected_alpn_protocol(), "session": s.session,
+                         "reused": s.session_reused,
+                         "cert_sha256": hashlib.sha256(s.getpeercert(True)).hexdigest()}
+        head, _, body = data.partition(b"\r\n\r\n")
+        return head.split(b"\r\n", 1)[0].decode(errors="replace"), body, facts
+
+    def wait_https(self, p, port, deadline_s, what):
+        end = time.monotonic() + deadline_s
+        err = None
+        while time.monotonic() < end:
+            if p.poll() is not None:
+                raise RuntimeError(f"{what} exited with status {p.returncode}: {self.tail(what)}")
+            try:
+                status, _, _ = self.https_get(port)
+                if re.match(r"HTTP/1\.1 200\b", status):
+                    return
+                err = status
+            except (OSError, ssl.SSLError) as e:
+                err = e
+            time.sleep(0.1)
+        raise RuntimeError(f"{what} not answering 200 over TLS on port {port} after "
+                           f"{deadline_s}s: {err}")
+
+    def check_tls(self, name, port):
+        """What the TLS rows rest on, checked on every TLS candidate: it
+        serves the run's certificate (verified against the run's CA), TLS
+        1.3, the origin's body; a second connection offering the first's
+        session is NOT resumed (h2load offers the previous session on every
+        reconnect, so a server that resumes would turn the handshake row
+        into a resumption row). Also records how many NewSessionTicket
+        messages it sends after a handshake (work it does per handshake even
+        when they cannot be used; openssl s_client shows them)."""
+        ctx = self.tls_client_context()
+        status, body, first = self.https_get(port, ctx)
+        _, _, second = self.https_get(port, ctx, session=first["session"])
+        res = {k: first[k] for k in ("version", "alpn", "cert_sha256")}
+        res["resumed_when_offered"] = second["reused"]
+        problems = []
+        if first["version"] != "TLSv1.3":
+            problems.append(f"version {first['version']}")
+        if first["cert_sha256"] != self.tls["sha256"]:
+            problems.append("not the run's certificate")
+        if not re.match(r"HTTP/1\.1 200\b", status):
+            problems.append(f"status {status!r}")
+        if body != BODY.encode():
+            problems.append(f"body of {len(body)} bytes")
+        if second["reused"]:
+            problems.append("resumes sessions (the handshake row needs full handshakes)")
+        r = subprocess.run(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+             "-tls1_3", "-groups", TLS_GROUP, "-CAfile", self.tls["ca"], "-verify_return_error",
+             "-alpn", "http/1.1", "-msg", "-ign_eof"],
+            input=b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            capture_output=True, timeout=30)
+        out = r.stdout.decode(errors="replace")
+        if "Verify return code: 0 (ok)" not in out:
+            problems.append("openssl s_client did not verify the certificate")
+        res["tickets_sent"] = len(re.findall(r"^<<< .*NewSessionTicket", out, re.M))
+        m = re.search(r"^Server Temp Key: (\S+?),", out, re.M)
+        res["group"] = m.group(1) if m else None
+        if res["group"] != TLS_GROUP:
+            problems.append(f"group {res['group']}")
+        if problems:
+            raise RuntimeError(f"{name}: TLS listener not as the rows need: {'; '.join(problems)}")
+        return res
+
     # --------------------------------------------------------------- candidates
     def start(self, name, valgrind_out=None, scenario=None):
         """Starts candidate `name` on the proxy CPU; returns (Popen, port).
@@ -333,8 +531,13 @@ class Bench:
         deadline = 120 if valgrind_out else 20
         base = slug(name) + (f"-{scenario}" if scenario else "")
         tag = f"{base}{'-callgrind' if valgrind_out else ''}"
-        template = SCENARIO_CONFIGS[scenario][name] if scenario else None
+        if scenario == TLS:
+            template = TLS_CONFIGS[name]
+        else:
+            template = SCENARIO_CONFIGS[scenario][name] if scenario else None
         ports = dict(ORIGIN_PORT=self.origin_port, H2_ORIGIN_PORT=self.h2_origin_port)
+        if scenario == TLS:
+            ports.update(self.tls_vars())
         if name in PORTWAYS:
             cfg = self.render(template or PORTWAYS[name], f"{base}.yaml", **ports)
             addr_file = os.path.join(self.tmp, f"{base}-admin-address")
@@ -376,7 +579,9 @@ class Bench:
             p = self.spawn(pre + ["haproxy", "-db", "-f", cfg], tag, self.proxy_cpu)
         else:
             raise ValueError(name)
-        if scenario == H2DOWN and name != "portway":
+        if scenario == TLS:
+            self.wait_https(p, port, deadline, tag)
+        elif scenario == H2DOWN and name != "portway":
             # An HTTP/2-only listener: urllib cannot ask it; h2load can.
             self.wait_h2(p, port, deadline, tag)
         else:
@@ -571,6 +776,106 @@ class Bench:
         finally:
             self.stop(p)
 
+    def tls_loads(self, n_hs, n_req):
+        """The three TLS loads, in the order measured: (metric prefix, unit,
+        warm-up count, measured count, h2load keywords). All at tls_c
+        connections: a new connection (full handshake) per request over
+        HTTP/1.1; HTTP/1.1 keep-alive; HTTP/2 (ALPN h2) with h2_m streams."""
+        c = self.counts
+        return [("tls_hs", "hs", c["tls_hs_warmup"], n_hs, dict(new_conn=True)),
+                ("tls_ka", "req", c["warmup"], n_req, {}),
+                ("tls_h2", "req", c["warmup"], n_req, dict(streams=c["h2_m"]))]
+
+    @staticmethod
+    def tcp_opens():
+        """(ActiveOpens, PassiveOpens) of the whole machine from /proc/net/snmp."""
+        with open("/proc/net/snmp") as f:
+            rows = [line.split() for line in f if line.startswith("Tcp:")]
+        hdr, val = rows[0], rows[1]
+        return int(val[hdr.index("ActiveOpens")]), int(val[hdr.index("PassiveOpens")])
+
+    def measure_tls_instructions(self, name, rnd):
+        """Instructions per handshake / per request of the three TLS loads,
+        in one proxy under callgrind: for each load a warm-up, then zero,
+        the fixed count, dump (the k-th dump is file .k)."""
+        c = self.counts
+        base = f"{slug(name)}-{TLS}"
+        out = os.path.join(self.tmp, f"callgrind.{base}.{rnd}")
+        p, port = self.start(name, valgrind_out=out, scenario=TLS)
+        res = {}
+        try:
+            for k, (key, unit, warm, n, kw) in enumerate(
+                    self.tls_loads(c["tls_cg_hs"], c["cg_n"]), 1):
+                self.h2load(port, warm, c["tls_c"], tls=True, **kw)
+                subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True,
+                               capture_output=True, timeout=60)
+                run = self.h2load(port, n, c["tls_c"], tls=True, **kw)
+                subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True,
+                               capture_output=True, timeout=60)
+                total = self.read_callgrind_total(f"{out}.{k}")
+                res.update({f"{key}_instr_per_{unit}": total / n, f"{key}_callgrind_ir": total,
+                            f"{key}_callgrind_count": n,
+                            f"{key}_callgrind_per_s": run["req_per_s"]})
+            return res
+        finally:
+            self.stop(p, timeout=30)
+            for f in os.listdir(self.tmp):
+                if f.startswith(f"callgrind.{base}.{rnd}"):
+                    os.unlink(os.path.join(self.tmp, f))
+
+    @staticmethod
+    def read_callgrind_total(dump):
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            if os.path.exists(dump):
+                with open(dump) as f:
+                    m = re.search(r"^summary:\s*(\d+)", f.read(), re.M)
+                if m:
+                    return int(m.group(1))
+            time.sleep(0.2)
+        raise RuntimeError(f"no callgrind dump at {dump}")
+
+    def measure_tls_cpu(self, name):
+        """The TLS listener's checks (check_tls), then proxy CPU µs per
+        handshake / per request of the three TLS loads in one native proxy:
+        for each a warm-up, then utime+stime around the fixed count. The
+        handshake run also counts the machine's TCP passive opens around it:
+        at least one per request, or h2load did not reconnect; what is over
+        that (less anything else on the machine) is new upstream
+        connections, which should be none (the upstream leg keeps alive)."""
+        c = self.counts
+        p, port = self.start(name, scenario=TLS)
+        try:
+            res = {"tls_checks": self.check_tls(name, port)}
+            for key, unit, warm, n, kw in self.tls_loads(c["tls_hs"], c["cpu_n"]):
+                self.h2load(port, warm, c["tls_c"], tls=True, **kw)
+                opens0, t0, s0 = self.tcp_opens(), self.proc_ticks(p.pid), self.cpu_times()
+                run = self.h2load(port, n, c["tls_c"], tls=True, **kw)
+                opens1, t1, s1 = self.tcp_opens(), self.proc_ticks(p.pid), self.cpu_times()
+                if p.poll() is not None:
+                    raise RuntimeError(f"{name} died during the TLS {key} run")
+                rate = "per_s" if unit == "hs" else "req_per_s"
+                res.update({f"{key}_cpu_us_per_{unit}": (t1 - t0) * 1e6 / CLK_TCK / n,
+                            f"{key}_cpu_run_count": n, f"{key}_{rate}": run["req_per_s"]})
+                busy = {}
+                for cpu in s1:
+                    dt, di = s1[cpu][0] - s0[cpu][0], s1[cpu][1] - s0[cpu][1]
+                    busy[cpu] = round(100.0 * (dt - di) / dt, 1) if dt else None
+                res[f"{key}_core_busy_pct"] = busy
+                if key == "tls_hs":
+                    passive = opens1[1] - opens0[1]
+                    if passive < n:
+                        raise RuntimeError(f"{name}: {passive} TCP connections accepted for {n} "
+                                           f"requests: h2load did not make one per request")
+                    res["tls_hs_extra_tcp_opens"] = passive - n
+                    if passive - n > n // 100:
+                        log(f"bench: warning: {name}: {passive - n} more TCP connections than "
+                            f"handshakes during the handshake run (new upstream connections, "
+                            f"or other work on the machine)")
+            return res
+        finally:
+            self.stop(p)
+
     def measure_idle_rss(self, name):
         p, port = self.start(name)
         try:
@@ -600,20 +905,27 @@ class Bench:
             log(f"bench: perf unsupported ({self.perf_reason}): syscall counts will be n/a")
         origin = self.start_origin()
         h2_origin = self.start_h2_origin() if self.args.h2 else None
+        if self.args.tls:
+            self.make_certs()
         errors = []
         try:
             for rnd in range(1, rounds + 1):
                 for name in cands:
                     row = {"round": rnd}
                     t = time.monotonic()
-                    steps = [lambda: self.measure_instructions(name, rnd),
-                             lambda: self.measure_native(name),
-                             lambda: self.measure_idle_rss(name)]
+                    steps = []
+                    if self.args.h1:
+                        steps += [lambda: self.measure_instructions(name, rnd),
+                                  lambda: self.measure_native(name),
+                                  lambda: self.measure_idle_rss(name)]
                     if self.args.h2:
                         for sc in (H2DOWN, H2UP):
                             if name in SCENARIO_CONFIGS[sc]:
                                 steps += [lambda sc=sc: self.measure_instructions(name, rnd, sc),
                                           lambda sc=sc: self.measure_h2_cpu(name, sc)]
+                    if self.args.tls and name in TLS_CONFIGS:
+                        steps += [lambda: self.measure_tls_instructions(name, rnd),
+                                  lambda: self.measure_tls_cpu(name)]
                     for step in steps:
                         try:
                             row.update(step())
@@ -644,12 +956,14 @@ class Bench:
             "kernel": platform.release(),
             "proxy_cpu": self.proxy_cpu, "load_cpu": self.load_cpu,
             "rounds": rounds, "quick": self.args.quick, "counts": self.counts,
+            "rows": self.args.rows,
             "loadgen": self.args.loadgen,
             "perf": "ok" if self.perf_reason is None else f"unsupported: {self.perf_reason}",
             "versions": versions, "order": cands,
             "errors": errors, "medians": summary, "raw": results,
             "chain": self.chain_summary(results, summary),
             "http2": self.h2_summary(cands, summary),
+            "tls": self.tls_summary(cands, results, summary),
         }
         os.makedirs(self.args.results_dir, exist_ok=True)
         path = os.path.join(self.args.results_dir,
@@ -665,7 +979,7 @@ class Bench:
         there (the per-candidate medians are in `medians` with the h2down_ /
         h2up_ prefixes)."""
         if not self.args.h2:
-            return {"measured": False, "reason": "BENCH_H2=0"}
+            return {"measured": False, "reason": "BENCH_H2=0 or not in --rows"}
         c = self.counts
         doc = {"measured": True}
         for sc, desc in ((H2DOWN, {
@@ -689,6 +1003,40 @@ class Bench:
                         ratios[f"portway/{peer} {key}"] = a[key] / b[key]
             desc["ratio_of_medians"] = ratios
             doc[sc] = desc
+        return doc
+
+    def tls_summary(self, cands, results, summary):
+        """What the TLS rows measured, how (the certificate, the pinned
+        parameters, the loads), each candidate's listener checks, and
+        Portway's ratios of medians to each peer."""
+        if not self.args.tls:
+            return {"measured": False, "reason": self.args.tls_skipped}
+        c = self.counts
+        doc = {"measured": True,
+               "certificate": TLS_CERT_DESC,
+               "leaf_sha256": self.tls["sha256"] if self.tls else None,
+               "parameters": f"TLS 1.3 only, group {TLS_GROUP}, cipher suite {TLS_CIPHERSUITE} "
+                             f"(pinned by the client), no resumption",
+               "loads": {
+                   "tls_hs": f"h2load --h1 -c {c['tls_c']} with `Connection: close`: a new "
+                             f"connection and full handshake per request ({c['tls_cg_hs']} under "
+                             f"callgrind, {c['tls_hs']} for CPU, after {c['tls_hs_warmup']})",
+                   "tls_ka": f"h2load --h1 -c {c['tls_c']} over TLS, keep-alive ({c['cg_n']} "
+                             f"requests under callgrind, {c['cpu_n']} for CPU)",
+                   "tls_h2": f"h2load -c {c['tls_c']} -m {c['h2_m']}, ALPN h2 ({c['cg_n']} "
+                             f"requests under callgrind, {c['cpu_n']} for CPU)"},
+               "configs": {n: f"bench/configs/{f}" for n, f in TLS_CONFIGS.items()},
+               "candidates": [n for n in cands if n in TLS_CONFIGS],
+               "checks": {n: next((r["tls_checks"] for r in results[n] if "tls_checks" in r), None)
+                          for n in cands if n in TLS_CONFIGS}}
+        ratios = {}
+        for peer in ("nginx", "haproxy"):
+            a, b = summary.get("portway", {}), summary.get(peer, {})
+            for key, _, _ in TLS_METRICS:
+                if "instr" in key or "cpu" in key:
+                    if key in a and b.get(key):
+                        ratios[f"portway/{peer} {key}"] = a[key] / b[key]
+        doc["ratio_of_medians"] = ratios
         return doc
 
     def chain_summary(self, results, summary):
@@ -743,7 +1091,7 @@ class Bench:
             ratios.append(("chain/portway", CHAIN, "portway"))
         lines = ["| metric | " + " | ".join(cols + [r[0] for r in ratios]) + " |",
                  "|---|" + "---:|" * (len(cols) + len(ratios))]
-        for key, label, fmt in METRICS:
+        for key, label, fmt in (METRICS if "h1" in doc.get("rows", ROW_GROUPS) else []):
             lines.append(f"| {label} | " + " | ".join(
                 [cell(c, key, fmt) for c in cols] + [ratio(a, b, key) for _, a, b in ratios]) + " |")
         # The HTTP/2 rows: a candidate that is not in a scenario (the chain in
@@ -760,6 +1108,13 @@ class Bench:
                                      else "—")
                     else:
                         cells.append(cell(c, key, fmt))
+                lines.append(f"| {label} | " + " | ".join(
+                    cells + [ratio(a, b, key) for _, a, b in ratios]) + " |")
+        tls = doc.get("tls", {})
+        if tls.get("measured"):
+            for key, label, fmt in TLS_METRICS:
+                cells = [("—" if c in med and c not in TLS_CONFIGS else cell(c, key, fmt))
+                         for c in cols]
                 lines.append(f"| {label} | " + " | ".join(
                     cells + [ratio(a, b, key) for _, a, b in ratios]) + " |")
         ch = doc.get("chain", {})
@@ -792,15 +1147,19 @@ class Bench:
             if b:
                 busy.append(f"{cand} " + "/".join(f"{k} {x}%" for k, x in b[-1].items()))
         lines.append("")
+        h1 = "h1" in doc.get("rows", ROW_GROUPS)
+        h1_counts = (
+            f"Instructions: callgrind, {c['cg_n']} requests at c{c['cg_c']}; syscalls: "
+            f"perf stat, {c['sys_n1']} req at c1 and {c['sys_n50']} at c50; CPU: /proc utime+stime, "
+            f"{c['cpu_n'] if doc['loadgen'] == 'h2load' else str(c['wrk_secs']) + ' s of wrk'} "
+            f"at c{c['cpu_c']}; RSS: {c['idle']} idle connections. ") if h1 else (
+            f"Rows: {', '.join(doc.get('rows', []))} only. ")
         lines.append(
             f"Measured {doc['date']} on {doc['cpus']} CPUs ({doc['cpu_model']}, Linux {doc['kernel']}): "
             f"medians of {doc['rounds']} interleaved round(s) ({' → '.join(doc['order'])}); "
             f"each proxy one worker on CPU {doc['proxy_cpu']}, origin (nginx return 200, "
             f"100-byte body) and load on CPU {doc['load_cpu']}; HTTP/1.1 keep-alive both legs, "
-            f"logs off. Instructions: callgrind, {c['cg_n']} requests at c{c['cg_c']}; syscalls: "
-            f"perf stat, {c['sys_n1']} req at c1 and {c['sys_n50']} at c50; CPU: /proc utime+stime, "
-            f"{c['cpu_n'] if doc['loadgen'] == 'h2load' else str(c['wrk_secs']) + ' s of wrk'} "
-            f"at c{c['cpu_c']}; RSS: {c['idle']} idle connections. "
+            f"logs off. " + h1_counts +
             f"Versions: {'; '.join(f'{k} {x}' for k, x in v.items())}."
             + (" QUICK run (smoke test, not for comparison)." if doc["quick"] else ""))
         if h2.get("measured"):
@@ -814,6 +1173,28 @@ class Bench:
                 f"in the HTTP/2 rows.")
         elif h2:
             lines.append(f"HTTP/2 rows: not measured ({h2.get('reason')}).")
+        if tls.get("measured"):
+            checks = "; ".join(
+                f"{n} {ck['tickets_sent']} NewSessionTicket, resumed when offered: "
+                f"{'yes' if ck['resumed_when_offered'] else 'no'}"
+                for n, ck in tls["checks"].items() if ck)
+            lines.append(
+                f"TLS rows: {tls['parameters']}; certificate: {tls['certificate']}, the same "
+                f"file for every candidate (sha256 {str(tls['leaf_sha256'])[:12]}, checked on "
+                f"each). Handshake: {tls['loads']['tls_hs']}; keep-alive: "
+                f"{tls['loads']['tls_ka']}; HTTP/2: {tls['loads']['tls_h2']}. The origin leg is "
+                f"plain HTTP/1.1 keep-alive. Per handshake includes its one proxied request and "
+                f"the close. Checked per candidate: {checks or 'n/a'}.")
+            tb = []
+            for cand in doc["order"]:
+                b = [r.get("tls_hs_core_busy_pct") for r in doc["raw"][cand]
+                     if r.get("tls_hs_core_busy_pct")]
+                if b:
+                    tb.append(f"{cand} " + "/".join(f"{k} {x}%" for k, x in b[-1].items()))
+            if tb:
+                lines.append(f"Core busy % during the last TLS handshake run: {'; '.join(tb)}.")
+        elif tls:
+            lines.append(f"TLS rows: not measured ({tls.get('reason')}).")
         if busy:
             lines.append(f"Core busy % during the last CPU run: {'; '.join(busy)}.")
         if doc["errors"]:
@@ -845,9 +1226,20 @@ class Bench:
         v["nginx"] = first_line(["nginx", "-v"]).replace("nginx version: ", "")
         if "haproxy" in cands:
             v["haproxy"] = first_line(["haproxy", "-v"])
+            if self.args.tls:
+                try:
+                    hv = subprocess.run(["haproxy", "-vv"], capture_output=True, text=True,
+                                        timeout=10).stdout
+                    m = re.search(r"^Running on OpenSSL version : (.*)$", hv, re.M)
+                    if m:
+                        v["haproxy"] += f" (TLS: {m.group(1).strip()})"
+                except OSError:
+                    pass
         v["h2load"] = first_line(["h2load", "--version"])
         if self.args.h2:
             v["nghttpd"] = first_line(["nghttpd", "--version"])
+        if self.args.tls:
+            v["openssl"] = first_line(["openssl", "version"])
         v["valgrind"] = first_line(["valgrind", "--version"])
         return v
 
@@ -875,11 +1267,26 @@ def main():
     ap.add_argument("--loadgen", choices=["h2load", "wrk"],
                     default=os.environ.get("BENCH_LOADGEN", "h2load"),
                     help="load generator for the CPU/req/s run (default h2load, fixed count)")
+    ap.add_argument("--rows", default=os.environ.get("BENCH_ROWS", ",".join(ROW_GROUPS)),
+                    help="comma-separated row groups: h1 (the HTTP/1.1 rows), h2 (HTTP/2), "
+                         "tls (TLS); BENCH_H2=0 / BENCH_TLS=0 remove h2 / tls")
     ap.add_argument("--results-dir", default=os.path.join(HERE, "results"))
     ap.add_argument("--tmp", default=os.environ.get("BENCH_TMP"))
     a = ap.parse_args()
     a.quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
-    a.h2 = os.environ.get("BENCH_H2", "1").strip() != "0"
+    rows = [x.strip() for x in a.rows.split(",") if x.strip()]
+    if not rows or any(x not in ROW_GROUPS for x in rows):
+        ap.error(f"--rows takes a subset of {','.join(ROW_GROUPS)}")
+    a.tls_skipped = None if "tls" in rows else "not in --rows"
+    if os.environ.get("BENCH_H2", "1").strip() == "0" and "h2" in rows:
+        rows.remove("h2")
+    if os.environ.get("BENCH_TLS", "1").strip() == "0" and "tls" in rows:
+        rows.remove("tls")
+        a.tls_skipped = "BENCH_TLS=0"
+    if not rows:
+        ap.error("no rows left to measure (--rows / BENCH_H2=0 / BENCH_TLS=0)")
+    a.rows = [x for x in ROW_GROUPS if x in rows]
+    a.h1, a.h2, a.tls = ("h1" in a.rows), ("h2" in a.rows), ("tls" in a.rows)
     if a.rounds is None:
         a.rounds = 1 if a.quick else int(os.environ.get("BENCH_ROUNDS", "5"))
     only = [x.strip() for x in a.only.split(",") if x.strip()]
@@ -897,6 +1304,12 @@ def main():
             print(f"bench: BENCH_CHAIN=0: skipping {CHAIN}", file=sys.stderr)
         if not a.only:
             ap.error("nothing left to run: --only named only portway+chain and BENCH_CHAIN=0")
+    if not a.h1 and CHAIN in a.only:
+        # The chain takes part in the HTTP/1.1 rows only.
+        a.only.remove(CHAIN)
+        a.chain_skipped = "no HTTP/1.1 rows (--rows)"
+        if not a.only:
+            ap.error("nothing left to run: portway+chain has no rows outside h1")
     if any(c in PORTWAYS for c in a.only) and not os.access(a.portway_bin, os.X_OK):
         print(f"bench: portway binary not found at {a.portway_bin}; build it first "
               f"(or set PORTWAY_BIN), or run with --only nginx,haproxy", file=sys.stderr)

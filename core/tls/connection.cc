@@ -181,11 +181,9 @@ void TlsConnection::OnHandshakeDone() {
     return;
   }
   if (callbacks_ != nullptr) callbacks_->OnEvent(event::ConnectionEvent::kConnected);
-  // What the owner wrote while the handshake ran goes out now.
-  if (!pending_plain_.empty() && IsOpen()) {
-    Encrypt(pending_plain_);
-    FlushOut();
-  }
+  // What the owner wrote while the handshake ran (or in its kConnected)
+  // goes out now.
+  FlushPlaintext();
 }
 
 void TlsConnection::Fail(event::TlsInfo::Failure failure, std::string detail) {
@@ -246,12 +244,19 @@ void TlsConnection::Write(Buffer& data) {
     data.Clear();
     return;
   }
-  if (!handshake_done_) {
-    pending_plain_.Move(data);
-    return;
-  }
+  pending_plain_.Move(data);
+  if (!handshake_done_) return;  // sent when it is done
+  // Sealed once per loop turn: a response head and its body written one
+  // after the other become one record and one socket write, not two.
+  if (!flush_timer_) flush_timer_ = dispatcher_.CreateTimer([this] { FlushPlaintext(); });
+  if (!flush_timer_->Enabled()) flush_timer_->Enable(std::chrono::milliseconds(0));
+}
+
+void TlsConnection::FlushPlaintext() {
+  if (flush_timer_) flush_timer_->Disable();
+  if (pending_plain_.empty() || !IsOpen() || shutdown_sent_) return;
   ERR_clear_error();
-  Encrypt(data);
+  Encrypt(pending_plain_);
   FlushOut();
 }
 
@@ -293,6 +298,7 @@ void TlsConnection::FlushOut() {
 void TlsConnection::Close(event::CloseType type) {
   if (type == event::CloseType::kFlushWrite && handshake_done_ && !failed_ && !shutdown_sent_ &&
       tcp_->IsOpen()) {
+    FlushPlaintext();
     // close_notify, so the peer can tell our end from a cut connection.
     shutdown_sent_ = true;
     ERR_clear_error();
@@ -301,6 +307,8 @@ void TlsConnection::Close(event::CloseType type) {
     FlushOut();
   }
   if (resume_timer_) resume_timer_->Disable();
+  if (flush_timer_) flush_timer_->Disable();
+  pending_plain_.Clear();
   tcp_->Close(type);
 }
 

@@ -19,7 +19,8 @@
 //
 // Back-pressure: ReadDisable stops both decrypting and reading the socket;
 // the write buffer (and its watermarks) is the TCP connection's, in
-// ciphertext.
+// ciphertext. Writes are sealed once per loop turn (one record and one
+// socket write for a response head and its body).
 //
 // Thread safety: one worker thread, like every Connection.
 #pragma once
@@ -89,6 +90,8 @@ class TlsConnection final : public event::Connection, public event::ConnectionCa
   void Fail(event::TlsInfo::Failure failure, std::string detail);
   void ReadPlaintext();
   void Encrypt(Buffer& data);
+  // Seals what was written since the last flush and hands it to TCP.
+  void FlushPlaintext();
   void FlushOut();
   void ScheduleResume();
 
@@ -100,11 +103,14 @@ class TlsConnection final : public event::Connection, public event::ConnectionCa
   const bool client_;
   event::ConnectionCallbacks* callbacks_ = nullptr;
   event::TlsInfo info_;
-  Buffer in_;             // ciphertext received, not yet read by OpenSSL
-  Buffer out_;            // ciphertext OpenSSL wrote, not yet handed to TCP
-  Buffer plain_;          // plaintext for the owner
-  Buffer pending_plain_;  // written before the handshake finished
+  Buffer in_;     // ciphertext received, not yet read by OpenSSL
+  Buffer out_;    // ciphertext OpenSSL wrote, not yet handed to TCP
+  Buffer plain_;  // plaintext for the owner
+  // Written and not sealed yet: before the handshake finished, or in this
+  // loop turn (flush_timer_).
+  Buffer pending_plain_;
   event::TimerPtr resume_timer_;
+  event::TimerPtr flush_timer_;
   int read_disable_count_ = 0;
   bool handshake_done_ = false;
   bool failed_ = false;
