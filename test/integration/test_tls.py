@@ -1402,3 +1402,44 @@ def test_cluster_tls_rotation_under_load_fails_no_request(tls_origin, make_gatew
     assert count[0] > 100
     # New pools were made: more upstream connections than one per worker.
     assert o.connections_accepted > 2
+
+
+def test_clients_that_vanish_mid_response_leave_the_gateway_serving(origin, make_gateway, pki):
+    import struct
+
+    gw = make_gateway(https_config(origin, pki.a, protocols=["http1", "http2"]), workers=2)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    for i in range(20):
+        ctx.set_alpn_protocols(["h2"] if i % 2 else ["http/1.1"])
+        raw = socket.create_connection((LOOPBACK, gw.port), timeout=5)
+        s = ctx.wrap_socket(raw, server_hostname="a.test")
+        if s.selected_alpn_protocol() == "h2":
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            for sid in (1, 3, 5):
+                conn.send_headers(sid, [(":method", "GET"), (":path", f"/bytes/{32 << 20}"),
+                                        (":scheme", "https"), (":authority", "a.test")],
+                                  end_stream=True)
+            s.sendall(conn.data_to_send())
+        else:
+            s.sendall(http_get(f"/bytes/{32 << 20}"))
+        # Some of the response, within HTTP/2's first flow-control window
+        # (this client never opens it further).
+        got = 0
+        while got < (48 << 10):
+            got += len(s.recv(65536))
+        # Gone without a close_notify or a FIN: a reset.
+        # (wrap_socket detached `raw`: the TLS socket owns the descriptor.)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    assert gw.alive()
+    assert tls_get(gw.port).status == 200
+    r = https_curl(gw, pki, "/echo", "--http2")
+    assert r.status == 200 and r.http_version == "2", r
+    # Every upstream connection those downloads used is closed again.
+    def downloads_closed():
+        ids = {q.conn_id for q in origin.all_requests if q.path.startswith("/bytes/")}
+        return ids and all(c.closed_by for c in origin.connections if c.id in ids)
+    wait_until(downloads_closed, timeout=5, message="the origin's download connections closed")
