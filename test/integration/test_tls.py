@@ -1443,3 +1443,60 @@ def test_clients_that_vanish_mid_response_leave_the_gateway_serving(origin, make
         ids = {q.conn_id for q in origin.all_requests if q.path.startswith("/bytes/")}
         return ids and all(c.closed_by for c in origin.connections if c.id in ids)
     wait_until(downloads_closed, timeout=5, message="the origin's download connections closed")
+
+
+# -- certificate chains ----------------------------------------------------------
+
+
+def _verifies(port, name, pki):
+    """A client trusting only the root, checking the name: the gateway must
+    send the intermediate."""
+    r = curl(f"https://{name}:{port}/echo", "--cacert", str(pki.ca.cert), resolve={name: port})
+    return r.status == 200, r
+
+
+def test_a_listener_sends_each_certificates_intermediates(origin, make_gateway, pki):
+    # c.test is chained through an intermediate, a.test is not; both in one
+    # listener, from files and from an inline secret.
+    config = make_config([origin.address], listener=tls_listener(pki.a, pki.c_chained),
+                         extra_listeners=[{
+                             "name": "from_secret", "address": f"{LOOPBACK}:0",
+                             "routes": [{"match": {"prefix": "/"}, "cluster": "backend"}],
+                             "tls": {"certificates": [{"secret": "a"}, {"secret": "c"}]}}])
+    config["secrets"] = [pem_secret("a", pki.a), pem_secret("c", pki.c_chained)]
+    gw = make_gateway(config)
+    for listener in ("edge", "from_secret"):
+        port = gw.listener_port(listener)
+        for name in ("c.test", "a.test"):
+            ok, r = _verifies(port, name, pki)
+            assert ok, (listener, name, r)
+
+
+def test_a_client_certificate_chained_through_an_intermediate_verifies(origin, make_gateway, pki,
+                                                                       tmp_path):
+    log = tmp_path / "access.log"
+    gw = make_gateway(https_config(origin, pki.a, client_ca_file=str(pki.ca.cert),
+                                   require_client_certificate=True,
+                                   access_log={"path": str(log), "format": "json"}))
+    r = tls_get(gw.port, cert=pki.client_chained.cert, key=pki.client_chained.key)
+    assert r.status == 200, r
+    line = wait_until(lambda: log.read_text().strip(), message="the access log line")
+    assert json.loads(line)["tls_client_subject"] == "CN=client-chained"
+
+
+def test_an_origin_sending_its_intermediate_verifies_against_the_root(tls_origin, make_gateway,
+                                                                      pki):
+    o = tls_origin(cert=pki.c_chained, alpn=["http/1.1"])
+    gw = make_gateway(origination_config(o.address, ca_file=str(pki.ca.cert),
+                                         server_name="c.test"))
+    assert get(gw).status == 200
+
+
+def test_a_cluster_sends_its_client_certificates_intermediate(tls_origin, make_gateway, pki):
+    o = tls_origin(alpn=["http/1.1"], client_ca=pki.ca.cert)
+    gw = make_gateway(origination_config(o.address, ca_file=str(pki.ca.cert),
+                                         server_name="origin.test",
+                                         cert_file=str(pki.client_chained.cert),
+                                         key_file=str(pki.client_chained.key)))
+    assert get(gw).status == 200
+    assert o.requests[0].client_cn == "client-chained"

@@ -62,3 +62,16 @@ def test_probe_and_s_client_see_versions_and_certificates(pki):
         assert not s_client(o.port, "-tls1_2", servername="a.test").ok
         r = s_client(o.port, "-tls1_3", servername="a.test")
         assert r.ok and r.peer == "CN = a.test", r
+
+
+def test_chained_certificates_verify_only_with_their_intermediate(pki):
+    import subprocess
+    leaf_only = pki.dir / "c-leaf-only.pem"
+    run_openssl("x509", "-in", str(pki.c_chained.cert), "-out", str(leaf_only))
+    p = subprocess.run(["openssl", "verify", "-CAfile", str(pki.ca.cert), str(leaf_only)],
+                       capture_output=True)
+    assert p.returncode != 0
+    p = subprocess.run(["openssl", "verify", "-CAfile", str(pki.ca.cert), "-untrusted",
+                        str(pki.c_chained.cert), str(leaf_only)], capture_output=True)
+    assert p.returncode == 0, p.stderr
+    assert pki.c_chained.cert.read_text().count("BEGIN CERTIFICATE") == 2

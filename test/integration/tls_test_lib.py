@@ -114,6 +114,10 @@ class Pki:
                             IP:127.0.0.1; valid in 2020 only
       client                CN=client-one (clientAuth), signed by ca
       client_untrusted      CN=client-rogue, signed by other_ca
+      intermediate          a CA signed by ca
+      c_chained             CN=c.test, SAN DNS:c.test, signed by intermediate; its
+                            cert file holds the leaf and then the intermediate
+      client_chained        CN=client-chained, signed by intermediate, the same
     """
 
     def __init__(self, directory):
@@ -135,6 +139,12 @@ class Pki:
         self.client = self.issue("client", "client-one", [], client=True)
         self.client_untrusted = self.issue("client-untrusted", "client-rogue", [], client=True,
                                            ca=self.other_ca)
+        self.intermediate = self._make_ca("intermediate", "Portway Test Intermediate",
+                                          parent=self.ca)
+        self.c_chained = self.issue("c-chained", "c.test", ["DNS:c.test"], ca=self.intermediate,
+                                    chain=True)
+        self.client_chained = self.issue("client-chained", "client-chained", [], client=True,
+                                         ca=self.intermediate, chain=True)
 
     # -- making certificates ---------------------------------------------
 
@@ -146,14 +156,26 @@ class Pki:
         out = run_openssl("x509", "-in", str(path), "-noout", "-serial").decode()
         return int(out.strip().split("=", 1)[1], 16)
 
-    def _make_ca(self, name, cn):
+    def _make_ca(self, name, cn, parent=None):
+        """A self-signed root, or with `parent` an intermediate it signs."""
         key = self.dir / f"{name}.key"
         cert = self.dir / f"{name}.pem"
         self._new_key(key)
-        run_openssl("req", "-x509", "-new", "-key", str(key), "-out", str(cert), "-days", "3650",
-                    "-subj", f"/CN={cn}", "-sha256",
-                    "-addext", "basicConstraints=critical,CA:TRUE",
-                    "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        if parent is None:
+            run_openssl("req", "-x509", "-new", "-key", str(key), "-out", str(cert), "-days",
+                        "3650", "-subj", f"/CN={cn}", "-sha256",
+                        "-addext", "basicConstraints=critical,CA:TRUE",
+                        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        else:
+            csr = self.dir / f"{name}.csr"
+            ext = self.dir / f"{name}.ext"
+            ext.write_text("basicConstraints=critical,CA:TRUE,pathlen:0\n"
+                           "keyUsage=critical,keyCertSign,cRLSign\n")
+            run_openssl("req", "-new", "-key", str(key), "-out", str(csr), "-subj", f"/CN={cn}")
+            run_openssl("x509", "-req", "-in", str(csr), "-CA", str(parent.cert), "-CAkey",
+                        str(parent.key), "-set_serial",
+                        str(int.from_bytes(os.urandom(8), "big") | 1), "-days", "3650",
+                        "-sha256", "-extfile", str(ext), "-out", str(cert))
         ca_dir = self.dir / f"{name}.db"
         (ca_dir / "newcerts").mkdir(parents=True)
         (ca_dir / "index.txt").write_text("")
@@ -162,9 +184,10 @@ class Pki:
         return Cert(name, cert, key, self._serial(cert), cn)
 
     def issue(self, name, cn, sans, *, ca=None, client=False, days=30, not_before=None,
-              not_after=None, key=None):
+              not_after=None, key=None, chain=False):
         """Signs a new certificate (a new serial each call). `key`: reuse
-        that key file instead of making one. Returns a Cert whose files are
+        that key file instead of making one; chain: append the issuer's
+        certificate to the cert file. Returns a Cert whose files are
         <name>-<n>.pem/.key (names never repeat)."""
         ca = ca or self.ca
         with self._lock:
@@ -197,7 +220,10 @@ class Pki:
                         "-set_serial", str(int.from_bytes(os.urandom(8), "big") | 1),
                         "-days", str(days), "-sha256", "-extfile", str(ext),
                         "-out", str(cert_path))
-        return Cert(stem, cert_path, key_path, self._serial(cert_path), cn, sans)
+        serial = self._serial(cert_path)
+        if chain:
+            cert_path.write_text(cert_path.read_text() + ca.cert.read_text())
+        return Cert(stem, cert_path, key_path, serial, cn, sans)
 
     def bundle(self, name, *certs):
         """A file with several PEM certificates (a CA bundle)."""
