@@ -753,6 +753,13 @@ def test_a_bad_certificate_file_on_sighup_keeps_the_old_one(origin, make_gateway
     time.sleep(0.5)
     r = probe(gw.port, "a.test")
     assert r.ok and r.cert.serial == pki.a.serial, r
+    # And an expired one.
+    install(pki.expired, crt, key)
+    gw.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    r = probe(gw.port, "a.test")
+    assert r.ok and r.cert.serial == pki.a.serial, r
+    assert gw.alive()
 
 
 def test_rotation_under_load_fails_no_request(origin, make_gateway, pki, tmp_path):
@@ -1500,3 +1507,21 @@ def test_a_cluster_sends_its_client_certificates_intermediate(tls_origin, make_g
                                          key_file=str(pki.client_chained.key)))
     assert get(gw).status == 200
     assert o.requests[0].client_cn == "client-chained"
+
+
+def test_a_rotated_client_ca_file_is_used_after_sighup(origin, make_gateway, pki, tmp_path):
+    ca = tmp_path / "clients-ca.pem"
+    ca.write_bytes(pki.ca.cert.read_bytes())
+    gw = make_gateway(https_config(origin, pki.a, client_ca_file=str(ca),
+                                   require_client_certificate=True))
+    good = dict(cert=pki.client.cert, key=pki.client.key)
+    rogue = dict(cert=pki.client_untrusted.cert, key=pki.client_untrusted.key)
+    assert tls_get(gw.port, **good).status == 200
+    assert tls_get(gw.port, **rogue).status is None
+    tmp = tmp_path / "ca.tmp"
+    tmp.write_bytes(pki.other_ca.cert.read_bytes())
+    os.replace(tmp, ca)
+    gw.send_signal(signal.SIGHUP)
+    wait_until(lambda: tls_get(gw.port, **rogue).status == 200, timeout=5,
+               message="the new client CA in use")
+    assert tls_get(gw.port, **good).status is None
