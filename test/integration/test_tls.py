@@ -1525,3 +1525,23 @@ def test_a_rotated_client_ca_file_is_used_after_sighup(origin, make_gateway, pki
     wait_until(lambda: tls_get(gw.port, **rogue).status == 200, timeout=5,
                message="the new client CA in use")
     assert tls_get(gw.port, **good).status is None
+
+
+def test_the_gateway_says_close_notify_before_it_closes(origin, make_gateway, pki):
+    # Python's ssl raises SSLEOFError on a TCP close without close_notify and
+    # returns b"" on a proper one.
+    gw = make_gateway(make_config([origin.address], listener=dict(
+        tls_listener(pki.a), timeouts={"idle_timeout": "1s"})))
+    ctx = client_context()
+    with ctx.wrap_socket(socket.create_connection((LOOPBACK, gw.port), timeout=5),
+                         server_hostname="a.test") as s:
+        s.sendall(http_get())
+        assert _status(s) == 200
+        start = time.monotonic()
+        assert s.recv(100) == b""  # the idle timeout
+        assert 0.5 < time.monotonic() - start < 3
+    with ctx.wrap_socket(socket.create_connection((LOOPBACK, gw.port), timeout=5),
+                         server_hostname="a.test") as s:
+        s.sendall(http_get(headers=[("Connection", "close")]))
+        assert _status(s) == 200
+        assert s.recv(100) == b""
