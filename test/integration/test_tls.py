@@ -1545,3 +1545,36 @@ def test_the_gateway_says_close_notify_before_it_closes(origin, make_gateway, pk
         s.sendall(http_get(headers=[("Connection", "close")]))
         assert _status(s) == 200
         assert s.recv(100) == b""
+
+
+def test_seeded_mutated_client_hellos_never_take_the_gateway_down(origin, make_gateway, pki):
+    import random
+
+    gw = make_gateway(https_config(origin, pki.a, pki.wild, protocols=["http1", "http2"],
+                                   client_ca_file=str(pki.ca.cert)))
+    rnd = random.Random(0x7115)
+    seeds = [client_hello_bytes(n) for n in ("a.test", "x.wild.test", None)]
+    for i in range(150):
+        hello = bytearray(rnd.choice(seeds))
+        kind = i % 4
+        if kind == 0:    # flipped bytes
+            for _ in range(rnd.randrange(1, 8)):
+                hello[rnd.randrange(len(hello))] = rnd.randrange(256)
+        elif kind == 1:  # cut short
+            hello = hello[:rnd.randrange(len(hello))]
+        elif kind == 2:  # bytes inserted
+            at = rnd.randrange(len(hello))
+            hello[at:at] = rnd.randbytes(rnd.randrange(1, 50))
+        else:            # trailing garbage records
+            hello += rnd.randbytes(rnd.randrange(1, 2000))
+        with socket.create_connection((LOOPBACK, gw.port), timeout=3) as s:
+            try:
+                s.sendall(bytes(hello))
+                s.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            _, closed_after = read_until_closed(s, 3)
+        assert closed_after is not None, f"connection {i} still open"
+        assert gw.alive(), f"the gateway died on {bytes(hello).hex()}"
+    assert tls_get(gw.port).status == 200
+    assert origin.requests[-1].path == "/echo" and len(origin.requests) == 1
