@@ -451,7 +451,9 @@ def test_an_origin_that_does_not_verify_is_a_502(tls_origin, make_gateway, pki, 
     r = get(gw)
     assert r.status == 502, r
     assert r.header("x-portway-error") == "upstream_tls_verify_failed", r
-    assert gw.stat("portway_local_replies_total", cause="upstream_tls_verify_failed") == 1
+    # Counted when the stream completes, just after the client has its answer.
+    assert gw.wait_stat("portway_local_replies_total", 1,
+                        cause="upstream_tls_verify_failed") == 1
     assert o.requests == []
     # The gateway did reach the origin and said the configured name.
     hs = wait_until(lambda: list(o.handshakes), message="the origin's handshake record")
@@ -471,8 +473,8 @@ def test_a_plaintext_origin_behind_a_tls_cluster_is_a_handshake_failure(make_gat
         assert time.monotonic() - start < 0.9, "not told before the connect timeout"
         # What reached the origin was a ClientHello.
         assert answerer.received and answerer.received[0][:1] == b"\x16", answerer.received
-        assert gw.stat("portway_local_replies_total",
-                       cause="upstream_tls_handshake_failed") == 1
+        assert gw.wait_stat("portway_local_replies_total", 1,
+                            cause="upstream_tls_handshake_failed") == 1
     finally:
         answerer.stop()
 
