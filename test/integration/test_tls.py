@@ -23,8 +23,8 @@ import h2.connection
 import h2.events
 import pytest
 
-from portway_test_lib import (LOOPBACK, HttpConn, make_cluster, make_config, pattern_bytes,
-                              pattern_crc32, run_validate, to_yaml, wait_until)
+from portway_test_lib import (LOOPBACK, PATTERN_BLOCK, HttpConn, make_cluster, make_config,
+                              pattern_bytes, pattern_crc32, run_validate, to_yaml, wait_until)
 from test_control_plane import ControlPlane, ctl, entry, gateway_config, listener_port
 from tls_test_lib import (PeerCert, PlaintextAnswerer, Pki, TlsOrigin, _read_http1,
                           client_context, client_hello_bytes, curl, http_get, local_client_speaks,
@@ -1580,3 +1580,32 @@ def test_seeded_mutated_client_hellos_never_take_the_gateway_down(origin, make_g
         assert gw.alive(), f"the gateway died on {bytes(hello).hex()}"
     assert tls_get(gw.port).status == 200
     assert origin.requests[-1].path == "/echo" and len(origin.requests) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="core/tls/connection.cc TlsConnection::Encrypt: the "
+                   "small-slice coalescing skips a large slice but goes on copying later small "
+                   "ones, then drains as if the copied bytes were contiguous: the first bytes of "
+                   "the body are replaced by a later slice's (response head + body in one "
+                   "upstream burst; systematic since writes are sealed once per loop turn)")
+@pytest.mark.parametrize("n", [65536, 200000])
+def test_a_response_arriving_in_one_burst_crosses_tls_intact(origin, make_gateway, pki, n):
+    # The origin sends head and body with one write: the gateway reads a
+    # full block and then a short rest in the same loop turn, so what the
+    # TLS layer seals is [head][large body slice][small body slice].
+    def one_write(ctx):
+        body = pattern_bytes(n)
+        ctx.send_raw(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n + body)
+        return True
+    origin.handlers["/onewrite"] = one_write
+    gw = make_gateway(https_config(origin, pki.a))
+    want = pattern_bytes(n)
+    for _ in range(5):
+        r = tls_get(gw.port, path="/onewrite", timeout=10)
+        assert r.status == 200, r
+        body = r.response.split(b"\r\n\r\n", 1)[1]
+        assert len(body) == n
+        if body != want:
+            first = next(i for i in range(n) if body[i] != want[i])
+            last = max(i for i in range(n) if body[i] != want[i])
+            pytest.fail(f"body bytes {first}..{last} differ; they hold pattern bytes from "
+                        f"offset {PATTERN_BLOCK.find(body[first:first + 32])}")
