@@ -394,6 +394,13 @@ class AdminService final : public av1::ControlPlaneAdmin::Service {
       for (const auto& [k, v] : e.node_selector) source += " " + k + "=" + v;
       response->add_sources(source);
     }
+    // Private keys stay here: an operator reading resources (and a file
+    // made from them) gets "[redacted]"; applying that back is rejected.
+    for (auto& r : *response->mutable_resources()) {
+      if (r.has_secret() && !r.secret().private_key().empty()) {
+        r.mutable_secret()->set_private_key("[redacted]");
+      }
+    }
     return grpc::Status::OK;
   }
 

@@ -269,13 +269,7 @@ void PrintYaml(const av1::GetResponse& response) {
       std::string key;
       YAML::Emitter out;
       out.SetSeqFormat(YAML::Block);
-      // Private keys stay off terminals and out of files made from this
-      // output (applying it back pushes "[redacted]", which is rejected).
-      dv1::Resource shown = response.resources(i);
-      if (shown.has_secret() && !shown.secret().private_key().empty()) {
-        shown.mutable_secret()->set_private_key("[redacted]");
-      }
-      EmitMessage(*Body(shown, &key), out);
+      EmitMessage(*Body(response.resources(i), &key), out);
       std::cout << "  # " << response.sources(i) << ", version " << response.resources(i).version()
                 << "\n";
       std::string text = out.c_str();

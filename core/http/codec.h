@@ -41,6 +41,10 @@ enum class StreamResetReason {
   // The peer's GOAWAY left the stream unprocessed (its id was above the
   // last stream id): as safe to retry as a refused stream.
   kGoAway,
+  // The connection's transport failed under the stream before the peer
+  // processed anything: a TLS 1.3 server rejecting the client certificate
+  // after the client's side of the handshake was done. Detail: why.
+  kTransportFailure,
 };
 const char* StreamResetReasonName(StreamResetReason reason);
 
@@ -188,8 +192,9 @@ class ClientConnection {
   virtual RequestEncoder& NewStream(ResponseDecoder& decoder) = 0;
   virtual void Dispatch(Buffer& data) = 0;
   // The upstream closed (EOF or error). Ends a read-until-close body
-  // cleanly, or resets the active streams.
-  virtual void OnConnectionClose(bool clean_eof) = 0;
+  // cleanly, or resets the active streams; with a `transport_failure`
+  // (the TLS handshake failed late), as kTransportFailure with that detail.
+  virtual void OnConnectionClose(bool clean_eof, std::string_view transport_failure) = 0;
   // Streams started and not yet done.
   virtual uint32_t ActiveStreams() const = 0;
   // Streams it may carry at once: 1 for HTTP/1; for HTTP/2 the peer's

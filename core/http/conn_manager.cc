@@ -676,8 +676,11 @@ ConnectionManager::ConnectionManager(ConnectionManagerContext& context,
   listener_->stats->connections_active.Add();
   listener_->stats->connections_total.Inc();
   // A TLS handshake has request_headers_timeout to finish, like a request
-  // head; then the connection is idle (OnEvent(kConnected)).
-  ArmTimer(connection_->Tls() != nullptr ? TimerMode::kRequestHeaders : TimerMode::kIdle);
+  // head (idle_timeout when that is off); then the connection is idle
+  // (OnEvent(kConnected)).
+  ArmTimer(connection_->Tls() != nullptr && listener_->request_headers_timeout.count() > 0
+               ? TimerMode::kRequestHeaders
+               : TimerMode::kIdle);
 }
 
 ConnectionManager::~ConnectionManager() {

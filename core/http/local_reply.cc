@@ -49,6 +49,8 @@ const char* StreamResetReasonName(StreamResetReason reason) {
       return "refused_stream";
     case StreamResetReason::kGoAway:
       return "goaway";
+    case StreamResetReason::kTransportFailure:
+      return "transport_failure";
   }
   return "unknown";
 }

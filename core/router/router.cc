@@ -523,6 +523,16 @@ void Router::OnResetStream(http::StreamResetReason reason, std::string_view deta
     callbacks_.ResetDownstream(http::ErrorCause::kUpstreamResetAfterResponseStarted, detail);
     return;
   }
+  if (reason == http::StreamResetReason::kTransportFailure) {
+    // The host refused the connection's TLS (our client certificate)
+    // before processing anything: a failed connect.
+    http::ErrorCause cause = http::ErrorCause::kUpstreamTlsHandshakeFailed;
+    if (MaybeRetry(http::UpstreamResult::Kind::kConnectFailure, cause, 0, nullptr)) return;
+    if (timeout_) timeout_->Disable();
+    Finish();
+    callbacks_.SendLocalReply(cause, detail);
+    return;
+  }
   http::ErrorCause cause = reason == http::StreamResetReason::kProtocolError
                                ? http::ErrorCause::kUpstreamMalformedResponse
                                : http::ErrorCause::kUpstreamResetBeforeResponse;

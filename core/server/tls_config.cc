@@ -42,12 +42,15 @@ tls::Version VersionOr(config::v1::TlsVersion v, tls::Version fallback) {
 }
 
 // A certificate given as files or as a secret's name, into `source`.
-// `field` is the path of the message holding cert_file/key_file/secret.
+// `base` + `relative` is the path of the message holding
+// cert_file/key_file/secret; `source->field` gets `relative` alone (the
+// context reports relative to the tls block).
 bool ResolveCertificate(const std::string& cert_file, const std::string& key_file,
-                        const std::string& secret, const std::string& field,
-                        const SecretMap& secrets, tls::CertificateSource* source,
-                        config::ConfigErrors* errors) {
-  source->field = field;
+                        const std::string& secret, const std::string& base,
+                        const std::string& relative, const SecretMap& secrets,
+                        tls::CertificateSource* source, config::ConfigErrors* errors) {
+  source->field = relative;
+  const std::string field = base + relative;
   if (!secret.empty()) {
     if (!cert_file.empty() || !key_file.empty()) {
       AddError(errors, field + ".secret", "takes no cert_file or key_file besides");
@@ -154,6 +157,16 @@ void ResolveTlsPaths(const std::string& dir, config::v1::Bootstrap* bootstrap) {
   }
 }
 
+std::string SessionContext(const std::string& listener_name, const std::string& client_ca_pem,
+                           bool require_client_certificate) {
+  std::string material = Cat(listener_name.size(), ":", listener_name, "\n", client_ca_pem, "\n",
+                             require_client_certificate ? "required" : "optional");
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  EVP_Digest(material.data(), material.size(), digest, &size, EVP_sha256(), nullptr);
+  return std::string(reinterpret_cast<const char*>(digest), size);  // 32 bytes: the most TLS takes
+}
+
 std::chrono::seconds TicketRotation(const config::v1::ListenerTls& proto) {
   if (!proto.has_session_ticket_rotation()) return std::chrono::hours(1);
   return std::chrono::seconds(proto.session_ticket_rotation().seconds());
@@ -169,8 +182,8 @@ tls::ServerContextPtr BuildListenerTls(const config::v1::ListenerTls& proto,
   for (int i = 0; i < proto.certificates_size(); ++i) {
     const auto& c = proto.certificates(i);
     tls::CertificateSource source;
-    if (ResolveCertificate(c.cert_file(), c.key_file(), c.secret(),
-                           Cat(path, ".certificates[", i, "]"), secrets, &source, errors)) {
+    if (ResolveCertificate(c.cert_file(), c.key_file(), c.secret(), path,
+                           Cat(".certificates[", i, "]"), secrets, &source, errors)) {
       options.certificates.push_back(std::move(source));
     }
   }
@@ -194,9 +207,11 @@ tls::ServerContextPtr BuildListenerTls(const config::v1::ListenerTls& proto,
   if (http2) options.alpn.push_back("h2");
   if (http1) options.alpn.push_back("http/1.1");
   // Sessions resume on the listener that made them, and only under the
-  // client-certificate policy they were made under.
-  options.session_id_context = Cat(listener_name, proto.client_ca_file().empty() ? "" : "/mtls",
-                                   proto.require_client_certificate() ? "/required" : "");
+  // client-certificate policy (the CAs themselves included) they were made
+  // under: a session verified against yesterday's CA, or made when no
+  // certificate was asked for, must not skip today's check.
+  options.session_id_context =
+      SessionContext(listener_name, options.client_ca_pem, options.require_client_certificate);
   if (errors->size() != before) {
     // Still check what can be checked, so one pass reports everything.
     if (!options.certificates.empty()) tls::ServerContext::Create(options, SinkAt(path, errors));
@@ -217,7 +232,7 @@ tls::ClientContextPtr BuildClusterTls(const config::v1::ClusterTls& proto, const
   options.server_name = proto.server_name();
   if (!proto.cert_file().empty() || !proto.key_file().empty() || !proto.secret().empty()) {
     tls::CertificateSource source;
-    if (ResolveCertificate(proto.cert_file(), proto.key_file(), proto.secret(), path, secrets,
+    if (ResolveCertificate(proto.cert_file(), proto.key_file(), proto.secret(), path, "", secrets,
                            &source, errors)) {
       options.cert_pem = std::move(source.chain_pem);
       options.key_pem = std::move(source.key_pem);

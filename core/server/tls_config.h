@@ -46,6 +46,12 @@ tls::ClientContextPtr BuildClusterTls(const config::v1::ClusterTls& proto, const
 // move together, whatever the working directory.
 void ResolveTlsPaths(const std::string& dir, config::v1::Bootstrap* bootstrap);
 
+// The TLS session id context of a listener: a digest of its name and its
+// client-certificate policy (CAs and whether one is required). A session
+// resumes only where this is the same.
+std::string SessionContext(const std::string& listener_name, const std::string& client_ca_pem,
+                           bool require_client_certificate);
+
 // The rotation period a listener's ticket keys use (default 1 h).
 std::chrono::seconds TicketRotation(const config::v1::ListenerTls& proto);
 

@@ -79,10 +79,27 @@ TlsConnection::TlsConnection(event::Dispatcher& dispatcher, event::ConnectionPtr
   BIO* bio = BIO_new(BufferBioMethod());
   BIO_set_data(bio, this);
   SSL_set_bio(ssl_, bio, bio);
+  SSL_set_app_data(ssl_, this);
   tcp_->SetCallbacks(this);
 }
 
 TlsConnection::~TlsConnection() { SSL_free(ssl_); }
+
+TlsConnection* TlsConnection::FromSsl(SSL* ssl) {
+  return static_cast<TlsConnection*>(SSL_get_app_data(ssl));
+}
+
+void TlsConnection::SetServerName(std::string_view name) {
+  // It goes to logs and to filters: a host name's characters only (a
+  // client can put anything but NUL in it).
+  if (name.size() > 253) return;
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '-' || c == '_';
+    if (!ok) return;
+  }
+  info_.sni.assign(name);
+}
 
 int TlsConnection::LastError() const { return failed_ ? EPROTO : tcp_->LastError(); }
 
@@ -100,10 +117,12 @@ void TlsConnection::OnEvent(event::ConnectionEvent event) {
       Advance();
       return;
     case event::ConnectionEvent::kConnectFailed:
+      if (closed_) return;
       break;
     case event::ConnectionEvent::kRemoteClose:
     case event::ConnectionEvent::kLocalClose:
-      if (client_ && !handshake_done_ && !failed_) {
+      // After Close() the owner hears only how the close ended.
+      if (client_ && !handshake_done_ && !failed_ && !closed_) {
         // The peer went away in the middle of the handshake.
         failed_ = true;
         info_.failure = event::TlsInfo::Failure::kHandshake;
@@ -127,13 +146,13 @@ void TlsConnection::OnBelowWriteBufferLowWatermark() {
 }
 
 void TlsConnection::Advance() {
-  if (failed_ || tcp_->Closed()) return;
+  if (failed_ || closed_ || tcp_->Closed()) return;
   // SSL_get_error reads the thread's error queue: it must hold nothing
   // from anyone else's failure.
   ERR_clear_error();
   if (!handshake_done_) {
     DoHandshake();
-    if (!handshake_done_ || failed_ || tcp_->Closed()) return;
+    if (!handshake_done_ || failed_ || closed_ || tcp_->Closed()) return;
   }
   ReadPlaintext();
 }
@@ -169,7 +188,8 @@ void TlsConnection::OnHandshakeDone() {
   unsigned int alpn_size = 0;
   SSL_get0_alpn_selected(ssl_, &alpn, &alpn_size);
   info_.alpn.assign(reinterpret_cast<const char*>(alpn), alpn_size);
-  if (const char* sni = SSL_get_servername(ssl_, TLSEXT_NAMETYPE_host_name)) info_.sni = sni;
+  // (The SNI was recorded by the context's servername callback: OpenSSL
+  // forgets it on a resumed TLS 1.2 session.)
   info_.session_reused = SSL_session_reused(ssl_) == 1;
   if (X509* peer = SSL_get0_peer_certificate(ssl_)) {
     info_.peer_verified = SSL_get_verify_result(ssl_) == X509_V_OK;
@@ -221,13 +241,28 @@ void TlsConnection::ReadPlaintext() {
       peer_closed_ = true;
       break;
     }
-    ERR_clear_error();
-    broken = true;  // a record that does not decrypt: nothing after it can be trusted
+    // An alert, or a record that does not decrypt: nothing after it can
+    // be trusted.
+    broken = true;
+    std::string reason = TakeOpenSslError("TLS record error");
+    if (client_ && !received_data_) {
+      // With TLS 1.3 a client's handshake is done before the server has
+      // checked the client's certificate; a rejection arrives as the first
+      // record. The server processed nothing: a failed handshake.
+      info_.failure = event::TlsInfo::Failure::kHandshake;
+    }
+    info_.failure_detail = std::move(reason);
     break;
   }
+  if (!plain_.empty()) received_data_ = true;
   // Reading can write too: TLS 1.3 key updates, alerts.
   FlushOut();
   if (broken) {
+    // What decrypted before the failure is still the peer's.
+    if (!plain_.empty() && callbacks_ != nullptr && read_disable_count_ == 0) {
+      callbacks_->OnData(plain_, false);
+    }
+    if (closed_) return;
     tcp_->Close(event::CloseType::kNoFlush);
     if (callbacks_ != nullptr) callbacks_->OnEvent(event::ConnectionEvent::kRemoteClose);
     return;
@@ -267,17 +302,21 @@ void TlsConnection::Encrypt(Buffer& data) {
     size_t drain = chunk.size();
     if (chunk.size() < kCoalesceBelow && data.SliceCount() > 1) {
       // Small pieces: copy them into one record.
+      // Small pieces: copy them into one record, in order, up to the
+      // first big slice (which goes as it is next).
       size_t n = 0;
-      size_t taken = 0;
+      bool stop = false;
       data.ForEachSlice([&](std::string_view slice) {
-        if (n == sizeof(gathered) || (n > 0 && slice.size() >= kCoalesceBelow)) return;
+        if (stop || n == sizeof(gathered) || (n > 0 && slice.size() >= kCoalesceBelow)) {
+          stop = true;
+          return;
+        }
         size_t k = std::min(slice.size(), sizeof(gathered) - n);
         std::memcpy(gathered + n, slice.data(), k);
         n += k;
-        taken += k;
       });
       chunk = std::string_view(gathered, n);
-      drain = taken;
+      drain = n;
     }
     int written = SSL_write(ssl_, chunk.data(), static_cast<int>(chunk.size()));
     if (written <= 0) {
@@ -296,6 +335,7 @@ void TlsConnection::FlushOut() {
 }
 
 void TlsConnection::Close(event::CloseType type) {
+  closed_ = true;
   if (type == event::CloseType::kFlushWrite && handshake_done_ && !failed_ && !shutdown_sent_ &&
       tcp_->IsOpen()) {
     FlushPlaintext();
@@ -320,6 +360,7 @@ void TlsConnection::ReadDisable(bool disable) {
   if (read_disable_count_ == 0) return;
   if (--read_disable_count_ > 0) return;
   tcp_->ReadDisable(false);
+  if (closed_) return;
   // Records already received (or plaintext the owner left) are not
   // announced again by the socket: go on from the loop.
   if (!in_.empty() || !plain_.empty() || (peer_closed_ && !eof_delivered_)) ScheduleResume();

@@ -80,6 +80,11 @@ class TlsConnection final : public event::Connection, public event::ConnectionCa
   Buffer& in() { return in_; }
   Buffer& out() { return out_; }
   bool TcpEof() const { return tcp_eof_; }
+  // The connection an SSL belongs to (OpenSSL callbacks).
+  static TlsConnection* FromSsl(SSL* ssl);
+  // Server side: the name the client asked for (SNI), kept if it is a
+  // plausible host name.
+  void SetServerName(std::string_view name);
 
  private:
   // Runs the handshake and decryption as far as the input allows, then
@@ -119,6 +124,8 @@ class TlsConnection final : public event::Connection, public event::ConnectionCa
   bool peer_closed_ = false;    // close_notify (or TCP EOF) reached the owner's side
   bool eof_delivered_ = false;  // the owner got end_stream
   bool shutdown_sent_ = false;
+  bool closed_ = false;         // Close() was called: only the close's own end is reported
+  bool received_data_ = false;  // application data arrived (client: the handshake held)
 };
 
 }  // namespace portway::tls

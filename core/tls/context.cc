@@ -304,6 +304,8 @@ int SelectCertificate(SSL* ssl, int*, void*) {
       static_cast<ServerContext::Impl*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ImplIndex()));
   const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
   if (impl == nullptr || name == nullptr) return SSL_TLSEXT_ERR_OK;
+  if (TlsConnection* connection = TlsConnection::FromSsl(ssl)) connection->SetServerName(name);
+  if (impl->contexts.size() == 1) return SSL_TLSEXT_ERR_OK;
   size_t index = impl->owner->Select(name);
   if (index != 0) SSL_set_SSL_CTX(ssl, impl->contexts[index]);
   return SSL_TLSEXT_ERR_OK;
@@ -380,9 +382,8 @@ std::shared_ptr<const ServerContext> ServerContext::Create(const ServerOptions& 
       SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, TicketKeyCallback);
     }
     SSL_CTX_set_alpn_select_cb(ctx, SelectAlpn, nullptr);
-    if (options.certificates.size() > 1) {
-      SSL_CTX_set_tlsext_servername_callback(ctx, SelectCertificate);
-    }
+    // Always: it also records the SNI for the logs.
+    SSL_CTX_set_tlsext_servername_callback(ctx, SelectCertificate);
     for (const std::string& dns : context->names_[i].dns) {
       if (dns.rfind("*.", 0) == 0) {
         impl.wildcard.emplace(dns.substr(2), i);  // the first certificate naming it wins

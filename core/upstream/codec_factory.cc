@@ -30,8 +30,8 @@ ClientCodecFactory Http2CodecFactory(event::Dispatcher& dispatcher, const Cluste
 CodecChoice CodecFor(event::Dispatcher& dispatcher, const ClusterConfig& config,
                      size_t buffer_limit) {
   if (config.auto_protocol) {
-    // One connection at a time until the first one says what it speaks
-    // (the pool learns its capacity then).
+    // Capacity 0: unknown until a connection says what it speaks; the pool
+    // opens one at a time until then and learns from each.
     return {[http1 = Http1CodecFactory(buffer_limit),
              http2 = Http2CodecFactory(dispatcher, config, buffer_limit)](
                 event::Connection& connection, http::ClientConnectionCallbacks& callbacks) mutable
@@ -40,7 +40,7 @@ CodecChoice CodecFor(event::Dispatcher& dispatcher, const ClusterConfig& config,
               if (tls != nullptr && tls->alpn == "h2") return http2(connection, callbacks);
               return http1(connection, callbacks);
             },
-            1};
+            0};
   }
   switch (config.protocol) {
     case http::Protocol::kHttp2:

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <limits>
 
 #include "core/common/strings.h"
 #include "core/server/stats.h"
@@ -56,7 +57,7 @@ class ConnPoolImpl::ActiveClient : public event::ConnectionCallbacks,
     }
     if (!data.empty()) codec_->Dispatch(data);
     if (end_stream && state_ != State::kClosed) {
-      codec_->OnConnectionClose(/*clean_eof=*/true);
+      codec_->OnConnectionClose(/*clean_eof=*/true, "");
       Close();
     }
   }
@@ -97,7 +98,16 @@ class ConnPoolImpl::ActiveClient : public event::ConnectionCallbacks,
           break;
         }
         if (state_ != State::kClosed) {
-          codec_->OnConnectionClose(/*clean_eof=*/false);
+          // A TLS handshake that failed after it seemed done (the host
+          // rejected our certificate) is a failed connect, not a reset.
+          std::string_view tls_failure;
+          if (const event::TlsInfo* tls = connection_->Tls();
+              tls != nullptr && tls->failure != event::TlsInfo::Failure::kNone) {
+            tls_failure = tls->failure_detail;
+            pool_.host_->connect_failures.fetch_add(1, std::memory_order_relaxed);
+            if (pool_.config_->stats) pool_.config_->stats->connect_failures.Inc();
+          }
+          codec_->OnConnectionClose(/*clean_eof=*/false, tls_failure);
           Close();
         }
         break;
@@ -206,6 +216,8 @@ ConnPoolImpl::ConnPoolImpl(event::Dispatcher& dispatcher, HostSharedPtr host,
       protocol_(protocol),
       codec_factory_(std::move(codec_factory)),
       expected_capacity_(std::max<uint32_t>(expected_capacity, 1)),
+      learn_capacity_(expected_capacity == 0),
+      capacity_known_(expected_capacity != 0),
       buffer_limit_(buffer_limit) {}
 
 ConnPoolImpl::~ConnPoolImpl() {
@@ -221,7 +233,8 @@ ConnPoolImpl::~ConnPoolImpl() {
 }
 
 size_t ConnPoolImpl::StreamsPerNewConnection() const {
-  size_t each = expected_capacity_;
+  // Unknown: a connection being made may take every waiting request.
+  size_t each = capacity_known_ ? expected_capacity_ : std::numeric_limits<uint32_t>::max();
   if (config_->max_requests_per_connection > 0) {
     each = std::min<size_t>(each, config_->max_requests_per_connection);
   }
@@ -332,9 +345,12 @@ void ConnPoolImpl::ServePending(ActiveClient& client) {
 }
 
 void ConnPoolImpl::OnClientReady(ActiveClient& client) {
-  // With `protocol: auto` a connection says only now what it speaks: once
-  // one took many streams, count on that for the next ones.
-  expected_capacity_ = std::max<uint32_t>(expected_capacity_, client.StreamCapacity());
+  // With `protocol: auto` a connection says only now what it speaks: the
+  // next ones are expected to speak the same.
+  if (learn_capacity_) {
+    expected_capacity_ = std::max<uint32_t>(client.StreamCapacity(), 1);
+    capacity_known_ = true;
+  }
   client.SetFresh(true);
   ServePending(client);
   if (client.state() == ActiveClient::State::kClosed) return;

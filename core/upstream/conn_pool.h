@@ -92,7 +92,9 @@ class ConnPoolImpl final : public ConnPool {
  public:
   // `expected_capacity`: streams a connection is assumed to take before its
   // peer says otherwise (1 for HTTP/1.1), used to decide how many
-  // connections to open for the requests waiting.
+  // connections to open for the requests waiting. 0: unknown (`protocol:
+  // auto`, ALPN decides): one connection is opened at a time until one is
+  // up, and each connection that comes up says what the next will take.
   ConnPoolImpl(event::Dispatcher& dispatcher, HostSharedPtr host,
                std::shared_ptr<const ClusterConfig> config, http::Protocol protocol,
                ClientCodecFactory codec_factory, uint32_t expected_capacity, size_t buffer_limit);
@@ -154,6 +156,9 @@ class ConnPoolImpl final : public ConnPool {
   const http::Protocol protocol_;
   ClientCodecFactory codec_factory_;
   uint32_t expected_capacity_;
+  // expected_capacity_ is learned from the connections (protocol: auto).
+  const bool learn_capacity_;
+  bool capacity_known_;
   size_t buffer_limit_;
   // Those with room at the back, most recently used last (see Place).
   std::list<std::unique_ptr<ActiveClient>> clients_;

@@ -145,6 +145,31 @@ TEST_F(ConnPoolTest, ReusesOneKeepAliveConnectionForSequentialRequests) {
   EXPECT_EQ(pool->ConnectionCount(), 1u);
 }
 
+TEST_F(ConnPoolTest, AnUnknownProtocolConnectsOnceThenLearnsHowManyConnectionsItNeeds) {
+  // protocol: auto (capacity 0): until a connection says what it speaks,
+  // one connect serves the whole queue; this one speaks HTTP/1.1, so the
+  // rest of the queue gets connections of its own.
+  auto host = std::make_shared<Host>("test", origin_.address(), 1);
+  ConnPoolImpl pool(*dispatcher_, host, config_, http::Protocol::kHttp11, Http1CodecFactory(65536),
+                    /*expected_capacity=*/0, 65536);
+  std::vector<std::unique_ptr<Request>> requests;
+  for (int i = 0; i < 5; ++i) {
+    requests.push_back(std::make_unique<Request>(*dispatcher_));
+    pool.NewStream(*requests.back(), *requests.back());
+  }
+  EXPECT_EQ(pool.ConnectionCount(), 1u);  // not five handshakes at once
+  RunUntil(
+      [&] {
+        for (auto& r : requests) {
+          if (!r->done) return false;
+        }
+        return true;
+      },
+      3000);
+  for (auto& r : requests) EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(origin_.accepted, 5);
+}
+
 TEST_F(ConnPoolTest, OverflowsAtOnceWhenConnectionsAndQueueAreFull) {
   // As in Envoy, a request waiting for a connect in progress is pending too.
   config_->max_connections = 1;

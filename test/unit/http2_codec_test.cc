@@ -582,7 +582,7 @@ TEST_F(Http2PipeTest, Http2ConnectionCloseResetsClientStreams) {
   ClientStreamSeen& a = StartRequest(true);
   ClientStreamSeen& b = StartRequest(true);
   Pump();
-  client_->OnConnectionClose(false);
+  client_->OnConnectionClose(false, "");
   EXPECT_EQ(a.resets, std::vector<StreamResetReason>{StreamResetReason::kConnectionTermination});
   EXPECT_EQ(b.resets, std::vector<StreamResetReason>{StreamResetReason::kConnectionTermination});
   EXPECT_EQ(client_callbacks_.done, (std::vector<bool>{false, false}));

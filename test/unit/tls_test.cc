@@ -341,6 +341,49 @@ TEST_F(TlsConnectionTest, HandshakesAgreesOnAlpnAndCarriesBytesBothWays) {
   EXPECT_EQ(client_events_.received, big);
 }
 
+TEST_F(TlsConnectionTest, SmallBigSmallSlicesArriveInOrder) {
+  // A chunked body's frame: "4000\r\n", a full 16 KiB slice, "\r\n".
+  // Small pieces are gathered into one record, but never past a big one.
+  Connect(Server(), Client(), "a.test");
+  RunUntil([&] { return client_events_.Saw(event::ConnectionEvent::kConnected); });
+  std::string big(16384, 'b');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + i % 26);
+  std::string expected;
+  Buffer out;
+  for (int round = 0; round < 3; ++round) {
+    Buffer head, body, tail;
+    head.Add("4000\r\n");
+    body.Add(big);
+    tail.Add("\r\n");
+    out.Move(head);
+    out.Move(body);
+    out.Move(tail);
+    expected += "4000\r\n" + big + "\r\n";
+  }
+  ASSERT_GE(out.SliceCount(), 9u);
+  client_->Write(out);
+  RunUntil([&] { return server_events_.received.size() >= expected.size(); });
+  EXPECT_EQ(server_events_.received, expected);
+}
+
+TEST_F(TlsConnectionTest, AServerNameThatIsNoHostNameIsNotKept) {
+  // OpenSSL takes anything but NUL as SNI; logs must not get a newline.
+  Connect(Server(), Client(), "a.test\n[forged] log line");
+  RunUntil([&] { return client_events_.Saw(event::ConnectionEvent::kConnectFailed); });
+  ASSERT_NE(server_->Tls(), nullptr);
+  EXPECT_EQ(server_->Tls()->sni, "");
+}
+
+TEST_F(TlsConnectionTest, ClosingDuringTheHandshakeReportsTheCloseNotAFailedConnect) {
+  client_ = Client()->Wrap(*dispatcher_, dispatcher_->Connect(address_), "a.test");
+  client_->SetCallbacks(&client_events_);
+  client_->Close(event::CloseType::kFlushWrite);
+  RunUntil([&] { return client_events_.Saw(event::ConnectionEvent::kLocalClose); });
+  EXPECT_TRUE(client_events_.Saw(event::ConnectionEvent::kLocalClose));
+  EXPECT_FALSE(client_events_.Saw(event::ConnectionEvent::kConnectFailed));
+  EXPECT_FALSE(client_events_.Saw(event::ConnectionEvent::kConnected));
+}
+
 TEST_F(TlsConnectionTest, PicksTheCertificateBySni) {
   Connect(Server(), Client(), "x.wild.test");
   RunUntil([&] { return client_events_.Saw(event::ConnectionEvent::kConnected); });
@@ -385,9 +428,16 @@ TEST_F(TlsConnectionTest, RequiredClientCertificatesAreVerifiedAndTheirSubjectKe
   Buffer ping;
   ping.Add("ping");
   client_->Write(ping);
-  RunUntil([&] { return observer_->failed > 0; });
+  RunUntil([&] {
+    return observer_->failed > 0 && client_events_.Saw(event::ConnectionEvent::kRemoteClose);
+  });
   EXPECT_EQ(observer_->failed, 1);
   EXPECT_TRUE(server_events_.received.empty());
+  // TLS 1.3: the client's side was done before the server checked; the
+  // rejection is still a failed handshake, with the server's reason.
+  EXPECT_EQ(client_->Tls()->failure, event::TlsInfo::Failure::kHandshake);
+  EXPECT_NE(client_->Tls()->failure_detail.find("certificate required"), std::string::npos)
+      << client_->Tls()->failure_detail;
 
   ClientOptions co;
   co.cert_pem = TestPki().client.cert_pem;

@@ -622,9 +622,13 @@ void ClientConnectionImpl::Dispatch(Buffer& data) {
   }
 }
 
-void ClientConnectionImpl::OnConnectionClose(bool clean_eof) {
+void ClientConnectionImpl::OnConnectionClose(bool clean_eof, std::string_view transport_failure) {
   keep_alive_ = false;
   if (decoder_ == nullptr) return;
+  if (!transport_failure.empty()) {
+    Fail(StreamResetReason::kTransportFailure, transport_failure);
+    return;
+  }
   if (state_ == State::kBody && clean_eof && body_decoder_.OnEof()) {
     state_ = State::kDone;
     response_complete_ = true;

@@ -118,7 +118,7 @@ class ClientConnectionImpl final : public ClientConnection, public Stream, publi
   Protocol protocol() const override { return Protocol::kHttp11; }
   RequestEncoder& NewStream(ResponseDecoder& decoder) override;
   void Dispatch(Buffer& data) override;
-  void OnConnectionClose(bool clean_eof) override;
+  void OnConnectionClose(bool clean_eof, std::string_view transport_failure) override;
   uint32_t ActiveStreams() const override { return decoder_ != nullptr ? 1 : 0; }
   uint32_t StreamCapacity() const override { return keep_alive_ ? 1 : 0; }
 

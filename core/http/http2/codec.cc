@@ -299,6 +299,7 @@ uint32_t ResetCode(StreamResetReason reason, bool server) {
     case StreamResetReason::kGoAway:
       return NGHTTP2_REFUSED_STREAM;
     case StreamResetReason::kConnectionTermination:
+    case StreamResetReason::kTransportFailure:
       return NGHTTP2_CANCEL;
     case StreamResetReason::kOverflow:
       return NGHTTP2_ENHANCE_YOUR_CALM;
@@ -1098,13 +1099,17 @@ void ClientConnectionImpl::GoAway() {
   Flush();
 }
 
-void ClientConnectionImpl::OnConnectionClose(bool) {
+void ClientConnectionImpl::OnConnectionClose(bool, std::string_view transport_failure) {
   if (dead_) {
     Flush();
     return;
   }
   dead_ = true;
-  ResetAllStreams(StreamResetReason::kConnectionTermination, "connection_termination");
+  if (!transport_failure.empty()) {
+    ResetAllStreams(StreamResetReason::kTransportFailure, transport_failure);
+  } else {
+    ResetAllStreams(StreamResetReason::kConnectionTermination, "connection_termination");
+  }
   Flush();
 }
 

@@ -239,7 +239,7 @@ class ClientConnectionImpl final : public ClientConnection, private SessionBase 
   void OnConnected() override;
   RequestEncoder& NewStream(ResponseDecoder& decoder) override;
   void Dispatch(Buffer& data) override;
-  void OnConnectionClose(bool clean_eof) override;
+  void OnConnectionClose(bool clean_eof, std::string_view transport_failure) override;
   uint32_t ActiveStreams() const override { return active_streams_; }
   uint32_t StreamCapacity() const override;
   void GoAway() override;
