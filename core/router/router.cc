@@ -202,11 +202,15 @@ void Router::StartAttempt() {
     }
   }
   upstream::ConnPool& pool = callbacks_.ClusterManager().PoolFor(*cluster_, host_);
-  // :scheme says how this hop is carried (it reaches the wire only with
-  // HTTP/2): an https client's request to a plaintext origin is "http".
-  std::string_view scheme = pool.config().tls != nullptr ? "https" : "http";
-  if (request_headers_->GetOr(http::headers::kScheme, "") != scheme) {
-    request_headers_->Set(http::headers::kScheme, scheme);
+  // :scheme says how this hop is carried: an https client's request to a
+  // plaintext origin is "http". It reaches the wire only with HTTP/2
+  // (HTTP/1.1 pools skip the lookup).
+  const upstream::ClusterConfig& config = pool.config();
+  if (config.protocol == http::Protocol::kHttp2 || config.auto_protocol) {
+    std::string_view scheme = config.tls != nullptr ? "https" : "http";
+    if (request_headers_->GetOr(http::headers::kScheme, "") != scheme) {
+      request_headers_->Set(http::headers::kScheme, scheme);
+    }
   }
   pool_handle_ = pool.NewStream(*this, *this, callbacks_.Limits());
 }

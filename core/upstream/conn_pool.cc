@@ -68,6 +68,15 @@ class ConnPoolImpl::ActiveClient : public event::ConnectionCallbacks,
         auto took = pool_.dispatcher_.Now() - connect_start_;
         connect_ms_ = std::chrono::duration<double, std::milli>(took).count();
         if (pool_.config_->stats) pool_.config_->stats->connect_time.Record(took);
+        if (const event::TlsInfo* tls = connection_->Tls();
+            tls != nullptr && pool_.config_->protocol == http::Protocol::kHttp2 &&
+            !pool_.config_->auto_protocol && tls->alpn != "h2") {
+          // RFC 9113 3.3: over TLS, HTTP/2 is agreed with ALPN; a host that
+          // did not pick h2 would read the preface as a broken request.
+          Fail(PoolFailure::kTlsHandshakeFailed, Cat("the host did not agree to HTTP/2 (ALPN: ",
+                                                     tls->alpn.empty() ? "none" : tls->alpn, ")"));
+          break;
+        }
         state_ = State::kReady;
         // Made now, not at connect: with `protocol: auto` the codec is the
         // one ALPN agreed on.

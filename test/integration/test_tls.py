@@ -560,14 +560,15 @@ def test_protocol_http2_toward_an_http1_only_origin_fails_fast(tls_origin, make_
     assert time.monotonic() - start < 3
 
 
-@pytest.mark.xfail(strict=True, reason="the gateway sends the HTTP/2 preface over TLS although "
-                   "the origin selected no ALPN protocol (RFC 9113 3.3: HTTP/2 over TLS MUST "
-                   "use ALPN)")
 def test_protocol_http2_sends_no_h2_preface_without_alpn_h2(tls_origin, make_gateway, pki):
+    # RFC 9113 3.3: HTTP/2 over TLS is agreed with ALPN; without it the
+    # connect failed.
     o = tls_origin(alpn=["http/1.1"])
     gw = make_gateway(origination_config(o.address, protocol="http2", ca_file=str(pki.ca.cert),
                                          server_name="origin.test"))
-    assert get(gw).status == 502
+    r = get(gw)
+    assert r.status == 502
+    assert r.header("x-portway-error") == "upstream_tls_handshake_failed", r
     time.sleep(0.3)
     # The origin's HTTP/1.1 parser would show the preface as "PRI *".
     assert [q.method for q in o.requests] == [] and o.protocol_errors == [], o.requests
@@ -1582,11 +1583,6 @@ def test_seeded_mutated_client_hellos_never_take_the_gateway_down(origin, make_g
     assert origin.requests[-1].path == "/echo" and len(origin.requests) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="core/tls/connection.cc TlsConnection::Encrypt: the "
-                   "small-slice coalescing skips a large slice but goes on copying later small "
-                   "ones, then drains as if the copied bytes were contiguous: the first bytes of "
-                   "the body are replaced by a later slice's (response head + body in one "
-                   "upstream burst; systematic since writes are sealed once per loop turn)")
 @pytest.mark.parametrize("n", [65536, 200000])
 def test_a_response_arriving_in_one_burst_crosses_tls_intact(origin, make_gateway, pki, n):
     # The origin sends head and body with one write: the gateway reads a
