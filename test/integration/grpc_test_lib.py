@@ -108,9 +108,10 @@ class GrpcTestServer:
     with X (no message, no initial metadata: a Trailers-Only response).
 
     calls: every CallRecord, in order of arrival.
+    tls=(cert_pem, key_pem): serve TLS (ALPN h2) instead of h2c.
     """
 
-    def __init__(self, stubs, name="grpc-server", fail_with=None, workers=32):
+    def __init__(self, stubs, name="grpc-server", fail_with=None, workers=32, tls=None):
         self.stubs = stubs
         self.name = name
         self.fail_with = fail_with
@@ -119,7 +120,12 @@ class GrpcTestServer:
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                                   options=MESSAGE_OPTIONS)
         self._add_services()
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        if tls is not None:
+            cert_pem, key_pem = tls
+            credentials = grpc.ssl_server_credentials([(key_pem.encode(), cert_pem.encode())])
+            self.port = self.server.add_secure_port("127.0.0.1:0", credentials)
+        else:
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
         if not self.port:
             raise RuntimeError("could not bind the gRPC test server")
         self.address = f"127.0.0.1:{self.port}"

@@ -14,6 +14,7 @@ from grpc_test_lib import (ECHO_INITIAL_KEY, ECHO_TRAILING_KEY, GRPC_REQUEST_HEA
                            PingPong, channel, grpc_frame)
 from h2_test_lib import H2Client, H2Reply
 from portway_test_lib import closed_port, make_config, wait_until
+from tls_test_lib import make_pki
 
 pytestmark = pytest.mark.gateway
 
@@ -307,3 +308,68 @@ def test_grpc_through_a_pushed_http2_cluster_and_a_bad_push_is_rejected_with_its
         assert len(server.calls) == 2
     finally:
         cp.stop()
+
+
+# --------------------------------------------------------------------------- over TLS
+
+
+@pytest.fixture(scope="module")
+def grpc_pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("grpc-pki"))
+
+
+def test_grpc_over_a_tls_listener(server, make_gateway, grpc_stubs, grpc_pki):
+    # A gRPC client's TLS channel (ALPN h2) to the gateway, h2c behind it.
+    cfg = grpc_config([server.address])
+    cfg["listeners"][0]["tls"] = {"certificates": [{"cert_file": str(grpc_pki.a.cert),
+                                                    "key_file": str(grpc_pki.a.key)}]}
+    gw = make_gateway(cfg)
+    credentials = grpc.ssl_channel_credentials(root_certificates=grpc_pki.ca.cert_pem.encode())
+    with grpc.secure_channel(f"127.0.0.1:{gw.port}", credentials,
+                             options=[("grpc.ssl_target_name_override", "a.test")]) as ch:
+        stub = grpc_stubs.test_pb2_grpc.TestServiceStub(ch)
+        m = grpc_stubs.messages_pb2
+        resp = stub.UnaryCall(m.SimpleRequest(response_size=1000), timeout=CALL_TIMEOUT)
+        assert len(resp.payload.body) == 1000
+        got = list(stub.StreamingOutputCall(
+            m.StreamingOutputCallRequest(response_parameters=[
+                m.ResponseParameters(size=n) for n in (10, 20000, 30)]),
+            timeout=CALL_TIMEOUT))
+        assert [len(r.payload.body) for r in got] == [10, 20000, 30]
+    assert [c.method for c in server.calls] == ["UnaryCall", "StreamingOutputCall"]
+
+
+def test_grpc_to_a_tls_upstream_picks_h2_by_alpn(make_grpc_server, make_gateway, grpc_stubs,
+                                                 grpc_pki):
+    # protocol: auto: the gRPC server offers only h2 over TLS; the gateway
+    # verifies it (origin.test) and speaks HTTP/2 to it.
+    tls_server = make_grpc_server(name="grpc-tls",
+                                  tls=(grpc_pki.origin.cert_pem, grpc_pki.origin.key_pem))
+    cfg = make_config([tls_server.address], cluster_options={
+        "protocol": "auto",
+        "tls": {"ca_file": str(grpc_pki.ca.cert), "server_name": "origin.test"}})
+    gw = make_gateway(cfg)
+    with channel(gw.port) as ch:
+        stub = grpc_stubs.test_pb2_grpc.TestServiceStub(ch)
+        m = grpc_stubs.messages_pb2
+        for _ in range(3):
+            resp = stub.UnaryCall(m.SimpleRequest(response_size=314), timeout=CALL_TIMEOUT)
+            assert len(resp.payload.body) == 314
+    assert [c.method for c in tls_server.calls] == ["UnaryCall"] * 3
+
+
+def test_grpc_to_an_unverifiable_tls_upstream_is_unavailable(make_grpc_server, make_gateway,
+                                                             grpc_stubs, grpc_pki):
+    tls_server = make_grpc_server(name="grpc-tls",
+                                  tls=(grpc_pki.origin.cert_pem, grpc_pki.origin.key_pem))
+    cfg = make_config([tls_server.address], cluster_options={
+        "protocol": "http2",
+        "tls": {"ca_file": str(grpc_pki.other_ca.cert), "server_name": "origin.test"}})
+    gw = make_gateway(cfg)
+    with channel(gw.port) as ch:
+        stub = grpc_stubs.test_pb2_grpc.TestServiceStub(ch)
+        with pytest.raises(grpc.RpcError) as e:
+            stub.EmptyCall(grpc_stubs.empty_pb2.Empty(), timeout=CALL_TIMEOUT)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "upstream_tls_verify_failed" in e.value.details(), e.value.details()
+    assert tls_server.calls == []
