@@ -364,7 +364,11 @@ void TlsConnection::ReadDisable(bool disable) {
   if (closed_) return;
   // Records already received (or plaintext the owner left) are not
   // announced again by the socket: go on from the loop.
-  if (!in_.empty() || !plain_.empty() || (peer_closed_ && !eof_delivered_)) ScheduleResume();
+  // (An EOF that arrived while paused has not been read through OpenSSL
+  // yet: that is what turns it into the owner's end_stream.)
+  if (!in_.empty() || !plain_.empty() || ((peer_closed_ || tcp_eof_) && !eof_delivered_)) {
+    ScheduleResume();
+  }
 }
 
 void TlsConnection::ScheduleResume() {
