@@ -9,6 +9,7 @@ Env:  PORTWAY_BIN            the binary (default build/bin/portway in the repo)
 """
 
 import os
+import shutil
 import sys
 
 import pytest
@@ -152,3 +153,15 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture
+def cp():
+    """A started portway-cp (test_control_plane.ControlPlane) serving a
+    temporary directory; stopped and removed afterwards."""
+    from test_control_plane import ControlPlane
+
+    c = ControlPlane().start()
+    yield c
+    c.stop()
+    shutil.rmtree(c.dir, ignore_errors=True)

@@ -33,7 +33,7 @@ import h2.settings
 import hpack
 from hyperframe import frame as hf
 
-from portway_test_lib import LOOPBACK, iter_pattern, wait_until
+from portway_test_lib import LOOPBACK, iter_pattern, listen_loopback, wait_until
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 MAX_STREAM_ID = (1 << 31) - 1
@@ -732,11 +732,7 @@ class H2Origin:
         self._stop = threading.Event()
         self._socks = set()
         self._threads = []
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((LOOPBACK, 0))
-        self.listener.listen(128)
-        self.port = self.listener.getsockname()[1]
+        self.listener, self.port = listen_loopback()
         self.address = f"{LOOPBACK}:{self.port}"
         self._accept_thread = None
 

@@ -846,12 +846,8 @@ class FakeOrigin:
         self.protocol_errors = []
         self.body_bytes_sent = 0
         self._listeners = []
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((LOOPBACK, port))
-        s.listen(512)
+        s, self.port = listen_loopback(port, 512)
         self._listeners.append(s)
-        self.port = s.getsockname()[1]
         self.address = f"{LOOPBACK}:{self.port}"
         if also_ipv6 and socket.has_ipv6:
             try:
@@ -1321,6 +1317,16 @@ def to_yaml(obj) -> str:
     lines = []
     _yaml_emit(obj, 0, lines)
     return "\n".join(lines) + "\n"
+
+
+def listen_loopback(port=0, backlog=128):
+    """A TCP socket listening on LOOPBACK:port (0: any free port), with
+    SO_REUSEADDR; returns (socket, port)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((LOOPBACK, port))
+    s.listen(backlog)
+    return s, s.getsockname()[1]
 
 
 def make_cluster(name, endpoints, **options):

@@ -75,14 +75,6 @@ class ControlPlane:
         return (self.dir / "cp.log").read_text(errors="replace")
 
 
-@pytest.fixture
-def cp():
-    c = ControlPlane().start()
-    yield c
-    c.stop()
-    shutil.rmtree(c.dir, ignore_errors=True)
-
-
 def gateway_config(cp, node="gw1"):
     return {"admin": {"address": f"{LOOPBACK}:0"},
             "access_log": {"path": "off"},

@@ -10,7 +10,6 @@ s_client and curl.
 
 import json
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -25,7 +24,7 @@ import pytest
 
 from portway_test_lib import (LOOPBACK, PATTERN_BLOCK, HttpConn, make_cluster, make_config,
                               pattern_bytes, pattern_crc32, run_validate, to_yaml, wait_until)
-from test_control_plane import ControlPlane, ctl, entry, gateway_config, listener_port
+from test_control_plane import ctl, entry, gateway_config, listener_port
 from tls_test_lib import (PeerCert, PlaintextAnswerer, Pki, TlsOrigin, _read_http1,
                           client_context, client_hello_bytes, curl, http_get, local_client_speaks,
                           probe, read_until_closed, request_then_close_notify, s_client, tls_get)
@@ -846,14 +845,6 @@ def _assert_no_key(gw, cert):
     assert "PRIVATE KEY" not in logs
     for line in _key_body(cert):
         assert line not in logs, "a line of the private key is in the gateway's logs"
-
-
-@pytest.fixture
-def cp():
-    c = ControlPlane().start()
-    yield c
-    c.stop()
-    shutil.rmtree(c.dir, ignore_errors=True)
 
 
 def secret_resources(origin_address, secret):

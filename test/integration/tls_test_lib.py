@@ -35,7 +35,7 @@ import h2.config
 import h2.connection
 import h2.events
 
-from portway_test_lib import LOOPBACK, iter_pattern
+from portway_test_lib import LOOPBACK, iter_pattern, listen_loopback
 
 try:  # python3-cryptography: parses the DER certificates a handshake returns.
     from cryptography import x509 as _x509
@@ -551,11 +551,7 @@ class TlsOrigin:
         self._socks = set()
         self._conn_local = threading.local()   # per connection thread: the SNI seen
         self._ctx = self._context(cert)
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((LOOPBACK, 0))
-        self.listener.listen(128)
-        self.port = self.listener.getsockname()[1]
+        self.listener, self.port = listen_loopback()
         self.address = f"{LOOPBACK}:{self.port}"
         self._thread = None
 
@@ -877,11 +873,7 @@ class PlaintextAnswerer:
 
     def __init__(self):
         self.received = []
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((LOOPBACK, 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
+        self.listener, self.port = listen_loopback(backlog=16)
         self.address = f"{LOOPBACK}:{self.port}"
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
