@@ -135,15 +135,22 @@ std::vector<v1::FieldError> ResourceStore::Check(
       if (key.first == v1::CLUSTER) *b->add_clusters() = Stub(key.second);
     }
   };
-  // Secrets every check sees: the static ones and the candidate's (those
-  // were checked first and a bad one already left the candidate).
+  // The secrets the resource names, from the candidate (checked first: a
+  // bad one already left it) or the static ones. Only those: a check must
+  // not cost the size of the whole set (10,000 clusters are checked one
+  // by one).
   auto add_secrets = [&](config::v1::Bootstrap* b) {
-    *b->mutable_secrets() = static_.secrets();
-    for (const auto& [key, r] : candidate) {
-      if (key.first != v1::SECRET) continue;
-      config::v1::Secret* secret = b->add_secrets();
-      *secret = r.secret();
-      secret->set_name(key.second);
+    for (const std::string& used : SecretsUsed(resource)) {
+      auto it = candidate.find({v1::SECRET, used});
+      if (it != candidate.end()) {
+        config::v1::Secret* secret = b->add_secrets();
+        *secret = it->second.secret();
+        secret->set_name(used);
+        continue;
+      }
+      for (const auto& s : static_.secrets()) {
+        if (s.name() == used) *b->add_secrets() = s;
+      }
     }
   };
   config::v1::Bootstrap probe;

@@ -1596,3 +1596,39 @@ def test_a_response_arriving_in_one_burst_crosses_tls_intact(origin, make_gatewa
             last = max(i for i in range(n) if body[i] != want[i])
             pytest.fail(f"body bytes {first}..{last} differ; they hold pattern bytes from "
                         f"offset {PATTERN_BLOCK.find(body[first:first + 32])}")
+
+
+def test_a_pushed_cluster_originates_tls_and_a_push_rotates_its_client_certificate(
+        cp, tls_origin, make_gateway, pki):
+    # Origination from a push: a cluster with tls (verified, SNI from
+    # server_name, protocol auto) and a pushed secret as its client
+    # certificate; a new version of the secret is what the next connection
+    # presents.
+    o = tls_origin(alpn=["h2", "http/1.1"], client_ca=pki.ca.cert)
+    first = pki.issue("gw-client-1", "gateway-one", [], client=True)
+    second = pki.issue("gw-client-2", "gateway-two", [], client=True)
+
+    def resources(client_cert):
+        return {"secrets": [pem_secret("gw-client", client_cert)],
+                "clusters": [{"name": "secure", "endpoints": [o.address], "protocol": "auto",
+                              "tls": {"ca_file": str(pki.ca.cert), "server_name": "origin.test",
+                                      "secret": "gw-client"}}],
+                "listeners": [{"name": "dyn", "address": f"{LOOPBACK}:0",
+                               "routes": [{"match": {"prefix": "/"}, "cluster": "secure"}]}]}
+
+    cp.write("main.yaml", resources(first))
+    gw = make_gateway(gateway_config(cp))
+    port = listener_port(gw)
+    with HttpConn(port) as c:
+        r = c.roundtrip("GET", "/echo")
+    assert r.status == 200, r
+    assert o.requests[-1].sni == "origin.test" and o.requests[-1].protocol == "h2"
+    assert o.requests[-1].client_cn == "gateway-one"
+
+    cp.write("main.yaml", resources(second))
+
+    def presents_second():
+        with HttpConn(port) as c:
+            assert c.roundtrip("GET", "/echo").status == 200
+        return o.requests[-1].client_cn == "gateway-two"
+    wait_until(presents_second, timeout=5, message="the rotated client certificate upstream")
