@@ -96,7 +96,7 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
     info_.start_system = d.SystemNow();
     info_.listener = listener_->name;
     info_.downstream_ip = parent_.client_ip_;
-    if (const event::TlsInfo* tls = parent_.connection_->Tls()) {
+    if (const event::TlsInfo* tls = parent_.tls_) {
       info_.tls_version = tls->version;
       info_.tls_sni = tls->sni;
       info_.tls_peer_subject = tls->peer_subject;
@@ -385,7 +385,7 @@ void ConnectionManager::ActiveStream::ApplyProxyHeaders(HeaderMap& headers) {
   } else {
     headers.Set("x-forwarded-for", client_ip);
   }
-  const bool tls = parent_.connection_->Tls() != nullptr;
+  const bool tls = parent_.tls_ != nullptr;
   if (!listener_->trust_forwarded_for || !headers.Has("x-forwarded-proto")) {
     headers.Set("x-forwarded-proto", tls ? "https" : "http");
   }
@@ -673,12 +673,13 @@ ConnectionManager::ConnectionManager(ConnectionManagerContext& context,
   timer_ = context_.Dispatcher().CreateTimer([this] { OnTimer(); });
   // Formatted once per connection, used by every request on it.
   client_ip_ = connection_->RemoteAddress().Ip();
+  tls_ = connection_->Tls();
   listener_->stats->connections_active.Add();
   listener_->stats->connections_total.Inc();
   // A TLS handshake has request_headers_timeout to finish, like a request
   // head (idle_timeout when that is off); then the connection is idle
   // (OnEvent(kConnected)).
-  ArmTimer(connection_->Tls() != nullptr && listener_->request_headers_timeout.count() > 0
+  ArmTimer(tls_ != nullptr && listener_->request_headers_timeout.count() > 0
                ? TimerMode::kRequestHeaders
                : TimerMode::kIdle);
 }
@@ -696,9 +697,8 @@ void ConnectionManager::CreateHttp1Codec() {
 
 bool ConnectionManager::CreateCodec(Buffer& data) {
   // Over TLS, ALPN already said (the listener offered only what it serves).
-  const event::TlsInfo* tls = connection_->Tls();
-  const bool alpn_h2 = tls != nullptr && tls->alpn == "h2";
-  const bool alpn_http1 = tls != nullptr && tls->alpn == "http/1.1";
+  const bool alpn_h2 = tls_ != nullptr && tls_->alpn == "h2";
+  const bool alpn_http1 = tls_ != nullptr && tls_->alpn == "http/1.1";
   if (!listener_->http2 || alpn_http1) {
     CreateHttp1Codec();
     return true;
@@ -738,8 +738,7 @@ void ConnectionManager::OnTimer() {
     return;
   }
   if (!streams_.empty()) return;
-  const event::TlsInfo* tls = connection_->Tls();
-  if (codec_ == nullptr && tls != nullptr && tls->version.empty()) {
+  if (codec_ == nullptr && tls_ != nullptr && tls_->version.empty()) {
     // A TLS handshake that stalled: there is no channel to answer on.
     CloseConnection(event::CloseType::kNoFlush);
     return;

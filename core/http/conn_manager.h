@@ -89,6 +89,9 @@ class ConnectionManager : public event::ConnectionCallbacks,
   ConnectionManagerContext& context_;
   server::ListenerConfigPtr listener_;
   event::ConnectionPtr connection_;
+  // The connection's TLS (null for plaintext), looked up once: it lives as
+  // long as the connection.
+  const event::TlsInfo* tls_ = nullptr;
   // Null until the first bytes arrive.
   std::unique_ptr<ServerConnection> codec_;
   // codec_ when it speaks HTTP/1: a stalled request head is answered with

@@ -107,44 +107,36 @@ void AccessLogger::Log(const http::StreamInfo& info, http::StreamInfo::Time now)
     }
     line += "\n";
   } else {
-    line.append("{\"time\":");
-    AppendJsonString(line, time);
-    line.append(",\"method\":");
-    AppendJsonString(line, info.method);
-    line.append(",\"path\":");
-    AppendJsonString(line, info.path);
-    line.append(",\"protocol\":");
-    AppendJsonString(line, info.protocol);
-    line.append(",\"authority\":");
-    AppendJsonString(line, info.authority);
-    line += Cat(",\"status\":", info.status, ",\"flag\":\"", cause.flag, "\"", ",\"error\":");
-    AppendJsonString(line, error);
-    line.append(",\"detail\":");
-    AppendJsonString(line, info.detail);
+    // `,"name":"value"` (the first field without the comma).
+    auto field = [&line](std::string_view name, std::string_view value) {
+      line += line.empty() ? "{\"" : ",\"";
+      line += name;
+      line += "\":";
+      AppendJsonString(line, value);
+    };
+    field("time", time);
+    field("method", info.method);
+    field("path", info.path);
+    field("protocol", info.protocol);
+    field("authority", info.authority);
+    line += Cat(",\"status\":", info.status, ",\"flag\":\"", cause.flag, "\"");
+    field("error", error);
+    field("detail", info.detail);
     line += Cat(",\"bytes_received\":", info.bytes_received, ",\"bytes_sent\":", info.bytes_sent,
                 ",\"duration_ms\":", absl::StrFormat("%.3f", duration),
-                ",\"upstream_time_ms\":", upstream_time == "-" ? "null" : upstream_time,
-                ",\"upstream_host\":");
-    AppendJsonString(line, info.upstream_host);
-    line.append(",\"request_id\":");
-    AppendJsonString(line, info.request_id);
-    line.append(",\"listener\":");
-    AppendJsonString(line, info.listener);
-    line.append(",\"route\":");
-    AppendJsonString(line, info.route);
-    line.append(",\"cluster\":");
-    AppendJsonString(line, info.cluster);
+                ",\"upstream_time_ms\":", upstream_time == "-" ? "null" : upstream_time);
+    field("upstream_host", info.upstream_host);
+    field("request_id", info.request_id);
+    field("listener", info.listener);
+    field("route", info.route);
+    field("cluster", info.cluster);
     line += Cat(",\"attempts\":", info.attempts,
                 ",\"replay_overflow\":", info.replay_overflow ? "true" : "false");
-    line.append(",\"client\":");
-    AppendJsonString(line, info.downstream_ip);
+    field("client", info.downstream_ip);
     if (!info.tls_version.empty()) {
-      line.append(",\"tls_version\":");
-      AppendJsonString(line, info.tls_version);
-      line.append(",\"tls_sni\":");
-      AppendJsonString(line, info.tls_sni);
-      line.append(",\"tls_client_subject\":");
-      AppendJsonString(line, info.tls_peer_subject);
+      field("tls_version", info.tls_version);
+      field("tls_sni", info.tls_sni);
+      field("tls_client_subject", info.tls_peer_subject);
     }
     line.append("}\n");
   }

@@ -1,11 +1,10 @@
 #include "core/server/tls_config.h"
 
-#include <openssl/evp.h>
-
 #include <set>
 
 #include "core/common/files.h"
 #include "core/common/strings.h"
+#include "core/tls/openssl_util.h"
 
 namespace portway::server {
 namespace {
@@ -159,12 +158,9 @@ void ResolveTlsPaths(const std::string& dir, config::v1::Bootstrap* bootstrap) {
 
 std::string SessionContext(const std::string& listener_name, const std::string& client_ca_pem,
                            bool require_client_certificate) {
-  std::string material = Cat(listener_name.size(), ":", listener_name, "\n", client_ca_pem, "\n",
-                             require_client_certificate ? "required" : "optional");
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  EVP_Digest(material.data(), material.size(), digest, &size, EVP_sha256(), nullptr);
-  return std::string(reinterpret_cast<const char*>(digest), size);  // 32 bytes: the most TLS takes
+  // 32 bytes: the most TLS takes.
+  return tls::Sha256(Cat(listener_name.size(), ":", listener_name, "\n", client_ca_pem, "\n",
+                         require_client_certificate ? "required" : "optional"));
 }
 
 std::chrono::seconds TicketRotation(const config::v1::ListenerTls& proto) {
@@ -248,12 +244,8 @@ tls::ClientContextPtr BuildClusterTls(const config::v1::ClusterTls& proto, const
     options.alpn = {"http/1.1"};
   }
   if (errors->size() != before) return nullptr;
-  std::string material = Cat(proto.SerializeAsString(), "\n", options.ca_pem, "\n",
-                             options.cert_pem, "\n", options.key_pem, "\n", options.alpn.size());
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  EVP_Digest(material.data(), material.size(), digest, &size, EVP_sha256(), nullptr);
-  identity->assign(reinterpret_cast<const char*>(digest), size);
+  *identity = tls::Sha256(Cat(proto.SerializeAsString(), "\n", options.ca_pem, "\n",
+                              options.cert_pem, "\n", options.key_pem, "\n", options.alpn.size()));
   return tls::ClientContext::Create(options, SinkAt(path, errors));
 }
 

@@ -2,6 +2,7 @@
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 
 namespace portway::tls {
 
@@ -21,6 +22,13 @@ std::string NameToString(const X509_NAME* name) {
   std::string text(data, static_cast<size_t>(size));
   BIO_free(bio);
   return text;
+}
+
+std::string Sha256(std::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  EVP_Digest(data.data(), data.size(), digest, &size, EVP_sha256(), nullptr);
+  return std::string(reinterpret_cast<const char*>(digest), size);
 }
 
 }  // namespace portway::tls

@@ -7,6 +7,7 @@
 #include <openssl/x509.h>
 
 #include <string>
+#include <string_view>
 
 namespace portway::tls {
 
@@ -16,5 +17,8 @@ std::string TakeOpenSslError(const char* fallback);
 
 // A certificate name as RFC 2253 text ("CN=client one,O=Example").
 std::string NameToString(const X509_NAME* name);
+
+// The SHA-256 of `data`: 32 raw bytes.
+std::string Sha256(std::string_view data);
 
 }  // namespace portway::tls

@@ -339,16 +339,21 @@ def test_grpc_over_a_tls_listener(server, make_gateway, grpc_stubs, grpc_pki):
     assert [c.method for c in server.calls] == ["UnaryCall", "StreamingOutputCall"]
 
 
+def tls_grpc_upstream(make_grpc_server, make_gateway, pki, protocol, ca):
+    """A gRPC server on TLS (origin.test's certificate, ALPN h2) and a
+    gateway whose cluster reaches it over TLS trusting `ca`."""
+    server = make_grpc_server(name="grpc-tls", tls=(pki.origin.cert_pem, pki.origin.key_pem))
+    gw = make_gateway(make_config([server.address], cluster_options={
+        "protocol": protocol, "tls": {"ca_file": str(ca.cert), "server_name": "origin.test"}}))
+    return server, gw
+
+
 def test_grpc_to_a_tls_upstream_picks_h2_by_alpn(make_grpc_server, make_gateway, grpc_stubs,
                                                  grpc_pki):
     # protocol: auto: the gRPC server offers only h2 over TLS; the gateway
     # verifies it (origin.test) and speaks HTTP/2 to it.
-    tls_server = make_grpc_server(name="grpc-tls",
-                                  tls=(grpc_pki.origin.cert_pem, grpc_pki.origin.key_pem))
-    cfg = make_config([tls_server.address], cluster_options={
-        "protocol": "auto",
-        "tls": {"ca_file": str(grpc_pki.ca.cert), "server_name": "origin.test"}})
-    gw = make_gateway(cfg)
+    tls_server, gw = tls_grpc_upstream(make_grpc_server, make_gateway, grpc_pki, "auto",
+                                       grpc_pki.ca)
     with channel(gw.port) as ch:
         stub = grpc_stubs.test_pb2_grpc.TestServiceStub(ch)
         m = grpc_stubs.messages_pb2
@@ -360,12 +365,8 @@ def test_grpc_to_a_tls_upstream_picks_h2_by_alpn(make_grpc_server, make_gateway,
 
 def test_grpc_to_an_unverifiable_tls_upstream_is_unavailable(make_grpc_server, make_gateway,
                                                              grpc_stubs, grpc_pki):
-    tls_server = make_grpc_server(name="grpc-tls",
-                                  tls=(grpc_pki.origin.cert_pem, grpc_pki.origin.key_pem))
-    cfg = make_config([tls_server.address], cluster_options={
-        "protocol": "http2",
-        "tls": {"ca_file": str(grpc_pki.other_ca.cert), "server_name": "origin.test"}})
-    gw = make_gateway(cfg)
+    tls_server, gw = tls_grpc_upstream(make_grpc_server, make_gateway, grpc_pki, "http2",
+                                       grpc_pki.other_ca)
     with channel(gw.port) as ch:
         stub = grpc_stubs.test_pb2_grpc.TestServiceStub(ch)
         with pytest.raises(grpc.RpcError) as e:
