@@ -274,6 +274,35 @@ void Server::CollectFailures(const std::string& target,
   }
 }
 
+namespace {
+
+std::string UnixMsIso(int64_t ms) {
+  return Iso8601(std::chrono::system_clock::time_point(std::chrono::milliseconds(ms)));
+}
+
+// A host's health flags as /clusters shows them: "flags":[{"flag":...,
+// "since":...}], "reason" and "last_change" of its last transition.
+void RenderHostHealth(const upstream::Host& host, std::string& out) {
+  const upstream::Host::HealthDetail& detail = host.healthDetail();
+  out += ",\"flags\":[";
+  bool first = true;
+  const uint32_t flags = host.healthFlags();
+  for (int i = 0; i < upstream::health_flag::kCount; ++i) {
+    if ((flags & (1u << i)) == 0) continue;
+    if (!first) out.push_back(',');
+    first = false;
+    out += Cat("{\"flag\":\"", upstream::HealthFlagName(1u << i),
+               "\",\"since\":", JsonString(UnixMsIso(detail.since_unix_ms[i])), "}");
+  }
+  out += "]";
+  if (detail.last_change_unix_ms != 0) {
+    out += Cat(",\"reason\":", JsonString(detail.last_reason),
+               ",\"last_change\":", JsonString(UnixMsIso(detail.last_change_unix_ms)));
+  }
+}
+
+}  // namespace
+
 std::string Server::RenderClusters() const {
   std::string out = "{\"clusters\":[";
   bool first_cluster = true;
@@ -288,13 +317,19 @@ std::string Server::RenderClusters() const {
       if (!first) out.push_back(',');
       first = false;
       out += Cat("{\"address\":", JsonString(host->addressString()), ",\"weight\":", host->weight(),
-                 ",\"health\":\"", upstream::HealthStateName(host->health()),
-                 "\",\"active_requests\":", host->activeRequestCount(),
+                 ",\"health\":\"", upstream::HealthStateName(host->health()), "\"");
+      RenderHostHealth(*host, out);
+      out += Cat(",\"active_requests\":", host->activeRequestCount(),
                  ",\"requests_total\":", host->requests_total.load(),
                  ",\"connect_failures\":", host->connect_failures.load(),
                  ",\"active_connections\":", host->active_connections.load(), "}");
     }
     out.append("]");
+    if (cluster->health) {
+      out += Cat(",\"healthy_panic_threshold\":", cluster->health->panic_threshold,
+                 ",\"usable_hosts\":", cluster->health->total - cluster->health->unusable.load(),
+                 ",\"panic\":", cluster->health->Panic() ? "true" : "false");
+    }
     if (const stats::ClusterStats* stats = cluster->config->stats) {
       out += Cat(",\"load\":{\"requests_active\":", stats->requests_active.Value(),
                  ",\"requests_pending\":", stats->requests_pending.Value(),

@@ -10,6 +10,7 @@
 
 #include "core/http/filter_registry.h"
 #include "core/http/module_loader.h"
+#include "core/server/health_config.h"
 #include "core/server/tls_config.h"
 #include "google/protobuf/message.h"
 #include "portway/config/v1/bootstrap.pb.h"
@@ -217,6 +218,8 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
                                              : history.max_entries_per_worker();
   snapshot->drain_timeout = DurationOr(bootstrap.has_drain_timeout(), bootstrap.drain_timeout(),
                                        std::chrono::milliseconds(15000), "drain_timeout", errors);
+  snapshot->drain_delay = DurationOr(bootstrap.has_drain_delay(), bootstrap.drain_delay(),
+                                     std::chrono::milliseconds(0), "drain_delay", errors);
   if (bootstrap.has_control_plane()) {
     const auto& cp = bootstrap.control_plane();
     if (cp.address().empty() || cp.address().find(':') == std::string::npos) {
@@ -343,7 +346,10 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
                "auto needs tls (ALPN picks the protocol); without TLS say http1 or http2");
     }
 
+    BuildClusterHealth(proto, path, config.get(), errors);
+
     upstream::HostVector hosts;
+    std::vector<uint32_t> control_plane_flags;
     for (int e = 0; e < proto.endpoints_size(); ++e) {
       const auto& ep = proto.endpoints(e);
       std::string epath = Cat(path, ".endpoints[", e, "]");
@@ -356,6 +362,11 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
       if (spec.port == 0) AddError(errors, epath + ".address", "port 0 cannot be connected to");
       if (ep.weight() > 10000) AddError(errors, epath + ".weight", "must be at most 10000");
       spec.weight = ep.weight() == 0 ? 1 : ep.weight();
+      if (ep.health_status() == config::v1::Endpoint::UNHEALTHY) {
+        spec.control_plane_flags = upstream::health_flag::kControlPlaneUnhealthy;
+      } else if (ep.health_status() == config::v1::Endpoint::DRAINING) {
+        spec.control_plane_flags = upstream::health_flag::kControlPlaneDraining;
+      }
       if (!config->dns) {
         bool ok = false;
         network::Address address = network::Address::FromIp(spec.host, spec.port, &ok);
@@ -379,6 +390,7 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
         }
         if (!host) host = std::make_shared<upstream::Host>(config->name, address, spec.weight);
         hosts.push_back(std::move(host));
+        control_plane_flags.push_back(spec.control_plane_flags);
       }
       config->endpoints.push_back(std::move(spec));
     }
@@ -409,15 +421,19 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
                    old.endpoints[k].port == config->endpoints[k].port &&
                    old.endpoints[k].weight == config->endpoints[k].weight;
           }
+          for (size_t k = 0; same && k < old.endpoints.size(); ++k) {
+            same = old.endpoints[k].control_plane_flags == config->endpoints[k].control_plane_flags;
+          }
           if (same) {
             hosts = it->second->hosts;
             dns_error = it->second->dns_error;
+            control_plane_flags = it->second->control_plane_flags;
           }
         }
       }
     }
-    snapshot->clusters[proto.name()] =
-        upstream::MakeClusterSnapshot(std::move(config), std::move(hosts), std::move(dns_error));
+    snapshot->clusters[proto.name()] = upstream::MakeClusterSnapshot(
+        std::move(config), std::move(hosts), std::move(dns_error), std::move(control_plane_flags));
   }
 
   // Listeners.

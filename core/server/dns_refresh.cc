@@ -81,6 +81,7 @@ void Server::OnResolved(const std::string& name, std::shared_ptr<ResolveBatch> b
     return;
   }
   upstream::HostVector hosts;
+  std::vector<uint32_t> control_plane_flags;
   std::string error;
   for (size_t i = 0; i < batch->results.size(); ++i) {
     const auto& r = batch->results[i];
@@ -97,6 +98,7 @@ void Server::OnResolved(const std::string& name, std::shared_ptr<ResolveBatch> b
       }
       if (!host) host = std::make_shared<upstream::Host>(name, address, spec.weight, spec.host);
       hosts.push_back(std::move(host));
+      control_plane_flags.push_back(spec.control_plane_flags);
     }
   }
   if (!error.empty() && !current.hosts.empty()) {
@@ -109,7 +111,8 @@ void Server::OnResolved(const std::string& name, std::shared_ptr<ResolveBatch> b
     if (changed) {
       if (!error.empty()) spdlog::warn("cluster '{}': {}", name, error);
       auto next = std::make_shared<Snapshot>(*snapshot_);
-      next->clusters[name] = upstream::MakeClusterSnapshot(current.config, hosts, error);
+      next->clusters[name] =
+          upstream::MakeClusterSnapshot(current.config, hosts, error, control_plane_flags);
       Publish(next);
     }
   }

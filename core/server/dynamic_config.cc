@@ -62,6 +62,14 @@ bool Server::BindListeners(const SnapshotPtr& snapshot, std::map<std::string, Bo
 
 void Server::Publish(SnapshotPtr snapshot) {
   snapshot_ = std::move(snapshot);
+  // New host sets start counting their hosts' health; an unchanged cluster
+  // (the same ClusterSnapshot) is not walked again.
+  for (const auto& [name, cluster] : snapshot_->clusters) {
+    if (!cluster->adopted) {
+      health_.Adopt(*cluster);
+      cluster->adopted = true;
+    }
+  }
   for (auto& w : workers_) {
     Worker* worker = w.get();
     worker->Post([worker, s = snapshot_] { worker->ApplySnapshot(s); });

@@ -21,18 +21,6 @@ double MsBetween(http::StreamInfo::Time from, http::StreamInfo::Time to) {
 
 std::string Ms(double ms) { return absl::StrFormat("%.3f", ms); }
 
-std::string Iso8601(std::chrono::system_clock::time_point t) {
-  auto since = t.time_since_epoch();
-  auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since);
-  auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(since - seconds).count();
-  std::time_t tt = static_cast<std::time_t>(seconds.count());
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[40];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-  return absl::StrFormat("%s.%03dZ", buf, static_cast<int>(millis));
-}
-
 // What ended the request, in the taxonomy's words: the local reply's cause,
 // or the upstream's own 5xx passed on.
 std::string_view CauseName(http::ErrorCause cause, int status) {
@@ -47,6 +35,18 @@ std::string AttemptResult(http::ErrorCause result, int status) {
 }
 
 }  // namespace
+
+std::string Iso8601(std::chrono::system_clock::time_point t) {
+  auto since = t.time_since_epoch();
+  auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since);
+  auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(since - seconds).count();
+  std::time_t tt = static_cast<std::time_t>(seconds.count());
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[40];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+  return absl::StrFormat("%s.%03dZ", buf, static_cast<int>(millis));
+}
 
 void FailureHistory::SetCapacity(size_t capacity) {
   if (capacity == capacity_) return;

@@ -26,6 +26,9 @@
 
 namespace portway::server {
 
+// "2026-12-06T04:42:26.123Z".
+std::string Iso8601(std::chrono::system_clock::time_point t);
+
 class FailureHistory {
  public:
   // Per-record bounds: strings past them are cut (and say so), lists keep

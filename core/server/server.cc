@@ -20,6 +20,7 @@ namespace portway::server {
 
 Server::Server(Options options)
     : options_(std::move(options)),
+      health_(RealTimeSource()),
       store_(stats::GlobalStore()),
       builder_(store_),
       dispatcher_(event::Dispatcher::Create("main")),

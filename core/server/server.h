@@ -32,6 +32,7 @@
 #include "core/server/config_builder.h"
 #include "core/server/snapshot.h"
 #include "core/server/stats.h"
+#include "core/upstream/health.h"
 
 namespace portway::server {
 
@@ -118,6 +119,8 @@ class Server {
   void OnResolved(const std::string& name, std::shared_ptr<ResolveBatch> batch);
 
   Options options_;
+  // Host health (main thread): every verdict on a host goes through it.
+  upstream::HostHealthManager health_;
   stats::Store& store_;  // the process's GlobalStore()
   ConfigBuilder builder_;
   event::DispatcherPtr dispatcher_;

@@ -76,6 +76,8 @@ struct Snapshot {
   std::map<std::string, upstream::ClusterSnapshotPtr> clusters;
   std::shared_ptr<AccessLogger> access_log;
   std::chrono::milliseconds drain_timeout{15000};
+  // SIGTERM: serve on, failing health endpoints, this long before draining.
+  std::chrono::milliseconds drain_delay{0};
   network::Address admin_address;
   // Failed requests each worker keeps for GET /failures (0: none).
   size_t failure_history_per_worker = 256;

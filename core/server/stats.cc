@@ -338,6 +338,16 @@ const ClusterCounter kClusterCounters[] = {
      &ClusterStats::overflow_max_requests},
     {"portway_upstream_limit_overflow_total", "limit=\"max_retries\"",
      &ClusterStats::overflow_max_retries},
+    {"portway_upstream_lb_panic_total", "", &ClusterStats::lb_panic},
+    {"portway_upstream_health_checks_total", "result=\"passed\"",
+     &ClusterStats::health_check_passed},
+    {"portway_upstream_health_checks_total", "result=\"failed\"",
+     &ClusterStats::health_check_failed},
+    {"portway_upstream_outlier_ejections_total", "", &ClusterStats::outlier_ejections},
+    {"portway_upstream_host_transitions_total", "to=\"unusable\"",
+     &ClusterStats::hosts_became_unusable},
+    {"portway_upstream_host_transitions_total", "to=\"usable\"",
+     &ClusterStats::hosts_became_usable},
 };
 struct ClusterGauge {
   const char* name;
@@ -347,6 +357,7 @@ const ClusterGauge kClusterGauges[] = {
     {"portway_upstream_connections_active", &ClusterStats::connections_active},
     {"portway_upstream_hosts_healthy", &ClusterStats::healthy_hosts},
     {"portway_upstream_hosts", &ClusterStats::hosts},
+    {"portway_upstream_hosts_ejected", &ClusterStats::hosts_ejected},
     {"portway_upstream_requests_active", &ClusterStats::requests_active},
     {"portway_upstream_requests_pending", &ClusterStats::requests_pending},
     {"portway_upstream_retries_active", &ClusterStats::retries_active},

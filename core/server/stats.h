@@ -174,6 +174,16 @@ struct ClusterStats {
   Counter overflow_max_pending;
   Counter overflow_max_requests;
   Counter overflow_max_retries;
+  // Host health (core/upstream/health.h): picks made in panic (too few
+  // usable hosts: balanced over all), active check probes by result,
+  // outlier ejections, and hosts entering/leaving the usable set.
+  Counter lb_panic;
+  Counter health_check_passed;
+  Counter health_check_failed;
+  Counter outlier_ejections;
+  Gauge hosts_ejected;
+  Counter hosts_became_unusable;
+  Counter hosts_became_usable;
 };
 
 }  // namespace portway::stats

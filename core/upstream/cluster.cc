@@ -5,18 +5,19 @@
 namespace portway::upstream {
 
 ClusterSnapshotPtr MakeClusterSnapshot(std::shared_ptr<const ClusterConfig> config,
-                                       HostVector hosts, std::string dns_error) {
+                                       HostVector hosts, std::string dns_error,
+                                       std::vector<uint32_t> control_plane_flags) {
   auto snapshot = std::make_shared<ClusterSnapshot>();
-  snapshot->lb_factory = MakeLoadBalancerFactory(config->lb_policy, hosts);
-  if (config->stats != nullptr) {
-    config->stats->hosts.Set(static_cast<int64_t>(hosts.size()));
-    int64_t healthy = 0;
-    for (const auto& h : hosts) healthy += h->usable() ? 1 : 0;
-    config->stats->healthy_hosts.Set(healthy);
-  }
+  // The count starts at zero: the hosts count themselves in when the
+  // snapshot is published (HostHealthManager::Adopt).
+  snapshot->health = std::make_shared<HostSetHealth>(static_cast<uint32_t>(hosts.size()),
+                                                     config->healthy_panic_threshold);
+  snapshot->lb_factory =
+      MakeLoadBalancerFactory(config->lb_policy, hosts, snapshot->health, config->stats);
   snapshot->config = std::move(config);
   snapshot->hosts = std::move(hosts);
   snapshot->dns_error = std::move(dns_error);
+  snapshot->control_plane_flags = std::move(control_plane_flags);
   return snapshot;
 }
 

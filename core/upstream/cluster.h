@@ -17,6 +17,7 @@
 #include "core/tls/context.h"
 #include "core/upstream/host.h"
 #include "core/upstream/load_balancer.h"
+#include "portway/health_checker.h"
 
 namespace portway::stats {
 struct ClusterStats;
@@ -28,6 +29,57 @@ struct EndpointSpec {
   std::string host;  // IP literal (static) or name (dns)
   uint16_t port = 0;
   uint32_t weight = 1;
+  // health_flag::kControlPlaneUnhealthy / kControlPlaneDraining, from the
+  // endpoint's health_status.
+  uint32_t control_plane_flags = 0;
+};
+
+// One active health check of a cluster (api: HealthCheck). Durations are
+// resolved: no zero means "default" here.
+struct HealthCheckSpec {
+  enum class Kind { kHttp, kTcp, kGrpc, kCustom };
+  Kind kind = Kind::kHttp;
+  std::chrono::milliseconds interval{5000};
+  std::chrono::milliseconds timeout{1000};
+  std::chrono::milliseconds jitter{0};
+  std::chrono::milliseconds no_traffic_interval{5000};
+  std::chrono::milliseconds unhealthy_interval{5000};
+  uint32_t unhealthy_threshold = 3;
+  uint32_t healthy_threshold = 2;
+  // kHttp: GET `path` with Host `host`; passes on a status in a range
+  // (inclusive).
+  std::string path = "/";
+  std::string host;
+  std::vector<std::pair<int, int>> expected_statuses{{200, 399}};
+  // kTcp.
+  std::string send;
+  std::string expect;
+  // kGrpc.
+  std::string service;
+  std::string authority;
+  // kCustom: the registered checker's name and what its factory made.
+  std::string custom_name;
+  std::shared_ptr<const HealthProbeFactoryFn> custom;
+  // Equal identities: the same check (a reload keeps its sessions and
+  // their counts).
+  std::string identity;
+};
+
+// Outlier detection of a cluster (api: OutlierDetection), defaults
+// resolved; 0 turns a rule off.
+struct OutlierConfig {
+  uint32_t consecutive_5xx = 5;
+  uint32_t consecutive_gateway_failure = 0;
+  uint32_t consecutive_local_origin_failure = 5;
+  uint32_t failure_percentage_threshold = 0;
+  uint32_t failure_percentage_request_volume = 50;
+  double success_rate_stdev_factor = 0;
+  uint32_t success_rate_request_volume = 100;
+  uint32_t minimum_hosts = 5;
+  std::chrono::milliseconds interval{10000};
+  std::chrono::milliseconds base_ejection_time{30000};
+  std::chrono::milliseconds max_ejection_time{300000};
+  uint32_t max_ejection_percent = 10;
 };
 
 struct ClusterConfig {
@@ -59,6 +111,11 @@ struct ClusterConfig {
   http::http2::Options http2;
   http::http2::Http2Stats http2_stats;
   stats::ClusterStats* stats = nullptr;
+  // Host health: panic below this percentage of usable hosts (0: never),
+  // active checks, outlier detection (null: off).
+  uint32_t healthy_panic_threshold = 50;
+  std::vector<HealthCheckSpec> health_checks;
+  std::shared_ptr<const OutlierConfig> outlier;
 };
 
 struct ClusterSnapshot {
@@ -68,11 +125,21 @@ struct ClusterSnapshot {
   // The last DNS failure when it left the cluster without hosts: requests
   // then get 502 upstream_dns_failure rather than 503 no_healthy_upstream.
   std::string dns_error;
+  // How many of `hosts` are usable, for the panic threshold; the hosts
+  // keep it once the snapshot is published (HostHealthManager::Adopt).
+  std::shared_ptr<HostSetHealth> health;
+  // Parallel to `hosts`: the control-plane flags each should carry
+  // (from its endpoint's health_status), applied at Adopt.
+  std::vector<uint32_t> control_plane_flags;
+  // Main thread: Adopt() ran (the snapshot was published once).
+  mutable bool adopted = false;
 };
 using ClusterSnapshotPtr = std::shared_ptr<const ClusterSnapshot>;
 
 // Builds the snapshot for `hosts` (the balancer tables included).
+// `control_plane_flags`: empty, or one entry per host.
 ClusterSnapshotPtr MakeClusterSnapshot(std::shared_ptr<const ClusterConfig> config,
-                                       HostVector hosts, std::string dns_error);
+                                       HostVector hosts, std::string dns_error,
+                                       std::vector<uint32_t> control_plane_flags = {});
 
 }  // namespace portway::upstream

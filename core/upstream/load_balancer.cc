@@ -1,5 +1,7 @@
 #include "core/upstream/load_balancer.h"
 
+#include "core/server/stats.h"
+
 #include <algorithm>
 #include <cstddef>
 #include <limits>
@@ -647,8 +649,9 @@ std::unique_ptr<Random> MakeDefaultRandom() { return std::make_unique<event::See
 
 uint64_t HashKey(std::string_view key) { return Xxh64(key, 0); }
 
-std::shared_ptr<const LoadBalancerFactory> MakeLoadBalancerFactory(LbPolicy policy,
-                                                                   HostVector hosts) {
+namespace {
+
+std::shared_ptr<const LoadBalancerFactory> MakePolicyFactory(LbPolicy policy, HostVector hosts) {
   switch (policy) {
     case LbPolicy::kRoundRobin:
       return std::make_shared<FactoryImpl<RoundRobinPicker, RoundRobinShared>>(
@@ -667,6 +670,86 @@ std::shared_ptr<const LoadBalancerFactory> MakeLoadBalancerFactory(LbPolicy poli
           std::make_shared<const MaglevTable>(std::move(hosts)));
   }
   return nullptr;
+}
+
+// ---------------------------------------------------------------------------
+// Panic: while fewer than the threshold's share of hosts are usable, the
+// policy's picker would pile every request on the few left (or have none);
+// the load is spread over every host instead, health ignored: most of
+// those requests succeed if the verdicts were wrong (a check path broken,
+// the checker's own network), and the few usable hosts survive.
+
+struct PanicShared {
+  PanicShared(HostVector hosts, std::shared_ptr<const HostSetHealth> health,
+              stats::ClusterStats* stats)
+      : all(std::move(hosts)),
+        sorted(SortedByAddress(all.hosts)),
+        health(std::move(health)),
+        stats(stats) {}
+  HostSet all;
+  HostVector sorted;  // hashed picks: the same key, the same host, in every process
+  std::shared_ptr<const HostSetHealth> health;
+  stats::ClusterStats* stats;
+};
+
+class PanicAwarePicker final : public LoadBalancer {
+ public:
+  PanicAwarePicker(LoadBalancerPtr inner, std::shared_ptr<const PanicShared> shared, Random& random)
+      : inner_(std::move(inner)), shared_(std::move(shared)), random_(random) {}
+
+  HostSharedPtr ChooseHost(const LbContext* context,
+                           const std::vector<const Host*>& avoid) override {
+    if (!shared_->health->Panic()) return inner_->ChooseHost(context, avoid);
+    if (shared_->stats != nullptr) shared_->stats->lb_panic.Inc();
+    const HostSet& all = shared_->all;
+    if (all.size() == 0) return nullptr;
+    if (context != nullptr && context->has_hash) {
+      const HostVector& sorted = shared_->sorted;
+      const size_t start = context->hash % sorted.size();
+      for (size_t k = 0; k < sorted.size(); ++k) {
+        const HostSharedPtr& host = sorted[(start + k) % sorted.size()];
+        if (!InAvoid(host.get(), avoid)) return host;
+      }
+      return sorted[start];
+    }
+    size_t i = WeightedDraw(all, random_, [&](size_t j) {
+      return avoid.empty() || !InAvoid(all.hosts[j].get(), avoid);
+    });
+    if (i == kNoHost) i = WeightedDraw(all, random_, [](size_t) { return true; });
+    return all.hosts[i];
+  }
+
+ private:
+  LoadBalancerPtr inner_;
+  std::shared_ptr<const PanicShared> shared_;
+  Random& random_;
+};
+
+class PanicAwareFactory final : public LoadBalancerFactory {
+ public:
+  PanicAwareFactory(std::shared_ptr<const LoadBalancerFactory> inner,
+                    std::shared_ptr<const PanicShared> shared)
+      : inner_(std::move(inner)), shared_(std::move(shared)) {}
+  LoadBalancerPtr Create(Random& random) const override {
+    return std::make_unique<PanicAwarePicker>(inner_->Create(random), shared_, random);
+  }
+
+ private:
+  std::shared_ptr<const LoadBalancerFactory> inner_;
+  std::shared_ptr<const PanicShared> shared_;
+};
+
+}  // namespace
+
+std::shared_ptr<const LoadBalancerFactory> MakeLoadBalancerFactory(
+    LbPolicy policy, HostVector hosts, std::shared_ptr<const HostSetHealth> health,
+    stats::ClusterStats* stats) {
+  if (health == nullptr || health->panic_threshold == 0) {
+    return MakePolicyFactory(policy, std::move(hosts));
+  }
+  auto shared = std::make_shared<const PanicShared>(hosts, std::move(health), stats);
+  return std::make_shared<PanicAwareFactory>(MakePolicyFactory(policy, std::move(hosts)),
+                                             std::move(shared));
 }
 
 }  // namespace portway::upstream

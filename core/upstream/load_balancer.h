@@ -29,6 +29,10 @@
 #include "core/upstream/host.h"
 #include "portway/time_source.h"
 
+namespace portway::stats {
+struct ClusterStats;
+}
+
 namespace portway::upstream {
 
 // Randomness is injected so that tests are deterministic: the SDK's
@@ -83,8 +87,15 @@ class LoadBalancerFactory {
 // dropped. The hashing policies order hosts by address string before building
 // their tables, so equal host sets map every key to the same address whatever
 // the vector order, in every process.
-std::shared_ptr<const LoadBalancerFactory> MakeLoadBalancerFactory(LbPolicy policy,
-                                                                   HostVector hosts);
+//
+// With `health` (and a panic threshold in it), a picker checks it first: in
+// panic (HostSetHealth::Panic) it picks among every host, health ignored
+// (weighted at random; by hash over the hosts in address order when the
+// context has a hash), `avoid` still honoured, and counts the pick in
+// stats->lb_panic (stats may be null).
+std::shared_ptr<const LoadBalancerFactory> MakeLoadBalancerFactory(
+    LbPolicy policy, HostVector hosts, std::shared_ptr<const HostSetHealth> health = nullptr,
+    stats::ClusterStats* stats = nullptr);
 
 // The hash the router feeds into LbContext::hash. It is XXH64 with seed 0, so
 // it is stable across processes, builds and machines (unlike std::hash), and
