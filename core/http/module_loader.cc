@@ -1,5 +1,7 @@
 #include "core/http/module_loader.h"
 
+#include "core/upstream/health_checker_registry.h"
+
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -275,6 +277,7 @@ absl::Status LoadModule(const std::string& path, FilterRegistryImpl& registry) {
   // From here on the module's own code has run: it stays mapped whatever
   // happens, since what it did cannot be undone safely.
   StagingRegistry staging(registry);
+  upstream::HealthCheckerStaging checkers(canonical);
   auto register_fn = reinterpret_cast<ModuleRegisterFn>(dlsym(handle, kModuleRegisterSymbol));
   char error[1024] = {0};
   bool ok = false;
@@ -294,11 +297,14 @@ absl::Status LoadModule(const std::string& path, FilterRegistryImpl& registry) {
     staging.staged().clear();
     return refuse(std::string(staging.first_error().message()));
   }
-  if (staging.staged().empty()) return refuse("it registers no filter");
+  if (staging.staged().empty() && checkers.size() == 0 && checkers.repeated == 0) {
+    return refuse("it registers no filter and no health checker");
+  }
   for (auto& factory : staging.staged()) {
     absl::Status status = registry.Register(std::move(factory));
     if (!status.ok()) return refuse(std::string(status.message()));  // checked above
   }
+  checkers.Commit();
   registry.AddModule(std::move(canonical));
   return absl::OkStatus();
 }

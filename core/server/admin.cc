@@ -319,6 +319,14 @@ std::string Server::RenderClusters() const {
       out += Cat("{\"address\":", JsonString(host->addressString()), ",\"weight\":", host->weight(),
                  ",\"health\":\"", upstream::HealthStateName(host->health()), "\"");
       RenderHostHealth(*host, out);
+      std::vector<std::string> checks = health_checks_->Describe(*host);
+      if (!checks.empty()) {
+        out += ",\"active_checks\":[";
+        for (size_t i = 0; i < checks.size(); ++i) {
+          out += Cat(i == 0 ? "" : ",", "\"", checks[i], "\"");
+        }
+        out += "]";
+      }
       out += Cat(",\"active_requests\":", host->activeRequestCount(),
                  ",\"requests_total\":", host->requests_total.load(),
                  ",\"connect_failures\":", host->connect_failures.load(),

@@ -62,6 +62,14 @@ bool Server::BindListeners(const SnapshotPtr& snapshot, std::map<std::string, Bo
 
 void Server::Publish(SnapshotPtr snapshot) {
   snapshot_ = std::move(snapshot);
+  StartHostHealth();
+  for (auto& w : workers_) {
+    Worker* worker = w.get();
+    worker->Post([worker, s = snapshot_] { worker->ApplySnapshot(s); });
+  }
+}
+
+void Server::StartHostHealth() {
   // New host sets start counting their hosts' health; an unchanged cluster
   // (the same ClusterSnapshot) is not walked again.
   for (const auto& [name, cluster] : snapshot_->clusters) {
@@ -70,10 +78,7 @@ void Server::Publish(SnapshotPtr snapshot) {
       cluster->adopted = true;
     }
   }
-  for (auto& w : workers_) {
-    Worker* worker = w.get();
-    worker->Post([worker, s = snapshot_] { worker->ApplySnapshot(s); });
-  }
+  health_checks_->Update(snapshot_->clusters);
 }
 
 void Server::Reload() {

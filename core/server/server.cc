@@ -24,6 +24,9 @@ Server::Server(Options options)
       store_(stats::GlobalStore()),
       builder_(store_),
       dispatcher_(event::Dispatcher::Create("main")),
+      health_random_(upstream::MakeDefaultRandom()),
+      health_checks_(
+          std::make_unique<upstream::HealthCheckManager>(*dispatcher_, health_, *health_random_)),
       config_version_(store_.GetGauge("portway_config_version", {})),
       sighup_success_(store_.GetCounter("portway_config_reloads_total",
                                         {{"source", "sighup"}, {"result", "success"}})),
@@ -43,6 +46,7 @@ Server::Server(Options options)
 }
 
 Server::~Server() {
+  health_checks_->Stop();
   if (client_) client_->Stop();
   for (auto& w : workers_) w->Stop();
   workers_.clear();
@@ -114,6 +118,7 @@ bool Server::Init(config::ConfigErrors* errors) {
     return false;
   }
   snapshot_ = snapshot;
+  StartHostHealth();
   listeners_ = std::move(bound);
 
   // Workers are created with the process signals blocked, so the kernel

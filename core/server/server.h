@@ -33,6 +33,7 @@
 #include "core/server/snapshot.h"
 #include "core/server/stats.h"
 #include "core/upstream/health.h"
+#include "core/upstream/health_checker.h"
 
 namespace portway::server {
 
@@ -88,6 +89,9 @@ class Server {
   bool BindListeners(const SnapshotPtr& snapshot, std::map<std::string, BoundListener>* bound,
                      config::ConfigErrors* errors);
   void Publish(SnapshotPtr snapshot);
+  // snapshot_ just went live: its host sets count their hosts' health
+  // (HostHealthManager::Adopt) and the active checks follow its clusters.
+  void StartHostHealth();
   void Reload();
   // Builds, binds and publishes `bootstrap`; false (with errors) leaves
   // the running config alone. `on_live` (optional) runs on the main
@@ -124,6 +128,9 @@ class Server {
   stats::Store& store_;  // the process's GlobalStore()
   ConfigBuilder builder_;
   event::DispatcherPtr dispatcher_;
+  // Active health checks, for the whole process (main thread).
+  std::unique_ptr<upstream::Random> health_random_;
+  std::unique_ptr<upstream::HealthCheckManager> health_checks_;
   SnapshotPtr snapshot_;
   std::map<std::string, BoundListener> listeners_;
   std::vector<std::unique_ptr<Worker>> workers_;
