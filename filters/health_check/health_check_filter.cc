@@ -22,10 +22,11 @@ std::chrono::milliseconds ToMillis(const google::protobuf::Duration& d) {
   return std::chrono::milliseconds(d.seconds() * 1000 + d.nanos() / 1000000);
 }
 
-// The path without its query.
-std::string_view PathOnly(std::string_view target) {
-  const size_t query = target.find('?');
-  return query == std::string_view::npos ? target : target.substr(0, query);
+// `target` is `path`, or `path` followed by a query. No scan of the rest
+// of a longer target: most requests differ in their first bytes.
+bool IsPath(std::string_view target, std::string_view path) {
+  if (target.size() < path.size() || target.compare(0, path.size(), path) != 0) return false;
+  return target.size() == path.size() || target[path.size()] == '?';
 }
 
 }  // namespace
@@ -44,8 +45,8 @@ void StatusCache::Put(int status, MonotonicTime expires) {
 
 http::FilterHeadersStatus HealthCheckFilter::DecodeHeaders(http::HeaderMap& headers, bool) {
   const Settings& s = *settings_;
-  // Everything but the health check: one compare, nothing kept.
-  if (PathOnly(headers.Path()) != s.path) return http::FilterHeadersStatus::kContinue;
+  // Everything but the health check: one prefix compare, nothing kept.
+  if (!IsPath(headers.Path(), s.path)) return http::FilterHeadersStatus::kContinue;
 
   const http::GatewayView& gateway = callbacks_->Gateway();
   if (gateway.Draining()) {

@@ -3,7 +3,7 @@
 // path are answered 503 from the moment a drain starts, or while a named
 // cluster has too few usable hosts; otherwise 200 locally, or, with
 // pass_through, by the route's upstream (its status cached for
-// cache_time). Every other request passes untouched: one string compare.
+// cache_time). Every other request passes untouched: one prefix compare.
 //
 // Thread safety: HealthCheckFactory runs on the main thread. Each
 // HealthCheckFilter belongs to one stream. The shared Settings are

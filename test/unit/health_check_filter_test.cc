@@ -103,7 +103,8 @@ TEST_F(HealthCheckTest, TheQueryIsIgnoredAndHeadIsAnsweredToo) {
 // gateway, and its response is left alone.
 TEST_F(HealthCheckTest, OtherPathsPassUntouched) {
   Configure(Config());
-  for (std::string_view path : {"/", "/healthz/", "/healthzz", "/HEALTHZ", "/api/healthz"}) {
+  for (std::string_view path :
+       {"/", "/health", "/healthz/", "/healthzz", "/healthz%3F", "/HEALTHZ", "/api/healthz"}) {
     EXPECT_EQ(Request(path), FilterHeadersStatus::kContinue) << path;
     http::HeaderMap response = Response(200);
     EXPECT_EQ(HealthHeader(response), "(none)") << path;
