@@ -3,6 +3,7 @@
 #include "core/http/filter_registry.h"
 #include "filters/circuit_breaker/circuit_breaker_filter.h"
 #include "filters/fault/fault_filter.h"
+#include "filters/health_check/health_check_filter.h"
 #include "filters/retry/retry_filter.h"
 
 namespace portway::filters {
@@ -13,6 +14,7 @@ void RegisterBuiltinFilters() {
     (void)registry.Register(std::make_unique<fault::FaultFactory>());
     (void)registry.Register(std::make_unique<retry::RetryFactory>());
     (void)registry.Register(std::make_unique<circuit_breaker::CircuitBreakerFactory>());
+    (void)registry.Register(std::make_unique<health_check::HealthCheckFactory>());
     return true;
   }();
   (void)registered;

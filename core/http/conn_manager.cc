@@ -192,6 +192,7 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
     encoder_.GetStream().ReadDisable(disable);
   }
   size_t BufferLimit() const override { return listener_->codec.buffer_limit; }
+  const GatewayView& Gateway() override { return parent_.context_.Gateway(); }
   bool GrpcRequest() const override { return grpc_; }
   size_t ReplayLimit() const override { return replay_limit_; }
   std::chrono::milliseconds PerTryTimeout() const override { return per_try_timeout_; }

@@ -23,6 +23,7 @@
 #include "core/http/http1/codec.h"
 #include "core/router/router.h"
 #include "core/server/snapshot.h"
+#include "portway/gateway.h"
 #include "portway/stream_info.h"
 
 namespace portway::server {
@@ -42,7 +43,11 @@ class ConnectionManagerContext {
   // The newest config of that listener, or null once it is removed.
   virtual server::ListenerConfigPtr CurrentListener(const std::string& name) = 0;
   virtual const server::AccessLogger* AccessLog() = 0;
+  // The worker is draining its connections (each closes after its current
+  // response); false during drain_delay, while the gateway serves on.
   virtual bool Draining() const = 0;
+  // What filters see of the gateway (FilterCallbacks::Gateway()).
+  virtual const GatewayView& Gateway() = 0;
   virtual std::string NewRequestId() = 0;
   // Where failed requests are recorded; null when the history is off.
   virtual server::FailureHistory* Failures() { return nullptr; }

@@ -52,6 +52,7 @@ const TimeSource& FilterManager::FilterState::Clock() { return manager_.callback
 RandomGenerator& FilterManager::FilterState::Random() {
   return manager_.callbacks_.Dispatcher().Random();
 }
+const GatewayView& FilterManager::FilterState::Gateway() { return manager_.callbacks_.Gateway(); }
 void FilterManager::FilterState::EnableRequestReplay(size_t max_body_bytes) {
   manager_.callbacks_.EnableRequestReplay(max_body_bytes);
 }

@@ -58,6 +58,8 @@ class FilterManagerCallbacks {
   virtual StreamInfo& Info() = 0;
   virtual event::Dispatcher& Dispatcher() = 0;
   virtual size_t BufferLimit() const = 0;
+  // For FilterCallbacks::Gateway(): the worker's view of the gateway.
+  virtual const GatewayView& Gateway() = 0;
   // From FilterCallbacks::EnableRequestReplay / SetPerTryTimeout.
   virtual void EnableRequestReplay(size_t max_body_bytes) = 0;
   virtual void SetPerTryTimeout(std::chrono::milliseconds timeout) = 0;
@@ -118,6 +120,7 @@ class FilterManager {
     std::unique_ptr<FilterTimer> CreateTimer(std::function<void()> callback) override;
     const TimeSource& Clock() override;
     RandomGenerator& Random() override;
+    const GatewayView& Gateway() override;
     void EnableRequestReplay(size_t max_body_bytes) override;
     void SetPerTryTimeout(std::chrono::milliseconds timeout) override;
     void SetUpstreamLimits(const UpstreamLimits& limits) override;

@@ -129,7 +129,7 @@ bool Server::Init(config::ConfigErrors* errors) {
   for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&process_signals, sig);
   pthread_sigmask(SIG_BLOCK, &process_signals, &previous);
   for (int i = 0; i < options_.workers; ++i) {
-    auto worker = std::make_unique<Worker>(i);
+    auto worker = std::make_unique<Worker>(i, gateway_draining_);
     std::map<std::string, int> fds;
     for (auto& [name, bl] : listeners_) fds[name] = bl.fds[i];
     worker->Start(snapshot_, std::move(fds));
@@ -163,13 +163,50 @@ int Server::Run() {
   return exit_code_;
 }
 
+// Three phases, each logged. 1: at the signal, /ready and every health
+// endpoint (GatewayView::Draining) answer 503 while the listeners keep
+// accepting and serving as before, for drain_delay, so the load balancers
+// in front see the failing check and stop sending. 2: the listeners close
+// and connections drain (CloseListeners). 3: exit once none is left or at
+// drain_timeout (CheckDrained). A second signal during the delay cuts it
+// short (a supervisor in a hurry); later ones do nothing.
 void Server::StartDrain() {
-  if (draining_) return;
+  if (draining_) {
+    if (!listeners_closed_) {
+      spdlog::info("draining: second signal, skipping the rest of drain_delay");
+      CloseListeners();
+    }
+    return;
+  }
   draining_ = true;
+  gateway_draining_.store(true, std::memory_order_relaxed);
   // No more pushes: the config in force drains as it is.
   if (client_) client_->Stop();
-  spdlog::info("draining: no new connections; waiting up to {}ms for requests in flight",
-               snapshot_->drain_timeout.count());
+  const std::chrono::milliseconds delay = snapshot_->drain_delay;
+  if (delay.count() <= 0) {
+    spdlog::info("draining: /ready and health checks answer 503");
+    CloseListeners();
+    return;
+  }
+  spdlog::info(
+      "draining: /ready and health checks answer 503; listeners keep serving for {}ms "
+      "(drain_delay)",
+      delay.count());
+  drain_delay_timer_ = dispatcher_->CreateTimer([this] {
+    spdlog::info("draining: drain_delay over");
+    CloseListeners();
+  });
+  drain_delay_timer_->Enable(delay);
+}
+
+void Server::CloseListeners() {
+  if (listeners_closed_) return;
+  listeners_closed_ = true;
+  if (drain_delay_timer_) drain_delay_timer_->Disable();
+  spdlog::info(
+      "draining: listeners closed, no new connections; waiting up to {}ms for requests "
+      "in flight",
+      snapshot_->drain_timeout.count());
   for (auto& w : workers_) {
     Worker* worker = w.get();
     worker->Post([worker] { worker->Drain(); });
@@ -183,7 +220,11 @@ void Server::CheckDrained() {
   size_t open = 0;
   for (auto& w : workers_) open += w->ConnectionCount();
   if (open == 0 || dispatcher_->Now() >= drain_deadline_) {
-    if (open > 0) spdlog::warn("drain timeout: closing {} connection(s)", open);
+    if (open > 0) {
+      spdlog::warn("drain timeout: closing {} connection(s)", open);
+    } else {
+      spdlog::info("drained: no connection left");
+    }
     dns_timers_.clear();
     // A SIGTERM repeated by a supervisor while the process finishes exiting
     // must not turn a clean exit into a kill. Removing the handlers restores

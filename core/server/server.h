@@ -109,8 +109,11 @@ class Server {
   // module registered yet.
   void LoadModulesFor(const discovery::v1::Push& push);
   void Persist();
-  // Drain (server.cc).
+  // Drain (server.cc). StartDrain (SIGTERM, SIGINT) fails health checks
+  // at once and, after drain_delay, calls CloseListeners: no new
+  // connections, then CheckDrained until none is left or drain_timeout.
   void StartDrain();
+  void CloseListeners();
   void CheckDrained();
   // DNS clusters (dns_refresh.cc).
   void ScheduleDns();
@@ -138,6 +141,11 @@ class Server {
   std::vector<event::SignalHandlePtr> signals_;
   std::map<std::string, event::TimerPtr> dns_timers_;
   std::map<std::string, bool> dns_resolved_once_;
+  // Set with draining_ and read by the workers' filters
+  // (GatewayView::Draining); outlives the workers.
+  std::atomic<bool> gateway_draining_{false};
+  event::TimerPtr drain_delay_timer_;
+  bool listeners_closed_ = false;  // the drain proper has begun
   event::TimerPtr drain_timer_;
   event::MonotonicTime drain_deadline_;
   bool ready_ = false;

@@ -10,8 +10,10 @@
 
 namespace portway::server {
 
-Worker::Worker(int index)
-    : index_(index), dispatcher_(event::Dispatcher::Create(Cat("worker_", index))) {
+Worker::Worker(int index, const std::atomic<bool>& gateway_draining)
+    : index_(index),
+      dispatcher_(event::Dispatcher::Create(Cat("worker_", index))),
+      gateway_(*this, gateway_draining) {
   cluster_manager_ =
       std::make_unique<upstream::ClusterManager>(*dispatcher_, upstream::MakeDefaultRandom());
 }
@@ -66,6 +68,27 @@ void Worker::Drain() {
   for (auto& [ptr, owned] : connections_) all.push_back(ptr);
   for (auto* c : all) c->StartDrain();
   cluster_manager_->DrainAll();
+}
+
+http::ClusterHealth Worker::GatewayViewImpl::GetClusterHealth(std::string_view cluster) const {
+  http::ClusterHealth out;
+  if (worker_.cluster_manager_ == nullptr) return out;
+  const upstream::ClusterManager::WorkerCluster* wc = worker_.cluster_manager_->Find(cluster);
+  if (wc == nullptr || wc->snapshot == nullptr) return out;
+  const upstream::ClusterSnapshot& snapshot = *wc->snapshot;
+  out.known = true;
+  // The host set's count, kept by the main thread as flags change: one
+  // atomic load, whatever the number of hosts.
+  if (snapshot.health != nullptr) {
+    const uint32_t total = snapshot.health->total;
+    const uint32_t unusable = snapshot.health->unusable.load(std::memory_order_relaxed);
+    out.total = total;
+    out.usable = unusable >= total ? 0 : total - unusable;
+    return out;
+  }
+  out.total = static_cast<uint32_t>(snapshot.hosts.size());
+  for (const auto& host : snapshot.hosts) out.usable += host->usable() ? 1 : 0;
+  return out;
 }
 
 ListenerConfigPtr Worker::CurrentListener(const std::string& name) {

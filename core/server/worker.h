@@ -36,7 +36,9 @@ namespace portway::server {
 
 class Worker : public http::ConnectionManagerContext {
  public:
-  Worker(int index);
+  // `gateway_draining`: the process's drain flag (set by the main thread
+  // on SIGTERM); it outlives the worker.
+  Worker(int index, const std::atomic<bool>& gateway_draining);
   ~Worker() override { Stop(); }
 
   void Start(SnapshotPtr snapshot, std::map<std::string, int> fds);
@@ -60,6 +62,7 @@ class Worker : public http::ConnectionManagerContext {
   ListenerConfigPtr CurrentListener(const std::string& name) override;
   const AccessLogger* AccessLog() override;
   bool Draining() const override { return draining_; }
+  const http::GatewayView& Gateway() override { return gateway_; }
   std::string NewRequestId() override;
   void RemoveConnection(http::ConnectionManager& connection) override;
 
@@ -77,6 +80,19 @@ class Worker : public http::ConnectionManagerContext {
     event::ListenerPtr listener;
   };
 
+  // FilterCallbacks::Gateway() for this worker's streams.
+  class GatewayViewImpl final : public http::GatewayView {
+   public:
+    GatewayViewImpl(const Worker& worker, const std::atomic<bool>& draining)
+        : worker_(worker), draining_(draining) {}
+    bool Draining() const override { return draining_.load(std::memory_order_relaxed); }
+    http::ClusterHealth GetClusterHealth(std::string_view cluster) const override;
+
+   private:
+    const Worker& worker_;
+    const std::atomic<bool>& draining_;
+  };
+
   void OnAccept(const std::string& name, event::ConnectionPtr connection);
   void OnAcceptError(const std::string& name, int error, std::chrono::milliseconds paused);
 
@@ -92,6 +108,7 @@ class Worker : public http::ConnectionManagerContext {
   std::atomic<size_t> connection_count_{0};
   std::thread thread_;
   bool draining_ = false;
+  GatewayViewImpl gateway_;
 };
 
 }  // namespace portway::server

@@ -71,6 +71,12 @@ ClusterManager::WorkerCluster* ClusterManager::Get(const std::string& name) {
   return it == clusters_.end() ? nullptr : &it->second;
 }
 
+const ClusterManager::WorkerCluster* ClusterManager::Find(std::string_view name) const {
+  // Debian's abseil has its own string_view type, not std::string_view.
+  auto it = clusters_.find(absl::string_view(name.data(), name.size()));
+  return it == clusters_.end() ? nullptr : &it->second;
+}
+
 ConnPool& ClusterManager::PoolFor(const ClusterSnapshot& cluster, const HostSharedPtr& host) {
   const ClusterConfig& config = *cluster.config;
   PoolKey key{config.name, host->addressString(), config.protocol};

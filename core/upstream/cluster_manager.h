@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <tuple>
 
 #include "absl/container/flat_hash_map.h"
@@ -29,6 +30,8 @@ class ClusterManager {
   // keep-alive connections too); pools of hosts that left are drained.
   void Update(const std::map<std::string, ClusterSnapshotPtr>& clusters);
   WorkerCluster* Get(const std::string& name);
+  // The same without a string copy (absl's heterogeneous lookup).
+  const WorkerCluster* Find(std::string_view name) const;
   ConnPool& PoolFor(const ClusterSnapshot& cluster, const HostSharedPtr& host);
   Random& random() { return *random_; }
   // Closes idle upstream connections (shutdown).

@@ -9,6 +9,7 @@
 #include "gtest/gtest.h"
 #include "portway/filters/circuit_breaker/v1/circuit_breaker.pb.h"
 #include "portway/filters/retry/v1/retry.pb.h"
+#include "test/unit/fake_gateway.h"
 #include "test/unit/sim_dispatcher.h"
 
 namespace portway::filters {
@@ -34,7 +35,9 @@ class FakeCallbacks : public http::FilterCallbacks {
   http::StreamInfo& Info() override { return info; }
   const TimeSource& Clock() override { return dispatcher; }
   RandomGenerator& Random() override { return dispatcher.Random(); }
+  const http::GatewayView& Gateway() override { return gateway; }
   http::StreamInfo info;
+  test::FakeGateway gateway;
   test::SimDispatcher dispatcher;
 };
 

@@ -10,6 +10,7 @@
 #include "core/server/stats.h"
 #include "gtest/gtest.h"
 #include "portway/config/v1/listener.pb.h"
+#include "test/unit/fake_gateway.h"
 #include "test/unit/sim_dispatcher.h"
 #include "test/unit/upstream_fakes.h"
 
@@ -28,6 +29,8 @@ class FakeContext : public ConnectionManagerContext {
   server::ListenerConfigPtr CurrentListener(const std::string&) override { return listener; }
   const server::AccessLogger* AccessLog() override { return nullptr; }
   bool Draining() const override { return false; }
+  const GatewayView& Gateway() override { return gateway; }
+  test::FakeGateway gateway;
   std::string NewRequestId() override { return "req-" + std::to_string(++ids_); }
   // The worker would delete the manager (and with it the connection); the
   // test keeps both until its end so it can look at what was written.

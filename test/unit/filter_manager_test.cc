@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/event/dispatcher.h"
+#include "test/unit/fake_gateway.h"
 
 #include "gtest/gtest.h"
 
@@ -54,6 +55,8 @@ class Sink : public FilterManagerCallbacks {
   StreamInfo& Info() override { return info; }
   event::Dispatcher& Dispatcher() override { return *dispatcher_; }
   size_t BufferLimit() const override { return limit; }
+  const GatewayView& Gateway() override { return gateway; }
+  test::FakeGateway gateway;
   void EnableRequestReplay(size_t max_body_bytes) override { replay = max_body_bytes; }
   void SetPerTryTimeout(std::chrono::milliseconds timeout) override { per_try = timeout; }
   void SetUpstreamLimits(const UpstreamLimits& l) override { limits = l; }
@@ -288,6 +291,21 @@ TEST_F(FilterManagerTest, TimersLetAFilterResumeLater) {
   stop->Enable(std::chrono::milliseconds(200));
   sink_.Dispatcher().Run();
   EXPECT_EQ(sink_.log.back(), "router:headers:end");
+}
+
+// FilterCallbacks::Gateway() is the stream's worker's view, live: a drain
+// that starts after the filter got its callbacks shows at its next look.
+TEST_F(FilterManagerTest, GatewayIsTheWorkersViewOfTheGateway) {
+  Scripted* a = Add("a");
+  Start();
+  sink_.gateway.SetCluster("backend", 4, 3);
+  const GatewayView& gateway = a->callbacks_->Gateway();
+  EXPECT_EQ(&gateway, &sink_.gateway);
+  EXPECT_FALSE(gateway.Draining());
+  sink_.gateway.draining = true;
+  EXPECT_TRUE(gateway.Draining());
+  EXPECT_EQ(gateway.GetClusterHealth("backend").usable, 3u);
+  EXPECT_FALSE(gateway.GetClusterHealth("other").known);
 }
 
 // A filter is called only in the phases it declares; a chain where nobody

@@ -41,6 +41,7 @@
 #include <string_view>
 
 #include "portway/buffer.h"
+#include "portway/gateway.h"
 #include "portway/headers.h"
 #include "portway/stream_info.h"
 #include "portway/time_source.h"
@@ -185,6 +186,9 @@ class FilterCallbacks {
   // or an engine of your own: tests simulate both (portway/time_source.h).
   virtual const TimeSource& Clock() = 0;
   virtual RandomGenerator& Random() = 0;
+  // What the stream's worker knows of the gateway: whether it is draining,
+  // and how many hosts of a cluster are usable (portway/gateway.h).
+  virtual const GatewayView& Gateway() = 0;
   // Keeps the request (head and up to `max_body_bytes` of body) so it can
   // be sent again after kRetry. A body over the limit makes the request
   // unretriable; StreamInfo::replay_overflow records it. Call in
