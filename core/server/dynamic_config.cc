@@ -60,8 +60,7 @@ bool Server::BindListeners(const SnapshotPtr& snapshot, std::map<std::string, Bo
   return true;
 }
 
-void Server::Publish(SnapshotPtr snapshot) {
-  snapshot_ = std::move(snapshot);
+void Server::AdoptHealth() {
   // New host sets start counting their hosts' health; an unchanged cluster
   // (the same ClusterSnapshot) is not walked again.
   for (const auto& [name, cluster] : snapshot_->clusters) {
@@ -70,6 +69,12 @@ void Server::Publish(SnapshotPtr snapshot) {
       cluster->adopted = true;
     }
   }
+  outlier_->Update(snapshot_->clusters);
+}
+
+void Server::Publish(SnapshotPtr snapshot) {
+  snapshot_ = std::move(snapshot);
+  AdoptHealth();
   for (auto& w : workers_) {
     Worker* worker = w.get();
     worker->Post([worker, s = snapshot_] { worker->ApplySnapshot(s); });

@@ -24,6 +24,7 @@ Server::Server(Options options)
       store_(stats::GlobalStore()),
       builder_(store_),
       dispatcher_(event::Dispatcher::Create("main")),
+      outlier_(std::make_unique<upstream::OutlierDetector>(*dispatcher_, health_)),
       config_version_(store_.GetGauge("portway_config_version", {})),
       sighup_success_(store_.GetCounter("portway_config_reloads_total",
                                         {{"source", "sighup"}, {"result", "success"}})),
@@ -115,6 +116,7 @@ bool Server::Init(config::ConfigErrors* errors) {
   }
   snapshot_ = snapshot;
   listeners_ = std::move(bound);
+  AdoptHealth();
 
   // Workers are created with the process signals blocked, so the kernel
   // delivers them to the main thread, whose loop handles them.
@@ -125,6 +127,7 @@ bool Server::Init(config::ConfigErrors* errors) {
   pthread_sigmask(SIG_BLOCK, &process_signals, &previous);
   for (int i = 0; i < options_.workers; ++i) {
     auto worker = std::make_unique<Worker>(i);
+    worker->ClusterManager().set_outlier_sink(outlier_.get());
     std::map<std::string, int> fds;
     for (auto& [name, bl] : listeners_) fds[name] = bl.fds[i];
     worker->Start(snapshot_, std::move(fds));
@@ -163,6 +166,8 @@ void Server::StartDrain() {
   draining_ = true;
   // No more pushes: the config in force drains as it is.
   if (client_) client_->Stop();
+  // No ejections start or end while draining.
+  outlier_->Stop();
   spdlog::info("draining: no new connections; waiting up to {}ms for requests in flight",
                snapshot_->drain_timeout.count());
   for (auto& w : workers_) {

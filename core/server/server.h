@@ -33,6 +33,7 @@
 #include "core/server/snapshot.h"
 #include "core/server/stats.h"
 #include "core/upstream/health.h"
+#include "core/upstream/outlier_detector.h"
 
 namespace portway::server {
 
@@ -88,6 +89,9 @@ class Server {
   bool BindListeners(const SnapshotPtr& snapshot, std::map<std::string, BoundListener>* bound,
                      config::ConfigErrors* errors);
   void Publish(SnapshotPtr snapshot);
+  // The hosts of clusters not adopted yet count their health in their
+  // snapshot's host set; outlier detection follows the clusters.
+  void AdoptHealth();
   void Reload();
   // Builds, binds and publishes `bootstrap`; false (with errors) leaves
   // the running config alone. `on_live` (optional) runs on the main
@@ -124,6 +128,8 @@ class Server {
   stats::Store& store_;  // the process's GlobalStore()
   ConfigBuilder builder_;
   event::DispatcherPtr dispatcher_;
+  // Outlier detection (main thread; workers post their crossings to it).
+  std::unique_ptr<upstream::OutlierDetector> outlier_;
   SnapshotPtr snapshot_;
   std::map<std::string, BoundListener> listeners_;
   std::vector<std::unique_ptr<Worker>> workers_;
