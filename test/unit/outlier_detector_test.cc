@@ -5,6 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+#include <vector>
+
 #include "core/server/stats.h"
 #include "test/unit/sim_dispatcher.h"
 
@@ -76,6 +80,34 @@ TEST(OutcomeOfStatusTest, SortsResponses) {
   EXPECT_EQ(OutcomeOfStatus(500), AttemptOutcome::k5xx);
   EXPECT_EQ(OutcomeOfStatus(501), AttemptOutcome::k5xx);
   for (int s : {502, 503, 504}) EXPECT_EQ(OutcomeOfStatus(s), AttemptOutcome::kGatewayFailure);
+}
+
+// Workers race on a host's counters: however the increments interleave,
+// exactly one attempt reaches the threshold and tells the sink.
+TEST(RecordOutlierOutcomeTest, OneNoticePerStreakAcrossThreads) {
+  class CountingSink : public OutlierSink {
+   public:
+    void OnConsecutiveFailures(HostSharedPtr, OutlierRule rule) override {
+      if (rule == OutlierRule::kConsecutive5xx) ++count;
+    }
+    std::atomic<int> count{0};
+  } sink;
+  bool ok = false;
+  auto host = std::make_shared<Host>("backend", network::Address::FromIp("10.0.0.1", 80, &ok), 1);
+  OutlierConfig config;
+  config.consecutive_5xx = 1000;
+  std::vector<std::thread> workers;
+  for (int t = 0; t < 4; ++t) {
+    workers.emplace_back([&] {
+      for (int i = 0; i < 500; ++i) {
+        RecordOutlierOutcome(host, config, AttemptOutcome::k5xx, &sink);
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  EXPECT_EQ(host->outlier().consecutive_5xx.load(), 2000u);
+  EXPECT_EQ(host->outlier().interval_failures.load(), 2000u);
+  EXPECT_EQ(sink.count.load(), 1);
 }
 
 TEST_F(OutlierDetectorTest, Consecutive5xxEjectsAtTheThreshold) {
