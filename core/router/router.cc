@@ -6,6 +6,7 @@
 #include "core/http/grpc.h"
 #include "core/server/stats.h"
 #include "core/upstream/load_balancer.h"
+#include "core/upstream/outlier_detector.h"
 
 namespace portway::router {
 namespace {
@@ -169,6 +170,7 @@ void Router::StartAttempt() {
   cluster_ = cluster->snapshot;
   attempt_reused_ = false;
   attempt_sent_ = false;
+  attempt_told_ = false;
   host_ = PickHost(*cluster);
   if (!host_) return;
   http::StreamInfo& info = callbacks_.Info();
@@ -262,6 +264,7 @@ upstream::HostSharedPtr Router::PickHost(upstream::ClusterManager::WorkerCluster
 
 bool Router::MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause, int status,
                         const http::HeaderMap* headers, bool refused_stream) {
+  ReportOutlier(kind, status, refused_stream);
   if (response_started_ || done_) return false;
   RecordAttemptResult(cause);
   http::UpstreamResult result;
@@ -301,6 +304,21 @@ bool Router::MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause,
   if (!retry_timer_) retry_timer_ = callbacks_.Dispatcher().CreateTimer([this] { StartAttempt(); });
   retry_timer_->Enable(result.retry_delay);
   return true;
+}
+
+void Router::ReportOutlier(http::UpstreamResult::Kind kind, int status, bool refused_stream) {
+  if (attempt_told_ || !host_ || !cluster_ || cluster_->config->outlier == nullptr) return;
+  attempt_told_ = true;
+  upstream::AttemptOutcome outcome = upstream::AttemptOutcome::kLocalOriginFailure;
+  if (kind == http::UpstreamResult::Kind::kResponseHeaders) {
+    outcome = upstream::OutcomeOfStatus(status);
+  } else if (refused_stream) {
+    // REFUSED_STREAM or GOAWAY: the host turned the stream down unprocessed
+    // (it is going away, or at its stream limit): no verdict on its health.
+    return;
+  }
+  upstream::RecordOutlierOutcome(host_, *cluster_->config->outlier, outcome,
+                                 callbacks_.ClusterManager().outlier_sink());
 }
 
 void Router::NoteRetryRefused(std::string_view why) {
@@ -448,6 +466,12 @@ void Router::ArmTimeout(std::chrono::milliseconds timeout, const char* what) {
 void Router::OnTimeout() {
   if (cluster_ && cluster_->config->stats) cluster_->config->stats->requests_timeout.Inc();
   bool started = response_started_;
+  // No response head within the route's timeout after the request went
+  // out: the host's failure (one still waiting for a connection measures
+  // the gateway's own queue).
+  if (!started && attempt_sent_) {
+    ReportOutlier(http::UpstreamResult::Kind::kPerTryTimeout, 0, false);
+  }
   RecordAttemptResult(http::ErrorCause::kUpstreamTimeout);
   Abort();
   if (started) {

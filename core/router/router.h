@@ -115,6 +115,9 @@ class Router : public http::ResponseDecoder,
   void NoteRetryRefused(std::string_view why);
   bool MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause, int status,
                   const http::HeaderMap* headers, bool refused_stream = false);
+  // Tells outlier detection how the current attempt went (once per
+  // attempt; nothing when its cluster has no outlier_detection).
+  void ReportOutlier(http::UpstreamResult::Kind kind, int status, bool refused_stream);
   void OnPerTryTimeout();
 
   RouterCallbacks& callbacks_;
@@ -132,6 +135,7 @@ class Router : public http::ResponseDecoder,
   bool attempt_counted_ = false;  // host_'s active-request count includes us
   bool attempt_reused_ = false;   // the attempt's connection carried a stream before
   bool attempt_sent_ = false;     // some of the request went to the connection
+  bool attempt_told_ = false;     // outlier detection has this attempt's outcome
   // The cluster whose active retries count this attempt (a retry), or null.
   stats::ClusterStats* retry_counted_ = nullptr;
   // Across attempts.

@@ -301,6 +301,23 @@ void RenderHostHealth(const upstream::Host& host, std::string& out) {
   }
 }
 
+// Outlier detection's view of a host: whether (and until when) it is
+// ejected, how often it was, and its counters.
+void RenderHostOutlier(const upstream::Host& host, std::string& out) {
+  const upstream::OutlierHostState& o = host.outlier();
+  const bool ejected = (host.healthFlags() & upstream::health_flag::kOutlier) != 0;
+  out += Cat(",\"outlier\":{\"ejected\":", ejected ? "true" : "false");
+  if (ejected) out += Cat(",\"ejected_until\":", JsonString(UnixMsIso(o.ejected_until_unix_ms)));
+  out += Cat(",\"times_ejected\":", o.times_ejected,
+             ",\"consecutive_5xx\":", o.consecutive_5xx.load(std::memory_order_relaxed),
+             ",\"consecutive_gateway_failure\":",
+             o.consecutive_gateway_failure.load(std::memory_order_relaxed),
+             ",\"consecutive_local_origin_failure\":",
+             o.consecutive_local_origin_failure.load(std::memory_order_relaxed),
+             ",\"interval_successes\":", o.interval_successes.load(std::memory_order_relaxed),
+             ",\"interval_failures\":", o.interval_failures.load(std::memory_order_relaxed), "}");
+}
+
 }  // namespace
 
 std::string Server::RenderClusters() const {
@@ -327,6 +344,7 @@ std::string Server::RenderClusters() const {
         }
         out += "]";
       }
+      if (cluster->config->outlier != nullptr) RenderHostOutlier(*host, out);
       out += Cat(",\"active_requests\":", host->activeRequestCount(),
                  ",\"requests_total\":", host->requests_total.load(),
                  ",\"connect_failures\":", host->connect_failures.load(),

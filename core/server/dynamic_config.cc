@@ -79,6 +79,7 @@ void Server::StartHostHealth() {
     }
   }
   health_checks_->Update(snapshot_->clusters);
+  outlier_->Update(snapshot_->clusters);
 }
 
 void Server::Reload() {

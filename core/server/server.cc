@@ -27,6 +27,7 @@ Server::Server(Options options)
       health_random_(upstream::MakeDefaultRandom()),
       health_checks_(
           std::make_unique<upstream::HealthCheckManager>(*dispatcher_, health_, *health_random_)),
+      outlier_(std::make_unique<upstream::OutlierDetector>(*dispatcher_, health_)),
       config_version_(store_.GetGauge("portway_config_version", {})),
       sighup_success_(store_.GetCounter("portway_config_reloads_total",
                                         {{"source", "sighup"}, {"result", "success"}})),
@@ -130,6 +131,7 @@ bool Server::Init(config::ConfigErrors* errors) {
   pthread_sigmask(SIG_BLOCK, &process_signals, &previous);
   for (int i = 0; i < options_.workers; ++i) {
     auto worker = std::make_unique<Worker>(i, gateway_draining_);
+    worker->ClusterManager().set_outlier_sink(outlier_.get());
     std::map<std::string, int> fds;
     for (auto& [name, bl] : listeners_) fds[name] = bl.fds[i];
     worker->Start(snapshot_, std::move(fds));
@@ -203,6 +205,8 @@ void Server::CloseListeners() {
   if (listeners_closed_) return;
   listeners_closed_ = true;
   if (drain_delay_timer_) drain_delay_timer_->Disable();
+  // No ejections start or end while draining.
+  outlier_->Stop();
   spdlog::info(
       "draining: listeners closed, no new connections; waiting up to {}ms for requests "
       "in flight",

@@ -34,6 +34,7 @@
 #include "core/server/stats.h"
 #include "core/upstream/health.h"
 #include "core/upstream/health_checker.h"
+#include "core/upstream/outlier_detector.h"
 
 namespace portway::server {
 
@@ -90,7 +91,8 @@ class Server {
                      config::ConfigErrors* errors);
   void Publish(SnapshotPtr snapshot);
   // snapshot_ just went live: its host sets count their hosts' health
-  // (HostHealthManager::Adopt) and the active checks follow its clusters.
+  // (HostHealthManager::Adopt); the active checks and outlier detection
+  // follow its clusters.
   void StartHostHealth();
   void Reload();
   // Builds, binds and publishes `bootstrap`; false (with errors) leaves
@@ -134,6 +136,8 @@ class Server {
   // Active health checks, for the whole process (main thread).
   std::unique_ptr<upstream::Random> health_random_;
   std::unique_ptr<upstream::HealthCheckManager> health_checks_;
+  // Outlier detection (main thread; workers post their crossings to it).
+  std::unique_ptr<upstream::OutlierDetector> outlier_;
   SnapshotPtr snapshot_;
   std::map<std::string, BoundListener> listeners_;
   std::vector<std::unique_ptr<Worker>> workers_;

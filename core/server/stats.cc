@@ -111,12 +111,9 @@ const std::map<std::string_view, std::string_view>& HelpTexts() {
       {"portway_retry_replay_overflow_total",
        "Retriable failures whose body was too large to send again."},
       {"portway_circuit_breaker_state", "The cluster breaker: 0 closed, 1 open, 2 half-open."},
-      {"portway_circuit_breaker_open_hosts", "Hosts of the cluster whose breaker is open."},
       {"portway_circuit_breaker_opened_total", "Breakers that opened, by scope."},
       {"portway_circuit_breaker_rejected_total", "Requests refused with 503 circuit_open."},
       {"portway_circuit_breaker_fallback_total", "Requests sent to the fallback cluster."},
-      {"portway_circuit_breaker_host_skipped_total",
-       "Host picks turned down because the host's breaker is open."},
   };
   return *help;
 }

@@ -80,6 +80,8 @@ struct OutlierConfig {
   std::chrono::milliseconds base_ejection_time{30000};
   std::chrono::milliseconds max_ejection_time{300000};
   uint32_t max_ejection_percent = 10;
+
+  bool operator==(const OutlierConfig&) const = default;
 };
 
 struct ClusterConfig {

@@ -17,6 +17,8 @@
 
 namespace portway::upstream {
 
+class OutlierSink;
+
 class ClusterManager {
  public:
   struct WorkerCluster {
@@ -39,6 +41,11 @@ class ClusterManager {
   // Pools taken out of service by Update() and still closing connections
   // (dropped at a later Update() once idle).
   size_t DrainingPools() const { return draining_pools_.size(); }
+  // Where the router reports a host's consecutive failures reaching an
+  // outlier threshold (the process's OutlierDetector; null: nowhere). Set
+  // before the worker starts.
+  void set_outlier_sink(OutlierSink* sink) { outlier_sink_ = sink; }
+  OutlierSink* outlier_sink() const { return outlier_sink_; }
 
  private:
   ConnPoolPtr MakePool(const ClusterSnapshot& cluster, const HostSharedPtr& host);
@@ -50,6 +57,7 @@ class ClusterManager {
   using PoolKey = std::tuple<std::string, std::string, http::Protocol>;
   std::map<PoolKey, ConnPoolPtr> pools_;
   std::vector<ConnPoolPtr> draining_pools_;
+  OutlierSink* outlier_sink_ = nullptr;
 };
 
 }  // namespace portway::upstream

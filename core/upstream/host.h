@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/network/address.h"
+#include "core/upstream/outlier_host.h"
 
 namespace portway::upstream {
 
@@ -118,6 +119,10 @@ class Host {
   std::atomic<uint64_t> connect_failures{0};
   std::atomic<uint64_t> active_connections{0};
 
+  // Outlier detection's counters and ejection state (outlier_host.h).
+  OutlierHostState& outlier() { return outlier_; }
+  const OutlierHostState& outlier() const { return outlier_; }
+
  private:
   const std::string cluster_;
   const network::Address address_;
@@ -128,6 +133,7 @@ class Host {
   std::shared_ptr<HostSetHealth> health_set_;  // main thread
   HealthDetail health_detail_;                 // main thread
   std::atomic<uint64_t> active_requests_{0};
+  OutlierHostState outlier_;
 };
 
 using HostSharedPtr = std::shared_ptr<Host>;

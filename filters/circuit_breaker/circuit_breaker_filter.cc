@@ -80,19 +80,13 @@ ClusterState& StateFor(std::string_view cluster) {
 ClusterState::ClusterState(const std::string& cluster)
     : name_(cluster),
       state_gauge_(&GetGauge("portway_circuit_breaker_state", {{"cluster", cluster}})),
-      open_hosts_gauge_(&GetGauge("portway_circuit_breaker_open_hosts", {{"cluster", cluster}})),
       cluster_opened_(&GetCounter("portway_circuit_breaker_opened_total",
                                   {{"cluster", cluster}, {"scope", "cluster"}})),
-      host_opened_(&GetCounter("portway_circuit_breaker_opened_total",
-                               {{"cluster", cluster}, {"scope", "host"}})),
       rejected_(&GetCounter("portway_circuit_breaker_rejected_total", {{"cluster", cluster}})),
-      fallback_(&GetCounter("portway_circuit_breaker_fallback_total", {{"cluster", cluster}})),
-      host_skipped_(
-          &GetCounter("portway_circuit_breaker_host_skipped_total", {{"cluster", cluster}})) {}
+      fallback_(&GetCounter("portway_circuit_breaker_fallback_total", {{"cluster", cluster}})) {}
 
-void ClusterState::Published(const Transition& t, std::string_view host) {
-  std::string what =
-      host.empty() ? "cluster " + name_ : "host " + std::string(host) + " of cluster " + name_;
+void ClusterState::Published(const Transition& t) {
+  std::string what = "cluster " + name_;
   LogLevel level = t.to == BreakerState::kOpen ? LogLevel::kWarn : LogLevel::kInfo;
   Log(level, "circuit breaker for " + what + ": " + BreakerStateName(t.from) + " -> " +
                  BreakerStateName(t.to) + " (" + t.reason + ")");
@@ -113,7 +107,7 @@ Breaker::Admission ClusterState::AdmitCluster(const BreakerPolicy& policy, Time 
       state_gauge_->Set(static_cast<int64_t>(t.to));
     }
   }
-  if (t.changed) Published(t, {});
+  if (t.changed) Published(t);
   return admission;
 }
 
@@ -139,7 +133,7 @@ void ClusterState::RecordCluster(const BreakerPolicy& policy, Time now, bool fai
       if (t.to == BreakerState::kOpen) cluster_opened_->Inc();
     }
   }
-  if (t.changed) Published(t, {});
+  if (t.changed) Published(t);
 }
 
 void ClusterState::ReleaseClusterProbe(uint64_t period) {
@@ -147,75 +141,9 @@ void ClusterState::ReleaseClusterProbe(uint64_t period) {
   cluster_.ReleaseProbe(period);
 }
 
-Breaker::Admission ClusterState::AdmitHost(const BreakerPolicy& policy, Time now,
-                                           std::string_view host, uint64_t* period) {
-  Breaker::Admission admission = Breaker::Admission::kYes;
-  if (hosts_tracked_.load(std::memory_order_relaxed) == 0) return admission;
-  Transition t;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto it = hosts_.find(host);
-    if (it == hosts_.end()) return admission;  // never failed: closed
-    admission = it->second.Admit(policy, now, &t, period);
-    if (t.changed && t.from == BreakerState::kOpen) open_hosts_gauge_->Sub();
-  }
-  if (t.changed) Published(t, host);
-  return admission;
-}
-
-void ClusterState::RecordHost(const BreakerPolicy& policy, Time now, std::string_view host,
-                              bool failure, bool probe, uint64_t period) {
-  if (!failure && hosts_tracked_.load(std::memory_order_relaxed) == 0) return;
-  Transition t;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    host_policy_ = policy;
-    auto it = hosts_.find(host);
-    if (it == hosts_.end()) {
-      // Hosts get a breaker at their first failure; until then a success
-      // has nothing to change.
-      if (!failure) return;
-      it = hosts_.emplace(std::string(host), Breaker()).first;
-      hosts_tracked_.store(hosts_.size(), std::memory_order_relaxed);
-    }
-    Breaker& b = it->second;
-    b.Record(policy, now, failure, probe, &t, period);
-    if (t.changed && t.to == BreakerState::kOpen) {
-      host_opened_->Inc();
-      open_hosts_gauge_->Add();
-    }
-    uint64_t requests = 0;
-    uint64_t failures = 0;
-    b.WindowCounts(policy, now, &requests, &failures);
-    if (b.state() == BreakerState::kClosed && b.consecutive_failures() == 0 && failures == 0) {
-      // Healthy again: forget it, so healthy hosts cost no lock.
-      hosts_.erase(it);
-      hosts_tracked_.store(hosts_.size(), std::memory_order_relaxed);
-    }
-  }
-  if (t.changed) Published(t, host);
-}
-
-void ClusterState::ReleaseHostProbe(std::string_view host, uint64_t period) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto it = hosts_.find(host);
-  if (it != hosts_.end()) it->second.ReleaseProbe(period);
-}
-
 std::string ClusterState::Json(Time now) {
   std::lock_guard<std::mutex> lock(mutex_);
-  std::string out = BreakerJson(cluster_, cluster_policy_, now);
-  out.pop_back();
-  out += ",\"hosts\":[";
-  bool first = true;
-  for (const auto& [address, breaker] : hosts_) {
-    if (!first) out.push_back(',');
-    first = false;
-    std::string b = BreakerJson(breaker, host_policy_, now);
-    out += "{\"address\":" + JsonString(address) + "," + b.substr(1);
-  }
-  out += "]}";
-  return out;
+  return BreakerJson(cluster_, cluster_policy_, now);
 }
 
 bool CircuitBreakerFilter::IsFailureStatus(int status) const {
@@ -247,7 +175,6 @@ bool CircuitBreakerFilter::ClassifyCause(http::ErrorCause cause, bool* failure) 
       *failure = s.on_timeout || s.on_gateway_error || s.on_5xx;
       return true;
     case http::ErrorCause::kNoHealthyUpstream:
-    case http::ErrorCause::kCircuitOpen:  // every host open
       *failure = s.on_gateway_error || s.on_5xx;
       return true;
     default:
@@ -298,56 +225,11 @@ http::FilterHeadersStatus CircuitBreakerFilter::DecodeHeaders(http::HeaderMap&, 
   return http::FilterHeadersStatus::kContinue;
 }
 
-http::UpstreamAttemptStatus CircuitBreakerFilter::OnUpstreamAttempt(
-    http::UpstreamAttempt& attempt) {
-  if (cluster_ == nullptr) return http::UpstreamAttemptStatus::kContinue;
-  // Asked again for the same attempt (a later filter turned the last host
-  // down): that host's probe slot, if it took one, goes back.
-  EndHostAttempt(/*record=*/false, false);
-  const Settings& s = *settings_;
-  if (s.host_breaker) {
-    uint64_t period = 0;
-    Breaker::Admission admission =
-        cluster_->AdmitHost(s.host_policy, callbacks_->Clock().Now(), attempt.host, &period);
-    if (admission == Breaker::Admission::kNo) {
-      cluster_->host_skipped().Inc();
-      attempt.cause_if_none_left = http::ErrorCause::kCircuitOpen;
-      return http::UpstreamAttemptStatus::kOtherHost;
-    }
-    host_probe_ = admission == Breaker::Admission::kProbe;
-    host_period_ = period;
-  }
-  attempt_open_ = true;
-  attempt_host_.assign(attempt.host);
-  return http::UpstreamAttemptStatus::kContinue;
-}
-
-void CircuitBreakerFilter::EndHostAttempt(bool record, bool failure) {
-  if (!attempt_open_) return;
-  attempt_open_ = false;
-  const Settings& s = *settings_;
-  if (s.host_breaker) {
-    if (record) {
-      cluster_->RecordHost(s.host_policy, callbacks_->Clock().Now(), attempt_host_, failure,
-                           host_probe_, host_period_);
-    } else if (host_probe_) {
-      cluster_->ReleaseHostProbe(attempt_host_, host_period_);
-    }
-  }
-  host_probe_ = false;
-}
-
 http::UpstreamResultStatus CircuitBreakerFilter::OnUpstreamResult(http::UpstreamResult& result) {
-  if (cluster_ == nullptr || !attempt_open_) return http::UpstreamResultStatus::kContinue;
-  bool failure = false;
-  if (result.kind == http::UpstreamResult::Kind::kResponseHeaders) {
+  // The last response head, for the cluster's verdict on what the client
+  // got (EncodeHeaders).
+  if (cluster_ != nullptr && result.kind == http::UpstreamResult::Kind::kResponseHeaders) {
     last_status_ = result.status;
-    failure = IsFailureStatus(result.status) || Slow();
-    EndHostAttempt(true, failure);
-  } else {
-    // Connect failures, resets and per-try timeouts carry their cause.
-    bool counts = ClassifyCause(result.cause, &failure);
-    EndHostAttempt(counts, failure);
   }
   return http::UpstreamResultStatus::kContinue;
 }
@@ -383,18 +265,8 @@ http::FilterHeadersStatus CircuitBreakerFilter::EncodeHeaders(http::HeaderMap&, 
   return http::FilterHeadersStatus::kContinue;
 }
 
-void CircuitBreakerFilter::OnStreamComplete(const http::StreamInfo& info) {
+void CircuitBreakerFilter::OnStreamComplete(const http::StreamInfo&) {
   if (cluster_ == nullptr) return;
-  // An attempt still open ended without a result: a route timeout after
-  // the request went upstream is a verdict on its host; one while it
-  // waited for a connection (the gateway's own queue), or the client
-  // leaving, is none.
-  if (attempt_open_) {
-    bool failure = false;
-    bool counts = info.cause == http::ErrorCause::kUpstreamTimeout &&
-                  info.upstream_request_sent.has_value() && ClassifyCause(info.cause, &failure);
-    EndHostAttempt(counts, failure);
-  }
   if (!cluster_recorded_ && cluster_probe_) cluster_->ReleaseClusterProbe(cluster_period_);
   cluster_probe_ = false;
 }
@@ -469,12 +341,14 @@ absl::StatusOr<http::FilterFactoryCallback> CircuitBreakerFactory::Create(
   if (s.cluster_breaker) {
     if (absl::Status st = ReadPolicy(config, "", &s.cluster_policy); !st.ok()) return st;
   }
-  s.host_breaker = !config.host().disabled();
-  if (s.host_breaker) {
-    if (absl::Status st = ReadPolicy(config.host().breaker(), "host.breaker.", &s.host_policy);
-        !st.ok()) {
-      return st;
-    }
+  // Per-host breakers were replaced by the core's outlier detection:
+  // `host: {disabled: true}` (the way to turn them off) still loads, a
+  // host breaker's settings do not.
+  if (config.host().has_breaker()) {
+    return absl::InvalidArgumentError(
+        "host.breaker: per-host breakers are gone; ejecting a failing host is the cluster's "
+        "outlier_detection now (clusters[].outlier_detection, see "
+        "docs/filters/health_check.md#outlier-detection)");
   }
   if (config.failure_on_size() > 0) {
     s.on_connect_failure = s.on_reset = s.on_timeout = s.on_gateway_error = false;

@@ -1,6 +1,8 @@
 // portway.circuit_breaker: concurrency limits per cluster, and an
-// open/half-open/closed breaker per cluster and per host (see
-// docs/filters/circuit_breaker.md). SDK only.
+// open/half-open/closed breaker per cluster (see
+// docs/filters/circuit_breaker.md). SDK only. Per-host ejection is the
+// core's outlier detection (the cluster's outlier_detection), not this
+// filter's.
 //
 // State: one ClusterState per cluster name for the whole process, shared by
 // every listener, route and config version that sends to the cluster (a
@@ -8,9 +10,9 @@
 // thresholds of the filter config it passed through.
 //
 // Thread safety: Settings are immutable after Create(). A ClusterState is
-// shared by every worker: its breakers are guarded by its mutex; the
-// cluster breaker's state is mirrored in an atomic so a closed breaker
-// admits a request without the lock.
+// shared by every worker: its breaker is guarded by its mutex; its state
+// is mirrored in an atomic so a closed breaker admits a request without
+// the lock.
 #pragma once
 
 #include <atomic>
@@ -31,8 +33,6 @@ struct Settings {
   http::UpstreamLimits limits{1024, 1024, 1024, 3};
   bool cluster_breaker = true;
   BreakerPolicy cluster_policy;
-  bool host_breaker = true;
-  BreakerPolicy host_policy;
   bool on_connect_failure = true;
   bool on_reset = true;
   bool on_timeout = true;
@@ -55,43 +55,30 @@ class ClusterState {
   void RecordCluster(const BreakerPolicy& policy, Time now, bool failure, bool probe,
                      uint64_t period);
   void ReleaseClusterProbe(uint64_t period);
-  Breaker::Admission AdmitHost(const BreakerPolicy& policy, Time now, std::string_view host,
-                               uint64_t* period);
-  void RecordHost(const BreakerPolicy& policy, Time now, std::string_view host, bool failure,
-                  bool probe, uint64_t period);
-  void ReleaseHostProbe(std::string_view host, uint64_t period);
-  // The /clusters view: {"state":...,"hosts":[...]}.
+  // The /clusters view: {"state":...}.
   std::string Json(Time now);
 
   const std::string& name() const { return name_; }
   Counter& rejected() { return *rejected_; }
   Counter& fallback() { return *fallback_; }
-  Counter& host_skipped() { return *host_skipped_; }
 
  private:
-  // After a change: the gauges, the counters and the log line.
-  void Published(const Transition& t, std::string_view host);
+  // After a change: the log line.
+  void Published(const Transition& t);
 
   const std::string name_;
   std::mutex mutex_;
   Breaker cluster_;
-  std::map<std::string, Breaker, std::less<>> hosts_;
   // Lock-free fast paths: cluster_.state(); whether the cluster breaker is
-  // closed with no failure to forget; how many hosts have a breaker (a
-  // host gets one at a failure and loses it once closed and clean).
+  // closed with no failure to forget.
   std::atomic<BreakerState> cluster_state_{BreakerState::kClosed};
   std::atomic<bool> cluster_clean_{true};
-  std::atomic<size_t> hosts_tracked_{0};
-  // The thresholds last used, for the /clusters view of the windows.
+  // The thresholds last used, for the /clusters view of the window.
   BreakerPolicy cluster_policy_;
-  BreakerPolicy host_policy_;
   Gauge* state_gauge_;
-  Gauge* open_hosts_gauge_;
   Counter* cluster_opened_;
-  Counter* host_opened_;
   Counter* rejected_;
   Counter* fallback_;
-  Counter* host_skipped_;
 };
 
 // The process-wide map of cluster states (never shrinks: a state is small
@@ -105,13 +92,11 @@ class CircuitBreakerFilter : public http::Filter {
   explicit CircuitBreakerFilter(const Settings* settings) : settings_(settings) {}
 
   uint32_t Phases() const override {
-    return http::Phase::kDecodeHeaders | http::Phase::kUpstreamAttempt |
-           http::Phase::kUpstreamResult | http::Phase::kEncodeHeaders |
-           http::Phase::kStreamComplete;
+    return http::Phase::kDecodeHeaders | http::Phase::kUpstreamResult |
+           http::Phase::kEncodeHeaders | http::Phase::kStreamComplete;
   }
   void SetCallbacks(http::FilterCallbacks& callbacks) override { callbacks_ = &callbacks; }
   http::FilterHeadersStatus DecodeHeaders(http::HeaderMap& headers, bool end_stream) override;
-  http::UpstreamAttemptStatus OnUpstreamAttempt(http::UpstreamAttempt& attempt) override;
   http::UpstreamResultStatus OnUpstreamResult(http::UpstreamResult& result) override;
   http::FilterHeadersStatus EncodeHeaders(http::HeaderMap& headers, bool end_stream) override;
   void OnStreamComplete(const http::StreamInfo& info) override;
@@ -124,7 +109,6 @@ class CircuitBreakerFilter : public http::Filter {
   // Whether a response head now is later than slow_threshold after the
   // request went upstream (on the attempt that answered).
   bool Slow() const;
-  void EndHostAttempt(bool record, bool failure);
 
   const Settings* const settings_;
   http::FilterCallbacks* callbacks_ = nullptr;
@@ -133,11 +117,6 @@ class CircuitBreakerFilter : public http::Filter {
   uint64_t cluster_period_ = 0;
   bool cluster_recorded_ = false;
   int last_status_ = 0;  // the last upstream response head's status
-  // The attempt in flight, for the host breaker.
-  bool attempt_open_ = false;
-  bool host_probe_ = false;
-  uint64_t host_period_ = 0;
-  std::string attempt_host_;
 };
 
 class CircuitBreakerFactory : public http::FilterFactory {

@@ -1,6 +1,7 @@
 """portway.circuit_breaker through the real gateway: concurrency limits
 (503 upstream_overflow), the cluster breaker (opens, fails fast, half-opens,
-closes; fallback cluster) and per-host breakers (an open host is skipped)."""
+closes; fallback cluster). Per-host ejection is the cluster's outlier_detection
+(test_outlier.py); the old per-host breaker settings are rejected."""
 
 import threading
 import time
@@ -112,35 +113,35 @@ def test_open_cluster_falls_back(origin, make_gateway):
     assert "cluster=backup" in gw.log_text()  # the access log names where it went
 
 
-def test_open_host_is_skipped(origin, make_origin, make_gateway):
+def test_a_failing_host_is_ejected_by_outlier_detection(origin, make_origin, make_gateway):
+    # What the per-host breakers did is the cluster's outlier_detection now:
+    # the breaker keeps the limits and the cluster breaker.
     bad = make_origin("bad")
     bad.handlers["/svc"] = lambda ctx: (ctx.send_response(503, body=b"bad"), True)[1]
     switchable(origin, 200)
     gw = make_gateway(breaker_config([bad.address, origin.address], {
-        "cluster_breaker_disabled": True,
-        "host": {"breaker": {"consecutive_failures": 2, "open_duration": "30s"}}}))
+        "cluster_breaker_disabled": True, "host": {"disabled": True}},
+        cluster_options={"outlier_detection": {
+            "consecutive_5xx": 2, "base_ejection_time": "30s", "max_ejection_percent": 50}}))
     statuses = [get(gw).status for _ in range(10)]
     # Round robin sends every other request to the bad host until its
-    # breaker opens after two failures; from then on only the good one.
+    # second 503 ejects it; from then on only the good one.
     assert len(bad.requests) == 2, statuses
     assert statuses.count(503) == 2 and statuses[-4:] == [200] * 4, statuses
-    hosts = {h["address"]: h for h in cb_state(gw)["hosts"]}
-    assert hosts[bad.address]["state"] == "open"
-    assert hosts[bad.address]["reason"] == "2 consecutive failures"
-    assert gw.stat("portway_circuit_breaker_open_hosts", cluster="backend") == 1
-    assert gw.stat("portway_circuit_breaker_host_skipped_total", cluster="backend") >= 4
-    assert f"circuit breaker for host {bad.address} of cluster backend: closed -> open" in \
-        gw.log_text()
+    assert gw.stat("portway_upstream_outlier_ejections_total", cluster="backend") == 1
+    assert "hosts" not in cb_state(gw)  # the breaker's view has no hosts any more
 
 
-def test_every_host_open_is_circuit_open(make_gateway):
-    gw = make_gateway(breaker_config([f"127.0.0.1:{closed_port()}"], {
-        "cluster_breaker_disabled": True,
-        "host": {"breaker": {"consecutive_failures": 1, "open_duration": "30s"}}}))
-    assert get(gw).header("x-portway-error") == "upstream_connect_refused"
-    r = get(gw)
-    assert r.status == 503 and r.header("x-portway-error") == "circuit_open"
-    assert b"every host of backend was turned down" in r.body
+def test_host_breaker_settings_point_to_outlier_detection(origin):
+    r = run_validate(breaker_config([origin.address], {
+        "host": {"breaker": {"consecutive_failures": 2}}}))
+    assert r.returncode == 1
+    assert "listeners[0].filters[0].config.host.breaker: per-host breakers are gone" in r.stderr, \
+        r.stderr
+    assert "outlier_detection" in r.stderr and "docs/filters/health_check.md" in r.stderr
+    # Turning them off, as configs did, still loads: there is nothing to turn off.
+    r = run_validate(breaker_config([origin.address], {"host": {"disabled": True}}))
+    assert r.returncode == 0, r.stderr
 
 
 def parallel(gw, n, path="/slow"):

@@ -366,11 +366,7 @@ class CircuitBreakerTest : public testing::Test {
     last_status_ = f->DecodeHeaders(*headers, true);
     return f;
   }
-  void Finish(http::Filter& f, int status, std::string_view host = "10.0.0.1:80") {
-    http::UpstreamAttempt attempt;
-    attempt.cluster = callbacks_.info.cluster;
-    attempt.host = host;
-    ASSERT_EQ(f.OnUpstreamAttempt(attempt), http::UpstreamAttemptStatus::kContinue);
+  void Finish(http::Filter& f, int status) {
     auto r = Result(UpstreamResult::Kind::kResponseHeaders, status);
     f.OnUpstreamResult(r);
     http::HeaderMap response;
@@ -455,50 +451,22 @@ TEST_F(CircuitBreakerTest, OpenClusterGoesToTheFallback) {
   EXPECT_EQ(last_status_, http::FilterHeadersStatus::kContinue);
 }
 
-TEST_F(CircuitBreakerTest, OpenHostIsTurnedDown) {
+// Per-host ejection moved to the core's outlier detection
+// (outlier_detector_test.cc): the filter no longer looks at attempts, so
+// hosts that fail never get turned down by it.
+TEST_F(CircuitBreakerTest, LeavesHostsToOutlierDetection) {
   cb::v1::CircuitBreaker config;
   config.set_cluster_breaker_disabled(true);
-  config.mutable_host()->mutable_breaker()->mutable_consecutive_failures()->set_value(2);
+  config.mutable_host()->set_disabled(true);  // still accepted
   Configure(config);
+  auto f = make_();
+  EXPECT_EQ(f->Phases() & http::Phase::kUpstreamAttempt, 0u);
   EXPECT_CALL(callbacks_, SetUpstreamLimits(_)).Times(testing::AnyNumber());
-  for (int i = 0; i < 2; ++i) {
-    auto f = Admit();
-    Finish(*f, 502, "10.0.0.9:80");
+  for (int i = 0; i < 10; ++i) {
+    auto g = Admit();
+    EXPECT_EQ(last_status_, http::FilterHeadersStatus::kContinue);
+    Finish(*g, 502);
   }
-  auto f = Admit();
-  http::UpstreamAttempt bad;
-  bad.host = "10.0.0.9:80";
-  EXPECT_EQ(f->OnUpstreamAttempt(bad), http::UpstreamAttemptStatus::kOtherHost);
-  EXPECT_EQ(bad.cause_if_none_left, ErrorCause::kCircuitOpen);
-  http::UpstreamAttempt good;
-  good.host = "10.0.0.1:80";
-  EXPECT_EQ(f->OnUpstreamAttempt(good), http::UpstreamAttemptStatus::kContinue);
-  EXPECT_EQ(GetGauge("portway_circuit_breaker_open_hosts", {{"cluster", cluster_}}).Value(), 1);
-}
-
-// Asked again for the same attempt (a later filter turned the host down),
-// the breaker gives back the probe slot it took for the first host.
-TEST_F(CircuitBreakerTest, AHostTurnedDownLaterGetsItsProbeSlotBack) {
-  cb::v1::CircuitBreaker config;
-  config.set_cluster_breaker_disabled(true);
-  auto* host = config.mutable_host()->mutable_breaker();
-  host->mutable_consecutive_failures()->set_value(1);
-  host->mutable_open_duration()->set_nanos(20 * 1000000);
-  Configure(config);
-  EXPECT_CALL(callbacks_, SetUpstreamLimits(_)).Times(testing::AnyNumber());
-  auto first = Admit();
-  Finish(*first, 502, "10.0.0.5:80");  // host .5 opens
-  callbacks_.dispatcher.AdvanceTimeAndRun(std::chrono::milliseconds(20));
-  auto f = Admit();
-  http::UpstreamAttempt a;
-  a.host = "10.0.0.5:80";
-  ASSERT_EQ(f->OnUpstreamAttempt(a), http::UpstreamAttemptStatus::kContinue);  // the probe
-  http::UpstreamAttempt b;
-  b.host = "10.0.0.6:80";  // someone else turned .5 down; the core picked .6
-  ASSERT_EQ(f->OnUpstreamAttempt(b), http::UpstreamAttemptStatus::kContinue);
-  // .5's only probe slot is free again for the next request.
-  auto g = Admit();
-  EXPECT_EQ(g->OnUpstreamAttempt(a), http::UpstreamAttemptStatus::kContinue);
 }
 
 TEST_F(CircuitBreakerTest, SlowResponsesCountWhenConfigured) {
@@ -534,8 +502,12 @@ TEST_F(CircuitBreakerTest, ConfigErrorsNameTheField) {
   c.set_failure_rate_threshold(150);
   EXPECT_THAT(error(c), testing::StartsWith("failure_rate_threshold:"));
   c = {};
-  c.mutable_host()->mutable_breaker()->mutable_half_open_requests()->set_value(0);
-  EXPECT_THAT(error(c), testing::StartsWith("host.breaker.half_open_requests:"));
+  c.mutable_host()->mutable_breaker()->mutable_consecutive_failures()->set_value(2);
+  EXPECT_THAT(error(c), testing::StartsWith("host.breaker: per-host breakers are gone"));
+  EXPECT_THAT(error(c), testing::HasSubstr("outlier_detection"));
+  c = {};
+  c.mutable_host()->set_disabled(true);
+  EXPECT_EQ(error(c), "ok");
   c = {};
   c.add_failure_on("slow");
   EXPECT_THAT(error(c), testing::StartsWith("slow_threshold:"));

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/upstream/outlier_detector.h"
 #include "gtest/gtest.h"
 #include "test/unit/sim_dispatcher.h"
 #include "test/unit/upstream_fakes.h"
@@ -184,6 +185,85 @@ TEST_F(RouterTest, ARetryAfterAConnectFailurePicksTheOtherHost) {
   Connection(2)->Feed("HTTP/1.1 204 No Content\r\n\r\n");
   EXPECT_FALSE(stream_.local_reply.has_value()) << stream_.local_detail;
   EXPECT_EQ(stream_.response_status, 204);
+}
+
+// Outlier detection sees every attempt, not just the request's result: a
+// refused connect counts against its host (and reaching a threshold tells
+// the sink), the retry's 200 resets the other host's streak.
+class RecordingSink : public upstream::OutlierSink {
+ public:
+  void OnConsecutiveFailures(upstream::HostSharedPtr host, upstream::OutlierRule rule) override {
+    told.emplace_back(host->addressString(), rule);
+  }
+  std::vector<std::pair<std::string, upstream::OutlierRule>> told;
+};
+
+TEST_F(RouterTest, EachAttemptIsCountedForOutlierDetection) {
+  auto config = test::MakeClusterConfig("backend");
+  auto outlier = std::make_shared<upstream::OutlierConfig>();
+  outlier->consecutive_5xx = 2;
+  outlier->consecutive_local_origin_failure = 1;
+  config->outlier = outlier;
+  cm_.Update({{"backend", test::MakeSnapshot(config, hosts_)}});
+  RecordingSink sink;
+  cm_.set_outlier_sink(&sink);
+  for (const auto& h : hosts_) h->outlier().consecutive_5xx.store(1);  // earlier 5xx
+  stream_.replay_limit = 1024;
+  stream_.retries_left = 1;
+  router_->OnRequestHeaders(Request("GET"), route_, true);
+  Connection(0)->FailConnect(ECONNREFUSED);
+  dispatcher_.RunPending();
+  ASSERT_EQ(stream_.attempt_hosts.size(), 2u);
+  auto host = [&](const std::string& address) {
+    for (const auto& h : hosts_) {
+      if (h->addressString() == address) return h;
+    }
+    return upstream::HostSharedPtr();
+  };
+  upstream::HostSharedPtr refused = host(stream_.attempt_hosts[0]);
+  upstream::HostSharedPtr answered = host(stream_.attempt_hosts[1]);
+  ASSERT_TRUE(refused && answered && refused != answered);
+  EXPECT_EQ(refused->outlier().consecutive_local_origin_failure.load(), 1u);
+  EXPECT_EQ(refused->outlier().consecutive_5xx.load(), 2u);
+  EXPECT_EQ(refused->outlier().interval_failures.load(), 1u);
+  using R = upstream::OutlierRule;
+  EXPECT_EQ(sink.told, (std::vector<std::pair<std::string, R>>{
+                           {refused->addressString(), R::kConsecutive5xx},
+                           {refused->addressString(), R::kConsecutiveLocalOriginFailure}}));
+  Connection(1)->CompleteConnect();
+  Connection(1)->Feed("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+  EXPECT_EQ(stream_.response_status, 200);
+  EXPECT_EQ(answered->outlier().consecutive_5xx.load(), 0u);
+  EXPECT_EQ(answered->outlier().interval_successes.load(), 1u);
+  EXPECT_EQ(sink.told.size(), 2u);
+}
+
+TEST_F(RouterTest, NothingIsCountedWithoutOutlierDetection) {
+  RecordingSink sink;
+  cm_.set_outlier_sink(&sink);
+  router_->OnRequestHeaders(Request("GET"), route_, true);
+  Connection(0)->CompleteConnect();
+  Connection(0)->Feed("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n");
+  EXPECT_EQ(stream_.response_status, 503);
+  for (const auto& h : hosts_) {
+    EXPECT_EQ(h->outlier().consecutive_5xx.load(), 0u);
+    EXPECT_EQ(h->outlier().interval_failures.load(), 0u);
+  }
+  EXPECT_TRUE(sink.told.empty());
+}
+
+TEST_F(RouterTest, ARouteTimeoutAfterTheRequestWentOutIsALocalOriginFailure) {
+  auto config = test::MakeClusterConfig("backend");
+  config->outlier = std::make_shared<upstream::OutlierConfig>();
+  cm_.Update({{"backend", test::MakeSnapshot(config, hosts_)}});
+  route_.timeout = milliseconds(100);
+  router_->OnRequestHeaders(Request("GET"), route_, true);
+  Connection(0)->CompleteConnect();
+  dispatcher_.AdvanceTimeAndRun(milliseconds(100));
+  ASSERT_EQ(stream_.local_reply, http::ErrorCause::kUpstreamTimeout);
+  uint32_t local = 0;
+  for (const auto& h : hosts_) local += h->outlier().consecutive_local_origin_failure.load();
+  EXPECT_EQ(local, 1u);
 }
 
 TEST_F(RouterTest, TheRequestBodyIsReplayedOnARetry) {
