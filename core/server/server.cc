@@ -44,6 +44,7 @@ Server::Server(Options options)
 
 Server::~Server() {
   if (client_) client_->Stop();
+  health_reporter_.reset();
   for (auto& w : workers_) w->Stop();
   workers_.clear();
   admin_.reset();
@@ -163,6 +164,7 @@ void Server::StartDrain() {
   draining_ = true;
   // No more pushes: the config in force drains as it is.
   if (client_) client_->Stop();
+  health_reporter_.reset();
   spdlog::info("draining: no new connections; waiting up to {}ms for requests in flight",
                snapshot_->drain_timeout.count());
   for (auto& w : workers_) {
