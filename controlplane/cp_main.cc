@@ -10,7 +10,8 @@
 // from what it has (Hello.have) to the current set (sent even when empty,
 // so the gateway knows it is in sync); every later change is sent as a
 // delta (changed resources, removals named). Verdicts and Applied are
-// logged and kept per gateway for `portwayctl status`.
+// logged and kept per gateway for `portwayctl status`; the latest health
+// report of each connected gateway for `portwayctl health`.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
@@ -58,6 +59,10 @@ class State {
     uint64_t applied_generation = 0;
     std::map<std::string, uint64_t> nonce_generation;
     std::map<Key, v1::Verdict> verdicts;
+    // Its latest host health report (connected gateways only: dropped
+    // when the stream ends). Bounded by the gateway's cap (10,000 hosts)
+    // and gRPC's 4 MiB message limit.
+    v1::HealthReport health;
   };
 
   std::mutex mutex;
@@ -277,7 +282,10 @@ class DiscoveryService final : public v1::Discovery::Service {
     {
       std::lock_guard<std::mutex> lock(state_.mutex);
       auto it = state_.gateways.find(id);
-      if (it != state_.gateways.end()) it->second.connected = false;
+      if (it != state_.gateways.end()) {
+        it->second.connected = false;
+        it->second.health.Clear();
+      }
       state_.cv.notify_all();
     }
     spdlog::info("gateway '{}' disconnected", node.id());
@@ -320,6 +328,11 @@ class DiscoveryService final : public v1::Discovery::Service {
         }
       }
       state_.cv.notify_all();
+    } else if (m.has_health()) {
+      spdlog::debug("gateway '{}': health report, {} host(s) not usable", node.id(),
+                    m.health().unhealthy_size());
+      std::lock_guard<std::mutex> lock(state_.mutex);
+      if (State::Gateway* g = state_.Find(id)) g->health = m.health();
     }
   }
 
@@ -436,6 +449,40 @@ class AdminService final : public av1::ControlPlaneAdmin::Service {
       s->set_last_applied(g.last_applied);
       for (const auto& [key, v] : g.verdicts) *s->add_verdicts() = v;
     }
+    return grpc::Status::OK;
+  }
+
+  // The connected gateways' latest reports, by host: O(reported hosts)
+  // under the lock.
+  grpc::Status Health(grpc::ServerContext*, const av1::HealthRequest* request,
+                      av1::HealthResponse* response) override {
+    std::lock_guard<std::mutex> lock(state_.mutex);
+    std::map<std::pair<std::string, std::string>, av1::HostFleetHealth> hosts;
+    std::set<std::string> gateways;
+    for (const auto& [id, g] : state_.gateways) {
+      if (!g.connected) continue;
+      gateways.insert(g.node.id());
+      if (g.health.omitted() > 0) (*response->mutable_omitted())[g.node.id()] = g.health.omitted();
+      for (const v1::HostHealth& h : g.health.unhealthy()) {
+        if (!request->cluster().empty() && h.cluster() != request->cluster()) continue;
+        av1::HostFleetHealth& host = hosts[{h.cluster(), h.address()}];
+        // A host listed twice in one report (the same address twice in a
+        // cluster) counts once for its gateway.
+        if (host.gateways_size() > 0 &&
+            host.gateways(host.gateways_size() - 1).node_id() == g.node.id()) {
+          continue;
+        }
+        host.set_cluster(h.cluster());
+        host.set_address(h.address());
+        av1::GatewayHostView* view = host.add_gateways();
+        view->set_node_id(g.node.id());
+        *view->mutable_flags() = h.flags();
+        view->set_reason(h.reason());
+        view->set_since_unix_ms(h.since_unix_ms());
+      }
+    }
+    for (auto& [key, host] : hosts) *response->add_hosts() = std::move(host);
+    for (const std::string& id : gateways) response->add_gateways(id);
     return grpc::Status::OK;
   }
 

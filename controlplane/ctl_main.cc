@@ -4,12 +4,14 @@
 //   portwayctl --server HOST:PORT get [TYPE [NAME]] [-o yaml|json]
 //   portwayctl --server HOST:PORT delete TYPE NAME
 //   portwayctl --server HOST:PORT status
+//   portwayctl --server HOST:PORT health [--cluster NAME] [-o json]
 //
 // TYPE: listener, route_configuration, cluster, endpoints. FILE has the
 // shape of portway-cp's files (listeners:, route_configurations:,
 // clusters:, endpoints:). Exit codes: 0 done; 1 refused (a resource
 // rejected, nothing to delete); 2 bad usage or input file; 3 stored but not
 // applied by every connected gateway in time; 4 portway-cp unreachable.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -40,8 +42,11 @@ int Usage(std::ostream& out = std::cerr) {
          "       portwayctl --server HOST:PORT get [TYPE [NAME]] [-o yaml|json]\n"
          "       portwayctl --server HOST:PORT delete TYPE NAME\n"
          "       portwayctl --server HOST:PORT status\n"
+         "       portwayctl --server HOST:PORT health [--cluster NAME] [-o json]\n"
          "       portwayctl --help | --version\n"
          "TYPE: listener, route_configuration, cluster, endpoints\n"
+         "health: every host a connected gateway cannot use, with how many of the\n"
+         "connected gateways see it so (GATEWAYS unhealthy/total) and why.\n"
          "Talks to portway-cp's admin API; see docs/control-plane.md.\n";
   return &out == &std::cerr ? kUsage : kOk;
 }
@@ -493,6 +498,71 @@ int main(int argc, char** argv) {
                       v.name().c_str(), v.version().c_str(), e.path().c_str(), e.message().c_str());
         }
       }
+    }
+    return kOk;
+  }
+
+  if (command == "health") {
+    av1::HealthRequest request;
+    bool json = false;
+    for (size_t i = 1; i < args.size(); ++i) {
+      if (args[i] == "--cluster" && i + 1 < args.size()) {
+        request.set_cluster(args[++i]);
+      } else if (args[i] == "-o" && i + 1 < args.size() && args[i + 1] == "json") {
+        json = true;
+        ++i;
+      } else {
+        return Usage();
+      }
+    }
+    av1::HealthResponse response;
+    grpc::ClientContext context;
+    context.set_deadline(deadline(10000));
+    grpc::Status status = stub->Health(&context, request, &response);
+    if (!status.ok()) return Unreachable(server, status);
+    if (json) {
+      google::protobuf::util::JsonPrintOptions options;
+      options.add_whitespace = false;
+      options.preserve_proto_field_names = true;
+      options.always_print_primitive_fields = true;
+      std::string body;
+      (void)google::protobuf::util::MessageToJsonString(response, &body, options);
+      std::cout << body << "\n";
+      return kOk;
+    }
+    const int total = response.gateways_size();
+    if (response.hosts_size() == 0) {
+      if (total == 0) {
+        std::cout << "no gateway connected\n";
+      } else {
+        std::cout << "all hosts healthy on " << total << " gateway" << (total == 1 ? "" : "s")
+                  << "\n";
+      }
+    } else {
+      std::printf("%-20s %-24s %-9s %-40s %s\n", "CLUSTER", "ADDRESS", "GATEWAYS", "FLAGS",
+                  "REASON");
+      for (const auto& h : response.hosts()) {
+        // Every flag some gateway sees, and the reason of the most recent
+        // change among them.
+        std::vector<std::string> flags;
+        const av1::GatewayHostView* latest = nullptr;
+        for (const auto& g : h.gateways()) {
+          for (const auto& f : g.flags()) {
+            if (std::find(flags.begin(), flags.end(), f) == flags.end()) flags.push_back(f);
+          }
+          if (latest == nullptr || g.since_unix_ms() > latest->since_unix_ms()) latest = &g;
+        }
+        std::string joined;
+        for (const auto& f : flags) joined += (joined.empty() ? "" : ",") + f;
+        std::string count = std::to_string(h.gateways_size()) + "/" + std::to_string(total);
+        std::printf("%-20s %-24s %-9s %-40s %s\n", h.cluster().c_str(), h.address().c_str(),
+                    count.c_str(), joined.c_str(),
+                    latest != nullptr ? latest->reason().c_str() : "");
+      }
+    }
+    for (const auto& [node, omitted] : response.omitted()) {
+      std::cout << "  " << node << ": " << omitted
+                << " more unusable host(s) not reported (over its report's cap)\n";
     }
     return kOk;
   }

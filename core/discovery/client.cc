@@ -55,6 +55,25 @@ void Client::SetHave(std::vector<v1::ResourceVersion> have) {
   have_ = std::move(have);
 }
 
+void Client::SetHealthReport(v1::HealthReport report) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    health_ = std::move(report);
+    if (!stream_ || !stream_->started || stopping_) return;  // goes after the next Hello
+    // A report still queued (a slow stream) is replaced: at most one waits.
+    for (v1::GatewayMessage& queued : outbox_) {
+      if (queued.has_health()) {
+        *queued.mutable_health() = *health_;
+        return;
+      }
+    }
+    v1::GatewayMessage message;
+    *message.mutable_health() = *health_;
+    outbox_.push_back(std::move(message));
+  }
+  cv_.notify_all();
+}
+
 Client::Status Client::GetStatus() const {
   std::lock_guard<std::mutex> lock(mutex_);
   Status st = status_;
@@ -133,6 +152,12 @@ void Client::ReaderLoop() {
       *hello.mutable_hello()->mutable_node() = options_.node;
       for (const auto& h : have_) *hello.mutable_hello()->add_have() = h;
       outbox_.push_front(std::move(hello));
+      // Then the whole health report: this stream starts from nothing.
+      if (health_) {
+        v1::GatewayMessage health;
+        *health.mutable_health() = *health_;
+        outbox_.insert(outbox_.begin() + 1, std::move(health));
+      }
     }
     cv_.notify_all();
     bool got_one = false;

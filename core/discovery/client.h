@@ -63,6 +63,10 @@ class Client {
   void Send(v1::GatewayMessage message);
   // What the gateway serves, for the next Hello.
   void SetHave(std::vector<v1::ResourceVersion> have);
+  // The gateway's latest host health report: sent now if a stream is up,
+  // and again right after the Hello of every later stream (the control
+  // plane forgets a gateway's report when its stream ends).
+  void SetHealthReport(v1::HealthReport report);
 
   struct Status {
     bool connected = false;
@@ -97,6 +101,7 @@ class Client {
   std::condition_variable cv_;
   bool stopping_ = false;
   std::vector<v1::ResourceVersion> have_;
+  std::optional<v1::HealthReport> health_;  // the latest, resent after each Hello
   Status status_;
   // When the current stream's Hello went out, if nothing came back yet.
   std::optional<std::chrono::steady_clock::time_point> waiting_since_;

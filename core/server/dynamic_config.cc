@@ -80,6 +80,8 @@ void Server::StartHostHealth() {
   }
   health_checks_->Update(snapshot_->clusters);
   outlier_->Update(snapshot_->clusters);
+  // Hosts may have left the config: the next health report says so.
+  if (health_reporter_) health_reporter_->ConfigChanged();
 }
 
 void Server::Reload() {
@@ -222,6 +224,20 @@ void Server::StartControlPlane(const config::v1::Bootstrap& bootstrap) {
     // From the client's thread to the main loop, which owns the config.
     auto shared = std::make_shared<discovery::v1::Push>(std::move(push));
     dispatcher_->Post([this, shared] { OnPush(*shared); });
+  });
+  // Host health goes to the control plane: a report when a host's flags
+  // change or the config does (at most one a second; each walks every host
+  // of the serving snapshot once), and again after each reconnect's Hello.
+  health_reporter_ = std::make_unique<discovery::HealthReporter>(
+      *dispatcher_,
+      [this](const std::function<void(const upstream::Host&)>& visit) {
+        for (const auto& [name, cluster] : snapshot_->clusters) {
+          for (const auto& host : cluster->hosts) visit(*host);
+        }
+      },
+      [this](discovery::v1::HealthReport report) { client_->SetHealthReport(std::move(report)); });
+  health_.AddListener([this](const upstream::HostSharedPtr&, uint32_t) {
+    if (health_reporter_) health_reporter_->HostChanged();
   });
   client_->Start();
   spdlog::info("control plane {}: node '{}'", cp.address(), cp.node_id());

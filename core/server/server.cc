@@ -49,6 +49,7 @@ Server::Server(Options options)
 Server::~Server() {
   health_checks_->Stop();
   if (client_) client_->Stop();
+  health_reporter_.reset();
   for (auto& w : workers_) w->Stop();
   workers_.clear();
   admin_.reset();
@@ -184,6 +185,7 @@ void Server::StartDrain() {
   gateway_draining_.store(true, std::memory_order_relaxed);
   // No more pushes: the config in force drains as it is.
   if (client_) client_->Stop();
+  health_reporter_.reset();
   const std::chrono::milliseconds delay = snapshot_->drain_delay;
   if (delay.count() <= 0) {
     spdlog::info("draining: /ready and health checks answer 503");

@@ -27,6 +27,7 @@
 
 #include "core/config/yaml_proto.h"
 #include "core/discovery/client.h"
+#include "core/discovery/health_reporter.h"
 #include "core/discovery/resource_store.h"
 #include "core/event/dispatcher.h"
 #include "core/server/config_builder.h"
@@ -161,6 +162,9 @@ class Server {
   std::unique_ptr<ConfigBuilder> validator_;
   std::unique_ptr<discovery::ResourceStore> resources_;
   std::unique_ptr<discovery::Client> client_;
+  // Tells the control plane which hosts this gateway cannot use (its timer
+  // is on dispatcher_, declared before it).
+  std::unique_ptr<discovery::HealthReporter> health_reporter_;
   std::string last_apply_error_;
   std::string persist_path_;
   // portway_config_version (set from the snapshot at each scrape) and

@@ -224,6 +224,30 @@ TEST(DiscoveryBackoffTest, CeilingDoublesPerFailureUpToTheCapAndJitterIsInjected
   EXPECT_EQ(Client::BackoffDelay(options, 2, middle).count(), 250);  // half of [0, 500]
 }
 
+// The health report set before the stream opens goes right after the
+// Hello; a newer one goes out at once while the stream is up.
+TEST_F(DiscoveryClientTest, TheHealthReportFollowsTheHelloAndUpdatesGoOutAtOnce) {
+  v1::HealthReport report;
+  v1::HostHealth* h = report.add_unhealthy();
+  h->set_cluster("web");
+  h->set_address("127.0.0.1:8001");
+  h->add_flags("outlier");
+  client_->SetHealthReport(report);
+  client_->Start();
+  auto got = service_.WaitFor(2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_TRUE(got[0].second.has_hello());
+  ASSERT_TRUE(got[1].second.has_health());
+  ASSERT_EQ(got[1].second.health().unhealthy_size(), 1);
+  EXPECT_EQ(got[1].second.health().unhealthy(0).address(), "127.0.0.1:8001");
+  report.clear_unhealthy();
+  client_->SetHealthReport(report);
+  got = service_.WaitFor(3);
+  ASSERT_EQ(got.size(), 3u);
+  ASSERT_TRUE(got[2].second.has_health());
+  EXPECT_EQ(got[2].second.health().unhealthy_size(), 0);
+}
+
 TEST_F(DiscoveryClientTest, NothingIsSentWithoutAStream) {
   // Not started: Send() drops, and Stop() returns at once.
   v1::GatewayMessage m;
