@@ -402,12 +402,18 @@ class HealthCheckManager::Session {
         identity_(spec_.identity),
         host_(std::move(host)),
         requests_at_start_(host_->requests_total.load(std::memory_order_relaxed)) {
-    timer_ = manager_.dispatcher_.CreateTimer([this] { Run(); });
-    timeout_ = manager_.dispatcher_.CreateTimer([this] { OnTimeout(); });
+    // One timer serves both waits a session has: for the next probe, and
+    // for the probe in flight to answer.
+    timer_ = manager_.dispatcher_.CreateTimer([this] {
+      if (probe_ != nullptr) {
+        OnTimeout();
+      } else {
+        Run();
+      }
+    });
   }
   ~Session() {
     timer_->Disable();
-    timeout_->Disable();
     probe_.reset();  // cancels a probe in flight (its pool and custom probe are still alive)
     pool_.reset();
     custom_.reset();
@@ -436,7 +442,7 @@ class HealthCheckManager::Session {
   void Run() {
     if (probe_ != nullptr) return;
     probe_ = MakeProbe();
-    timeout_->Enable(spec_.timeout);
+    timer_->Enable(spec_.timeout);
     probe_->Start(
         [this](bool healthy, std::string detail) { OnResult(healthy, std::move(detail)); });
   }
@@ -479,7 +485,6 @@ class HealthCheckManager::Session {
   }
 
   void OnResult(bool healthy, std::string detail) {
-    timeout_->Disable();
     // The probe called back from inside itself: destroy it after this turn.
     manager_.dispatcher_.DeferredDelete(std::move(probe_));
     Verdict(healthy, std::move(detail));
@@ -525,7 +530,6 @@ class HealthCheckManager::Session {
   const HostSharedPtr host_;
   const uint64_t requests_at_start_;
   event::TimerPtr timer_;
-  event::TimerPtr timeout_;
   std::unique_ptr<ConnPoolImpl> pool_;
   std::unique_ptr<HealthProbe> custom_;
   std::unique_ptr<HealthProbeRunner> probe_;
