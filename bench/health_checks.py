@@ -152,6 +152,8 @@ def run_gateway(tmp, ports, kind):
                     sys.exit(f"gateway did not start; see {tmp}/portway-{kind}.log")
                 time.sleep(0.2)
         time.sleep(2 * INTERVAL)  # every host probed at least once
+        if proc.poll() is not None:
+            sys.exit(f"gateway exited ({proc.returncode}); see {tmp}/portway-{kind}.log")
         checks0 = stat_total(admin_port, "portway_upstream_health_checks_total")
         cpu0 = cpu_seconds([proc.pid])
         t0 = time.monotonic()

@@ -312,11 +312,17 @@ class TcpProbe final : public HealthProbeRunner, public event::ConnectionCallbac
   }
 
  private:
+  // The connection may be calling us (a probe decided in OnEvent or
+  // OnData): it is closed now but destroyed only after this turn.
   void CloseConnection() {
     if (connection_ == nullptr) return;
     connection_->SetCallbacks(nullptr);
     connection_->Close(event::CloseType::kNoFlush);
-    connection_.reset();
+    struct Closed : event::DeferredDeletable {
+      explicit Closed(event::ConnectionPtr c) : connection(std::move(c)) {}
+      event::ConnectionPtr connection;
+    };
+    dispatcher_.DeferredDelete(std::make_unique<Closed>(std::move(connection_)));
   }
   void Finish(bool healthy, std::string detail) {
     Done done = std::move(done_);

@@ -253,6 +253,27 @@ TEST_F(HealthCheckerTest, AHostFailsWhileAnyOfItsChecksFails) {
   EXPECT_TRUE(host->usable()) << host->healthDetail().last_reason;
 }
 
+TEST_F(HealthCheckerTest, AConnectOnlyTcpCheckDoesNotDestroyTheConnectionUnderItsCallback) {
+  HealthCheckSpec tcp;
+  tcp.kind = HealthCheckSpec::Kind::kTcp;
+  tcp.identity = "tcp";
+  HostSharedPtr host = MakeHost(8080);
+  Publish({host}, {tcp});
+  dispatcher_.RunPending();
+  FakeConnection* c = LastConnection();
+  ASSERT_NE(c, nullptr);
+  std::shared_ptr<bool> alive = c->alive_flag();
+  // The verdict comes inside the connection's own kConnected callback: the
+  // connection is closed there, but must outlive the callback (the real
+  // one flushes after it returns).
+  c->CompleteConnect();
+  EXPECT_TRUE(*alive);
+  EXPECT_TRUE(c->close_type().has_value());
+  EXPECT_EQ(checks_.Describe(*host), std::vector<std::string>{"passing"});
+  dispatcher_.RunPending();
+  EXPECT_FALSE(*alive);
+}
+
 TEST_F(HealthCheckerTest, AnUnchangedCheckKeepsItsSessionARemovedOneClearsTheFlag) {
   HostSharedPtr host = MakeHost(8080);
   Publish({host}, {Http()});
