@@ -20,6 +20,7 @@ build/bin/portway (a release build) and nginx.
 
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -135,6 +136,52 @@ def stat_total(admin_port, name):
     return total
 
 
+def haproxy_config(tmp, ports, kind, stats_port):
+    per = HOSTS // CLUSTERS
+    inter = int(INTERVAL * 1000)
+    lines = ["global", "  maxconn 4000", "  nbthread 1",
+             "defaults", "  mode http", "  timeout connect 1s", "  timeout client 5s",
+             "  timeout server 5s", "  timeout check 1s",
+             f"frontend stats", f"  bind 127.0.0.1:{stats_port}", "  stats enable",
+             "  stats uri /stats", "  default_backend c0"]
+    for c in range(CLUSTERS):
+        lines.append(f"backend c{c}")
+        if kind == "http":
+            lines.append("  option httpchk GET /hc")
+        # Checks spread over the interval as Portway's are (spread-checks
+        # is global; HAProxy spreads the first checks of a backend itself).
+        for i, p in enumerate(ports[:per]):
+            lines.append(f"  server s{i} 127.0.0.1:{p} check inter {inter}ms fall 3 rise 2")
+    path = tmp / f"haproxy-{kind}.cfg"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_haproxy(tmp, ports, kind):
+    """HAProxy checking the same hosts the same way: CPU over the window."""
+    stats_port = free_ports(1)[0]
+    config = haproxy_config(tmp, ports, kind, stats_port)
+    proc = subprocess.Popen(["haproxy", "-f", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=open(tmp / f"haproxy-{kind}.log", "w"))
+    try:
+        time.sleep(2 * INTERVAL)
+        if proc.poll() is not None:
+            sys.exit(f"haproxy exited ({proc.returncode}); see {tmp}/haproxy-{kind}.log")
+        cpu0 = cpu_seconds([proc.pid])
+        t0 = time.monotonic()
+        time.sleep(SECONDS)
+        elapsed = time.monotonic() - t0
+        cpu = cpu_seconds([proc.pid]) - cpu0
+        return {"kind": f"haproxy {kind}", "cpu_seconds": cpu, "elapsed": elapsed,
+                "core_percent": 100.0 * cpu / elapsed, "rss_kb": rss_kb(proc.pid)}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def run_gateway(tmp, ports, kind):
     admin_port = free_ports(1)[0]
     config = gateway_config(tmp, ports, kind, admin_port)
@@ -175,6 +222,13 @@ def run_gateway(tmp, ports, kind):
 
 
 def main():
+    # 10,000 checked connections on each side, and HAProxy's own count.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), max(hard, want)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(want, hard)), hard))
     if not BIN.exists():
         sys.exit(f"{BIN} not built")
     if shutil.which("nginx") is None:
@@ -193,6 +247,11 @@ def main():
             r["nginx_core_percent"] = 100.0 * (cpu_seconds(nginx_pids) - n0) / r["elapsed"]
             results["runs"].append(r)
             print(f"{kind}: {r}", file=sys.stderr)
+        if shutil.which("haproxy") is not None and os.environ.get("BENCH_HC_HAPROXY", "1") != "0":
+            for kind in KINDS:
+                r = run_haproxy(tmp, ports, kind)
+                results["haproxy"] = results.get("haproxy", []) + [r]
+                print(f"haproxy {kind}: {r}", file=sys.stderr)
     finally:
         nginx.send_signal(signal.SIGQUIT)
         try:
@@ -211,6 +270,12 @@ def main():
               f"{r['probes_per_second']:.0f} | {r['unhealthy_hosts']:.0f} | "
               f"{r['rss_kb'] / 1024:.1f} MiB | {(r['rss_kb'] - base['rss_kb']) / 1024:.1f} MiB | "
               f"{r['nginx_core_percent']:.2f} % |")
+    for r in results.get("haproxy", []):
+        kind = r["kind"].split()[1]
+        ours = next(x for x in results["runs"] if x["kind"] == kind)
+        print(f"\nHAProxy {kind} checks of the same hosts: {r['core_percent']:.2f} % of one core "
+              f"(RSS {r['rss_kb'] / 1024:.1f} MiB); Portway / HAProxy = "
+              f"{(ours['core_percent'] - base['core_percent']) / r['core_percent']:.2f}")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")

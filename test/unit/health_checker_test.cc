@@ -208,7 +208,20 @@ TEST_F(HealthCheckerTest, FirstProbesAreSpreadOverOneInterval) {
   Publish({host}, {Http()});
   dispatcher_.RunPending();
   EXPECT_TRUE(dispatcher_.connections().empty());
-  EXPECT_EQ(*dispatcher_.NextTimerIn(), milliseconds(999));
+  // At most interval - 1 (999ms), rounded up to the 20ms probe tick.
+  EXPECT_EQ(*dispatcher_.NextTimerIn(), milliseconds(1000));
+}
+
+TEST_F(HealthCheckerTest, ProbesStartOnATwentyMillisecondTick) {
+  HealthCheckSpec spec = Http();
+  spec.interval = spec.no_traffic_interval = milliseconds(1005);
+  HostSharedPtr host = MakeHost(8080);
+  Publish({host}, {spec});
+  dispatcher_.RunPending();
+  dispatcher_.AdvanceTimeAndRun(milliseconds(7));  // the answer comes 7ms in
+  Answer(kOk);
+  // 7 + 1005 = 1012, rounded up to 1020: 1013 from now.
+  EXPECT_EQ(*dispatcher_.NextTimerIn(), milliseconds(1013));
 }
 
 TEST_F(HealthCheckerTest, AHostFailsWhileAnyOfItsChecksFails) {
