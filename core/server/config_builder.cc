@@ -8,6 +8,7 @@
 #include <fstream>
 #include <set>
 
+#include "absl/container/flat_hash_map.h"
 #include "core/http/filter_registry.h"
 #include "core/http/module_loader.h"
 #include "core/server/health_config.h"
@@ -350,6 +351,10 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
 
     upstream::HostVector hosts;
     std::vector<uint32_t> control_plane_flags;
+    // The previous snapshot's hosts of this cluster by address, each taken
+    // at most once (built at the first endpoint that needs it).
+    absl::flat_hash_map<std::string, std::vector<upstream::HostSharedPtr>> reusable;
+    bool reuse_indexed = false;
     for (int e = 0; e < proto.endpoints_size(); ++e) {
       const auto& ep = proto.endpoints(e);
       std::string epath = Cat(path, ".endpoints[", e, "]");
@@ -378,14 +383,26 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
           continue;
         }
         // The same address and weight keep their Host object (its counters,
-        // health and the workers' pools) across a reload.
-        upstream::HostSharedPtr host;
-        if (previous) {
-          auto it = previous->clusters.find(proto.name());
-          if (it != previous->clusters.end() && !it->second->config->dns) {
-            for (const auto& old : it->second->hosts) {
-              if (old->address() == address && old->weight() == spec.weight) host = old;
+        // health and the workers' pools) across a reload; an address listed
+        // twice is two hosts, each kept once.
+        if (!reuse_indexed) {
+          reuse_indexed = true;
+          if (previous) {
+            auto it = previous->clusters.find(proto.name());
+            if (it != previous->clusters.end() && !it->second->config->dns) {
+              for (const auto& old : it->second->hosts)
+                reusable[old->addressString()].push_back(old);
             }
+          }
+        }
+        upstream::HostSharedPtr host;
+        if (auto r = reusable.find(address.ToString()); r != reusable.end()) {
+          auto& candidates = r->second;
+          auto match = std::find_if(candidates.begin(), candidates.end(),
+                                    [&](const auto& old) { return old->weight() == spec.weight; });
+          if (match != candidates.end()) {
+            host = *match;
+            candidates.erase(match);
           }
         }
         if (!host) host = std::make_shared<upstream::Host>(config->name, address, spec.weight);
@@ -408,6 +425,7 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
     }
 
     std::string dns_error;
+    std::vector<uint32_t> host_endpoints;
     if (config->dns) {
       // Keep what the last resolution found if the cluster did not change.
       dns_error = kNotResolvedYet;
@@ -421,19 +439,24 @@ SnapshotPtr ConfigBuilder::Build(const config::v1::Bootstrap& bootstrap,
                    old.endpoints[k].port == config->endpoints[k].port &&
                    old.endpoints[k].weight == config->endpoints[k].weight;
           }
-          for (size_t k = 0; same && k < old.endpoints.size(); ++k) {
-            same = old.endpoints[k].control_plane_flags == config->endpoints[k].control_plane_flags;
-          }
           if (same) {
+            // The resolved hosts stay; each takes its endpoint's health_status
+            // as this config says it.
             hosts = it->second->hosts;
             dns_error = it->second->dns_error;
-            control_plane_flags = it->second->control_plane_flags;
+            host_endpoints = it->second->host_endpoints;
+            control_plane_flags.clear();
+            for (uint32_t k : host_endpoints) {
+              control_plane_flags.push_back(
+                  k < config->endpoints.size() ? config->endpoints[k].control_plane_flags : 0);
+            }
           }
         }
       }
     }
-    snapshot->clusters[proto.name()] = upstream::MakeClusterSnapshot(
-        std::move(config), std::move(hosts), std::move(dns_error), std::move(control_plane_flags));
+    snapshot->clusters[proto.name()] =
+        upstream::MakeClusterSnapshot(std::move(config), std::move(hosts), std::move(dns_error),
+                                      std::move(control_plane_flags), std::move(host_endpoints));
   }
 
   // Listeners.

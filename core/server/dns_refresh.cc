@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "core/common/strings.h"
 #include "core/upstream/cluster.h"
 #include "core/upstream/host.h"
@@ -83,6 +84,12 @@ void Server::OnResolved(const std::string& name, std::shared_ptr<ResolveBatch> b
   upstream::HostVector hosts;
   std::vector<uint32_t> control_plane_flags;
   std::string error;
+  // Keep the Host object (counters, health) of an address we already had;
+  // one old host is kept once, so an address two names resolve to is two
+  // hosts.
+  absl::flat_hash_map<std::string, std::vector<upstream::HostSharedPtr>> reusable;
+  for (const auto& old : current.hosts) reusable[old->addressString()].push_back(old);
+  std::vector<uint32_t> host_endpoints;
   for (size_t i = 0; i < batch->results.size(); ++i) {
     const auto& r = batch->results[i];
     const auto& spec = current.config->endpoints[i];
@@ -91,14 +98,16 @@ void Server::OnResolved(const std::string& name, std::shared_ptr<ResolveBatch> b
       continue;
     }
     for (const network::Address& address : r.addresses) {
-      // Keep the Host object (and its counters) of an address we already had.
       upstream::HostSharedPtr host;
-      for (const auto& old : current.hosts) {
-        if (old->address() == address) host = old;
+      if (auto it = reusable.find(address.ToString());
+          it != reusable.end() && !it->second.empty()) {
+        host = std::move(it->second.back());
+        it->second.pop_back();
       }
       if (!host) host = std::make_shared<upstream::Host>(name, address, spec.weight, spec.host);
       hosts.push_back(std::move(host));
       control_plane_flags.push_back(spec.control_plane_flags);
+      host_endpoints.push_back(static_cast<uint32_t>(i));
     }
   }
   if (!error.empty() && !current.hosts.empty()) {
@@ -111,8 +120,8 @@ void Server::OnResolved(const std::string& name, std::shared_ptr<ResolveBatch> b
     if (changed) {
       if (!error.empty()) spdlog::warn("cluster '{}': {}", name, error);
       auto next = std::make_shared<Snapshot>(*snapshot_);
-      next->clusters[name] =
-          upstream::MakeClusterSnapshot(current.config, hosts, error, control_plane_flags);
+      next->clusters[name] = upstream::MakeClusterSnapshot(
+          current.config, hosts, error, control_plane_flags, std::move(host_endpoints));
       Publish(next);
     }
   }

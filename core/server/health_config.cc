@@ -4,6 +4,8 @@
 
 #include "core/common/strings.h"
 #include "core/server/tls_config.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/struct.pb.h"
 
 namespace portway::server {
@@ -186,8 +188,15 @@ void BuildClusterHealth(const config::v1::Cluster& proto, const std::string& pat
     // The identity: everything that shapes a probe and its verdicts. The
     // serialized proto says it all (a custom config's factory output
     // cannot be compared, its input can).
+    // Deterministic: a custom config is a map, which protobuf otherwise
+    // writes in a random order (an unchanged check would look changed).
     std::string serialized;
-    hc.SerializeToString(&serialized);
+    {
+      google::protobuf::io::StringOutputStream stream(&serialized);
+      google::protobuf::io::CodedOutputStream coded(&stream);
+      coded.SetSerializationDeterministic(true);
+      hc.SerializeToCodedStream(&coded);
+    }
     spec.identity =
         Cat(static_cast<int>(proto.protocol()), "|", config->tls_identity, "|", serialized);
     config->health_checks.push_back(std::move(spec));

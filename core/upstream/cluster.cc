@@ -6,7 +6,8 @@ namespace portway::upstream {
 
 ClusterSnapshotPtr MakeClusterSnapshot(std::shared_ptr<const ClusterConfig> config,
                                        HostVector hosts, std::string dns_error,
-                                       std::vector<uint32_t> control_plane_flags) {
+                                       std::vector<uint32_t> control_plane_flags,
+                                       std::vector<uint32_t> host_endpoints) {
   auto snapshot = std::make_shared<ClusterSnapshot>();
   // The count starts at zero: the hosts count themselves in when the
   // snapshot is published (HostHealthManager::Adopt).
@@ -18,6 +19,7 @@ ClusterSnapshotPtr MakeClusterSnapshot(std::shared_ptr<const ClusterConfig> conf
   snapshot->hosts = std::move(hosts);
   snapshot->dns_error = std::move(dns_error);
   snapshot->control_plane_flags = std::move(control_plane_flags);
+  snapshot->host_endpoints = std::move(host_endpoints);
   return snapshot;
 }
 

@@ -133,6 +133,10 @@ struct ClusterSnapshot {
   // Parallel to `hosts`: the control-plane flags each should carry
   // (from its endpoint's health_status), applied at Adopt.
   std::vector<uint32_t> control_plane_flags;
+  // dns clusters, parallel to `hosts`: the index of the endpoint each was
+  // resolved from (a config that changes only health_status keeps the
+  // hosts and recomputes their flags from it).
+  std::vector<uint32_t> host_endpoints;
   // Main thread: Adopt() ran (the snapshot was published once).
   mutable bool adopted = false;
 };
@@ -142,6 +146,7 @@ using ClusterSnapshotPtr = std::shared_ptr<const ClusterSnapshot>;
 // `control_plane_flags`: empty, or one entry per host.
 ClusterSnapshotPtr MakeClusterSnapshot(std::shared_ptr<const ClusterConfig> config,
                                        HostVector hosts, std::string dns_error,
-                                       std::vector<uint32_t> control_plane_flags = {});
+                                       std::vector<uint32_t> control_plane_flags = {},
+                                       std::vector<uint32_t> host_endpoints = {});
 
 }  // namespace portway::upstream

@@ -1,13 +1,36 @@
 #include "core/upstream/health_checker.h"
 
 #include <cstring>
+#include <mutex>
 
+#include "absl/container/flat_hash_set.h"
 #include "core/common/strings.h"
 #include "core/server/stats.h"
 #include "core/upstream/codec_factory.h"
 #include "core/upstream/conn_pool.h"
 
 namespace portway::upstream {
+
+// Where a module's probe answers from its own thread: a Post to the main
+// thread while the manager lives, nothing once it stopped (the dispatcher
+// may be gone by then).
+class HealthCheckMailbox {
+ public:
+  explicit HealthCheckMailbox(event::Dispatcher* dispatcher) : dispatcher_(dispatcher) {}
+  void Post(std::function<void()> callback) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (dispatcher_ != nullptr) dispatcher_->Post(std::move(callback));
+  }
+  void Close() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    dispatcher_ = nullptr;
+  }
+
+ private:
+  std::mutex mutex_;
+  event::Dispatcher* dispatcher_;
+};
+
 namespace {
 
 using std::chrono::milliseconds;
@@ -355,8 +378,8 @@ class TcpProbe final : public HealthProbeRunner, public event::ConnectionCallbac
 class CustomProbe final : public HealthProbeRunner {
  public:
   // `probe` (may be null) belongs to the session and outlives this run.
-  CustomProbe(event::Dispatcher& dispatcher, HealthProbe* probe)
-      : dispatcher_(dispatcher), probe_(probe) {}
+  CustomProbe(std::shared_ptr<HealthCheckMailbox> mailbox, HealthProbe* probe)
+      : mailbox_(std::move(mailbox)), probe_(probe) {}
   ~CustomProbe() override { Cancel(); }
 
   void Start(Done done) override {
@@ -364,9 +387,8 @@ class CustomProbe final : public HealthProbeRunner {
     const uint64_t generation = ++generation_;
     if (probe_ == nullptr) return Finish(false, "the checker made no probe for this host");
     std::weak_ptr<bool> alive = alive_;
-    event::Dispatcher* dispatcher = &dispatcher_;
-    probe_->Check([this, alive, dispatcher, generation](HealthCheckResult result) {
-      dispatcher->Post([this, alive, generation, result = std::move(result)]() mutable {
+    probe_->Check([this, alive, mailbox = mailbox_, generation](HealthCheckResult result) {
+      mailbox->Post([this, alive, generation, result = std::move(result)]() mutable {
         if (alive.expired() || generation != generation_) return;
         Finish(result.healthy, std::move(result.detail));
       });
@@ -386,7 +408,7 @@ class CustomProbe final : public HealthProbeRunner {
     done(healthy, std::move(detail));
   }
 
-  event::Dispatcher& dispatcher_;
+  std::shared_ptr<HealthCheckMailbox> mailbox_;
   HealthProbe* const probe_;
   Done done_;
   uint64_t generation_ = 0;
@@ -484,7 +506,7 @@ class HealthCheckManager::Session {
           custom_ = (*spec_.custom)(target);
         }
         // The SDK probe lives as long as the session; each run wraps it.
-        return std::make_unique<CustomProbe>(manager_.dispatcher_, custom_.get());
+        return std::make_unique<CustomProbe>(manager_.mailbox_, custom_.get());
       }
     }
     return nullptr;
@@ -566,9 +588,15 @@ class HealthCheckManager::Session {
 
 HealthCheckManager::HealthCheckManager(event::Dispatcher& dispatcher, HostHealthManager& health,
                                        Random& random)
-    : dispatcher_(dispatcher), health_(health), random_(random) {}
+    : dispatcher_(dispatcher),
+      health_(health),
+      random_(random),
+      mailbox_(std::make_shared<HealthCheckMailbox>(&dispatcher)) {}
 
-HealthCheckManager::~HealthCheckManager() { Stop(); }
+HealthCheckManager::~HealthCheckManager() {
+  Stop();
+  mailbox_->Close();
+}
 
 void HealthCheckManager::Stop() {
   sessions_.clear();
@@ -581,10 +609,16 @@ void HealthCheckManager::Update(const std::map<std::string, ClusterSnapshotPtr>&
   for (auto it = clusters_.begin(); it != clusters_.end();) {
     auto now = clusters.find(it->first);
     if (now == clusters.end() || now->second->config->health_checks.empty()) {
+      // A cluster that is gone takes its hosts with it: their flags no
+      // longer matter (nothing balances over them). One that stays but has
+      // no check now gets its hosts back.
+      const bool cluster_stays = now != clusters.end();
       for (const auto& key : it->second->keys) {
         auto s = sessions_.find(key);
         if (s == sessions_.end()) continue;
-        if (s->second->failing()) OnVerdict(*s->second, false, "its active check was removed");
+        if (cluster_stays && s->second->failing()) {
+          OnVerdict(*s->second, false, "its active check was removed");
+        }
         sessions_.erase(s);
       }
       it = clusters_.erase(it);
@@ -628,13 +662,19 @@ void HealthCheckManager::Update(const std::map<std::string, ClusterSnapshotPtr>&
         hosts_.try_emplace(host.get(), HostEntry{host, 0});
       }
     }
-    // Hosts (or checks) of the old snapshot that are not in the new one.
+    // Hosts (or checks) of the old snapshot that are not in the new one. A
+    // host that left keeps its flag (nothing balances over it, and clearing
+    // it would count it usable in a set it is not in).
     std::sort(checks->keys.begin(), checks->keys.end());
+    absl::flat_hash_set<const Host*> staying;
+    for (const HostSharedPtr& host : snapshot->hosts) staying.insert(host.get());
     for (const auto& key : old_keys) {
       if (std::binary_search(checks->keys.begin(), checks->keys.end(), key)) continue;
       auto s = sessions_.find(key);
       if (s == sessions_.end()) continue;
-      if (s->second->failing()) OnVerdict(*s->second, false, "its active check was removed");
+      if (s->second->failing() && staying.contains(key.first)) {
+        OnVerdict(*s->second, false, "its active check was removed");
+      }
       sessions_.erase(s);
     }
     slot = std::move(checks);

@@ -49,6 +49,8 @@ class HealthProbeRunner : public event::DeferredDeletable {
   virtual void Cancel() = 0;
 };
 
+class HealthCheckMailbox;
+
 class HealthCheckManager {
  public:
   HealthCheckManager(event::Dispatcher& dispatcher, HostHealthManager& health, Random& random);
@@ -85,6 +87,8 @@ class HealthCheckManager {
   // Keyed by (host, check index); the check's identity is in the session.
   std::map<std::pair<const Host*, size_t>, std::unique_ptr<Session>> sessions_;
   absl::flat_hash_map<const Host*, HostEntry> hosts_;
+  // Custom probes' answers from other threads come through it.
+  std::shared_ptr<HealthCheckMailbox> mailbox_;
 };
 
 }  // namespace portway::upstream

@@ -317,7 +317,11 @@ def test_custom_checker_from_a_module(make_origin, make_gateway, tmp_path):
         pytest.fail(f"test module {module} not built (build the whole tree first)")
     a = make_origin("a")
     b = make_origin("b")
-    check = dict(FAST_CHECK, custom={"name": "test.file_health", "config": {"dir": str(tmp_path)}})
+    # Several config fields: a map, which must not make an unchanged check
+    # look changed at a reload.
+    check = dict(FAST_CHECK, custom={"name": "test.file_health",
+                                     "config": {"dir": str(tmp_path), "x": "1", "y": "2",
+                                                "z": "3"}})
     config = make_config([a.address, b.address], cluster_options={"health_checks": [check]})
     config["modules"] = [{"path": str(module.resolve())}]
     (tmp_path / str(b.port)).write_text("down")
@@ -326,6 +330,11 @@ def test_custom_checker_from_a_module(make_origin, make_gateway, tmp_path):
                message="the module's verdicts")
     assert _hosts(gw)[b.address]["reason"].endswith(f"{tmp_path}/{b.port} exists")
     assert _names(gw, 6) == ["a"] * 6
+    for _ in range(5):
+        gw.reload(config)
+    time.sleep(0.2)
+    assert "its active check changed" not in gw.log_text()
+    assert _hosts(gw)[b.address].get("active_checks") == ["failing"]
     (tmp_path / str(b.port)).unlink()
     wait_until(lambda: _flags(_hosts(gw)[b.address]) == [], timeout=3.0, message="back")
 
@@ -337,3 +346,64 @@ def test_custom_checker_from_a_module(make_origin, make_gateway, tmp_path):
     assert result.returncode != 0
     assert "clusters[0].health_checks[0].custom.config.dir: is required" in \
         result.stdout + result.stderr
+
+
+def _cluster(gw, name="backend"):
+    return next(c for c in gw.admin_json("/clusters")["clusters"] if c["name"] == name)
+
+
+def test_an_address_listed_twice_is_two_hosts_across_reloads(make_origin, make_gateway):
+    up = make_origin("up")
+    dead = closed_port()
+    endpoints = [f"127.0.0.1:{dead}", f"127.0.0.1:{dead}", up.address]
+    check = dict(FAST_CHECK, tcp={})
+    config = make_config(endpoints, cluster_options={"health_checks": [check]})
+    gw = make_gateway(config)
+    wait_until(lambda: _cluster(gw)["usable_hosts"] == 1, message="two dead hosts found")
+    assert _cluster(gw)["panic"] is True
+    gw.reload(config)  # unchanged: each host keeps its own Host, counted once
+    time.sleep(0.3)
+    cluster = _cluster(gw)
+    assert (cluster["usable_hosts"], cluster["panic"]) == (1, True), cluster
+    assert len(cluster["hosts"]) == 3
+
+
+def test_removing_a_failing_host_keeps_the_healthy_gauge_right(make_origin, make_gateway):
+    a = make_origin("a")
+    dead = f"127.0.0.1:{closed_port()}"
+    check = dict(FAST_CHECK, tcp={})
+    gw = make_gateway(make_config([a.address, dead], cluster_options={"health_checks": [check]}))
+    wait_until(lambda: _checks_settled(gw, {dead: "failing"}), message="dead host out")
+    gw.reload(make_config([a.address], cluster_options={"health_checks": [check]}))
+    wait_until(lambda: len(_hosts(gw)) == 1, message="reloaded")
+    assert gw.stat("portway_upstream_hosts", cluster="backend") == 1
+    assert gw.stat("portway_upstream_hosts_healthy", cluster="backend") == 1
+    assert f"{dead} of cluster 'backend' is healthy again" not in gw.log_text()
+
+
+def test_dns_cluster_keeps_its_hosts_when_only_health_status_changes(make_origin,
+                                                                       make_gateway):
+    a = make_origin("a")
+    b = make_origin("b")
+    b.handlers["/hc"] = lambda ctx: ctx.send_response(500) or True
+    a.handlers["/hc"] = lambda ctx: ctx.send_response(200) or True
+    check = dict(FAST_CHECK, http={"path": "/hc"})
+
+    def config(status_a):
+        return make_config(clusters=[{
+            "name": "backend", "type": "dns", "healthy_panic_threshold": 0,
+            "health_checks": [check],
+            "endpoints": [{"address": f"127.0.0.1:{a.port}", "health_status": status_a},
+                          {"address": f"127.0.0.1:{b.port}"}]}])
+
+    gw = make_gateway(config("HEALTHY"))
+    wait_until(lambda: _checks_settled(gw, {a.address: "passing", b.address: "failing"}),
+               message="verdicts")
+    gw.reload(config("DRAINING"))
+    wait_until(lambda: _hosts(gw)[a.address]["health"] == "draining", message="a drains")
+    # b kept its Host and its verdict: still failing, not pending.
+    assert _hosts(gw)[b.address].get("active_checks") == ["failing"]
+    assert "its active check" not in gw.log_text()
+    with HttpConn(gw.port) as conn:
+        r = conn.roundtrip("GET", "/echo")
+    assert r.status == 503, r  # a drains, b fails: no usable host, no panic
