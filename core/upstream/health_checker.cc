@@ -530,7 +530,6 @@ class HealthCheckManager::Session {
     if (stats() != nullptr) {
       (healthy ? stats()->health_check_passed : stats()->health_check_failed).Inc();
     }
-    last_detail_ = detail;
     if (healthy) {
       ++passes_;
       failures_ = 0;
@@ -583,7 +582,6 @@ class HealthCheckManager::Session {
   bool failing_ = false;
   uint32_t passes_ = 0;
   uint32_t failures_ = 0;
-  std::string last_detail_;
 };
 
 HealthCheckManager::HealthCheckManager(event::Dispatcher& dispatcher, HostHealthManager& health,

@@ -39,9 +39,9 @@ class HealthCheckerStaging {
 
  private:
   void Stop();
-  std::string module_;
   std::vector<std::unique_ptr<HealthCheckerFactory>> staged_;
   HealthCheckerStaging* previous_;
+  std::string module_;
   bool active_ = true;
 };
 
