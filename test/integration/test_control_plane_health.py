@@ -8,8 +8,8 @@ import signal
 
 import pytest
 
-from portway_test_lib import LOOPBACK, closed_port, to_yaml, wait_until
-from test_control_plane import cp_state, ctl, entry, gateway_config
+from portway_test_lib import LOOPBACK, HttpConn, closed_port, to_yaml, wait_until
+from test_control_plane import cp_state, ctl, entry, gateway_config, listener_port
 
 pytestmark = pytest.mark.gateway
 
@@ -176,3 +176,38 @@ def test_portwayctl_apply_rejects_a_bad_health_check_with_paths(cp, tmp_path):
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert "cluster 'web': health_checks[0].timeout:" in r.stderr, r.stderr
     assert "cluster 'web': health_checks[0].http.path:" in r.stderr, r.stderr
+
+
+def test_pushed_active_checks_and_outlier_detection_take_hosts_out(cp, make_origin,
+                                                                    make_gateway):
+    """Both mechanisms from a push: an active check marks a dead host, outlier
+    detection ejects a host answering 503, and the fleet view says why."""
+    good = make_origin("good")
+    flaky = make_origin("flaky")
+    flaky.handlers["/app"] = lambda ctx: ctx.send_response(503) or True
+    dead = f"{LOOPBACK}:{closed_port()}"
+    doc = cluster_doc(
+        "web", [good.address, flaky.address, dead], healthy_panic_threshold=0,
+        health_checks=[{"interval": "200ms", "timeout": "150ms", "tcp": {}}],
+        outlier_detection={"consecutive_5xx": 2, "max_ejection_percent": 50,
+                           "base_ejection_time": "30s"})
+    doc["listeners"] = [{"name": "dyn", "address": f"{LOOPBACK}:0",
+                         "routes": [{"match": {"prefix": "/"}, "cluster": "web"}]}]
+    cp.write("main.yaml", doc)
+    gw = make_gateway(gateway_config(cp))
+    port = listener_port(gw)
+    wait_until(lambda: (host_view(cp, "web", dead) or {}).get("gateways"), timeout=5,
+               message="the dead host reported")
+    assert host_view(cp, "web", dead)["gateways"][0]["flags"] == ["active_check"]
+
+    statuses = []
+    with HttpConn(port) as conn:
+        for _ in range(12):
+            statuses.append(conn.roundtrip("GET", "/app").status)
+    # Round robin over good and flaky: flaky's second 503 ejects it; after
+    # that only good answers. The dead host never gets a request.
+    assert statuses.count(503) == 2, statuses
+    assert statuses[-6:] == [200] * 6, statuses
+    wait_until(lambda: (host_view(cp, "web", flaky.address) or {}).get("gateways"), timeout=5,
+               message="the ejected host reported")
+    assert host_view(cp, "web", flaky.address)["gateways"][0]["flags"] == ["outlier"]
