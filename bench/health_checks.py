@@ -136,6 +136,14 @@ def stat_total(admin_port, name):
     return total
 
 
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def haproxy_config(tmp, ports, kind, stats_port):
     per = HOSTS // CLUSTERS
     inter = int(INTERVAL * 1000)
@@ -175,11 +183,7 @@ def run_haproxy(tmp, ports, kind):
         return {"kind": f"haproxy {kind}", "cpu_seconds": cpu, "elapsed": elapsed,
                 "core_percent": 100.0 * cpu / elapsed, "rss_kb": rss_kb(proc.pid)}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def run_gateway(tmp, ports, kind):
@@ -213,11 +217,7 @@ def run_gateway(tmp, ports, kind):
                 "core_percent": 100.0 * cpu / elapsed, "probes_per_second": checks / elapsed,
                 "rss_kb": rss_kb(proc.pid), "unhealthy_hosts": unhealthy}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()
 
 

@@ -85,6 +85,18 @@ std::string GrpcHealthRequest(const std::string& service) {
   return frame + message;
 }
 
+// Reads a base-128 varint at message[*i]; false if it runs off the end.
+bool ReadVarint(std::string_view message, size_t* i, uint64_t* value) {
+  *value = 0;
+  for (int shift = 0; shift <= 63; shift += 7) {
+    if (*i >= message.size()) return false;
+    const uint8_t b = static_cast<uint8_t>(message[(*i)++]);
+    *value |= static_cast<uint64_t>(b & 0x7f) << shift;
+    if ((b & 0x80) == 0) return true;
+  }
+  return false;
+}
+
 // The ServingStatus of a framed grpc.health.v1.HealthCheckResponse, or -1
 // if `body` is not one.
 int GrpcServingStatus(std::string_view body) {
@@ -99,32 +111,18 @@ int GrpcServingStatus(std::string_view body) {
   size_t i = 0;
   while (i < message.size()) {
     const uint8_t key = static_cast<uint8_t>(message[i++]);
-    const int wire = key & 7;
     uint64_t value = 0;
-    if (wire == 0) {
-      int shift = 0;
-      while (true) {
-        if (i >= message.size() || shift > 63) return -1;
-        const uint8_t b = static_cast<uint8_t>(message[i++]);
-        value |= static_cast<uint64_t>(b & 0x7f) << shift;
-        if ((b & 0x80) == 0) break;
-        shift += 7;
-      }
-      if ((key >> 3) == 1) status = static_cast<int>(value);
-    } else if (wire == 2) {
-      uint64_t n = 0;
-      int shift = 0;
-      while (true) {
-        if (i >= message.size() || shift > 63) return -1;
-        const uint8_t b = static_cast<uint8_t>(message[i++]);
-        n |= static_cast<uint64_t>(b & 0x7f) << shift;
-        if ((b & 0x80) == 0) break;
-        shift += 7;
-      }
-      if (n > message.size() - i) return -1;
-      i += n;
-    } else {
-      return -1;  // no other wire type in this message
+    if (!ReadVarint(message, &i, &value)) return -1;
+    switch (key & 7) {
+      case 0:  // varint: field 1 is the status
+        if ((key >> 3) == 1) status = static_cast<int>(value);
+        break;
+      case 2:  // length-delimited: skipped
+        if (value > message.size() - i) return -1;
+        i += value;
+        break;
+      default:
+        return -1;  // no other wire type in this message
     }
   }
   return status;
