@@ -205,7 +205,9 @@ StoredResponse MergeNotModified(const StoredResponse& stored, const Fields& not_
 // `response` (RFC 9110 13.1.2, 13.1.3, 13.2.2): If-None-Match ("*" or a
 // list, weak comparison) when present, else If-Modified-Since against
 // Last-Modified (or Date, or the response time). Only a 2xx stored response
-// answers 304; an unparseable If-Modified-Since is ignored.
+// answers 304; an unparseable If-Modified-Since is ignored. The caller
+// asks only for GET and HEAD requests (RFC 9110 13.1.3: If-Modified-Since
+// means nothing for other methods).
 bool ClientNotModified(const Fields& request_headers, const StoredResponse& response);
 
 // The hop-by-hop fields RFC 9110 7.6.1 names, plus keep-alive,

@@ -56,8 +56,13 @@ TEST(CacheControlTest, QuotedValuesAndFieldLists) {
   EXPECT_TRUE(cc.no_cache);
   EXPECT_TRUE(cc.no_cache_has_fields);
   EXPECT_TRUE(cc.private_);
-  // The comma inside the quoted list did not start a new directive.
   EXPECT_FALSE(cc.public_);
+}
+
+TEST(CacheControlTest, CommasInsideQuotesDoNotSplitDirectives) {
+  CacheControl cc = ParseCacheControl({{"cache-control", "no-cache=\"x-a,no-store,x-b\""}});
+  EXPECT_TRUE(cc.no_cache_has_fields);
+  EXPECT_FALSE(cc.no_store);
 }
 
 TEST(CacheControlTest, PlainNoCacheHasNoFields) {
