@@ -294,6 +294,20 @@ TEST_F(CacheRedisTest, AbsentKeyIsAMiss) {
   EXPECT_EQ(tier->Stats().misses, 1u);
 }
 
+TEST_F(CacheRedisTest, CallbackMayGetAgainFromTheIoThread) {
+  RedisTierPtr tier = StartWith(Relaxed());
+  ASSERT_NE(tier, nullptr);
+  tier->Set("k", "v", seconds(60));
+  Answers answers;
+  RedisTier* raw = tier.get();
+  tier->Get("absent", [&answers, raw, second = answers.For(1)](RedisGetResult) mutable {
+    raw->Get("k", std::move(second));
+  });
+  ASSERT_TRUE(answers.WaitFor(1));
+  EXPECT_EQ(answers.Got()[0].result.status, RedisGetResult::kHit);
+  EXPECT_EQ(answers.Got()[0].result.value, "v");
+}
+
 TEST_F(CacheRedisTest, PausedServerTimesOutOnceAndTheLateReplyIsDropped) {
   RedisTierOptions options = Relaxed();
   options.command_timeout = milliseconds(100);
