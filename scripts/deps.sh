@@ -7,10 +7,12 @@ set -euo pipefail
 build_pkgs=(cmake ninja-build ccache pkg-config g++ make
   libuv1-dev libnghttp2-dev libprotobuf-dev protobuf-compiler
   libgrpc++-dev protobuf-compiler-grpc libabsl-dev libspdlog-dev libfmt-dev
-  libyaml-cpp-dev libssl-dev libre2-dev libgtest-dev libgmock-dev python3 curl)
+  libyaml-cpp-dev libssl-dev libre2-dev libgtest-dev libgmock-dev libhiredis-dev python3 curl)
 test_pkgs=(python3-pytest python3-yaml systemd varnish clang-14 libclang-rt-14-dev openssl
-  python3-h2 python3-grpcio python3-grpc-tools grpc-proto nghttp2-client nghttp2-server)
+  python3-h2 python3-grpcio python3-grpc-tools grpc-proto nghttp2-client nghttp2-server
+  redis-server)
 # nghttp2-server: nghttpd, the h2c origin of the HTTP/2 upstream rows.
+# redis-server: test/unit/cache_redis_test.cc starts its own servers.
 bench_pkgs=(nginx haproxy nghttp2-client nghttp2-server wrk valgrind linux-perf)
 
 want=("${build_pkgs[@]}")
@@ -38,3 +40,5 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 for s in nginx haproxy varnish; do
   command -v systemctl >/dev/null 2>&1 && systemctl stop "$s" >/dev/null 2>&1 || true
 done
+# The Redis tests start their own servers too; Debian's would hold port 6379.
+systemctl stop redis-server >/dev/null 2>&1 || /etc/init.d/redis-server stop >/dev/null 2>&1 || true
