@@ -216,6 +216,8 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   void OnFilterErrorReply(ErrorCause cause, std::string_view detail) override {
     SendLocalReply(cause, detail);
   }
+  bool OnFilterResponse() override;
+  std::shared_ptr<WorkerPoster> Worker() override { return parent_.context_.Poster(); }
 
   void SendProtocolError(const CodecError& error);
   void AnswerLocally(int status, ErrorCause cause, std::string_view detail,
@@ -274,6 +276,7 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   event::MonotonicTime last_activity_;
   bool request_complete_ = false;
   bool response_started_ = false;
+  bool head_sent_ = false;  // the response head went to the codec
   bool done_ = false;
   bool codec_reset_ = false;
   // A gRPC request: local replies become gRPC statuses.
@@ -558,6 +561,7 @@ void ConnectionManager::ActiveStream::EncodeHeadersToCodec(HeaderMapPtr headers,
     }
   }
   if (parent_.draining_ || parent_.context_.Draining()) encoder_.CloseAfterResponse();
+  head_sent_ = true;
   info_.status = headers->Status();
   if (grpc_ && end_stream) grpc_status_ = GrpcStatusOf(*headers);
   encoder_.EncodeHeaders(*headers, end_stream);
@@ -585,6 +589,19 @@ void ConnectionManager::ActiveStream::EncodeTrailersToCodec(HeaderMapPtr trailer
 void ConnectionManager::ActiveStream::OnFilterLocalReply(int status, std::string_view body,
                                                          std::string_view error) {
   AnswerLocally(status, ErrorCause::kFilterLocalReply, error, error, body, /*close=*/false);
+}
+
+// A filter's own response (a cached copy) takes the stream's place: the
+// upstream side goes, and whatever error reply it replaces no longer
+// counts. The filter manager runs the response through the chain.
+bool ConnectionManager::ActiveStream::OnFilterResponse() {
+  if (done_ || head_sent_) return false;
+  if (router_ != nullptr) router_->Abort();
+  info_.cause = ErrorCause::kNone;
+  info_.detail.clear();
+  info_.local_reply = false;
+  response_started_ = true;
+  return true;
 }
 
 void ConnectionManager::ActiveStream::OnBufferOverflow(bool request) {

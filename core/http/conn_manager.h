@@ -49,6 +49,9 @@ class ConnectionManagerContext {
   // What filters see of the gateway (FilterCallbacks::Gateway()).
   virtual const GatewayView& Gateway() = 0;
   virtual std::string NewRequestId() = 0;
+  // Posts to this context's thread from any thread
+  // (FilterCallbacks::Worker()).
+  virtual std::shared_ptr<WorkerPoster> Poster() = 0;
   // Where failed requests are recorded; null when the history is off.
   virtual server::FailureHistory* Failures() { return nullptr; }
   // The connection is closed; the context drops it.

@@ -53,6 +53,12 @@ RandomGenerator& FilterManager::FilterState::Random() {
   return manager_.callbacks_.Dispatcher().Random();
 }
 const GatewayView& FilterManager::FilterState::Gateway() { return manager_.callbacks_.Gateway(); }
+std::shared_ptr<WorkerPoster> FilterManager::FilterState::Worker() {
+  return manager_.callbacks_.Worker();
+}
+bool FilterManager::FilterState::SendResponse(FilterResponse response) {
+  return manager_.Respond(index_, std::move(response));
+}
 void FilterManager::FilterState::EnableRequestReplay(size_t max_body_bytes) {
   manager_.callbacks_.EnableRequestReplay(max_body_bytes);
 }
@@ -139,6 +145,7 @@ void FilterManager::Add(FilterPtr filter, std::string_view name) {
   ++filters_.size;
   chain_phases_ |= phases;
   ++count_;
+  encode_entry_ = count_ - 1;
 }
 
 void FilterManager::Decided(int index, std::string decision) {
@@ -194,6 +201,7 @@ void FilterManager::DecodeTrailers(HeaderMapPtr trailers) {
 }
 
 void FilterManager::EncodeHeaders(HeaderMapPtr headers, bool end_stream) {
+  if (filter_response_) return;
   if (Bypass(encode_, Phase::kEncodeHeaders)) {
     callbacks_.EncodeHeadersToCodec(std::move(headers), end_stream);
     return;
@@ -202,6 +210,10 @@ void FilterManager::EncodeHeaders(HeaderMapPtr headers, bool end_stream) {
 }
 
 void FilterManager::EncodeData(Buffer& data, bool end_stream) {
+  if (filter_response_) {
+    data.Clear();
+    return;
+  }
   if (Bypass(encode_, Phase::kEncodeData)) {
     callbacks_.EncodeDataToCodec(data, end_stream);
     return;
@@ -212,6 +224,7 @@ void FilterManager::EncodeData(Buffer& data, bool end_stream) {
 }
 
 void FilterManager::EncodeTrailers(HeaderMapPtr trailers) {
+  if (filter_response_) return;
   Accept(encode_, Item{Item::kTrailers, std::move(trailers), {}, true});
 }
 
@@ -236,6 +249,7 @@ bool FilterManager::Run(Direction& d, int index, Item& item) {
       {Phase::kEncodeHeaders, Phase::kEncodeData, Phase::kEncodeTrailers}};
   const int dir = d.decode ? 0 : 1;
   const uint32_t want = kWants[dir][item.kind];
+  const uint32_t generation = d.generation;
   for (int i = index; InRange(i); i = Next(d, i)) {
     FilterState& state = filters_[i];
     Filter& f = *state.filter;
@@ -254,7 +268,7 @@ bool FilterManager::Run(Direction& d, int index, Item& item) {
                      status = d.decode ? f.DecodeHeaders(*item.headers, item.end_stream)
                                        : f.EncodeHeaders(*item.headers, item.end_stream);
                    }) ||
-            completed_ || d.ended) {
+            completed_ || d.ended || d.generation != generation) {
           return false;
         }
         if (status == FilterHeadersStatus::kStopIteration) return Hold(d, i, item);
@@ -268,7 +282,7 @@ bool FilterManager::Run(Direction& d, int index, Item& item) {
                      status = d.decode ? f.DecodeData(item.data, item.end_stream)
                                        : f.EncodeData(item.data, item.end_stream);
                    }) ||
-            completed_ || d.ended) {
+            completed_ || d.ended || d.generation != generation) {
           return false;
         }
         if (status == FilterDataStatus::kStopIterationAndBuffer) {
@@ -295,7 +309,8 @@ bool FilterManager::Run(Direction& d, int index, Item& item) {
           state.absorbing[dir] = false;
           Item body{Item::kData, nullptr, {}, false};
           body.data.Move(state.kept[dir]);
-          if (!Run(d, Next(d, i), body) || completed_ || d.ended) {
+          if (!Run(d, Next(d, i), body) || completed_ || d.ended || d.generation != generation) {
+            if (d.generation != generation) return false;
             // Only the next filters can stop here; keep the trailers queued
             // behind whatever now holds the direction.
             d.queue.push_back(std::move(item));
@@ -310,7 +325,7 @@ bool FilterManager::Run(Direction& d, int index, Item& item) {
                      status = d.decode ? f.DecodeTrailers(*item.headers)
                                        : f.EncodeTrailers(*item.headers);
                    }) ||
-            completed_ || d.ended) {
+            completed_ || d.ended || d.generation != generation) {
           return false;
         }
         if (status == FilterTrailersStatus::kStopIteration) return Hold(d, i, item);
@@ -414,6 +429,8 @@ UpstreamResultStatus FilterManager::OnUpstreamResult(UpstreamResult& result) {
     if (!Guard(f, "upstream result", [&] { answer = f.filter->OnUpstreamResult(result); })) {
       return UpstreamResultStatus::kContinue;
     }
+    // It answered with a response of its own: the attempt is over.
+    if (filter_response_) return UpstreamResultStatus::kContinue;
     if (answer == UpstreamResultStatus::kRetry) {
       Decided(f.index_, Cat("retry after attempt ", result.attempt, " (", ResultName(result),
                             ") in ", result.retry_delay.count(), "ms"));
@@ -456,6 +473,46 @@ void FilterManager::ErrorReply(int filter, ErrorCause cause, std::string_view de
                       detail.empty() ? "" : ": ", detail));
   StopDecoding();
   callbacks_.OnFilterErrorReply(cause, detail);
+}
+
+bool FilterManager::Respond(int filter, FilterResponse response) {
+  if (completed_ || response.headers == nullptr) return false;
+  if (!callbacks_.OnFilterResponse()) return false;
+  Decided(filter,
+          Cat("answered ", response.headers->Status(),
+              callbacks_.Info().response_flag.empty() ? "" : " ", callbacks_.Info().response_flag));
+  StopDecoding();
+  ResetEncode();
+  filter_response_ = true;
+  encode_entry_ = filter - 1;
+  const bool has_body = !response.body.empty();
+  const bool has_trailers = response.trailers != nullptr;
+  Item head{Item::kHeaders, std::move(response.headers), {}, !has_body && !has_trailers};
+  Accept(encode_, std::move(head));
+  if (has_body) {
+    Item body{Item::kData, nullptr, {}, !has_trailers};
+    body.data.Move(response.body);
+    Accept(encode_, std::move(body));
+  }
+  if (has_trailers) Accept(encode_, Item{Item::kTrailers, std::move(response.trailers), {}, true});
+  return true;
+}
+
+void FilterManager::ResetEncode() {
+  ++encode_.generation;
+  encode_.stopped_at = -1;
+  encode_.held = Item{};
+  encode_.queue.clear();
+  encode_.queued_bytes = 0;
+  for (FilterState& f : filters_) {
+    f.absorbing[1] = false;
+    f.kept[1].Clear();
+    f.kept_end[1] = false;
+  }
+  if (encode_.paused_source) {
+    encode_.paused_source = false;
+    callbacks_.PauseSource(false, false);
+  }
 }
 
 void FilterManager::Complete(const StreamInfo& info) {

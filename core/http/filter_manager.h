@@ -50,6 +50,13 @@ class FilterManagerCallbacks {
   virtual void OnFilterLocalReply(int status, std::string_view body, std::string_view error) = 0;
   // The same with the core's own reply for `cause` (SendErrorReply).
   virtual void OnFilterErrorReply(ErrorCause cause, std::string_view detail) = 0;
+  // A filter answers with a response of its own (SendResponse): false when
+  // it is too late (the response head went to the client). Otherwise the
+  // stream drops its upstream side and any local reply it was sending, and
+  // takes the filter's response as its own, not as an error.
+  virtual bool OnFilterResponse() = 0;
+  // For FilterCallbacks::Worker().
+  virtual std::shared_ptr<WorkerPoster> Worker() = 0;
   // A kept or queued body outgrew the buffer limit.
   virtual void OnBufferOverflow(bool request) = 0;
   // Too much waits in a held direction: pause its source (the client for
@@ -121,6 +128,8 @@ class FilterManager {
     const TimeSource& Clock() override;
     RandomGenerator& Random() override;
     const GatewayView& Gateway() override;
+    std::shared_ptr<WorkerPoster> Worker() override;
+    bool SendResponse(FilterResponse response) override;
     void EnableRequestReplay(size_t max_body_bytes) override;
     void SetPerTryTimeout(std::chrono::milliseconds timeout) override;
     void SetUpstreamLimits(const UpstreamLimits& limits) override;
@@ -156,6 +165,9 @@ class FilterManager {
     size_t queued_bytes = 0;
     bool paused_source = false;
     bool ended = false;  // no more items will be accepted
+    // Bumped when a filter replaces the response: a pass through the chain
+    // that started before it stops at once.
+    uint32_t generation = 0;
   };
 
   void ReleaseStates();
@@ -170,13 +182,17 @@ class FilterManager {
   void Resume(Direction& d, int filter);
   void LocalReply(int filter, int status, std::string_view body, std::string_view error);
   void ErrorReply(int filter, ErrorCause cause, std::string_view detail);
+  bool Respond(int filter, FilterResponse response);
+  // Forgets what the response direction held or queued (a filter replaced
+  // the response).
+  void ResetEncode();
   // Records what filter `index` decided in StreamInfo::decisions.
   void Decided(int index, std::string decision);
   template <typename Call>
   bool Guard(FilterState& state, const char* phase, Call&& call);
   void OnFilterException(FilterState& state, const char* phase, const char* what);
   int Next(const Direction& d, int index) const { return d.decode ? index + 1 : index - 1; }
-  int First(const Direction& d) const { return d.decode ? 0 : count_ - 1; }
+  int First(const Direction& d) const { return d.decode ? 0 : encode_entry_; }
   bool InRange(int index) const { return index >= 0 && index < count_; }
 
   FilterManagerCallbacks& callbacks_;
@@ -195,6 +211,12 @@ class FilterManager {
   size_t capacity_ = 0;
   alignas(FilterState) unsigned char inline_[kInline * sizeof(FilterState)];
   int count_ = 0;
+  // Where the response enters the chain: the last filter, or the one
+  // before a filter that answered with SendResponse.
+  int encode_entry_ = -1;
+  // A filter answered with SendResponse: the stream's own response
+  // (upstream or local reply) no longer enters the chain.
+  bool filter_response_ = false;
   uint32_t chain_phases_ = 0;  // every filter's Phases(), or-ed
   Direction decode_{/*is_decode=*/true};
   Direction encode_{/*is_decode=*/false};

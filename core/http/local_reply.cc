@@ -67,4 +67,6 @@ const char* ProtocolName(Protocol protocol) {
   return "unknown";
 }
 
+std::string_view ErrorCauseName(ErrorCause cause) { return InfoFor(cause).name; }
+
 }  // namespace portway::http

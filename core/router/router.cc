@@ -277,7 +277,9 @@ bool Router::MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause,
   result.refused_stream = refused_stream;
   result.connection_reused = attempt_reused_;
   result.request_sent = attempt_sent_;
-  if (callbacks_.OnUpstreamResult(result) != http::UpstreamResultStatus::kRetry) return false;
+  // A filter that answered with a response of its own (a stale copy)
+  // aborted us: the caller has nothing left to do.
+  if (callbacks_.OnUpstreamResult(result) != http::UpstreamResultStatus::kRetry) return done_;
   // Filters see StreamInfo::replay_overflow and do not ask; a filter that
   // asks anyway gets no retry.
   if (!replay_ok_) {

@@ -106,13 +106,14 @@ class Router : public http::ResponseDecoder,
   upstream::HostSharedPtr PickHost(upstream::ClusterManager::WorkerCluster& cluster);
   stats::ClusterStats* Stats() const { return cluster_ ? cluster_->config->stats : nullptr; }
   void EndAttempt();
-  // Reports a failed or answered attempt to the filters; true if they
-  // asked for (and the router started) a retry.
   // The outcome of the current attempt, for the failure history.
   void RecordAttemptResult(http::ErrorCause cause);
   // A filter asked for a retry the router will not make: the failure
   // history says so.
   void NoteRetryRefused(std::string_view why);
+  // Reports a failed or answered attempt to the filters; true when the
+  // attempt needs nothing more from the caller: they asked for (and the
+  // router started) a retry, or one answered with a response of its own.
   bool MaybeRetry(http::UpstreamResult::Kind kind, http::ErrorCause cause, int status,
                   const http::HeaderMap* headers, bool refused_stream = false);
   // Tells outlier detection how the current attempt went (once per

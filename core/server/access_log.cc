@@ -78,6 +78,10 @@ void AccessLogger::Log(const http::StreamInfo& info, http::StreamInfo::Time now)
   if (fd_ < 0) return;
   const http::ErrorCauseInfo& cause = http::InfoFor(info.cause);
   std::string error = info.cause == http::ErrorCause::kNone ? "" : std::string(cause.name);
+  // A filter's own word (the cache's HIT, STALE) shows when no error did.
+  std::string_view flag = info.cause == http::ErrorCause::kNone && !info.response_flag.empty()
+                              ? std::string_view(info.response_flag)
+                              : cause.flag;
   if ((info.cause == http::ErrorCause::kDownstreamProtocolError ||
        info.cause == http::ErrorCause::kFilterLocalReply) &&
       !info.detail.empty()) {
@@ -95,8 +99,8 @@ void AccessLogger::Log(const http::StreamInfo& info, http::StreamInfo::Time now)
   line.reserve(256);
   if (format_ == Format::kText) {
     line += Cat("[", time, "] \"", OrDash(info.method), " ", OrDash(info.path), " ", info.protocol,
-                "\" ", info.status, " ", cause.flag, " ", info.bytes_received, " ", info.bytes_sent,
-                " ", absl::StrFormat("%.3f", duration), " ", upstream_time, " \"",
+                "\" ", info.status, " ", flag, " ", info.bytes_received, " ", info.bytes_sent, " ",
+                absl::StrFormat("%.3f", duration), " ", upstream_time, " \"",
                 OrDash(info.upstream_host), "\" \"", OrDash(info.request_id),
                 "\" listener=", info.listener, " route=", OrDash(info.route),
                 " cluster=", OrDash(info.cluster), " error=", OrDash(error),
@@ -119,7 +123,7 @@ void AccessLogger::Log(const http::StreamInfo& info, http::StreamInfo::Time now)
     field("path", info.path);
     field("protocol", info.protocol);
     field("authority", info.authority);
-    line += Cat(",\"status\":", info.status, ",\"flag\":\"", cause.flag, "\"");
+    line += Cat(",\"status\":", info.status, ",\"flag\":\"", flag, "\"");
     field("error", error);
     field("detail", info.detail);
     line += Cat(",\"bytes_received\":", info.bytes_received, ",\"bytes_sent\":", info.bytes_sent,

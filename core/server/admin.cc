@@ -71,8 +71,17 @@ class AdminServer::Connection : public event::ConnectionCallbacks,
  private:
   void Handle() {
     Server& s = admin_.server_;
-    std::string path = path_.substr(0, path_.find('?'));
-    if (method_ != "GET" && method_ != "HEAD") {
+    const size_t question = path_.find('?');
+    std::string path = path_.substr(0, question);
+    std::optional<AdminResponse> filter_answer;
+    if (!IsCorePath(path)) {
+      AdminRequest request{method_, path,
+                           question == std::string::npos ? "" : path_.substr(question + 1)};
+      filter_answer = HandleFilterAdmin(request);
+    }
+    if (filter_answer) {
+      Respond(filter_answer->status, filter_answer->content_type, filter_answer->body);
+    } else if (method_ != "GET" && method_ != "HEAD") {
       Respond(405, "text/plain", "method not allowed\n");
     } else if (path == "/ready") {
       std::string why = s.NotReadyReason();
@@ -99,12 +108,21 @@ class AdminServer::Connection : public event::ConnectionCallbacks,
       });
       return;
     } else if (path == "/") {
-      Respond(200, "text/plain",
-              "/ready /stats /clusters /listeners /config_dump /control_plane /failures\n");
+      std::string index =
+          "/ready /stats /clusters /listeners /config_dump /control_plane /failures";
+      for (const std::string& prefix : FilterAdminPrefixes()) index += " " + prefix;
+      Respond(200, "text/plain", index + "\n");
     } else {
       Respond(404, "text/plain", "unknown admin path\n");
     }
     if (codec_->WantsClose()) Close();
+  }
+  static bool IsCorePath(std::string_view path) {
+    for (std::string_view core : {"/", "/ready", "/stats", "/clusters", "/listeners",
+                                  "/config_dump", "/control_plane", "/failures"}) {
+      if (path == core) return true;
+    }
+    return StartsWith(path, "/failures/");
   }
   void Respond(int status, std::string_view content_type, const std::string& body) {
     http::HeaderMap headers;

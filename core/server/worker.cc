@@ -14,6 +14,7 @@ Worker::Worker(int index, const std::atomic<bool>& gateway_draining)
     : index_(index),
       dispatcher_(event::Dispatcher::Create(Cat("worker_", index))),
       gateway_(*this, gateway_draining) {
+  poster_ = std::make_shared<PosterImpl>(*dispatcher_);
   cluster_manager_ =
       std::make_unique<upstream::ClusterManager>(*dispatcher_, upstream::MakeDefaultRandom());
 }
@@ -23,6 +24,8 @@ void Worker::Start(SnapshotPtr snapshot, std::map<std::string, int> fds) {
     ApplySnapshot(std::move(snapshot));
     for (const auto& [name, fd] : fds) AddListener(name, fd);
     dispatcher_->Run();
+    // Nothing posted from here on would run.
+    poster_->Stop();
     // Tear down in dependency order: downstream connections (which
     // release their upstream streams), then what they queued for
     // deletion, then the pools.
@@ -32,6 +35,18 @@ void Worker::Start(SnapshotPtr snapshot, std::map<std::string, int> fds) {
     cluster_manager_.reset();
     dispatcher_->ClearDeferredDeleteList();
   });
+}
+
+bool Worker::PosterImpl::Post(std::function<void()> callback) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (dispatcher_ == nullptr) return false;
+  dispatcher_->Post(std::move(callback));
+  return true;
+}
+
+void Worker::PosterImpl::Stop() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  dispatcher_ = nullptr;
 }
 
 void Worker::Stop() {

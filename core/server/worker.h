@@ -22,6 +22,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -64,6 +65,7 @@ class Worker : public http::ConnectionManagerContext {
   bool Draining() const override { return draining_; }
   const http::GatewayView& Gateway() override { return gateway_; }
   std::string NewRequestId() override;
+  std::shared_ptr<http::WorkerPoster> Poster() override { return poster_; }
   void RemoveConnection(http::ConnectionManager& connection) override;
 
  private:
@@ -93,6 +95,19 @@ class Worker : public http::ConnectionManagerContext {
     const std::atomic<bool>& draining_;
   };
 
+  // FilterCallbacks::Worker(): posts to this worker's loop until its
+  // thread tears down, then drops what it is given.
+  class PosterImpl final : public http::WorkerPoster {
+   public:
+    explicit PosterImpl(event::Dispatcher& dispatcher) : dispatcher_(&dispatcher) {}
+    bool Post(std::function<void()> callback) override;
+    void Stop();
+
+   private:
+    std::mutex mutex_;
+    event::Dispatcher* dispatcher_;  // null once stopped
+  };
+
   void OnAccept(const std::string& name, event::ConnectionPtr connection);
   void OnAcceptError(const std::string& name, int error, std::chrono::milliseconds paused);
 
@@ -101,6 +116,7 @@ class Worker : public http::ConnectionManagerContext {
   std::optional<event::MonotonicTime> accept_error_logged_;
   uint64_t accept_errors_unlogged_ = 0;
   event::DispatcherPtr dispatcher_;
+  std::shared_ptr<PosterImpl> poster_;
   std::unique_ptr<upstream::ClusterManager> cluster_manager_;
   SnapshotPtr snapshot_;
   std::map<std::string, std::unique_ptr<WorkerListener>> listeners_;

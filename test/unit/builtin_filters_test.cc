@@ -32,6 +32,8 @@ class FakeCallbacks : public http::FilterCallbacks {
   MOCK_METHOD(void, SetPerTryTimeout, (std::chrono::milliseconds), (override));
   MOCK_METHOD(void, SetUpstreamLimits, (const http::UpstreamLimits&), (override));
   MOCK_METHOD(void, SetUpstreamCluster, (std::string_view), (override));
+  MOCK_METHOD(bool, SendResponse, (http::FilterResponse), (override));
+  std::shared_ptr<http::WorkerPoster> Worker() override { return nullptr; }
   http::StreamInfo& Info() override { return info; }
   const TimeSource& Clock() override { return dispatcher; }
   RandomGenerator& Random() override { return dispatcher.Random(); }

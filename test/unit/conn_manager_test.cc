@@ -32,6 +32,9 @@ class FakeContext : public ConnectionManagerContext {
   const GatewayView& Gateway() override { return gateway; }
   test::FakeGateway gateway;
   std::string NewRequestId() override { return "req-" + std::to_string(++ids_); }
+  std::shared_ptr<http::WorkerPoster> Poster() override {
+    return std::make_shared<test::FakePoster>(dispatcher_);
+  }
   // The worker would delete the manager (and with it the connection); the
   // test keeps both until its end so it can look at what was written.
   void RemoveConnection(ConnectionManager&) override { ++removed; }

@@ -3,6 +3,7 @@
 #include "core/http/filter_manager.h"
 
 #include <algorithm>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -32,6 +33,7 @@ class Sink : public FilterManagerCallbacks {
     log.push_back("codec:headers:" + std::to_string(headers->Status()) +
                   (end_stream ? ":end" : ""));
     response_headers = std::move(headers);
+    head_sent = true;
   }
   void EncodeDataToCodec(Buffer& data, bool end_stream) override {
     log.push_back("codec:data:" + data.ToString() + (end_stream ? ":end" : ""));
@@ -45,6 +47,15 @@ class Sink : public FilterManagerCallbacks {
     log.push_back("error_reply:" + std::to_string(static_cast<int>(cause)) + ":" +
                   std::string(detail));
   }
+  bool OnFilterResponse() override {
+    log.push_back("filter_response");
+    if (head_sent) return false;
+    info.cause = ErrorCause::kNone;
+    info.local_reply = false;
+    return true;
+  }
+  std::shared_ptr<WorkerPoster> Worker() override { return nullptr; }
+  bool head_sent = false;
   void OnBufferOverflow(bool request) override {
     log.push_back(request ? "overflow:request" : "overflow:response");
   }
@@ -84,6 +95,7 @@ class Scripted : public Filter {
     log_->push_back(name_ + ":decode_headers");
     if (throw_in_decode_headers) throw std::runtime_error("boom");
     headers.Add("x-seen-by", name_);
+    if (on_decode_headers) on_decode_headers();
     return stop_decode_headers ? FilterHeadersStatus::kStopIteration
                                : FilterHeadersStatus::kContinue;
   }
@@ -96,14 +108,21 @@ class Scripted : public Filter {
     log_->push_back(name_ + ":decode_trailers");
     return FilterTrailersStatus::kContinue;
   }
-  FilterHeadersStatus EncodeHeaders(HeaderMap&, bool) override {
-    log_->push_back(name_ + ":encode_headers");
-    return FilterHeadersStatus::kContinue;
+  FilterHeadersStatus EncodeHeaders(HeaderMap& headers, bool) override {
+    log_->push_back(name_ + ":encode_headers:" + std::to_string(headers.Status()));
+    if (on_encode_headers) on_encode_headers();
+    return stop_encode_headers ? FilterHeadersStatus::kStopIteration
+                               : FilterHeadersStatus::kContinue;
   }
   FilterDataStatus EncodeData(Buffer& data, bool end_stream) override {
     log_->push_back(name_ + ":encode_data:" + data.ToString() + (end_stream ? ":end" : ""));
     return buffer_response ? FilterDataStatus::kStopIterationAndBuffer
                            : FilterDataStatus::kContinue;
+  }
+  UpstreamResultStatus OnUpstreamResult(UpstreamResult&) override {
+    log_->push_back(name_ + ":upstream_result");
+    if (on_upstream_result) on_upstream_result();
+    return retry ? UpstreamResultStatus::kRetry : UpstreamResultStatus::kContinue;
   }
   void OnStreamComplete(const StreamInfo&) override { log_->push_back(name_ + ":complete"); }
   void OnDestroy() override { log_->push_back(name_ + ":destroy"); }
@@ -115,6 +134,11 @@ class Scripted : public Filter {
   bool throw_in_decode_headers = false;
   bool buffer_request_until_end = false;
   bool buffer_response = false;
+  bool stop_encode_headers = false;
+  bool retry = false;
+  std::function<void()> on_decode_headers;
+  std::function<void()> on_encode_headers;
+  std::function<void()> on_upstream_result;
 
  private:
   std::string name_;
@@ -161,9 +185,10 @@ TEST_F(FilterManagerTest, RequestFlowsInOrderAndResponseInReverse) {
   manager_->DecodeHeaders(Request(), false);
   Data("x", true);
   manager_->EncodeHeaders(Response(200), true);
-  EXPECT_EQ(sink_.log, (Log{"a:decode_headers", "b:decode_headers", "router:headers",
-                            "a:decode_data:x:end", "b:decode_data:x:end", "router:data:x:end",
-                            "b:encode_headers", "a:encode_headers", "codec:headers:200:end"}));
+  EXPECT_EQ(sink_.log,
+            (Log{"a:decode_headers", "b:decode_headers", "router:headers", "a:decode_data:x:end",
+                 "b:decode_data:x:end", "router:data:x:end", "b:encode_headers:200",
+                 "a:encode_headers:200", "codec:headers:200:end"}));
   // Both filters could change what went upstream.
   EXPECT_EQ(sink_.request_headers->size(), 4u);
 }
@@ -322,7 +347,7 @@ TEST_F(FilterManagerTest, PhasesAFilterDoesNotDeclareAreSkipped) {
   body.Add("hi");
   manager_->EncodeData(body, true);
   manager_->Complete(sink_.info);
-  EXPECT_EQ(sink_.log, (Log{"a:decode_headers", "router:headers:end", "b:encode_headers",
+  EXPECT_EQ(sink_.log, (Log{"a:decode_headers", "router:headers:end", "b:encode_headers:200",
                             "codec:headers:200", "codec:data:hi:end", "a:complete", "b:destroy"}));
 }
 
@@ -341,6 +366,121 @@ TEST_F(FilterManagerTest, LongChainsGrowPastTheInlineStates) {
   EXPECT_EQ(sink_.log, want);
   manager.Complete(sink_.info);
   EXPECT_EQ(std::count(sink_.log.begin(), sink_.log.end(), "f6:destroy"), 1);
+}
+
+FilterResponse Answer(int status, std::string body) {
+  FilterResponse r;
+  r.headers = std::make_unique<HeaderMap>();
+  r.headers->Add(":status", std::to_string(status));
+  r.body.Add(body);
+  return r;
+}
+
+// A filter that answers in the request phase (a cache hit): nothing goes
+// upstream, later filters never see the request, and the answer passes
+// through the encode phases of the filters before it only.
+TEST_F(FilterManagerTest, AnAnswerInTheRequestPhaseSkipsTheUpstreamAndLaterFilters) {
+  Add("a");
+  Scripted* b = Add("b");
+  Add("c");
+  bool sent = false;
+  b->on_decode_headers = [&] { sent = b->callbacks_->SendResponse(Answer(200, "hit")); };
+  Start();
+  manager_->DecodeHeaders(Request(), false);
+  Data("late", true);  // the request direction is over
+  EXPECT_TRUE(sent);
+  EXPECT_EQ(sink_.log,
+            (Log{"a:decode_headers", "b:decode_headers", "filter_response", "a:encode_headers:200",
+                 "codec:headers:200", "a:encode_data:hit:end", "codec:data:hit:end"}));
+  ASSERT_EQ(sink_.info.decisions.size(), 1u);
+  EXPECT_EQ(sink_.info.decisions[0].decision, "answered 200");
+  // It is not an error: nothing was counted as a local reply.
+  EXPECT_EQ(sink_.info.cause, ErrorCause::kNone);
+}
+
+// A filter that replaces the response it is given (a stale copy for a
+// 502): the upstream's head goes no further, its body is dropped, and the
+// outer filters see only the replacement.
+TEST_F(FilterManagerTest, AnAnswerInEncodeHeadersReplacesTheUpstreamResponse) {
+  Add("a");
+  Scripted* b = Add("b");
+  Add("c");
+  b->on_encode_headers = [&] {
+    if (sink_.log.back() == "b:encode_headers:502") {
+      EXPECT_TRUE(b->callbacks_->SendResponse(Answer(200, "stale")));
+    }
+  };
+  Start();
+  manager_->DecodeHeaders(Request(), true);
+  sink_.log.clear();
+  manager_->EncodeHeaders(Response(502), false);
+  Buffer bad;
+  bad.Add("bad gateway");
+  manager_->EncodeData(bad, true);
+  EXPECT_EQ(sink_.log, (Log{"c:encode_headers:502", "b:encode_headers:502", "filter_response",
+                            "a:encode_headers:200", "codec:headers:200", "a:encode_data:stale:end",
+                            "codec:data:stale:end"}));
+  EXPECT_TRUE(bad.empty());
+}
+
+// A filter that held the response head and answers later (after a lookup
+// of its own): what the upstream sends meanwhile is dropped.
+TEST_F(FilterManagerTest, AFilterHoldingTheResponseCanAnswerLater) {
+  Add("a");
+  Scripted* b = Add("b");
+  b->stop_encode_headers = true;
+  Start();
+  manager_->DecodeHeaders(Request(), true);
+  sink_.log.clear();
+  manager_->EncodeHeaders(Response(503), false);
+  Buffer body;
+  body.Add("unavailable");
+  manager_->EncodeData(body, false);
+  // Held: the body waits behind the head.
+  EXPECT_EQ(sink_.log, (Log{"b:encode_headers:503"}));
+  sink_.log.clear();
+  EXPECT_TRUE(b->callbacks_->SendResponse(Answer(200, "copy")));
+  Buffer rest;
+  rest.Add("more");
+  manager_->EncodeData(rest, true);
+  EXPECT_EQ(sink_.log, (Log{"filter_response", "a:encode_headers:200", "codec:headers:200",
+                            "a:encode_data:copy:end", "codec:data:copy:end"}));
+}
+
+// Once the head went to the client it is too late: nothing changes.
+TEST_F(FilterManagerTest, AnAnswerAfterTheHeadWentOutIsRefused) {
+  Add("a");
+  Scripted* b = Add("b");
+  Start();
+  manager_->DecodeHeaders(Request(), true);
+  manager_->EncodeHeaders(Response(200), false);
+  sink_.log.clear();
+  EXPECT_FALSE(b->callbacks_->SendResponse(Answer(200, "late")));
+  Buffer body;
+  body.Add("origin");
+  manager_->EncodeData(body, true);
+  EXPECT_EQ(sink_.log, (Log{"filter_response", "b:encode_data:origin:end",
+                            "a:encode_data:origin:end", "codec:data:origin:end"}));
+}
+
+// An answer from OnUpstreamResult ends the attempt: no retry is asked of
+// the filters after it, and the answer is what the client gets.
+TEST_F(FilterManagerTest, AnAnswerToAnUpstreamResultEndsTheAttempt) {
+  Add("a");
+  Scripted* b = Add("b");
+  Scripted* c = Add("c");
+  c->retry = true;
+  b->on_upstream_result = [&] { b->callbacks_->SendResponse(Answer(200, "stale")); };
+  Start();
+  manager_->DecodeHeaders(Request(), true);
+  sink_.log.clear();
+  UpstreamResult result;
+  result.kind = UpstreamResult::Kind::kConnectFailure;
+  result.cause = ErrorCause::kUpstreamConnectRefused;
+  EXPECT_EQ(manager_->OnUpstreamResult(result), UpstreamResultStatus::kContinue);
+  EXPECT_EQ(sink_.log, (Log{"a:upstream_result", "b:upstream_result", "filter_response",
+                            "a:encode_headers:200", "codec:headers:200", "a:encode_data:stale:end",
+                            "codec:data:stale:end"}));
 }
 
 }  // namespace

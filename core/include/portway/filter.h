@@ -148,6 +148,27 @@ enum class UpstreamResultStatus {
   kRetry,
 };
 
+// A response a filter answers with (FilterCallbacks::SendResponse): a
+// stored copy, say. `headers` carries :status; `trailers` may be null.
+struct FilterResponse {
+  HeaderMapPtr headers;
+  Buffer body;
+  HeaderMapPtr trailers;
+};
+
+// Runs callbacks on one worker from any thread: how a filter that hands work
+// to a library with its own I/O thread (a Redis client, say) gets the answer
+// back onto its stream's worker (FilterCallbacks::Worker()).
+class WorkerPoster {
+ public:
+  virtual ~WorkerPoster() = default;
+  // Queues `callback` to run on the worker's thread, soon. Safe from any
+  // thread. Returns false, and drops the callback, once the worker has
+  // stopped. The callback outlives the stream that posted it: check that
+  // what it touches still exists (hold a weak_ptr, not the filter).
+  virtual bool Post(std::function<void()> callback) = 0;
+};
+
 // A timer owned by a filter (see FilterCallbacks::CreateTimer).
 class FilterTimer {
  public:
@@ -174,6 +195,22 @@ class FilterCallbacks {
   // status, x-portway-error, access-log flag and counter; `detail` is added
   // to the body and the access log. E.g. kCircuitOpen, kUpstreamOverflow.
   virtual void SendErrorReply(ErrorCause cause, std::string_view detail) = 0;
+  // Answers with a response of the filter's own that is not an error (a
+  // cached copy, a stale one): it is not counted, logged or flagged as a
+  // local reply, and StreamInfo::cause stays kNone. Say what it was in
+  // StreamInfo::response_flag. Possible until the response head has gone
+  // to the client:
+  // - in a request phase, or later while the request waits upstream:
+  //   nothing (more) goes upstream, like a local reply;
+  // - in OnUpstreamResult: the attempt is dropped, no retry is made, and
+  //   later filters are not asked about it;
+  // - in EncodeHeaders, or while the filter holds the response: it
+  //   replaces the response the filter was given (the upstream's, whose
+  //   stream is dropped, or a local reply, which then no longer counts).
+  // The response passes through the encode phases of the filters before
+  // this one in the chain; this filter and those after it do not see it.
+  // Returns false, doing nothing, when it is too late.
+  virtual bool SendResponse(FilterResponse response) = 0;
   virtual StreamInfo& Info() = 0;
   // The body this filter kept with kStopIterationAndBuffer in the current
   // direction; may be modified before Continue().
@@ -189,6 +226,8 @@ class FilterCallbacks {
   // What the stream's worker knows of the gateway: whether it is draining,
   // and how many hosts of a cluster are usable (portway/gateway.h).
   virtual const GatewayView& Gateway() = 0;
+  // This stream's worker, to post to from another thread (WorkerPoster).
+  virtual std::shared_ptr<WorkerPoster> Worker() = 0;
   // Keeps the request (head and up to `max_body_bytes` of body) so it can
   // be sent again after kRetry. A body over the limit makes the request
   // unretriable; StreamInfo::replay_overflow records it. Call in

@@ -47,6 +47,10 @@ enum class ErrorCause : uint8_t {
   kCount,
 };
 
+// The cause's name, as in x-portway-error and the access log
+// ("upstream_connect_refused"); "none" for kNone.
+std::string_view ErrorCauseName(ErrorCause cause);
+
 // One upstream attempt as the core saw it (the failure history shows each).
 struct UpstreamAttemptInfo {
   using Time = std::chrono::steady_clock::time_point;
@@ -111,6 +115,9 @@ struct StreamInfo {
   uint64_t bytes_received = 0;
   uint64_t bytes_sent = 0;
   bool local_reply = false;
+  // A filter's word on how the response was made, for the access log's
+  // flag column when no error cause took it (the cache's HIT, STALE, ...).
+  std::string response_flag;
   // Upstream attempts made (0: none, e.g. a direct response).
   uint32_t attempts = 0;
   // The request body outgrew the replay limit (EnableRequestReplay): the
