@@ -218,6 +218,17 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   }
   bool OnFilterResponse() override;
   std::shared_ptr<WorkerPoster> Worker() override { return parent_.context_.Poster(); }
+  void SendSideRequest(HeaderMapPtr headers, size_t max_body_bytes,
+                       SideResponseCallback done) override {
+    if (route_ == nullptr || route_->action != router::Route::Action::kCluster) {
+      SideResponse failed;
+      failed.cause = ErrorCause::kNoRoute;
+      done(std::move(failed));
+      return;
+    }
+    parent_.context_.StartSideRequest(listener_, *route_, info_.cluster, std::move(headers),
+                                      max_body_bytes, std::move(done));
+  }
 
   void SendProtocolError(const CodecError& error);
   void AnswerLocally(int status, ErrorCause cause, std::string_view detail,

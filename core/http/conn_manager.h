@@ -52,6 +52,11 @@ class ConnectionManagerContext {
   // Posts to this context's thread from any thread
   // (FilterCallbacks::Worker()).
   virtual std::shared_ptr<WorkerPoster> Poster() = 0;
+  // Starts a filter's side request (FilterCallbacks::SendSideRequest) on
+  // `route` of `listener`, owned by the context until it is answered.
+  virtual void StartSideRequest(server::ListenerConfigPtr listener, const router::Route& route,
+                                std::string cluster, HeaderMapPtr headers, size_t max_body_bytes,
+                                SideResponseCallback done) = 0;
   // Where failed requests are recorded; null when the history is off.
   virtual server::FailureHistory* Failures() { return nullptr; }
   // The connection is closed; the context drops it.

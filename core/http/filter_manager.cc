@@ -56,6 +56,10 @@ const GatewayView& FilterManager::FilterState::Gateway() { return manager_.callb
 std::shared_ptr<WorkerPoster> FilterManager::FilterState::Worker() {
   return manager_.callbacks_.Worker();
 }
+void FilterManager::FilterState::SendSideRequest(HeaderMapPtr headers, size_t max_body_bytes,
+                                                 SideResponseCallback done) {
+  manager_.callbacks_.SendSideRequest(std::move(headers), max_body_bytes, std::move(done));
+}
 bool FilterManager::FilterState::SendResponse(FilterResponse response) {
   return manager_.Respond(index_, std::move(response));
 }

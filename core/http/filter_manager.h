@@ -57,6 +57,9 @@ class FilterManagerCallbacks {
   virtual bool OnFilterResponse() = 0;
   // For FilterCallbacks::Worker().
   virtual std::shared_ptr<WorkerPoster> Worker() = 0;
+  // For FilterCallbacks::SendSideRequest().
+  virtual void SendSideRequest(HeaderMapPtr headers, size_t max_body_bytes,
+                               SideResponseCallback done) = 0;
   // A kept or queued body outgrew the buffer limit.
   virtual void OnBufferOverflow(bool request) = 0;
   // Too much waits in a held direction: pause its source (the client for
@@ -129,6 +132,8 @@ class FilterManager {
     RandomGenerator& Random() override;
     const GatewayView& Gateway() override;
     std::shared_ptr<WorkerPoster> Worker() override;
+    void SendSideRequest(HeaderMapPtr headers, size_t max_body_bytes,
+                         SideResponseCallback done) override;
     bool SendResponse(FilterResponse response) override;
     void EnableRequestReplay(size_t max_body_bytes) override;
     void SetPerTryTimeout(std::chrono::milliseconds timeout) override;

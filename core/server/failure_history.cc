@@ -70,6 +70,12 @@ bool FailureHistory::IsFailure(const http::StreamInfo& info, bool reset) {
     return false;
   }
   if (reset || info.status >= 500) return true;
+  // A filter answered in place of a failed upstream (the cache's stale
+  // copy): what failed is worth keeping.
+  if (!info.response_flag.empty() && !info.attempt_log.empty()) {
+    const http::UpstreamAttemptInfo& last = info.attempt_log.back();
+    if (last.result != http::ErrorCause::kNone || last.status >= 500) return true;
+  }
   return info.cause == http::ErrorCause::kRequestHeaderTimeout ||
          info.cause == http::ErrorCause::kStreamIdleTimeout ||
          info.cause == http::ErrorCause::kUpstreamTimeout;

@@ -31,10 +31,28 @@ void Worker::Start(SnapshotPtr snapshot, std::map<std::string, int> fds) {
     // deletion, then the pools.
     listeners_.clear();
     connections_.clear();
+    side_requests_.clear();
     dispatcher_->ClearDeferredDeleteList();
     cluster_manager_.reset();
     dispatcher_->ClearDeferredDeleteList();
   });
+}
+
+void Worker::StartSideRequest(ListenerConfigPtr listener, const router::Route& route,
+                              std::string cluster, http::HeaderMapPtr headers,
+                              size_t max_body_bytes, http::SideResponseCallback done) {
+  auto request = std::make_unique<router::SideRequest>(
+      *dispatcher_, *cluster_manager_, std::move(listener), route, std::move(cluster),
+      max_body_bytes, std::move(done), [this](router::SideRequest* finished) {
+        auto it = side_requests_.find(finished);
+        if (it == side_requests_.end()) return;
+        // Called from inside its router: deleted once the stack unwinds.
+        dispatcher_->DeferredDelete(std::move(it->second));
+        side_requests_.erase(it);
+      });
+  router::SideRequest* raw = request.get();
+  side_requests_.emplace(raw, std::move(request));
+  raw->Start(std::move(headers));
 }
 
 bool Worker::PosterImpl::Post(std::function<void()> callback) {

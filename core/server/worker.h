@@ -29,6 +29,7 @@
 
 #include "core/event/dispatcher.h"
 #include "core/http/conn_manager.h"
+#include "core/router/side_request.h"
 #include "core/server/failure_history.h"
 #include "core/server/snapshot.h"
 #include "core/upstream/cluster_manager.h"
@@ -66,6 +67,9 @@ class Worker : public http::ConnectionManagerContext {
   const http::GatewayView& Gateway() override { return gateway_; }
   std::string NewRequestId() override;
   std::shared_ptr<http::WorkerPoster> Poster() override { return poster_; }
+  void StartSideRequest(ListenerConfigPtr listener, const router::Route& route, std::string cluster,
+                        http::HeaderMapPtr headers, size_t max_body_bytes,
+                        http::SideResponseCallback done) override;
   void RemoveConnection(http::ConnectionManager& connection) override;
 
  private:
@@ -121,6 +125,9 @@ class Worker : public http::ConnectionManagerContext {
   SnapshotPtr snapshot_;
   std::map<std::string, std::unique_ptr<WorkerListener>> listeners_;
   std::map<http::ConnectionManager*, std::unique_ptr<http::ConnectionManager>> connections_;
+  // Filters' side requests in flight (they outlive the streams that made
+  // them); each goes once answered.
+  std::map<router::SideRequest*, std::unique_ptr<router::SideRequest>> side_requests_;
   std::atomic<size_t> connection_count_{0};
   std::thread thread_;
   bool draining_ = false;

@@ -118,6 +118,73 @@ uint32_t BitForStatus(int status) {
   }
 }
 
+// Whether a response head may be stored for this request (and its body
+// is not announced as too big).
+bool ShouldStore(const Settings& settings, int status, const http::HeaderMap& headers,
+                 const Fields& fields, const portway::cache::RequestPolicy& policy,
+                 bool has_authorization) {
+  const portway::cache::Storability verdict =
+      portway::cache::CanStore(status, fields, policy, has_authorization,
+                               /*allow_heuristic=*/false);
+  if (!verdict.storable && !(settings.last_good && verdict.reason == "no-freshness")) return false;
+  if (const std::string* length = headers.Get("content-length")) {
+    if (std::strtoull(length->c_str(), nullptr, 10) > settings.max_object_bytes) return false;
+  }
+  return true;
+}
+
+// What is kept of a response head: its end-to-end fields, its times and
+// the request's values of what it varies on.
+std::unique_ptr<StoredResponse> StoredHead(int status, const http::HeaderMap& headers,
+                                           Fields fields, const Fields& request_fields,
+                                           SystemTime request_time, SystemTime response_time) {
+  auto stored = std::make_unique<StoredResponse>();
+  stored->status = status;
+  const std::vector<std::string> listed = ConnectionTokens(headers);
+  for (auto& [name, value] : fields) {
+    if (portway::cache::IsHopByHop(name) || name == kCacheHeader ||
+        std::find(listed.begin(), listed.end(), name) != listed.end()) {
+      continue;
+    }
+    stored->headers.emplace_back(std::move(name), std::move(value));
+  }
+  stored->request_time = request_time;
+  stored->response_time = response_time;
+  stored->vary_names = portway::cache::VaryNames(stored->headers);
+  stored->vary_values = portway::cache::VaryValues(stored->vary_names, request_fields);
+  return stored;
+}
+
+// Stores `response` under `key` (behind a Vary marker when it varies), in
+// the zone and in its Redis tier.
+void StoreResponse(const Settings& settings, const std::string& key, StoredResponsePtr response) {
+  Zone& zone = *settings.zone;
+  std::string variant = key;
+  StoredResponsePtr marker;
+  if (!response->vary_names.empty()) {
+    // Under the URL's key, a note of what the URL varies on; the response
+    // under the key plus this request's values.
+    auto note = std::make_shared<StoredResponse>();
+    note->vary_marker = true;
+    note->vary_names = response->vary_names;
+    note->request_time = response->request_time;
+    note->response_time = response->response_time;
+    marker = std::move(note);
+    zone.Insert(key, marker);
+    variant = VariantKey(key, response->vary_values);
+  }
+  zone.Insert(variant, response);
+  if (auto tier = zone.redis()) {
+    // Kept in Redis as long as it may still be served: fresh, then stale.
+    const auto lifetime = portway::cache::FreshnessLifetime(*response, /*allow_heuristic=*/false);
+    const auto ttl = std::max<std::chrono::seconds>(
+        std::chrono::seconds(1),
+        lifetime + std::max(settings.max_stale, std::chrono::seconds(86400)));
+    if (marker != nullptr) tier->Set(key, portway::cache::EncodeStoredResponse(*marker), ttl);
+    tier->Set(variant, portway::cache::EncodeStoredResponse(*response), ttl);
+  }
+}
+
 }  // namespace
 
 CacheFilter::CacheFilter(std::shared_ptr<const Settings> settings)
@@ -180,6 +247,12 @@ bool CacheFilter::Decide(StoredResponsePtr found, bool may_ask_redis, bool may_w
     if (!policy_.bypass_lookup && ev.freshness == Freshness::kFresh) {
       zone_.counters().hits->Inc();
       if (Serve(found, "HIT", "HIT")) return false;
+    }
+    if (!policy_.bypass_lookup && ev.freshness == Freshness::kStaleWhileRevalidate) {
+      // RFC 5861: the copy answers now; one request refreshes it behind.
+      RevalidateInBackground(found);
+      zone_.StaleCounter("stale_while_revalidate").Inc();
+      if (Serve(found, "STALE; cause=stale_while_revalidate", "STALE")) return false;
     }
     // Stale, or the client wants it revalidated: ask the upstream, and
     // keep the copy for a 304 or a failure.
@@ -256,6 +329,58 @@ void CacheFilter::AskRedis() {
     });
   };
   ask(key_, ask);
+}
+
+void CacheFilter::RevalidateInBackground(const StoredResponsePtr& stored) {
+  // One refresh per key at a time, across workers: a key already being
+  // fetched is left to that fetch.
+  if (worker_ != nullptr &&
+      zone_.JoinFetch(key_, worker_, nullptr, /*max_waiters=*/0) != Zone::Join::kLeader) {
+    return;
+  }
+  // The client's request as it came, without its own conditionals, with
+  // the copy's validators.
+  auto headers = std::make_unique<http::HeaderMap>();
+  for (const auto& e : *request_) {
+    if (e.name == "if-none-match" || e.name == "if-modified-since" || e.name == "if-match" ||
+        e.name == "if-unmodified-since" || e.name == "if-range" || e.name == "range") {
+      continue;
+    }
+    headers->AddLower(e.name, e.value);
+  }
+  for (auto& [name, value] : portway::cache::ConditionalHeaders(*stored)) {
+    headers->AddLower(name, value);
+  }
+  const TimeSource* clock = &callbacks_->Clock();
+  const bool coalesced = worker_ != nullptr;
+  callbacks_->SendSideRequest(
+      std::move(headers), settings_->max_object_bytes,
+      [settings = settings_, key = key_, stored, request_fields = request_fields_, policy = policy_,
+       has_authorization = has_authorization_, request_time = clock->SystemNow(), clock,
+       coalesced](http::SideResponse r) {
+        Zone& zone = *settings->zone;
+        if (r.headers != nullptr) {
+          const SystemTime now = clock->SystemNow();
+          const int status = r.headers->Status();
+          Fields fields = ToFields(*r.headers);
+          if (status == 304) {
+            StoreResponse(*settings, key,
+                          std::make_shared<const StoredResponse>(portway::cache::MergeNotModified(
+                              *stored, fields, request_time, now)));
+            zone.counters().revalidated->Inc();
+          } else if (ShouldStore(*settings, status, *r.headers, fields, policy,
+                                 has_authorization)) {
+            std::unique_ptr<StoredResponse> fresh = StoredHead(
+                status, *r.headers, std::move(fields), request_fields, request_time, now);
+            fresh->body = std::move(r.body);
+            if (r.trailers != nullptr) fresh->trailers = ToFields(*r.trailers);
+            StoreResponse(*settings, key, StoredResponsePtr(std::move(fresh)));
+          }
+        }
+        // A failed refresh leaves the copy as it was (and it still answers
+        // failures).
+        if (coalesced) zone.Release(key);
+      });
 }
 
 void CacheFilter::OnRedis(StoredResponsePtr found) {
@@ -389,28 +514,9 @@ http::FilterHeadersStatus CacheFilter::EncodeHeaders(http::HeaderMap& headers, b
   headers.SetOwned(kCacheHeader, "MISS");
   if (!callbacks_->Info().local_reply && !head_request_) {
     Fields fields = ToFields(headers);
-    const portway::cache::Storability verdict =
-        portway::cache::CanStore(status, fields, policy_, has_authorization_,
-                                 /*allow_heuristic=*/false);
-    bool store = verdict.storable || (settings_->last_good && verdict.reason == "no-freshness");
-    if (const std::string* length = headers.Get("content-length")) {
-      if (std::strtoull(length->c_str(), nullptr, 10) > settings_->max_object_bytes) store = false;
-    }
-    if (store) {
-      pending_ = std::make_unique<StoredResponse>();
-      pending_->status = status;
-      const std::vector<std::string> listed = ConnectionTokens(headers);
-      for (auto& [name, value] : fields) {
-        if (portway::cache::IsHopByHop(name) || name == kCacheHeader ||
-            std::find(listed.begin(), listed.end(), name) != listed.end()) {
-          continue;
-        }
-        pending_->headers.emplace_back(std::move(name), std::move(value));
-      }
-      pending_->request_time = request_time_;
-      pending_->response_time = now;
-      pending_->vary_names = portway::cache::VaryNames(pending_->headers);
-      pending_->vary_values = portway::cache::VaryValues(pending_->vary_names, request_fields_);
+    if (ShouldStore(*settings_, status, headers, fields, policy_, has_authorization_)) {
+      pending_ =
+          StoredHead(status, headers, std::move(fields), request_fields_, request_time_, now);
       if (end_stream) FinishStoring();
     }
   }
@@ -446,30 +552,7 @@ void CacheFilter::FinishStoring() {
 }
 
 void CacheFilter::Store(StoredResponsePtr response) {
-  std::string key = key_;
-  StoredResponsePtr marker;
-  if (!response->vary_names.empty()) {
-    // Under the URL's key, a note of what the URL varies on; the response
-    // under the key plus this request's values.
-    auto note = std::make_shared<StoredResponse>();
-    note->vary_marker = true;
-    note->vary_names = response->vary_names;
-    note->request_time = response->request_time;
-    note->response_time = response->response_time;
-    marker = std::move(note);
-    zone_.Insert(key_, marker);
-    key = VariantKey(key_, response->vary_values);
-  }
-  zone_.Insert(key, response);
-  if (auto tier = zone_.redis()) {
-    // Kept in Redis as long as it may still be served: fresh, then stale.
-    const auto lifetime = portway::cache::FreshnessLifetime(*response, /*allow_heuristic=*/false);
-    const auto ttl = std::max<std::chrono::seconds>(
-        std::chrono::seconds(1),
-        lifetime + std::max(settings_->max_stale, std::chrono::seconds(86400)));
-    if (marker != nullptr) tier->Set(key_, portway::cache::EncodeStoredResponse(*marker), ttl);
-    tier->Set(key, portway::cache::EncodeStoredResponse(*response), ttl);
-  }
+  StoreResponse(*settings_, key_, std::move(response));
 }
 
 void CacheFilter::ReleaseFetch() {

@@ -6,7 +6,9 @@
 // A stream's life in the filter:
 //   DecodeHeaders  not GET/HEAD (or a Range request): BYPASS. Else look the
 //                  key up (the process's zone, then Redis): fresh -> HIT,
-//                  answered here; stale or absent -> upstream, with the
+//                  answered here; within stale-while-revalidate -> STALE
+//                  at once, and a side request refreshes it behind;
+//                  stale or absent -> upstream, with the
 //                  stored validators, the stored copy kept for the failure
 //                  path. A miss already being fetched by another stream
 //                  waits for it (coalescing).
@@ -98,6 +100,9 @@ class CacheFilter : public http::Filter {
   // Returns true when the request goes on upstream.
   bool Decide(StoredResponsePtr found, bool may_ask_redis, bool may_wait);
   void AskRedis();
+  // Serves `stored` while a side request refreshes it (RFC 5861
+  // stale-while-revalidate).
+  void RevalidateInBackground(const StoredResponsePtr& stored);
   void OnRedis(StoredResponsePtr found);
   void OnWake();
   // The request goes upstream: our validators added for a stored copy.

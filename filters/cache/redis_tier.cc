@@ -182,6 +182,18 @@ class RedisTier::Engine {
     uv_async_send(&wake_);
   }
 
+  void Del(std::string key) {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    if (Admit()) return;
+    Op op;
+    op.kind = Op::kDel;
+    op.key = std::move(key);
+    op.deadline = Clock::now() + options_.command_timeout;
+    queue_.push_back(std::move(op));
+    uv_async_send(&wake_);
+  }
+
   bool Connected() const { return connected_.load(std::memory_order_acquire); }
 
   RedisTierStats Stats() const {
@@ -202,7 +214,7 @@ class RedisTier::Engine {
 
  private:
   struct Op {
-    enum Kind { kGet, kSet } kind = kGet;
+    enum Kind { kGet, kSet, kDel } kind = kGet;
     std::string key;
     std::string value;  // Set only
     int64_t ttl_seconds = 0;
@@ -345,6 +357,10 @@ class RedisTier::Engine {
       const char* argv[] = {"GET", key.data()};
       const size_t lens[] = {3, key.size()};
       rc = redisAsyncCommandArgv(context_, &Engine::OnReply, &sent, 2, argv, lens);
+    } else if (sent.kind == Op::kDel) {
+      const char* argv[] = {"DEL", key.data()};
+      const size_t lens[] = {3, key.size()};
+      rc = redisAsyncCommandArgv(context_, &Engine::OnReply, &sent, 2, argv, lens);
     } else {
       const std::string ttl = std::to_string(sent.ttl_seconds);
       const char* argv[] = {"SET", key.data(), sent.value.data(), "EX", ttl.data()};
@@ -379,6 +395,11 @@ class RedisTier::Engine {
     }
     if (op.kind == Op::kSet) {
       Finish(op, reply->type == REDIS_REPLY_STATUS ? RedisGetResult::kHit : RedisGetResult::kError);
+      return;
+    }
+    if (op.kind == Op::kDel) {
+      Finish(op,
+             reply->type == REDIS_REPLY_INTEGER ? RedisGetResult::kHit : RedisGetResult::kError);
       return;
     }
     if (reply->type == REDIS_REPLY_NIL) {
@@ -677,6 +698,8 @@ void RedisTier::Get(std::string key, GetCallback done) {
 void RedisTier::Set(std::string key, std::string value, std::chrono::seconds ttl) {
   engine_->Set(std::move(key), std::move(value), ttl);
 }
+
+void RedisTier::Del(std::string key) { engine_->Del(std::move(key)); }
 
 bool RedisTier::Connected() const { return engine_->Connected(); }
 

@@ -128,6 +128,9 @@ class RedisTier {
   void Set(std::string key, std::string value, std::chrono::seconds ttl);
 
   // Whether the connection is up and ready (AUTH/SELECT done).
+  // Deletes `key` (a purge); like Set, dropped while disconnected or
+  // when the queue is full, and nothing tells when it is done.
+  void Del(std::string key);
   bool Connected() const;
 
   RedisTierStats Stats() const;

@@ -118,6 +118,9 @@ size_t Zone::Purge(std::string_view key, bool prefix) {
     // The key and, for a response that varies, every variant under it.
     n = store_.Erase(key) ? 1 : 0;
     n += store_.ErasePrefix(std::string(key) + "\x1f");
+    // And in Redis: the key, or the Vary marker without which its variants
+    // are not found.
+    if (auto tier = redis()) tier->Del(std::string(key));
   }
   const portway::cache::StoreStats stats = store_.Stats();
   counters_.bytes->Set(static_cast<int64_t>(stats.bytes));

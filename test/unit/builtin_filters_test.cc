@@ -34,6 +34,8 @@ class FakeCallbacks : public http::FilterCallbacks {
   MOCK_METHOD(void, SetUpstreamCluster, (std::string_view), (override));
   MOCK_METHOD(bool, SendResponse, (http::FilterResponse), (override));
   std::shared_ptr<http::WorkerPoster> Worker() override { return nullptr; }
+  MOCK_METHOD(void, SendSideRequest, (http::HeaderMapPtr, size_t, http::SideResponseCallback),
+              (override));
   http::StreamInfo& Info() override { return info; }
   const TimeSource& Clock() override { return dispatcher; }
   RandomGenerator& Random() override { return dispatcher.Random(); }

@@ -53,6 +53,15 @@ class Callbacks : public http::FilterCallbacks {
   RandomGenerator& Random() override { return dispatcher_.Random(); }
   const http::GatewayView& Gateway() override { return gateway; }
   std::shared_ptr<http::WorkerPoster> Worker() override { return poster_; }
+  void SendSideRequest(http::HeaderMapPtr headers, size_t,
+                       http::SideResponseCallback done) override {
+    side_requests.push_back({std::move(headers), std::move(done)});
+  }
+  struct Side {
+    http::HeaderMapPtr headers;
+    http::SideResponseCallback done;
+  };
+  std::vector<Side> side_requests;
   void EnableRequestReplay(size_t) override {}
   void SetPerTryTimeout(milliseconds) override {}
   void SetUpstreamLimits(const http::UpstreamLimits&) override {}
@@ -374,6 +383,40 @@ TEST_F(CacheFilterTest, ConcurrentMissesWaitForOneFetch) {
   Advance(milliseconds(1));
   EXPECT_EQ(waiter3.callbacks->continued, 1);
   leader3.filter->OnDestroy();
+}
+
+TEST_F(CacheFilterTest, StaleWhileRevalidateAnswersAtOnceAndRefreshesBehind) {
+  poster_ = std::make_shared<test::FakePoster>(dispatcher_);
+  Prime("/a", {{"cache-control", "max-age=1, stale-while-revalidate=60"}, {"etag", "\"v1\""}},
+        "old");
+  Advance(seconds(10));
+  Stream s = Get("/a");
+  EXPECT_EQ(s.decode, FilterHeadersStatus::kStopIteration);
+  EXPECT_EQ(s.Body(), "old");
+  EXPECT_EQ(s.callbacks->Header("x-portway-cache"), "STALE; cause=stale_while_revalidate");
+  ASSERT_EQ(s.callbacks->side_requests.size(), 1u);
+  auto& side = s.callbacks->side_requests[0];
+  EXPECT_EQ(side.headers->GetOr("if-none-match", ""), "\"v1\"");
+  EXPECT_EQ(side.headers->Path(), "/a");
+  // A second request meanwhile is answered too, without a second refresh.
+  Stream t = Get("/a");
+  EXPECT_EQ(t.Body(), "old");
+  EXPECT_TRUE(t.callbacks->side_requests.empty());
+  // The stream is long gone when the refresh comes back.
+  s.filter->OnDestroy();
+  s.filter.reset();
+  http::SideResponse r;
+  r.headers = std::make_unique<http::HeaderMap>();
+  r.headers->Add(":status", "200");
+  r.headers->Add("cache-control", "max-age=100");
+  r.body = "new";
+  side.done(std::move(r));
+  Stream hit = Get("/a");
+  EXPECT_EQ(hit.callbacks->Header("x-portway-cache"), "HIT");
+  EXPECT_EQ(hit.Body(), "new");
+  // Past the window: revalidated before it is served.
+  Advance(seconds(200));
+  EXPECT_EQ(Get("/a").decode, FilterHeadersStatus::kContinue);
 }
 
 TEST_F(CacheFilterTest, ConfigErrorsNameTheField) {

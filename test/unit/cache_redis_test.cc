@@ -294,6 +294,18 @@ TEST_F(CacheRedisTest, AbsentKeyIsAMiss) {
   EXPECT_EQ(tier->Stats().misses, 1u);
 }
 
+TEST_F(CacheRedisTest, DelRemovesTheKey) {
+  RedisTierPtr tier = StartWith(Relaxed());
+  ASSERT_NE(tier, nullptr);
+  tier->Set("gone", "value", seconds(60));
+  tier->Del("gone");
+  // Commands go out in order on the one connection: the Get sees the Del.
+  Answers answers;
+  tier->Get("gone", answers.For(0));
+  ASSERT_TRUE(answers.WaitFor(1));
+  EXPECT_EQ(answers.Got()[0].result.status, RedisGetResult::kMiss);
+}
+
 TEST_F(CacheRedisTest, CallbackMayGetAgainFromTheIoThread) {
   RedisTierPtr tier = StartWith(Relaxed());
   ASSERT_NE(tier, nullptr);

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/config/yaml_proto.h"
+#include "core/router/side_request.h"
 #include "core/server/stats.h"
 #include "gtest/gtest.h"
 #include "portway/config/v1/listener.pb.h"
@@ -35,6 +36,21 @@ class FakeContext : public ConnectionManagerContext {
   std::shared_ptr<http::WorkerPoster> Poster() override {
     return std::make_shared<test::FakePoster>(dispatcher_);
   }
+  void StartSideRequest(server::ListenerConfigPtr l, const router::Route& route,
+                        std::string cluster, HeaderMapPtr headers, size_t max_body_bytes,
+                        SideResponseCallback done) override {
+    auto request = std::make_unique<router::SideRequest>(
+        dispatcher_, cm_, std::move(l), route, std::move(cluster), max_body_bytes, std::move(done),
+        [this](router::SideRequest* finished) {
+          for (auto& r : side_requests) {
+            if (r.get() == finished) dispatcher_.DeferredDelete(std::move(r));
+          }
+        });
+    router::SideRequest* raw = request.get();
+    side_requests.push_back(std::move(request));
+    raw->Start(std::move(headers));
+  }
+  std::vector<std::unique_ptr<router::SideRequest>> side_requests;
   // The worker would delete the manager (and with it the connection); the
   // test keeps both until its end so it can look at what was written.
   void RemoveConnection(ConnectionManager&) override { ++removed; }

@@ -55,6 +55,11 @@ class Sink : public FilterManagerCallbacks {
     return true;
   }
   std::shared_ptr<WorkerPoster> Worker() override { return nullptr; }
+  void SendSideRequest(HeaderMapPtr headers, size_t, SideResponseCallback done) override {
+    log.push_back("side_request:" + std::string(headers->Path()));
+    side_done = std::move(done);
+  }
+  SideResponseCallback side_done;
   bool head_sent = false;
   void OnBufferOverflow(bool request) override {
     log.push_back(request ? "overflow:request" : "overflow:response");

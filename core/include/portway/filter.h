@@ -38,6 +38,7 @@
 #include <functional>
 #include <memory>
 #include <new>
+#include <string>
 #include <string_view>
 
 #include "portway/buffer.h"
@@ -169,6 +170,19 @@ class WorkerPoster {
   virtual bool Post(std::function<void()> callback) = 0;
 };
 
+// The answer to a side request (FilterCallbacks::SendSideRequest).
+struct SideResponse {
+  // The upstream's response head; null when the request failed before one
+  // arrived (see cause).
+  HeaderMapPtr headers;
+  std::string body;
+  HeaderMapPtr trailers;  // may be null
+  // Why it failed (the cause a client would have seen), or kNone. A body
+  // over the limit fails with kPayloadTooLarge.
+  ErrorCause cause = ErrorCause::kNone;
+};
+using SideResponseCallback = std::function<void(SideResponse)>;
+
 // A timer owned by a filter (see FilterCallbacks::CreateTimer).
 class FilterTimer {
  public:
@@ -228,6 +242,15 @@ class FilterCallbacks {
   virtual const GatewayView& Gateway() = 0;
   // This stream's worker, to post to from another thread (WorkerPoster).
   virtual std::shared_ptr<WorkerPoster> Worker() = 0;
+  // Sends `headers` (a request without a body: a GET, say) upstream on
+  // this stream's route and cluster, detached from the stream: it goes on
+  // after the stream ends (a background revalidation). No filter sees it.
+  // `done` runs once, on this worker, with the response and up to
+  // `max_body_bytes` of its body; it may run after this filter is gone
+  // (capture what it needs, not the filter). When the stream has no
+  // cluster route, `done` gets cause kNoRoute.
+  virtual void SendSideRequest(HeaderMapPtr headers, size_t max_body_bytes,
+                               SideResponseCallback done) = 0;
   // Keeps the request (head and up to `max_body_bytes` of body) so it can
   // be sent again after kRetry. A body over the limit makes the request
   // unretriable; StreamInfo::replay_overflow records it. Call in
