@@ -258,7 +258,8 @@ bool CacheFilter::Decide(StoredResponsePtr found, bool may_ask_redis, bool may_w
     // keep the copy for a 304 or a failure.
     stored_ = std::move(found);
   }
-  if (stored_ == nullptr && policy_.cc.only_if_cached) {
+  if (policy_.cc.only_if_cached) {
+    // Nothing it may use is stored, and it must not go upstream.
     callbacks_->SendLocalReply(504, "only-if-cached: not in the cache\n", "cache_only_if_cached");
     state_ = State::kAnswered;
     return false;
@@ -287,14 +288,23 @@ bool CacheFilter::Decide(StoredResponsePtr found, bool may_ask_redis, bool may_w
 
 void CacheFilter::AskRedis() {
   state_ = State::kLookup;
-  std::shared_ptr<portway::cache::RedisTier> tier = zone_.redis();
   std::weak_ptr<CacheFilter*> weak = alive_;
   std::shared_ptr<http::WorkerPoster> worker = worker_;
-  Zone* zone = &zone_;
+  Zone* zone = &zone_;  // zones live for the process
   // The answer comes on the tier's thread (or at once, refused): hop back
-  // to this stream's worker, where the filter may still be.
-  auto ask = [tier, weak, worker, zone](const std::string& key, auto&& self) -> void {
-    tier->Get(key, [tier, weak, worker, zone, self](portway::cache::RedisGetResult r) mutable {
+  // to this stream's worker, where the filter may still be. The callback
+  // holds no reference to the tier: the tier must never be destroyed
+  // from its own thread.
+  auto ask = [weak, worker, zone](const std::string& key, auto&& self) -> void {
+    std::shared_ptr<portway::cache::RedisTier> tier = zone->redis();
+    if (tier == nullptr) {
+      worker->Post([weak] {
+        auto alive = weak.lock();
+        if (alive != nullptr && (*alive)->state_ == State::kLookup) (*alive)->OnRedis(nullptr);
+      });
+      return;
+    }
+    tier->Get(key, [weak, worker, zone, self](portway::cache::RedisGetResult r) mutable {
       StoredResponsePtr found;
       if (r.status == portway::cache::RedisGetResult::kHit) {
         auto decoded = portway::cache::DecodeStoredResponse(r.value);
