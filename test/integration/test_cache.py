@@ -25,8 +25,12 @@ from portway_test_lib import (LOOPBACK, HttpConn, closed_port, make_config, patt
 pytestmark = pytest.mark.gateway
 
 CACHE = "x-portway-cache"
-# Sleep this long to be sure a max-age=1 copy has gone stale.
-PAST_MAX_AGE_1 = 1.6
+# Ages are whole seconds (now and the response time each rounded down), so a
+# max-age=1 copy may already read as one second old on the request right
+# after it was stored. SHORT is short, yet a HIT just after the MISS is
+# certain; PAST_SHORT is long enough that it is certainly stale.
+SHORT = "max-age=2"
+PAST_SHORT = 2.1
 
 
 # --------------------------------------------------------------------------- helpers
@@ -103,7 +107,7 @@ def zone_view(gw, name="default"):
 
 
 def test_stale_copy_is_served_when_the_origin_is_gone(origin, make_gateway):
-    serve(origin, "/page", b"v1", [("Cache-Control", "max-age=1")])
+    serve(origin, "/page", b"v1", [("Cache-Control", SHORT)])
     gw = make_gateway(cache_config([origin.address]))
     r = get(gw, "/page")
     assert r.status == 200 and r.body == b"v1" and r.header(CACHE) == "MISS", r
@@ -113,7 +117,7 @@ def test_stale_copy_is_served_when_the_origin_is_gone(origin, make_gateway):
     assert hits_on(origin, "/page") == 1
 
     origin.stop()
-    time.sleep(PAST_MAX_AGE_1)
+    time.sleep(PAST_SHORT)
     for _ in range(5):
         assert_stale(get(gw, "/page"), b"v1", "upstream_connect_refused")
     gw.wait_stat("portway_cache_stale_total", 5, zone="default", cause="upstream_connect_refused")
@@ -127,13 +131,13 @@ def test_stale_copy_is_served_when_the_origin_is_gone(origin, make_gateway):
 
 
 def test_stale_is_served_after_the_retries_are_exhausted(origin, make_gateway):
-    state = serve(origin, "/r", b"v1", [("Cache-Control", "max-age=1")])
+    state = serve(origin, "/r", b"v1", [("Cache-Control", SHORT)])
     retry = {"name": "portway.retry",
              "config": {"retry_on": ["connect-failure", "gateway-error"], "num_retries": 2,
                         "backoff": {"base_interval": "5ms", "max_interval": "20ms"}}}
     gw = make_gateway(cache_config([origin.address], after=[retry]))
     assert get(gw, "/r").header(CACHE) == "MISS"
-    time.sleep(PAST_MAX_AGE_1)
+    time.sleep(PAST_SHORT)
     state["status"], state["body"] = 502, b"bad gateway"
     assert_stale(get(gw, "/r"), b"v1", "upstream_status_502")
     # The first try and both retries reached the origin before the copy stood in.
@@ -152,10 +156,10 @@ def test_stale_is_served_after_the_retries_are_exhausted(origin, make_gateway):
 
 
 def test_upstream_502_for_an_expired_copy_is_replaced_by_it(origin, make_gateway):
-    state = serve(origin, "/s", b"v1", [("Cache-Control", "max-age=1")])
+    state = serve(origin, "/s", b"v1", [("Cache-Control", SHORT)])
     gw = make_gateway(cache_config([origin.address]))
     assert get(gw, "/s").header(CACHE) == "MISS"
-    time.sleep(PAST_MAX_AGE_1)
+    time.sleep(PAST_SHORT)
     state["status"], state["body"] = 502, b"origin says 502"
     for _ in range(3):
         assert_stale(get(gw, "/s"), b"v1", "upstream_status_502")
@@ -168,10 +172,10 @@ def test_upstream_502_for_an_expired_copy_is_replaced_by_it(origin, make_gateway
 
 
 def test_a_status_not_in_serve_stale_on_passes_through(origin, make_gateway):
-    state = serve(origin, "/s", b"v1", [("Cache-Control", "max-age=1")])
+    state = serve(origin, "/s", b"v1", [("Cache-Control", SHORT)])
     gw = make_gateway(cache_config([origin.address], {"serve_stale_on": ["503"]}))
     assert get(gw, "/s").header(CACHE) == "MISS"
-    time.sleep(PAST_MAX_AGE_1)
+    time.sleep(PAST_SHORT)
     state["status"], state["body"] = 502, b"origin says 502"
     r = get(gw, "/s")
     assert r.status == 502 and r.body == b"origin says 502", r
@@ -181,22 +185,22 @@ def test_a_status_not_in_serve_stale_on_passes_through(origin, make_gateway):
 
 
 def test_serve_stale_on_none_turns_stale_serving_off(origin, make_gateway):
-    serve(origin, "/s", b"v1", [("Cache-Control", "max-age=1")])
+    serve(origin, "/s", b"v1", [("Cache-Control", SHORT)])
     gw = make_gateway(cache_config([origin.address], {"serve_stale_on": ["none"]}))
     assert get(gw, "/s").header(CACHE) == "MISS"
     assert get(gw, "/s").header(CACHE) == "HIT"
     origin.stop()
-    time.sleep(PAST_MAX_AGE_1)
+    time.sleep(PAST_SHORT)
     r = get(gw, "/s")
     assert r.status == 502 and r.header("x-portway-error") == "upstream_connect_refused", r
 
 
 def test_must_revalidate_is_never_served_stale(origin, make_gateway):
-    state = serve(origin, "/mr", b"v1", [("Cache-Control", "max-age=1, must-revalidate")])
+    state = serve(origin, "/mr", b"v1", [("Cache-Control", SHORT + ", must-revalidate")])
     gw = make_gateway(cache_config([origin.address]))
     assert get(gw, "/mr").header(CACHE) == "MISS"
     assert get(gw, "/mr").header(CACHE) == "HIT"
-    time.sleep(PAST_MAX_AGE_1)
+    time.sleep(PAST_SHORT)
     state["status"], state["body"] = 502, b"origin says 502"
     r = get(gw, "/mr")
     assert r.status == 502 and r.body == b"origin says 502", r
@@ -209,7 +213,7 @@ def test_max_stale_zero_serves_only_what_stale_if_error_allows(origin, make_gate
     gw = make_gateway(cache_config([origin.address], {"max_stale": "0s"}))
     assert get(gw, "/plain").header(CACHE) == "MISS"
     assert get(gw, "/sie").header(CACHE) == "MISS"
-    time.sleep(PAST_MAX_AGE_1)
+    time.sleep(2.1)  # at least one whole second past max-age=1
     for state in (plain, sie):
         state["status"], state["body"] = 503, b"down"
     r = get(gw, "/plain")
@@ -218,11 +222,11 @@ def test_max_stale_zero_serves_only_what_stale_if_error_allows(origin, make_gate
 
 
 def test_route_timeout_is_replaced_by_the_stale_copy(origin, make_gateway):
-    state = serve(origin, "/t", b"v1", [("Cache-Control", "max-age=1")])
+    state = serve(origin, "/t", b"v1", [("Cache-Control", SHORT)])
     gw = make_gateway(cache_config([origin.address], routes=[
         {"match": {"prefix": "/"}, "cluster": "backend", "timeout": "0.5s"}]))
     assert get(gw, "/t").header(CACHE) == "MISS"
-    time.sleep(PAST_MAX_AGE_1)
+    time.sleep(PAST_SHORT)
     state["mode"], state["sleep"] = "sleep", 2.0
     t0 = time.monotonic()
     r = get(gw, "/t")
@@ -232,10 +236,10 @@ def test_route_timeout_is_replaced_by_the_stale_copy(origin, make_gateway):
 
 
 def test_upstream_reset_is_replaced_by_the_stale_copy(origin, make_gateway):
-    state = serve(origin, "/x", b"v1", [("Cache-Control", "max-age=1")])
+    state = serve(origin, "/x", b"v1", [("Cache-Control", SHORT)])
     gw = make_gateway(cache_config([origin.address]))
     assert get(gw, "/x").header(CACHE) == "MISS"
-    time.sleep(PAST_MAX_AGE_1)
+    time.sleep(PAST_SHORT)
     state["mode"] = "reset"
     assert_stale(get(gw, "/x"), b"v1", "upstream_reset_before_response")
     gw.wait_stat("portway_cache_stale_total", 1, zone="default",
@@ -243,14 +247,14 @@ def test_upstream_reset_is_replaced_by_the_stale_copy(origin, make_gateway):
 
 
 def test_open_circuit_is_replaced_by_the_stale_copy(origin, make_gateway):
-    serve(origin, "/c", b"v1", [("Cache-Control", "max-age=1")])
+    serve(origin, "/c", b"v1", [("Cache-Control", SHORT)])
     breaker = {"name": "portway.circuit_breaker",
                "config": {"consecutive_failures": 1, "open_duration": "30s",
                           "host": {"disabled": True}}}
     gw = make_gateway(cache_config([origin.address], after=[breaker]))
     assert get(gw, "/c").header(CACHE) == "MISS"
     origin.stop()
-    time.sleep(PAST_MAX_AGE_1)
+    time.sleep(PAST_SHORT)
     # The refused connection opens the breaker (it counts, even though the
     # client got the copy) ...
     assert_stale(get(gw, "/c"), b"v1", "upstream_connect_refused")
@@ -261,12 +265,12 @@ def test_open_circuit_is_replaced_by_the_stale_copy(origin, make_gateway):
 
 
 def test_overflow_is_replaced_by_the_stale_copy(origin, make_gateway):
-    serve(origin, "/o", b"v1", [("Cache-Control", "max-age=1")])
+    serve(origin, "/o", b"v1", [("Cache-Control", SHORT)])
     slow = serve(origin, "/slow", b"slow", [("Cache-Control", "no-store")])
     breaker = {"name": "portway.circuit_breaker", "config": {"max_requests": 1}}
     gw = make_gateway(cache_config([origin.address], after=[breaker]))
     assert get(gw, "/o").header(CACHE) == "MISS"
-    time.sleep(PAST_MAX_AGE_1)
+    time.sleep(PAST_SHORT)
     slow["mode"], slow["sleep"] = "sleep", 1.5
     result = {}
     t = threading.Thread(target=lambda: result.update(r=get(gw, "/slow")))
@@ -282,14 +286,14 @@ def test_overflow_is_replaced_by_the_stale_copy(origin, make_gateway):
 
 def test_no_healthy_upstream_is_replaced_by_the_stale_copy(origin, make_gateway):
     # The zone outlives a reload; the reloaded cluster has no hosts at all.
-    serve(origin, "/n", b"v1", [("Cache-Control", "max-age=1")])
+    serve(origin, "/n", b"v1", [("Cache-Control", SHORT)])
     gw = make_gateway(cache_config([origin.address]))
     assert get(gw, "/n").header(CACHE) == "MISS"
     assert get(gw, "/n").header(CACHE) == "HIT"
     gw.reload(cache_config([]))
     wait_until(lambda: (get(gw, "/other").header("x-portway-error") == "no_healthy_upstream"),
                timeout=5, message="the reload with no endpoints")
-    time.sleep(PAST_MAX_AGE_1)
+    time.sleep(PAST_SHORT)
     assert_stale(get(gw, "/n"), b"v1", "no_healthy_upstream")
 
 
@@ -429,14 +433,14 @@ def test_a_304_revalidates_the_stored_copy(origin, make_gateway):
         if ctx.req.header("if-none-match") == '"e1"':
             ctx.send_response(304, [("ETag", '"e1"'), ("Cache-Control", "max-age=60")])
         else:
-            ctx.send_response(200, [("ETag", '"e1"'), ("Cache-Control", "max-age=1")],
+            ctx.send_response(200, [("ETag", '"e1"'), ("Cache-Control", SHORT)],
                               b"full body")
         return True
     origin.handlers["/rv"] = handler
     gw = make_gateway(cache_config([origin.address]))
     r = get(gw, "/rv")
     assert r.header(CACHE) == "MISS" and r.body == b"full body", r
-    time.sleep(PAST_MAX_AGE_1)
+    time.sleep(PAST_SHORT)
     r = get(gw, "/rv")
     assert r.status == 200 and r.body == b"full body", r
     assert r.header(CACHE) == "REVALIDATED", r
@@ -455,13 +459,13 @@ def test_last_modified_is_sent_back_as_if_modified_since(origin, make_gateway):
         if ctx.req.header("if-modified-since") == stamp:
             ctx.send_response(304, [("Last-Modified", stamp), ("Cache-Control", "max-age=60")])
         else:
-            ctx.send_response(200, [("Last-Modified", stamp), ("Cache-Control", "max-age=1")],
+            ctx.send_response(200, [("Last-Modified", stamp), ("Cache-Control", SHORT)],
                               b"dated")
         return True
     origin.handlers["/lm"] = handler
     gw = make_gateway(cache_config([origin.address]))
     assert get(gw, "/lm").header(CACHE) == "MISS"
-    time.sleep(PAST_MAX_AGE_1)
+    time.sleep(PAST_SHORT)
     r = get(gw, "/lm")
     assert r.status == 200 and r.body == b"dated" and r.header(CACHE) == "REVALIDATED", r
     assert origin.requests[-1].header("if-modified-since") == stamp
@@ -569,14 +573,14 @@ def test_coalescing_off_sends_every_miss(origin, make_gateway):
 
 
 def test_stats_count_each_outcome(origin, make_gateway):
-    state = serve(origin, "/st", b"v1", [("Cache-Control", "max-age=1")])
+    state = serve(origin, "/st", b"v1", [("Cache-Control", SHORT)])
     gw = make_gateway(cache_config([origin.address], {"zone": "stats-zone"}))
     z = {"zone": "stats-zone"}
     get(gw, "/st")
     get(gw, "/st")
     get(gw, "/st", method="POST", body=b"x")  # bypass, and invalidates
     get(gw, "/st")
-    time.sleep(PAST_MAX_AGE_1)
+    time.sleep(PAST_SHORT)
     state["status"] = 503
     assert_stale(get(gw, "/st"), b"v1", "upstream_status_503")
     gw.wait_stat("portway_cache_stale_total", 1, cause="upstream_status_503", **z)
@@ -634,20 +638,20 @@ def test_admin_lists_keys_and_purges(origin, make_gateway):
 
 
 def test_access_log_flags_hit_stale_and_revalidated(origin, make_gateway):
-    state = serve(origin, "/log", b"v1", [("Cache-Control", "max-age=1"), ("ETag", '"L"')])
+    state = serve(origin, "/log", b"v1", [("Cache-Control", SHORT), ("ETag", '"L"')])
 
     def rv(ctx):
         if ctx.req.header("if-none-match") == '"R"':
             ctx.send_response(304, [("ETag", '"R"'), ("Cache-Control", "max-age=60")])
         else:
-            ctx.send_response(200, [("ETag", '"R"'), ("Cache-Control", "max-age=1")], b"r")
+            ctx.send_response(200, [("ETag", '"R"'), ("Cache-Control", SHORT)], b"r")
         return True
     origin.handlers["/rvlog"] = rv
     gw = make_gateway(cache_config([origin.address]))
     get(gw, "/log")
     get(gw, "/rvlog")
     assert get(gw, "/log").header(CACHE) == "HIT"
-    time.sleep(PAST_MAX_AGE_1)
+    time.sleep(PAST_SHORT)
     assert get(gw, "/rvlog").header(CACHE) == "REVALIDATED"
     state["status"] = 502
     state["headers"] = []
@@ -701,7 +705,7 @@ def test_bad_cache_configs_are_rejected_with_paths(origin):
 def test_a_cache_pushed_over_the_control_plane_serves_stale(cp, origin, make_gateway):
     from test_control_plane import filtered, gateway_config, listener_port
 
-    serve(origin, "/page", b"pushed v1", [("Cache-Control", "max-age=1")])
+    serve(origin, "/page", b"pushed v1", [("Cache-Control", SHORT)])
     cp.write("main.yaml", filtered(origin.address, [cache_filter(zone="pushed")]))
     gw = make_gateway(gateway_config(cp))
     port = listener_port(gw)
@@ -711,7 +715,7 @@ def test_a_cache_pushed_over_the_control_plane_serves_stale(cp, origin, make_gat
     assert r.status == 200 and r.header(CACHE) == "HIT", r
     assert hits_on(origin, "/page") == 1
     origin.stop()
-    time.sleep(PAST_MAX_AGE_1)
+    time.sleep(PAST_SHORT)
     for _ in range(3):
         assert_stale(get(port, "/page"), b"pushed v1", "upstream_connect_refused")
     gw.wait_stat("portway_cache_stale_total", 3, zone="pushed", cause="upstream_connect_refused")
