@@ -80,7 +80,7 @@ def hits_on(origin, path, method=None):
 def assert_stale(r, body, cause):
     assert r.status == 200, r
     assert r.body == body, r
-    assert r.header(CACHE) == f"STALE; cause={cause}", r
+    assert r.header_values(CACHE) == [f"STALE; cause={cause}"], r
     assert r.header("x-portway-error") is None, r
     assert r.header("age") is not None and int(r.header("age")) >= 1, r
 
@@ -176,6 +176,9 @@ def test_a_status_not_in_serve_stale_on_passes_through(origin, make_gateway):
     gw = make_gateway(cache_config([origin.address], {"serve_stale_on": ["503"]}))
     assert get(gw, "/s").header(CACHE) == "MISS"
     time.sleep(PAST_SHORT)
+    # Errors without freshness of their own (a 502 with max-age would be
+    # stored, and served, as any other response).
+    state["headers"] = []
     state["status"], state["body"] = 502, b"origin says 502"
     r = get(gw, "/s")
     assert r.status == 502 and r.body == b"origin says 502", r
