@@ -107,7 +107,8 @@ def zone_view(gw, name="default"):
 
 
 def test_stale_copy_is_served_when_the_origin_is_gone(origin, make_gateway):
-    serve(origin, "/page", b"v1", [("Cache-Control", SHORT)])
+    serve(origin, "/page", b"v1", [("Cache-Control", SHORT), ("Content-Type", "text/plain"),
+                                    ("ETag", '"p1"')])
     gw = make_gateway(cache_config([origin.address]))
     r = get(gw, "/page")
     assert r.status == 200 and r.body == b"v1" and r.header(CACHE) == "MISS", r
@@ -119,7 +120,11 @@ def test_stale_copy_is_served_when_the_origin_is_gone(origin, make_gateway):
     origin.stop()
     time.sleep(PAST_SHORT)
     for _ in range(5):
-        assert_stale(get(gw, "/page"), b"v1", "upstream_connect_refused")
+        r = get(gw, "/page")
+        assert_stale(r, b"v1", "upstream_connect_refused", min_age=2)
+        # The stored head comes back with the stored body.
+        assert r.header("content-type") == "text/plain" and r.header("etag") == '"p1"', r
+        assert r.header("content-length") == "2", r
     gw.wait_stat("portway_cache_stale_total", 5, zone="default", cause="upstream_connect_refused")
     assert gw.stat("portway_cache_stale_total", zone="default",
                    cause="upstream_connect_refused") == 5
@@ -429,6 +434,30 @@ def test_the_zone_evicts_to_stay_under_max_bytes(origin, make_gateway):
     assert view["bytes"] <= 65536 and view["entries"] == entries, view
 
 
+def test_requests_with_authorization_are_not_shared_unless_public(origin, make_gateway):
+    serve(origin, "/auth", b"yours", [("Cache-Control", "max-age=60")])
+    serve(origin, "/pub", b"everyone's", [("Cache-Control", "public, max-age=60")])
+    gw = make_gateway(cache_config([origin.address]))
+    creds = [("Authorization", "Bearer secret")]
+    for _ in range(2):
+        assert get(gw, "/auth", headers=creds).header(CACHE) == "MISS"
+    assert hits_on(origin, "/auth") == 2
+    assert get(gw, "/pub", headers=creds).header(CACHE) == "MISS"
+    assert get(gw, "/pub", headers=creds).header(CACHE) == "HIT"
+
+
+def test_every_worker_shares_the_zone(origin, make_gateway):
+    serve(origin, "/w", b"shared")
+    gw = make_gateway(cache_config([origin.address]), workers=2)
+    labels = []
+    for _ in range(12):  # new connections, spread over both workers
+        r = get(gw, "/w")
+        assert r.status == 200 and r.body == b"shared", r
+        labels.append(r.header(CACHE))
+    assert labels == ["MISS"] + ["HIT"] * 11, labels
+    assert hits_on(origin, "/w") == 1
+
+
 # --------------------------------------------------------------------------- revalidation
 
 
@@ -553,6 +582,30 @@ def test_concurrent_misses_are_coalesced_into_one_fetch(origin, make_gateway):
     labels = sorted(r.header(CACHE) for r in out)
     assert labels.count("MISS") == 1, labels
     assert gw.stat("portway_cache_coalesced_total", zone="default") >= 1
+
+
+def test_waiters_go_upstream_themselves_after_coalesce_timeout(origin, make_gateway):
+    state = serve(origin, "/co", b"slow")
+    state["mode"], state["sleep"] = "sleep", 1.0
+    gw = make_gateway(cache_config([origin.address], {"coalesce_timeout": "200ms"}))
+    out = [None] * 3
+
+    def one(i):
+        out[i] = get(gw, "/co")
+    threads = []
+    for i in range(3):
+        threads.append(threading.Thread(target=one, args=(i,)))
+        threads[-1].start()
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    # Each waiter gave up after 200ms and asked the origin: three requests
+    # there while the first is still being answered.
+    origin.wait_for_requests(3, timeout=0.9)
+    assert time.monotonic() - t0 < 0.9
+    for t in threads:
+        t.join(15)
+    assert all(r is not None and r.status == 200 and r.body == b"slow" for r in out), out
+    assert hits_on(origin, "/co") == 3
 
 
 def test_coalescing_off_sends_every_miss(origin, make_gateway):
