@@ -894,3 +894,56 @@ def test_two_gateways_share_entries_through_redis(origin, make_gateway, redis_se
         return get(b, target).header(CACHE) == "HIT"
     wait_until(shared_again, timeout=20, interval=0.2,
                message="gateway B hitting what A stored after Redis came back")
+
+
+def test_a_purge_by_key_reaches_redis(origin, make_gateway, redis_server):
+    serve(origin, "/p", body=b"purge me", headers=[("Cache-Control", "max-age=300")])
+    config = cache_config([origin.address], {
+        "store": {"redis": {"address": redis_server.address, "timeout": "100ms"}}})
+    a = make_gateway(config)
+    b = make_gateway(config)
+    get(a, "/warm")
+    get(b, "/warm")
+    wait_until(lambda: redis_connected(a) and redis_connected(b), timeout=5,
+               message="both gateways connected to Redis")
+    assert get(a, "/p").header(CACHE) == "MISS"
+    time.sleep(0.3)
+    key = urllib.parse.quote(f"portway.test/p", safe="")
+    status, body = admin_request(a, "POST", f"/cache/purge?key={key}")
+    assert status == 200 and json.loads(body)["purged"] == 1, body
+    time.sleep(0.3)  # the DEL goes out asynchronously
+    # B never had it in its own store: only Redis could answer, and it was purged.
+    assert get(b, "/p").header(CACHE) == "MISS"
+    assert hits_on(origin, "/p") == 2
+
+
+# --------------------------------------------------------------------------- stale-while-revalidate
+
+
+def test_stale_while_revalidate_answers_at_once_and_refreshes_behind(origin, make_gateway):
+    state = serve(origin, "/swr", body=b"v1", headers=[
+        ("Cache-Control", "max-age=1, stale-while-revalidate=30"), ("ETag", '"1"')])
+    gw = make_gateway(cache_config([origin.address]))
+    assert get(gw, "/swr").header(CACHE) == "MISS"
+    time.sleep(2.1)
+    # The origin is slow now: the client does not wait for it.
+    state["mode"] = "sleep"
+    state["sleep"] = 1.0
+    state["body"] = b"v2"
+    t0 = time.monotonic()
+    r = get(gw, "/swr")
+    took = time.monotonic() - t0
+    assert r.status == 200 and r.body == b"v1", r
+    assert r.header(CACHE) == "STALE; cause=stale_while_revalidate", r
+    assert took < 0.5, took
+    # One refresh went upstream, with the copy's validator; a second
+    # request meanwhile is answered from the copy and starts no other.
+    r = get(gw, "/swr")
+    assert r.body == b"v1" and r.header(CACHE) == "STALE; cause=stale_while_revalidate", r
+    wait_until(lambda: hits_on(origin, "/swr") == 2, timeout=5, message="the refresh")
+    refresh = [q for q in origin.requests if q.path == "/swr"][-1]
+    assert refresh.header("if-none-match") == '"1"', refresh
+    # Once it is back, the refreshed copy is served.
+    wait_until(lambda: get(gw, "/swr").body == b"v2", timeout=5, message="the refreshed copy")
+    assert hits_on(origin, "/swr") == 2
+    gw.wait_stat("portway_cache_stale_total", 2, zone="default", cause="stale_while_revalidate")
