@@ -216,7 +216,7 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   void OnFilterErrorReply(ErrorCause cause, std::string_view detail) override {
     SendLocalReply(cause, detail);
   }
-  bool OnFilterResponse() override;
+  bool OnFilterResponse(std::string_view detail) override;
   std::shared_ptr<WorkerPoster> Worker() override { return parent_.context_.Poster(); }
   void SendSideRequest(HeaderMapPtr headers, size_t max_body_bytes,
                        SideResponseCallback done) override {
@@ -605,11 +605,11 @@ void ConnectionManager::ActiveStream::OnFilterLocalReply(int status, std::string
 // A filter's own response (a cached copy) takes the stream's place: the
 // upstream side goes, and whatever error reply it replaces no longer
 // counts. The filter manager runs the response through the chain.
-bool ConnectionManager::ActiveStream::OnFilterResponse() {
+bool ConnectionManager::ActiveStream::OnFilterResponse(std::string_view detail) {
   if (done_ || head_sent_) return false;
   if (router_ != nullptr) router_->Abort();
   info_.cause = ErrorCause::kNone;
-  info_.detail.clear();
+  info_.detail = std::string(detail);
   info_.local_reply = false;
   response_started_ = true;
   return true;

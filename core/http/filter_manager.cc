@@ -481,7 +481,7 @@ void FilterManager::ErrorReply(int filter, ErrorCause cause, std::string_view de
 
 bool FilterManager::Respond(int filter, FilterResponse response) {
   if (completed_ || response.headers == nullptr) return false;
-  if (!callbacks_.OnFilterResponse()) return false;
+  if (!callbacks_.OnFilterResponse(response.detail)) return false;
   Decided(filter,
           Cat("answered ", response.headers->Status(),
               callbacks_.Info().response_flag.empty() ? "" : " ", callbacks_.Info().response_flag));

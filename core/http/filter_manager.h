@@ -53,8 +53,9 @@ class FilterManagerCallbacks {
   // A filter answers with a response of its own (SendResponse): false when
   // it is too late (the response head went to the client). Otherwise the
   // stream drops its upstream side and any local reply it was sending, and
-  // takes the filter's response as its own, not as an error.
-  virtual bool OnFilterResponse() = 0;
+  // takes the filter's response as its own, not as an error, with
+  // `detail` as StreamInfo::detail.
+  virtual bool OnFilterResponse(std::string_view detail) = 0;
   // For FilterCallbacks::Worker().
   virtual std::shared_ptr<WorkerPoster> Worker() = 0;
   // For FilterCallbacks::SendSideRequest().

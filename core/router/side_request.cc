@@ -21,11 +21,21 @@ SideRequest::SideRequest(event::Dispatcher& dispatcher, upstream::ClusterManager
 }
 
 SideRequest::~SideRequest() {
-  // The worker is stopping with the request still out: drop it.
+  // The worker is stopping with the request still out: drop it, and say
+  // so to whoever waits.
   if (router_ != nullptr) router_->Abort();
+  if (!complete_) {
+    complete_ = true;
+    http::SideResponse gone;
+    gone.cause = http::ErrorCause::kDownstreamDisconnect;
+    http::SideResponseCallback done = std::move(done_);
+    done(std::move(gone));
+  }
 }
 
 void SideRequest::Start(http::HeaderMapPtr headers) {
+  deadline_ = dispatcher_.CreateTimer([this] { Complete(http::ErrorCause::kUpstreamTimeout); });
+  deadline_->Enable(kDeadline);
   router_ = std::make_unique<Router>(*this);
   router_->OnRequestHeaders(std::move(headers), route_, /*end_stream=*/true);
 }
@@ -72,6 +82,7 @@ void SideRequest::ResetDownstream(http::ErrorCause cause, std::string_view) { Co
 void SideRequest::Complete(http::ErrorCause cause) {
   if (complete_) return;
   complete_ = true;
+  if (deadline_ != nullptr) deadline_->Disable();
   if (cause != http::ErrorCause::kNone) response_.headers.reset();
   response_.cause = cause;
   // The rest of an unfinished response is not wanted.

@@ -19,9 +19,16 @@ namespace portway::router {
 
 class SideRequest : public RouterCallbacks, public event::DeferredDeletable {
  public:
+  // However the route is set (a route timeout of 0 means none), a side
+  // request is given up after this: nobody waits for it, and what it holds
+  // (a key being refreshed) must be let go.
+  static constexpr std::chrono::seconds kDeadline{60};
+
   // `hold` keeps `route` alive (the listener config it belongs to).
   // `finished` runs once, after `done`, for the owner to let go of this
-  // object (deferred: it is called from inside the router).
+  // object (deferred: it is called from inside the router). Destroyed
+  // before it was answered (the worker stops), it still calls `done`, with
+  // kDownstreamDisconnect.
   SideRequest(event::Dispatcher& dispatcher, upstream::ClusterManager& cluster_manager,
               std::shared_ptr<const void> hold, const Route& route, std::string cluster,
               size_t max_body_bytes, http::SideResponseCallback done,
@@ -68,6 +75,7 @@ class SideRequest : public RouterCallbacks, public event::DeferredDeletable {
   http::SideResponse response_;
   bool complete_ = false;
   std::unique_ptr<Router> router_;
+  event::TimerPtr deadline_;
 };
 
 }  // namespace portway::router

@@ -264,7 +264,8 @@ bool CacheFilter::Decide(StoredResponsePtr found, bool may_ask_redis, bool may_w
     state_ = State::kAnswered;
     return false;
   }
-  if (may_wait && worker_ != nullptr && settings_->max_waiters > 0) {
+  // A HEAD does not lead a fetch (its answer has no body to store).
+  if (may_wait && !head_request_ && worker_ != nullptr && settings_->max_waiters > 0) {
     std::weak_ptr<CacheFilter*> weak = alive_;
     auto wake = [weak] {
       if (auto alive = weak.lock()) (*alive)->OnWake();
@@ -351,9 +352,11 @@ void CacheFilter::RevalidateInBackground(const StoredResponsePtr& stored) {
   // The client's request as it came, without its own conditionals, with
   // the copy's validators.
   auto headers = std::make_unique<http::HeaderMap>();
+  headers->AddLower(":method", "GET");  // a HEAD's refresh must bring the body
   for (const auto& e : *request_) {
-    if (e.name == "if-none-match" || e.name == "if-modified-since" || e.name == "if-match" ||
-        e.name == "if-unmodified-since" || e.name == "if-range" || e.name == "range") {
+    if (e.name == ":method" || e.name == "if-none-match" || e.name == "if-modified-since" ||
+        e.name == "if-match" || e.name == "if-unmodified-since" || e.name == "if-range" ||
+        e.name == "range") {
       continue;
     }
     headers->AddLower(e.name, e.value);
@@ -406,7 +409,8 @@ void CacheFilter::OnRedis(StoredResponsePtr found) {
 
 void CacheFilter::OnWake() {
   if (state_ != State::kWaiting) return;
-  wait_timer_.reset();
+  // Disabled, not destroyed: this may be the timer's own callback.
+  wait_timer_->Disable();
   // The fetch we waited for is done (or we gave up): look again, and go
   // upstream ourselves when there is still nothing fresh.
   Resume(Decide(LookupLocal(), /*may_ask_redis=*/false, /*may_wait=*/false));
@@ -430,7 +434,8 @@ void CacheFilter::Resume(bool upstream) {
   if (upstream) callbacks_->Continue();
 }
 
-bool CacheFilter::Serve(const StoredResponsePtr& stored, std::string label, std::string flag) {
+bool CacheFilter::Serve(const StoredResponsePtr& stored, std::string label, std::string flag,
+                        std::string detail) {
   const SystemTime now = callbacks_->Clock().SystemNow();
   const int status = stored->status;
   const bool not_modified =
@@ -458,6 +463,12 @@ bool CacheFilter::Serve(const StoredResponsePtr& stored, std::string label, std:
       }
     }
   }
+  if (!detail.empty() && !callbacks_->Info().request_id.empty()) {
+    // The request went upstream and failed: its id finds the attempts on
+    // the admin /failures page.
+    h.AddLower("x-request-id", callbacks_->Info().request_id);
+  }
+  response.detail = std::move(detail);
   const State before = state_;
   state_ = State::kAnswered;
   callbacks_->Info().response_flag = std::move(flag);
@@ -491,6 +502,14 @@ http::FilterHeadersStatus CacheFilter::EncodeHeaders(http::HeaderMap& headers, b
     headers.SetOwned(kCacheHeader, "BYPASS");
     return http::FilterHeadersStatus::kContinue;
   }
+  if (state_ == State::kLookup || state_ == State::kWaiting) {
+    // The core answered while we waited (a timeout, another filter's
+    // reply): the request head we held is gone, and so is our part.
+    state_ = State::kAnswered;
+    request_ = nullptr;
+    if (wait_timer_ != nullptr) wait_timer_->Disable();
+    return http::FilterHeadersStatus::kContinue;
+  }
   if (state_ != State::kUpstream) return http::FilterHeadersStatus::kContinue;
 
   const SystemTime now = callbacks_->Clock().SystemNow();
@@ -501,9 +520,8 @@ http::FilterHeadersStatus CacheFilter::EncodeHeaders(http::HeaderMap& headers, b
       if (portway::cache::CanServeStaleOnError(ev, policy_, settings_->max_stale)) {
         ReleaseFetch();
         zone_.StaleCounter(*cause).Inc();
-        std::string detail = absl::StrCat("cache: stale copy served for ", *cause);
-        if (Serve(stored_, absl::StrCat("STALE; cause=", *cause), "STALE")) {
-          callbacks_->Info().detail = std::move(detail);
+        if (Serve(stored_, absl::StrCat("STALE; cause=", *cause), "STALE",
+                  absl::StrCat("cache: stale copy served for ", *cause))) {
           return http::FilterHeadersStatus::kStopIteration;
         }
       }
@@ -590,6 +608,9 @@ absl::StatusOr<http::FilterFactoryCallback> CacheFactory::Create(
   auto settings = std::make_shared<Settings>();
   const std::string zone_name = config.zone().empty() ? "default" : config.zone();
   const uint64_t max_bytes = config.has_max_bytes() ? config.max_bytes().value() : 64ull << 20;
+  // Left out, the zone keeps the size another config gave it.
+  const std::optional<size_t> zone_bytes =
+      config.has_max_bytes() ? std::optional<size_t>(max_bytes) : std::nullopt;
   if (max_bytes < (64u << 10))
     return absl::InvalidArgumentError("max_bytes: must be at least 65536");
   settings->max_object_bytes =
@@ -667,8 +688,8 @@ absl::StatusOr<http::FilterFactoryCallback> CacheFactory::Create(
   // this filter passed changes nothing.
   auto apply = std::make_shared<std::once_flag>();
   std::shared_ptr<const Settings> frozen = settings;
-  return [frozen, apply, max_bytes, redis]() -> http::FilterPtr {
-    std::call_once(*apply, [&] { frozen->zone->Configure(max_bytes, redis ? &*redis : nullptr); });
+  return [frozen, apply, zone_bytes, redis]() -> http::FilterPtr {
+    std::call_once(*apply, [&] { frozen->zone->Configure(zone_bytes, redis ? &*redis : nullptr); });
     return std::make_unique<CacheFilter>(frozen);
   };
 }

@@ -110,7 +110,8 @@ class CacheFilter : public http::Filter {
   // Continues the held request (after an asynchronous step).
   void Resume(bool upstream);
   // Answers with `stored`, labelled (HIT, STALE; cause=..., REVALIDATED).
-  bool Serve(const StoredResponsePtr& stored, std::string label, std::string flag);
+  bool Serve(const StoredResponsePtr& stored, std::string label, std::string flag,
+             std::string detail = "");
   // The failure this response stands for, if serve_stale_on names it:
   // its name for the STALE label; nullopt otherwise.
   std::optional<std::string> StaleCause(const http::HeaderMap& headers) const;

@@ -1,6 +1,7 @@
 #include "filters/cache/zone.h"
 
 #include <map>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -70,25 +71,32 @@ std::shared_ptr<portway::cache::RedisTier> Zone::redis() const {
   return redis_;
 }
 
-absl::Status Zone::SetRedis(const portway::cache::RedisTierOptions* options) {
-  std::lock_guard<std::mutex> lock(redis_mutex_);
-  if (options == nullptr) {
-    redis_.reset();
-    redis_identity_.clear();
-    return absl::OkStatus();
+absl::Status Zone::SetRedis(const portway::cache::RedisTierOptions& options) {
+  std::string identity = RedisIdentity(options);
+  {
+    std::lock_guard<std::mutex> lock(redis_mutex_);
+    if (redis_ != nullptr && identity == redis_identity_) return absl::OkStatus();
   }
-  std::string identity = RedisIdentity(*options);
-  if (redis_ != nullptr && identity == redis_identity_) return absl::OkStatus();
-  auto tier = portway::cache::RedisTier::Create(*options);
+  auto tier = portway::cache::RedisTier::Create(options);
   if (!tier.ok()) return tier.status();
-  redis_ = std::shared_ptr<portway::cache::RedisTier>(std::move(*tier));
-  redis_identity_ = std::move(identity);
+  std::shared_ptr<portway::cache::RedisTier> old;
+  {
+    std::lock_guard<std::mutex> lock(redis_mutex_);
+    old = std::move(redis_);
+    redis_ = std::shared_ptr<portway::cache::RedisTier>(std::move(*tier));
+    redis_identity_ = std::move(identity);
+  }
+  // Destroying a tier joins its I/O thread: not on a worker, and not under
+  // the lock every lookup takes.
+  if (old != nullptr) std::thread([old = std::move(old)]() mutable { old.reset(); }).detach();
   return absl::OkStatus();
 }
 
-void Zone::Configure(size_t max_bytes, const portway::cache::RedisTierOptions* redis) {
-  if (store_.max_bytes() != max_bytes) store_.Resize(max_bytes);
-  absl::Status status = SetRedis(redis);
+void Zone::Configure(std::optional<size_t> max_bytes,
+                     const portway::cache::RedisTierOptions* redis) {
+  if (max_bytes.has_value() && store_.max_bytes() != *max_bytes) store_.Resize(*max_bytes);
+  if (redis == nullptr) return;
+  absl::Status status = SetRedis(*redis);
   if (!status.ok()) {
     Log(LogLevel::kError,
         absl::StrCat("cache zone ", name_, ": no Redis tier: ", status.message()));
@@ -116,8 +124,11 @@ size_t Zone::Purge(std::string_view key, bool prefix) {
     n = store_.ErasePrefix(key);
   } else {
     // The key and, for a response that varies, every variant under it.
+    // A URL that varies has its variants under the key plus their values:
+    // found by a scan, done only then.
+    StoredResponsePtr entry = store_.Lookup(key);
     n = store_.Erase(key) ? 1 : 0;
-    n += store_.ErasePrefix(std::string(key) + "\x1f");
+    if (entry != nullptr && entry->vary_marker) n += store_.ErasePrefix(std::string(key) + "\x1f");
     // And in Redis: the key, or the Vary marker without which its variants
     // are not found.
     if (auto tier = redis()) tier->Del(std::string(key));

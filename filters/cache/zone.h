@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,11 +42,12 @@ class Zone {
   // The Redis tier, or null. A config with other Redis settings replaces
   // it; streams that hold the old one finish with it.
   std::shared_ptr<portway::cache::RedisTier> redis() const;
-  absl::Status SetRedis(const portway::cache::RedisTierOptions* options);
-  // Applies a config's size and Redis tier (null: none), when the config
-  // goes live. A tier that cannot be made is logged, and the zone goes on
-  // without one.
-  void Configure(size_t max_bytes, const portway::cache::RedisTierOptions* redis);
+  absl::Status SetRedis(const portway::cache::RedisTierOptions& options);
+  // Applies what a config sets of the zone, when the config goes live:
+  // its size, its Redis tier (null: the config says nothing, the zone
+  // keeps what it has). A tier that cannot be made is logged, and the zone
+  // goes on without a new one.
+  void Configure(std::optional<size_t> max_bytes, const portway::cache::RedisTierOptions* redis);
 
   // Stores `value` under `key` and keeps the gauges and eviction count
   // current.

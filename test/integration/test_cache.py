@@ -930,6 +930,7 @@ def test_stale_while_revalidate_answers_at_once_and_refreshes_behind(origin, mak
     state["mode"] = "sleep"
     state["sleep"] = 1.0
     state["body"] = b"v2"
+    state["headers"] = [("Cache-Control", "max-age=60"), ("ETag", '"2"')]
     t0 = time.monotonic()
     r = get(gw, "/swr")
     took = time.monotonic() - t0

@@ -419,6 +419,49 @@ TEST_F(CacheFilterTest, StaleWhileRevalidateAnswersAtOnceAndRefreshesBehind) {
   EXPECT_EQ(Get("/a").decode, FilterHeadersStatus::kContinue);
 }
 
+TEST_F(CacheFilterTest, AStaleAnswerToAFailureSaysWhyAndCarriesTheRequestId) {
+  Prime("/a", {{"cache-control", "max-age=1"}}, "x");
+  Advance(seconds(5));
+  Stream s = Get("/a");
+  s.callbacks->info.request_id = "req-7";
+  s.Fail(http::ErrorCause::kUpstreamConnectTimeout, 504);
+  EXPECT_EQ(s.callbacks->Header("x-request-id"), "req-7");
+  EXPECT_EQ(s.callbacks->response.detail, "cache: stale copy served for upstream_connect_timeout");
+  // A plain hit says nothing of the kind.
+  Prime("/b", {{"cache-control", "max-age=60"}}, "y");
+  Stream hit = Get("/b");
+  EXPECT_EQ(hit.callbacks->Header("x-request-id"), "");
+  EXPECT_EQ(hit.callbacks->response.detail, "");
+}
+
+TEST_F(CacheFilterTest, AWaiterAnsweredByTheCoreLetsGo) {
+  poster_ = std::make_shared<test::FakePoster>(dispatcher_);
+  Stream leader = Get("/a");
+  Stream waiter = Get("/a");
+  ASSERT_EQ(waiter.decode, FilterHeadersStatus::kStopIteration);
+  // The stream's idle timeout answers while it waits: the held request is
+  // gone, and the wake that follows must not touch it.
+  http::HeaderMap timeout;
+  timeout.Add(":status", "408");
+  waiter.callbacks->info.local_reply = true;
+  waiter.callbacks->info.cause = http::ErrorCause::kStreamIdleTimeout;
+  EXPECT_EQ(waiter.filter->EncodeHeaders(timeout, true), FilterHeadersStatus::kContinue);
+  leader.Respond(200, {{"cache-control", "max-age=60"}}, "body");
+  dispatcher_.RunPending();
+  Advance(seconds(10));
+  EXPECT_EQ(waiter.callbacks->continued, 0);
+  EXPECT_FALSE(waiter.callbacks->answered);
+}
+
+TEST_F(CacheFilterTest, AHeadRefreshesItsCopyWithAGet) {
+  Prime("/a", {{"cache-control", "max-age=1, stale-while-revalidate=60"}}, "body");
+  Advance(seconds(5));
+  Stream head = Get("/a", {}, "HEAD");
+  EXPECT_EQ(head.callbacks->Header("x-portway-cache"), "STALE; cause=stale_while_revalidate");
+  ASSERT_EQ(head.callbacks->side_requests.size(), 1u);
+  EXPECT_EQ(head.callbacks->side_requests[0].headers->Method(), "GET");
+}
+
 TEST_F(CacheFilterTest, ConfigErrorsNameTheField) {
   CacheFactory factory;
   v1::Cache bad;

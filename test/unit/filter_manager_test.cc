@@ -47,7 +47,7 @@ class Sink : public FilterManagerCallbacks {
     log.push_back("error_reply:" + std::to_string(static_cast<int>(cause)) + ":" +
                   std::string(detail));
   }
-  bool OnFilterResponse() override {
+  bool OnFilterResponse(std::string_view) override {
     log.push_back("filter_response");
     if (head_sent) return false;
     info.cause = ErrorCause::kNone;

@@ -155,6 +155,9 @@ struct FilterResponse {
   HeaderMapPtr headers;
   Buffer body;
   HeaderMapPtr trailers;
+  // For StreamInfo::detail (the access log, the failure history): why
+  // this answer, e.g. the failure a stale copy stands in for.
+  std::string detail;
 };
 
 // Runs callbacks on one worker from any thread: how a filter that hands work
