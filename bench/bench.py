@@ -113,8 +113,11 @@ CACHES = {"portway+cache": "x-portway-cache", "nginx+cache": "x-cache"}  # name 
 CACHE_PROXIED = "portway"
 CACHE_PORTWAY = "portway+cache"
 CACHE_NGINX = "nginx+cache"
-CACHE_TARGETS = {"portway+cache/portway instr_per_req": 0.5,
-                 "portway+cache/nginx+cache instr_per_req": 1.0}
+# What the cache issue asks of the ratios of medians (read against, never
+# enforced: benchmarks are not tests).
+CACHE_TARGETS = {"portway+cache/portway instr_per_req": "<= 0.5",
+                 "portway+cache/nginx+cache instr_per_req": "<= 1.0",
+                 "portway+cache/nginx+cache req_per_s": ">= 1.0"}
 CACHE_ORIGIN = ("the origin nginx's second server: return 200 with the same 100-byte body and "
                 "Cache-Control: max-age=3600")
 
