@@ -26,11 +26,18 @@ Per round, for each candidate in the order portway -> portway+chain -> nginx
      Instructions (callgrind) and CPU us (/proc) per handshake with a new
      connection per request, per request over HTTP/1.1 keep-alive, and per
      request over HTTP/2 (ALPN h2), all with h2load at c10.
+  8. cache (portway, portway+cache, nginx+cache; BENCH_CACHE=0 skips): the
+     HTTP/1.1 load of 1 and 3 against the origin's cacheable server
+     (Cache-Control: max-age=3600, the same body): Portway proxying it, and
+     Portway's portway.cache and nginx's proxy_cache answering it from the
+     store, warmed with one request and checked to answer HITs while the
+     origin counts ~no requests. Instructions/request as in 1, CPU
+     us/request and req/s as in 3.
 The proxy is pinned to one CPU, origin and load generator to the other.
 Prints a markdown table of medians and ratios (Portway bare vs each peer;
 portway+chain vs Portway bare); saves everything as JSON. BENCH_CHAIN=0 skips
 portway+chain; --rows (or BENCH_ROWS) picks row groups: h1 (1-4), h2 (5-6),
-tls (7).
+tls (7), cache (8).
 """
 import argparse
 import hashlib
@@ -52,10 +59,15 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-CANDIDATES = ["portway", "portway+chain", "nginx", "haproxy"]
-PORTWAYS = {"portway": "portway.yaml", "portway+chain": "portway-chain.yaml"}  # name -> config
+CANDIDATES = ["portway", "portway+chain", "portway+cache", "nginx", "nginx+cache", "haproxy"]
+PORTWAYS = {"portway": "portway.yaml", "portway+chain": "portway-chain.yaml",
+            "portway+cache": "portway-cache.yaml"}  # name -> config
+NGINXES = ("nginx", "nginx+cache")
 CHAIN = "portway+chain"
 CHAIN_FILTERS = ["portway.retry", "portway.circuit_breaker"]  # what configs/portway-chain.yaml loads
+# The filters each Portway candidate's listener must run (checked through
+# GET /config_dump at every start).
+PORTWAY_FILTERS = {"portway": [], CHAIN: CHAIN_FILTERS, "portway+cache": ["portway.cache"]}
 BODY = "0123456789" * 10  # the origin's fixed 100-byte body
 
 # The HTTP/2 scenarios: which candidates take part and which config each one
@@ -88,7 +100,33 @@ TLS_GROUP = "X25519"
 TLS_CERT_DESC = ("ECDSA P-256 leaf (SAN localhost, 127.0.0.1) signed by an ECDSA P-256 "
                  "self-signed CA, both made with the openssl CLI in the run directory; "
                  "the leaf alone is served")
-ROW_GROUPS = ["h1", "h2", "tls"]
+
+# The cache rows: Portway proxying the origin's cacheable server (the bare
+# portway.yaml, pointed at that server), Portway with portway.cache and nginx
+# with proxy_cache in front of it, each warmed so every measured request is
+# a HIT. The HIT header each cache sets, and the value that means "answered
+# from the store".
+CACHE = "cache"
+CACHE_CONFIGS = {"portway": "portway.yaml", "portway+cache": "portway-cache.yaml",
+                 "nginx+cache": "nginx-cache.conf"}
+CACHES = {"portway+cache": "x-portway-cache", "nginx+cache": "x-cache"}  # name -> HIT header
+CACHE_PROXIED = "portway"
+CACHE_PORTWAY = "portway+cache"
+CACHE_NGINX = "nginx+cache"
+# What the cache issue asks of the ratios of medians (read against, never
+# enforced: benchmarks are not tests).
+CACHE_TARGETS = {"portway+cache/portway instr_per_req": "<= 0.5",
+                 "portway+cache/nginx+cache instr_per_req": "<= 1.0",
+                 "portway+cache/nginx+cache req_per_s": ">= 1.0"}
+CACHE_ORIGIN = ("the origin nginx's second server: return 200 with the same 100-byte body and "
+                "Cache-Control: max-age=3600")
+
+ROW_GROUPS = ["h1", "h2", "tls", "cache"]
+# The row groups each candidate takes part in; a candidate in none of the
+# selected groups is left out of the run.
+CANDIDATE_ROWS = {"portway": ROW_GROUPS, CHAIN: ["h1"], "portway+cache": [CACHE],
+                  "nginx": ["h1", "h2", "tls"], "nginx+cache": [CACHE],
+                  "haproxy": ["h1", "h2", "tls"]}
 
 # tls_*: handshakes under callgrind (tls_cg_hs) and for CPU (tls_hs), their
 # warm-up, and the connections of every TLS load (tls_c); the keep-alive
@@ -141,7 +179,12 @@ TLS_METRICS = [
     ("tls_h2_cpu_us_per_req", "TLS HTTP/2: proxy CPU µs / request (ALPN h2 c10 m10)", "{:.1f}"),
     ("tls_h2_req_per_s", "TLS HTTP/2: req/s, c10 m10 (dashboards only, noisy)", "{:,.0f}"),
 ]
-ALL_METRICS = METRICS + H2DOWN_METRICS + H2UP_METRICS + TLS_METRICS
+CACHE_METRICS = [
+    ("cache_instr_per_req", "instructions / request (callgrind, h2load c10)", "{:,.0f}"),
+    ("cache_cpu_us_per_req", "proxy CPU µs / request (50 connections)", "{:.1f}"),
+    ("cache_req_per_s", "req/s, 50 connections (dashboards only, noisy)", "{:,.0f}"),
+]
+ALL_METRICS = METRICS + H2DOWN_METRICS + H2UP_METRICS + TLS_METRICS + CACHE_METRICS
 
 
 def log(msg):
@@ -165,6 +208,7 @@ class Bench:
         self.load_cpu = os.environ.get("BENCH_LOAD_CPU", "1" if ncpu > 1 else "0")
         self.perf_reason = self.probe_perf()
         self.origin_port = None
+        self.cache_origin_port = None  # the origin's cacheable server (cache rows)
         self.h2_origin_port = None
         self.tls = None  # paths of the run's certificate files (make_certs)
         self.admin = {}  # portway candidate -> admin address of the last one started
@@ -353,15 +397,42 @@ class Bench:
     # ------------------------------------------------------------------- origin
     def start_origin(self):
         self.origin_port = self.free_port()
-        cfg = self.render("origin-nginx.conf", "origin.conf",
-                          ORIGIN_PORT=self.origin_port, BODY=BODY)
+        self.cache_origin_port = self.free_port()
+        cfg = self.render("origin-nginx.conf", "origin.conf", ORIGIN_PORT=self.origin_port,
+                          CACHE_ORIGIN_PORT=self.cache_origin_port, BODY=BODY)
         p = self.spawn(["nginx", "-p", self.tmp, "-e", f"{self.tmp}/origin-error.log",
                         "-c", cfg], "origin", self.load_cpu)
         url = f"http://127.0.0.1:{self.origin_port}/"
         self.wait_http(p, url, 15, "origin nginx")
         status, body = self.http_get(url)
         assert status == 200 and len(body) == 100, (status, len(body))
+        status, body, headers = self.http_get_headers(f"http://127.0.0.1:{self.cache_origin_port}/")
+        if status != 200 or body != BODY.encode() or \
+                headers.get("cache-control") != "max-age=3600":
+            raise RuntimeError(f"the origin's cacheable server answers {status}, {len(body)} "
+                               f"bytes, Cache-Control {headers.get('cache-control')!r}")
+        if self.origin_requests() is None:
+            raise RuntimeError("the origin's /origin-status (stub_status) does not answer")
         return p
+
+    def http_get_headers(self, url, timeout=5.0):
+        """GET url: (status, body, headers with lowercased names) or
+        (None, b"", {})."""
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                return r.status, r.read(), {k.lower(): v for k, v in r.getheaders()}
+        except urllib.error.HTTPError as e:
+            return e.code, b"", {k.lower(): v for k, v in e.headers.items()}
+        except (OSError, ValueError):
+            return None, b"", {}
+
+    def origin_requests(self):
+        """The origin nginx's request count so far (stub_status; it counts
+        the request that asks, and the requests of both its servers), or
+        None."""
+        status, body = self.http_get(f"http://127.0.0.1:{self.cache_origin_port}/origin-status")
+        m = re.search(rb"^\s*\d+\s+\d+\s+(\d+)\s*$", body, re.M) if status == 200 else None
+        return int(m.group(1)) if m else None
 
     def start_h2_origin(self):
         """The origin for the HTTP/2 upstream scenario: nghttpd, h2c only
@@ -533,11 +604,23 @@ class Bench:
         tag = f"{base}{'-callgrind' if valgrind_out else ''}"
         if scenario == TLS:
             template = TLS_CONFIGS[name]
+        elif scenario == CACHE:
+            template = CACHE_CONFIGS[name]
         else:
             template = SCENARIO_CONFIGS[scenario][name] if scenario else None
         ports = dict(ORIGIN_PORT=self.origin_port, H2_ORIGIN_PORT=self.h2_origin_port)
         if scenario == TLS:
             ports.update(self.tls_vars())
+        if scenario == CACHE:
+            # The cacheable server; nginx's cache starts empty every time
+            # (no cache loader runs with master_process off, so an old
+            # directory would only hold files it does not know about).
+            ports["ORIGIN_PORT"] = self.cache_origin_port
+            if name in NGINXES:
+                cache_dir = os.path.join(self.tmp, "tmp", f"{tag}-store")
+                shutil.rmtree(cache_dir, ignore_errors=True)
+                os.makedirs(cache_dir)
+                ports["CACHE_DIR"] = cache_dir
         if name in PORTWAYS:
             cfg = self.render(template or PORTWAYS[name], f"{base}.yaml", **ports)
             addr_file = os.path.join(self.tmp, f"{base}-admin-address")
@@ -568,7 +651,7 @@ class Bench:
             except Exception:
                 self.stop(p)  # do not leave it running on the proxy CPU
                 raise
-        elif name == "nginx":
+        elif name in NGINXES:
             port = self.free_port()
             cfg = self.render(template or "nginx.conf", f"{base}.conf", PORT=port, **ports)
             p = self.spawn(pre + ["nginx", "-p", self.tmp, "-e", f"{self.tmp}/{base}-error.log",
@@ -617,7 +700,7 @@ class Bench:
             raise RuntimeError(f"{name}: GET /config_dump -> {status}")
         edge = next(l for l in json.loads(body)["listeners"] if l["name"] == "edge")
         got = [f["name"] for f in edge.get("filters", [])]
-        want = CHAIN_FILTERS if name == CHAIN else []
+        want = PORTWAY_FILTERS[name]
         if got != want:
             raise RuntimeError(f"{name}: listener filters are {got}, expected {want} "
                                f"(configs/{PORTWAYS[name]})")
@@ -876,6 +959,133 @@ class Bench:
         finally:
             self.stop(p)
 
+    # -------------------------------------------------------------- cache rows
+    def check_cache(self, name, port):
+        """One request after the warming one (start()'s readiness GET): the
+        origin's body, and from a cache a HIT (`x-portway-cache: HIT`,
+        nginx's `X-Cache: HIT`); the proxied candidate must carry no cache
+        header. Returns what was seen."""
+        status, body, headers = self.http_get_headers(f"http://127.0.0.1:{port}/")
+        res = {"status": status, "body_bytes": len(body),
+               "cache_control": headers.get("cache-control")}
+        problems = []
+        if status != 200 or body != BODY.encode():
+            problems.append(f"status {status}, {len(body)}-byte body")
+        if name in CACHES:
+            res[CACHES[name]] = headers.get(CACHES[name])
+            if headers.get(CACHES[name]) != "HIT":
+                problems.append(f"{CACHES[name]}: {headers.get(CACHES[name])!r}, not HIT")
+        elif "x-portway-cache" in headers:
+            problems.append(f"x-portway-cache: {headers['x-portway-cache']!r} without a cache")
+        if problems:
+            raise RuntimeError(f"{name}: cache rows check failed after warming: "
+                               f"{'; '.join(problems)}")
+        return res
+
+    def portway_cache_hits(self, name):
+        """portway.cache's hit count in the `bench` zone (GET /cache), or None."""
+        if name != CACHE_PORTWAY:
+            return None
+        status, body = self.http_get(f"http://{self.admin.get(name)}/cache")
+        if status != 200:
+            return None
+        zone = next((z for z in json.loads(body).get("zones", []) if z.get("name") == "bench"),
+                    None)
+        return zone.get("hits") if zone else None
+
+    def cache_counts(self, name):
+        return self.origin_requests(), self.portway_cache_hits(name)
+
+    def cache_run_facts(self, name, before, after, n, what):
+        """What the origin (and portway.cache's own counter) saw during a
+        measured run of n requests. The origin's count includes the two
+        stub_status requests' own; a cache must leave it at ~0 or the row
+        is not a HIT row (an error); the proxied candidate should pass all n."""
+        res = {}
+        if before[0] is not None and after[0] is not None:
+            origin = after[0] - before[0] - 1
+            res[f"cache_origin_requests_{what}"] = origin
+            if name in CACHES and origin > n // 100:
+                raise RuntimeError(f"{name}: the origin served {origin} of {n} requests during "
+                                   f"the {what} run: not a cache HIT measurement")
+            if name in CACHES and origin:
+                log(f"bench: warning: {name}: the origin served {origin} of {n} requests "
+                    f"during the {what} run")
+            if name not in CACHES and origin != n:
+                log(f"bench: warning: {name}: the origin counted {origin} requests for {n} "
+                    f"proxied during the {what} run")
+        if before[1] is not None and after[1] is not None:
+            res[f"cache_hits_{what}"] = after[1] - before[1]
+            if after[1] - before[1] != n:
+                log(f"bench: warning: {name}: portway.cache counted {after[1] - before[1]} hits "
+                    f"for {n} requests during the {what} run")
+        return res
+
+    def measure_cache_instructions(self, name, rnd):
+        """Instructions per request of the cache rows, like the HTTP/1.1
+        row: the proxy under callgrind, against the cacheable origin; the
+        readiness GET warms the cache, a check sees a HIT, then warm-up, zero,
+        the fixed count at c10, dump; the origin's count around the run."""
+        c = self.counts
+        base = f"{slug(name)}-{CACHE}"
+        out = os.path.join(self.tmp, f"callgrind.{base}.{rnd}")
+        p, port = self.start(name, valgrind_out=out, scenario=CACHE)
+        try:
+            check = self.check_cache(name, port)
+            self.h2load(port, c["warmup"], c["cg_c"])
+            subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True,
+                           capture_output=True, timeout=60)
+            before = self.cache_counts(name)
+            run = self.h2load(port, c["cg_n"], c["cg_c"])
+            after = self.cache_counts(name)
+            subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True,
+                           capture_output=True, timeout=60)
+            total = self.read_callgrind_total(f"{out}.1")
+            res = {"cache_instr_per_req": total / c["cg_n"], "cache_callgrind_ir": total,
+                   "cache_callgrind_requests": c["cg_n"],
+                   "cache_callgrind_req_per_s": run["req_per_s"], "cache_check_cg": check}
+            res.update(self.cache_run_facts(name, before, after, c["cg_n"], "cg"))
+            return res
+        finally:
+            self.stop(p, timeout=30)
+            for f in os.listdir(self.tmp):
+                if f.startswith(f"callgrind.{base}.{rnd}"):
+                    os.unlink(os.path.join(self.tmp, f))
+
+    def measure_cache_native(self, name):
+        """CPU us per request and req/s of the cache rows, like the HTTP/1.1
+        CPU row: a native proxy against the cacheable origin, warmed and
+        checked as above, a warm-up at c50, then utime+stime around the
+        fixed count at c50 (or wrk with --loadgen wrk), with the origin's
+        count around it, and a last check that it still answers HITs."""
+        c = self.counts
+        p, port = self.start(name, scenario=CACHE)
+        try:
+            check = self.check_cache(name, port)
+            self.h2load(port, c["warmup"], c["cpu_c"])
+            before = self.cache_counts(name)
+            t0, s0 = self.proc_ticks(p.pid), self.cpu_times()
+            if self.args.loadgen == "wrk":
+                run = self.wrk(port, c["wrk_secs"], c["cpu_c"])
+            else:
+                run = self.h2load(port, c["cpu_n"], c["cpu_c"])
+            t1, s1 = self.proc_ticks(p.pid), self.cpu_times()
+            after = self.cache_counts(name)
+            if p.poll() is not None:
+                raise RuntimeError(f"{name} died during the cache run")
+            busy = {}
+            for cpu in s1:
+                dt, di = s1[cpu][0] - s0[cpu][0], s1[cpu][1] - s0[cpu][1]
+                busy[cpu] = round(100.0 * (dt - di) / dt, 1) if dt else None
+            res = {"cache_cpu_us_per_req": (t1 - t0) * 1e6 / CLK_TCK / run["requests"],
+                   "cache_cpu_run_requests": run["requests"],
+                   "cache_req_per_s": run["req_per_s"], "cache_core_busy_pct": busy,
+                   "cache_check_cpu": check, "cache_check_after": self.check_cache(name, port)}
+            res.update(self.cache_run_facts(name, before, after, run["requests"], "cpu"))
+            return res
+        finally:
+            self.stop(p)
+
     def measure_idle_rss(self, name):
         p, port = self.start(name)
         try:
@@ -914,7 +1124,7 @@ class Bench:
                     row = {"round": rnd}
                     t = time.monotonic()
                     steps = []
-                    if self.args.h1:
+                    if self.args.h1 and "h1" in CANDIDATE_ROWS[name]:
                         steps += [lambda: self.measure_instructions(name, rnd),
                                   lambda: self.measure_native(name),
                                   lambda: self.measure_idle_rss(name)]
@@ -926,6 +1136,9 @@ class Bench:
                     if self.args.tls and name in TLS_CONFIGS:
                         steps += [lambda: self.measure_tls_instructions(name, rnd),
                                   lambda: self.measure_tls_cpu(name)]
+                    if self.args.cache and name in CACHE_CONFIGS:
+                        steps += [lambda: self.measure_cache_instructions(name, rnd),
+                                  lambda: self.measure_cache_native(name)]
                     for step in steps:
                         try:
                             row.update(step())
@@ -964,6 +1177,7 @@ class Bench:
             "chain": self.chain_summary(results, summary),
             "http2": self.h2_summary(cands, summary),
             "tls": self.tls_summary(cands, results, summary),
+            "cache": self.cache_summary(cands, results, summary),
         }
         os.makedirs(self.args.results_dir, exist_ok=True)
         path = os.path.join(self.args.results_dir,
@@ -1039,6 +1253,143 @@ class Bench:
         doc["ratio_of_medians"] = ratios
         return doc
 
+    def cache_summary(self, cands, results, summary):
+        """What the cache rows measured, how, the HIT checks, what the origin
+        saw during the measured runs, and the ratios the cache issue asks
+        for (portway+cache / portway proxied, portway+cache / nginx+cache) as
+        ratios of medians and per round."""
+        if not self.args.cache:
+            return {"measured": False, "reason": self.args.cache_skipped}
+        c = self.counts
+        doc = {"measured": True,
+               "what": "HTTP/1.1 keep-alive clients -> proxy -> the origin's cacheable server; "
+                       "portway proxies every request, portway+cache and nginx+cache answer "
+                       "every measured request from their store (HIT)",
+               "origin": CACHE_ORIGIN,
+               "load": f"h2load --h1 (instructions: {c['cg_n']} requests at c{c['cg_c']} "
+                       f"under callgrind; CPU and req/s: "
+                       f"{c['cpu_n'] if self.args.loadgen == 'h2load' else str(c['wrk_secs']) + ' s of wrk'}"
+                       f" at c{c['cpu_c']}), after a warm-up of {c['warmup']}",
+               "warming": "start()'s readiness GET (a MISS, stored), then a checked GET that "
+                          "must be a HIT, then the warm-up load",
+               "configs": {n: f"bench/configs/{f}" for n, f in CACHE_CONFIGS.items()},
+               "hit_header": CACHES,
+               "candidates": [n for n in cands if n in CACHE_CONFIGS],
+               "targets": CACHE_TARGETS}
+        # What the origin (stub_status) and portway.cache counted during the
+        # measured runs, every round: a HIT row should show 0 origin requests.
+        seen = {}
+        for n in doc["candidates"]:
+            seen[n] = {k: [r[k] for r in results[n] if k in r] for k in (
+                "cache_origin_requests_cg", "cache_origin_requests_cpu", "cache_hits_cg",
+                "cache_hits_cpu")}
+            seen[n] = {k: v for k, v in seen[n].items() if v}
+            # Over every measured run: origin requests per measured request
+            # (1 when proxying, 0 for a HIT row).
+            origin = requests = 0
+            for r in results[n]:
+                for what, count in (("cg", "cache_callgrind_requests"),
+                                    ("cpu", "cache_cpu_run_requests")):
+                    if f"cache_origin_requests_{what}" in r and count in r:
+                        origin += r[f"cache_origin_requests_{what}"]
+                        requests += r[count]
+            if requests:
+                seen[n]["origin_requests_total"] = origin
+                seen[n]["measured_requests_total"] = requests
+        doc["origin_and_hits_during_runs"] = seen
+        doc["checks"] = {n: next((r["cache_check_cpu"] for r in results[n]
+                                  if "cache_check_cpu" in r), None)
+                         for n in doc["candidates"]}
+        pairs = (("portway+cache/portway", CACHE_PORTWAY, CACHE_PROXIED),
+                 ("portway+cache/nginx+cache", CACHE_PORTWAY, CACHE_NGINX))
+        ratios, per_round = {}, {}
+        for label, a, b in pairs:
+            if a not in results or b not in results:
+                continue
+            ma, mb = summary.get(a, {}), summary.get(b, {})
+            rb = {r["round"]: r for r in results[b]}
+            for key, _, _ in CACHE_METRICS:
+                if key in ma and mb.get(key):
+                    ratios[f"{label} {key[len('cache_'):]}"] = ma[key] / mb[key]
+                rs = [r[key] / rb[r["round"]][key] for r in results[a]
+                      if key in r and rb.get(r["round"], {}).get(key)]
+                if rs:
+                    per_round[f"{label} {key[len('cache_'):]}"] = rs
+        doc["ratio_of_medians"] = ratios
+        doc["per_round_ratio"] = per_round
+        return doc
+
+    def cache_table(self, doc):
+        """The cache rows' own table (their candidates are not the other
+        rows' columns), the ratios the issue asks for with their targets,
+        and how it was measured."""
+        cd = doc["cache"]
+        med = doc["medians"]
+        cols = [(CACHE_PROXIED, "portway (proxied)"), (CACHE_PORTWAY, "portway+cache (HIT)"),
+                (CACHE_NGINX, "nginx+cache (HIT)")]
+        pairs = [("portway+cache/portway", CACHE_PORTWAY, CACHE_PROXIED),
+                 ("portway+cache/nginx+cache", CACHE_PORTWAY, CACHE_NGINX)]
+        def cell(c, key, fmt):
+            if c not in med:
+                return "not run"
+            return fmt.format(med[c][key]) if key in med[c] else "n/a"
+        def ratio(a, b, key):
+            if key in med.get(a, {}) and med.get(b, {}).get(key):
+                return f"{med[a][key] / med[b][key]:.2f}"
+            return "—"
+        lines = ["| cache rows | " + " | ".join([l for _, l in cols] + [p[0] for p in pairs])
+                 + " |", "|---|" + "---:|" * (len(cols) + len(pairs))]
+        for key, label, fmt in CACHE_METRICS:
+            lines.append(f"| {label} | " + " | ".join(
+                [cell(c, key, fmt) for c, _ in cols] + [ratio(a, b, key) for _, a, b in pairs])
+                + " |")
+        seen = cd.get("origin_and_hits_during_runs", {})
+        def origin_cell(c):
+            if c not in seen:
+                return "not run"
+            if "measured_requests_total" not in seen[c]:
+                return "n/a"
+            o, n = seen[c]["origin_requests_total"], seen[c]["measured_requests_total"]
+            return f"{o:,} of {n:,}"
+        lines.append("| origin requests during the measured runs (stub_status; all runs) | " +
+                     " | ".join([origin_cell(c) for c, _ in cols] + ["", ""]) + " |")
+        lines.append("")
+        r = cd.get("ratio_of_medians", {})
+        pr = cd.get("per_round_ratio", {})
+        def said(key, target, better):
+            if key not in r:
+                return f"{key}: n/a"
+            text = f"{key} = {r[key]:.2f}"
+            if target is not None:
+                text += f" (target {better} {target:g})"
+            if len(pr.get(key, [])) > 1:
+                text += f", per round {min(pr[key]):.2f} to {max(pr[key]):.2f}"
+            return text
+        lines.append("cache ratios (of medians): " + "; ".join([
+            said("portway+cache/portway instr_per_req", 0.5, "≤"),
+            said("portway+cache/nginx+cache instr_per_req", 1.0, "≤"),
+            said("portway+cache/nginx+cache req_per_s", 1.0, "≥"),
+            said("portway+cache/portway req_per_s", None, ""),
+            said("portway+cache/nginx+cache cpu_us_per_req", None, "")]) + ".")
+        checks = "; ".join(f"{n} {', '.join(f'{k}: {v}' for k, v in ck.items() if k in CACHES.values())}"
+                           for n, ck in cd.get("checks", {}).items() if ck and n in CACHES)
+        hits = seen.get(CACHE_PORTWAY, {})
+        hit_counts = hits.get("cache_hits_cg", []) + hits.get("cache_hits_cpu", [])
+        lines.append(
+            f"Cache rows: {cd['what']}. Origin: {cd['origin']}. Load: {cd['load']}. Warming: "
+            f"{cd['warming']}. Checked before and after each CPU run: {checks or 'n/a'}"
+            + (f"; portway.cache counted {min(hit_counts):,}-{max(hit_counts):,} hits per "
+               f"measured run" if hit_counts else "") + ".")
+        busy = []
+        for cand, _ in cols:
+            b = [x.get("cache_core_busy_pct") for x in doc["raw"].get(cand, [])
+                 if x.get("cache_core_busy_pct")]
+            if b:
+                busy.append(f"{cand} " + "/".join(f"{k} {v}%" for k, v in b[-1].items()))
+        if busy:
+            lines.append(f"Core busy % during the last cache CPU run: {'; '.join(busy)}.")
+        return lines
+
     def chain_summary(self, results, summary):
         """The filter chain's cost: portway+chain / portway for every metric,
         as a ratio of medians (what the table shows) and per round (the two
@@ -1089,8 +1440,11 @@ class Bench:
         ratios = [("portway/nginx", "portway", "nginx"), ("portway/haproxy", "portway", "haproxy")]
         if chain:
             ratios.append(("chain/portway", CHAIN, "portway"))
-        lines = ["| metric | " + " | ".join(cols + [r[0] for r in ratios]) + " |",
-                 "|---|" + "---:|" * (len(cols) + len(ratios))]
+        # Only the cache rows (--rows cache): their own table alone.
+        lines = []
+        if any(g in doc.get("rows", ROW_GROUPS) for g in ("h1", "h2", "tls")):
+            lines = ["| metric | " + " | ".join(cols + [r[0] for r in ratios]) + " |",
+                     "|---|" + "---:|" * (len(cols) + len(ratios))]
         for key, label, fmt in (METRICS if "h1" in doc.get("rows", ROW_GROUPS) else []):
             lines.append(f"| {label} | " + " | ".join(
                 [cell(c, key, fmt) for c in cols] + [ratio(a, b, key) for _, a, b in ratios]) + " |")
@@ -1139,6 +1493,9 @@ class Bench:
         elif ch.get("reason"):
             lines.append("")
             lines.append(f"filter chain: not measured ({ch['reason']}).")
+        if doc.get("cache", {}).get("measured"):
+            lines.append("")
+            lines += self.cache_table(doc)
         c = doc["counts"]
         v = doc["versions"]
         busy = []
@@ -1212,7 +1569,7 @@ class Bench:
                 return txt[0]
             except OSError:
                 return "?"
-        if "portway" in cands or CHAIN in cands:
+        if any(c in PORTWAYS for c in cands):
             # No --version flag: identify the build by its binary.
             import hashlib
             path = self.args.portway_bin
@@ -1269,7 +1626,8 @@ def main():
                     help="load generator for the CPU/req/s run (default h2load, fixed count)")
     ap.add_argument("--rows", default=os.environ.get("BENCH_ROWS", ",".join(ROW_GROUPS)),
                     help="comma-separated row groups: h1 (the HTTP/1.1 rows), h2 (HTTP/2), "
-                         "tls (TLS); BENCH_H2=0 / BENCH_TLS=0 remove h2 / tls")
+                         "tls (TLS), cache (cache HITs); BENCH_H2=0 / BENCH_TLS=0 / "
+                         "BENCH_CACHE=0 remove h2 / tls / cache")
     ap.add_argument("--results-dir", default=os.path.join(HERE, "results"))
     ap.add_argument("--tmp", default=os.environ.get("BENCH_TMP"))
     a = ap.parse_args()
@@ -1283,10 +1641,15 @@ def main():
     if os.environ.get("BENCH_TLS", "1").strip() == "0" and "tls" in rows:
         rows.remove("tls")
         a.tls_skipped = "BENCH_TLS=0"
+    a.cache_skipped = None if CACHE in rows else "not in --rows"
+    if os.environ.get("BENCH_CACHE", "1").strip() == "0" and CACHE in rows:
+        rows.remove(CACHE)
+        a.cache_skipped = "BENCH_CACHE=0"
     if not rows:
-        ap.error("no rows left to measure (--rows / BENCH_H2=0 / BENCH_TLS=0)")
+        ap.error("no rows left to measure (--rows / BENCH_H2=0 / BENCH_TLS=0 / BENCH_CACHE=0)")
     a.rows = [x for x in ROW_GROUPS if x in rows]
     a.h1, a.h2, a.tls = ("h1" in a.rows), ("h2" in a.rows), ("tls" in a.rows)
+    a.cache = CACHE in a.rows
     if a.rounds is None:
         a.rounds = 1 if a.quick else int(os.environ.get("BENCH_ROUNDS", "5"))
     only = [x.strip() for x in a.only.split(",") if x.strip()]
@@ -1306,10 +1669,18 @@ def main():
             ap.error("nothing left to run: --only named only portway+chain and BENCH_CHAIN=0")
     if not a.h1 and CHAIN in a.only:
         # The chain takes part in the HTTP/1.1 rows only.
-        a.only.remove(CHAIN)
         a.chain_skipped = "no HTTP/1.1 rows (--rows)"
-        if not a.only:
-            ap.error("nothing left to run: portway+chain has no rows outside h1")
+    # A candidate in none of the selected row groups (the chain without h1,
+    # the caches without cache, nginx and HAProxy with --rows cache) has
+    # nothing to measure.
+    dropped = [c for c in a.only if not set(CANDIDATE_ROWS[c]) & set(a.rows)]
+    a.only = [c for c in a.only if c not in dropped]
+    if dropped:
+        print(f"bench: not in the selected rows ({','.join(a.rows)}): {', '.join(dropped)}",
+              file=sys.stderr)
+    if not a.only:
+        ap.error(f"nothing left to run: {', '.join(dropped)} take no part in --rows "
+                 f"{','.join(a.rows)}")
     if any(c in PORTWAYS for c in a.only) and not os.access(a.portway_bin, os.X_OK):
         print(f"bench: portway binary not found at {a.portway_bin}; build it first "
               f"(or set PORTWAY_BIN), or run with --only nginx,haproxy", file=sys.stderr)

@@ -2,13 +2,15 @@
 # Side-by-side benchmark: Portway vs nginx vs HAProxy, plus Portway with a
 # filter chain (portway+chain) against bare Portway (see bench/README.md).
 #
-#   bench/run.sh [--only portway,portway+chain,nginx,haproxy] [--rows h1,h2,tls]
+#   bench/run.sh [--only portway,portway+chain,portway+cache,nginx,nginx+cache,haproxy]
+#                [--rows h1,h2,tls,cache]
 #                [--loadgen h2load|wrk]
 #
 # Environment: BENCH_ROUNDS (default 5), BENCH_QUICK=1 (one round, smaller
 # counts: a smoke test), BENCH_CHAIN=0 (skip portway+chain), BENCH_H2=0 (skip
-# the HTTP/2 rows), BENCH_TLS=0 (skip the TLS rows), BENCH_ROWS / --rows
-# h1,h2,tls (which row groups; e.g. --rows tls for the TLS rows alone), PORTWAY_BIN
+# the HTTP/2 rows), BENCH_TLS=0 (skip the TLS rows), BENCH_CACHE=0 (skip the
+# cache rows), BENCH_ROWS / --rows h1,h2,tls,cache (which row groups; e.g.
+# --rows tls for the TLS rows alone), PORTWAY_BIN
 # (default build/bin/portway), BENCH_PROXY_CPU / BENCH_LOAD_CPU (default 0 / 1).
 #
 # Installs nothing: if a tool is missing it prints the apt-get line and exits 1.
