@@ -118,6 +118,13 @@ uint32_t BitForStatus(int status) {
   }
 }
 
+// A complete response, made immutable to be shared, with what the
+// freshness rules need worked out once.
+StoredResponsePtr Seal(StoredResponse response) {
+  portway::cache::Precompute(response);
+  return std::make_shared<const StoredResponse>(std::move(response));
+}
+
 // Whether a response head may be stored for this request (and its body
 // is not announced as too big).
 bool ShouldStore(const Settings& settings, int status, const http::HeaderMap& headers,
@@ -219,6 +226,7 @@ http::FilterHeadersStatus CacheFilter::DecodeHeaders(http::HeaderMap& headers, b
     return http::FilterHeadersStatus::kContinue;
   }
   head_request_ = method == "HEAD";
+  client_conditional_ = headers.Has("if-none-match") || headers.Has("if-modified-since");
   has_authorization_ = headers.Has("authorization");
   request_ = &headers;
   worker_ = callbacks_->Worker();
@@ -310,7 +318,7 @@ void CacheFilter::AskRedis() {
       if (r.status == portway::cache::RedisGetResult::kHit) {
         auto decoded = portway::cache::DecodeStoredResponse(r.value);
         if (decoded.ok()) {
-          found = std::make_shared<const StoredResponse>(std::move(*decoded));
+          found = Seal(std::move(*decoded));
         } else {
           zone->counters().redis_errors->Inc();
         }
@@ -377,9 +385,9 @@ void CacheFilter::RevalidateInBackground(const StoredResponsePtr& stored) {
           const int status = r.headers->Status();
           Fields fields = ToFields(*r.headers);
           if (status == 304) {
-            StoreResponse(*settings, key,
-                          std::make_shared<const StoredResponse>(portway::cache::MergeNotModified(
-                              *stored, fields, request_time, now)));
+            StoreResponse(
+                *settings, key,
+                Seal(portway::cache::MergeNotModified(*stored, fields, request_time, now)));
             zone.counters().revalidated->Inc();
           } else if (ShouldStore(*settings, status, *r.headers, fields, policy,
                                  has_authorization)) {
@@ -387,7 +395,7 @@ void CacheFilter::RevalidateInBackground(const StoredResponsePtr& stored) {
                 status, *r.headers, std::move(fields), request_fields, request_time, now);
             fresh->body = std::move(r.body);
             if (r.trailers != nullptr) fresh->trailers = ToFields(*r.trailers);
-            StoreResponse(*settings, key, StoredResponsePtr(std::move(fresh)));
+            StoreResponse(*settings, key, Seal(std::move(*fresh)));
           }
         }
         // A failed refresh leaves the copy as it was (and it still answers
@@ -438,8 +446,8 @@ bool CacheFilter::Serve(const StoredResponsePtr& stored, std::string label, std:
                         std::string detail) {
   const SystemTime now = callbacks_->Clock().SystemNow();
   const int status = stored->status;
-  const bool not_modified =
-      status == 200 && portway::cache::ClientNotModified(request_fields_, *stored);
+  const bool not_modified = status == 200 && client_conditional_ &&
+                            portway::cache::ClientNotModified(request_fields_, *stored);
   const bool has_body = !not_modified && status != 204 && status != 304 && status >= 200;
 
   http::FilterResponse response;
@@ -527,8 +535,8 @@ http::FilterHeadersStatus CacheFilter::EncodeHeaders(http::HeaderMap& headers, b
       }
     }
     if (status == 304 && sent_validators_ && !callbacks_->Info().local_reply) {
-      auto merged = std::make_shared<const StoredResponse>(
-          portway::cache::MergeNotModified(*stored_, ToFields(headers), request_time_, now));
+      StoredResponsePtr merged =
+          Seal(portway::cache::MergeNotModified(*stored_, ToFields(headers), request_time_, now));
       Store(merged);
       ReleaseFetch();
       zone_.counters().revalidated->Inc();
@@ -575,7 +583,8 @@ http::FilterTrailersStatus CacheFilter::EncodeTrailers(http::HeaderMap& trailers
 }
 
 void CacheFilter::FinishStoring() {
-  Store(StoredResponsePtr(std::move(pending_)));
+  std::unique_ptr<StoredResponse> complete = std::move(pending_);
+  Store(Seal(std::move(*complete)));
   ReleaseFetch();
 }
 

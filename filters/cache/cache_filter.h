@@ -131,8 +131,9 @@ class CacheFilter : public http::Filter {
   portway::cache::RequestPolicy policy_;
   bool head_request_ = false;
   bool has_authorization_ = false;
-  bool unsafe_ = false;         // POST, PUT, DELETE, PATCH: a success invalidates
-  bool followed_vary_ = false;  // a Redis marker was followed to a variant
+  bool client_conditional_ = false;  // If-None-Match or If-Modified-Since
+  bool unsafe_ = false;              // POST, PUT, DELETE, PATCH: a success invalidates
+  bool followed_vary_ = false;       // a Redis marker was followed to a variant
   std::string key_;
   // The copy found for this request (stale, or the one a no-cache request
   // revalidates): what a failure is answered with and a 304 updates.

@@ -8,7 +8,9 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -38,6 +40,22 @@ struct StoredResponse {
   // The request's values of the fields Vary names, in vary_names' order
   // (empty string for an absent field).
   std::vector<std::string> vary_values;
+
+  // What the freshness rules need, worked out once when the response is
+  // stored (portway::cache::Precompute in policy.h) so a hit parses no
+  // header. `valid` false: the rules read the headers instead. Not part of
+  // the wire form (worked out again after decoding).
+  struct Derived {
+    bool valid = false;
+    int64_t corrected_initial_age = 0;  // seconds, RFC 9111 4.2.3
+    int64_t response_time = 0;          // seconds since the epoch
+    int64_t lifetime = 0;               // seconds, no heuristics
+    bool must_revalidate = false;       // must-/proxy-revalidate, s-maxage or no-cache
+    bool no_cache = false;
+    std::optional<int64_t> stale_while_revalidate;
+    int64_t stale_if_error = 0;
+  };
+  Derived derived;
 
   // What this object costs in the store's byte budget: its bytes plus a
   // fixed allowance for the bookkeeping around them.

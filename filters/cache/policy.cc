@@ -395,6 +395,7 @@ Storability CanStore(int status, const Fields& response_headers, const RequestPo
 }
 
 std::chrono::seconds FreshnessLifetime(const StoredResponse& response, bool allow_heuristic) {
+  if (response.derived.valid && !allow_heuristic) return seconds(response.derived.lifetime);
   CacheControl cc = ParseCacheControl(response.headers);
   if (cc.s_maxage) return seconds(*cc.s_maxage);
   if (cc.max_age) return seconds(*cc.max_age);
@@ -415,7 +416,45 @@ std::chrono::seconds FreshnessLifetime(const StoredResponse& response, bool allo
   return seconds(0);
 }
 
+namespace {
+
+// RFC 9111 4.2.3's corrected_initial_age: the age when it arrived.
+int64_t CorrectedInitialAge(const StoredResponse& response) {
+  int64_t response_time = ToSeconds(response.response_time);
+  int64_t age_value = 0;
+  if (const std::string* age = FirstValue(response.headers, "age")) {
+    age_value = ParseDeltaSeconds(TrimOws(*age)).value_or(0);
+  }
+  int64_t date_value =
+      ToSeconds(DateField(response.headers, "date").value_or(response.response_time));
+  int64_t apparent_age = std::max<int64_t>(0, response_time - date_value);
+  int64_t response_delay = std::max<int64_t>(0, response_time - ToSeconds(response.request_time));
+  return std::max(apparent_age, age_value + response_delay);
+}
+
+}  // namespace
+
+void Precompute(StoredResponse& response) {
+  response.derived = StoredResponse::Derived{};
+  const CacheControl cc = ParseCacheControl(response.headers);
+  StoredResponse::Derived d;
+  d.corrected_initial_age = CorrectedInitialAge(response);
+  d.response_time = ToSeconds(response.response_time);
+  d.lifetime = FreshnessLifetime(response, /*allow_heuristic=*/false).count();
+  d.no_cache = cc.no_cache;
+  d.must_revalidate =
+      cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.has_value() || cc.no_cache;
+  d.stale_while_revalidate = cc.stale_while_revalidate;
+  d.stale_if_error = cc.stale_if_error.value_or(0);
+  d.valid = true;
+  response.derived = d;
+}
+
 std::chrono::seconds CurrentAge(const StoredResponse& response, SystemTime now) {
+  if (response.derived.valid) {
+    const int64_t resident = std::max<int64_t>(0, ToSeconds(now) - response.derived.response_time);
+    return seconds(ClampDelta(response.derived.corrected_initial_age + resident));
+  }
   int64_t response_time = ToSeconds(response.response_time);
   int64_t age_value = 0;
   if (const std::string* age = FirstValue(response.headers, "age")) {
@@ -433,19 +472,31 @@ std::chrono::seconds CurrentAge(const StoredResponse& response, SystemTime now) 
 
 Evaluation Evaluate(const StoredResponse& response, const RequestPolicy& req, SystemTime now,
                     bool allow_heuristic) {
-  CacheControl cc = ParseCacheControl(response.headers);
+  // The response's own directives: worked out when it was stored, or now.
+  bool no_cache;
+  std::optional<int64_t> stale_while_revalidate;
   Evaluation ev;
+  if (response.derived.valid) {
+    no_cache = response.derived.no_cache;
+    stale_while_revalidate = response.derived.stale_while_revalidate;
+    ev.must_revalidate = response.derived.must_revalidate;
+    ev.stale_if_error = seconds(response.derived.stale_if_error);
+  } else {
+    const CacheControl cc = ParseCacheControl(response.headers);
+    no_cache = cc.no_cache;
+    stale_while_revalidate = cc.stale_while_revalidate;
+    ev.must_revalidate =
+        cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.has_value() || cc.no_cache;
+    ev.stale_if_error = seconds(cc.stale_if_error.value_or(0));
+  }
   ev.age = CurrentAge(response, now);
   ev.lifetime = FreshnessLifetime(response, allow_heuristic);
-  ev.must_revalidate =
-      cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.has_value() || cc.no_cache;
-  ev.stale_if_error = seconds(cc.stale_if_error.value_or(0));
 
   const int64_t age = ev.age.count();
   const int64_t lifetime = ev.lifetime.count();
   const int64_t staleness = age - lifetime;  // > -1: stale
   ev.freshness = Freshness::kStale;
-  if (req.bypass_lookup || cc.no_cache) return ev;
+  if (req.bypass_lookup || no_cache) return ev;
   if (req.cc.max_age && age > *req.cc.max_age) return ev;
   if (req.cc.min_fresh && lifetime - age < *req.cc.min_fresh) return ev;
   if (age < lifetime) {
@@ -453,7 +504,7 @@ Evaluation Evaluate(const StoredResponse& response, const RequestPolicy& req, Sy
     return ev;
   }
   if (ev.must_revalidate) return ev;
-  if (cc.stale_while_revalidate && staleness <= *cc.stale_while_revalidate) {
+  if (stale_while_revalidate && staleness <= *stale_while_revalidate) {
     ev.freshness = Freshness::kStaleWhileRevalidate;
   } else if (req.cc.max_stale_any || (req.cc.max_stale && staleness <= *req.cc.max_stale)) {
     ev.freshness = Freshness::kFresh;

@@ -139,6 +139,10 @@ std::chrono::seconds FreshnessLifetime(const StoredResponse& response, bool allo
 // time, a missing or invalid Age as 0, and clock steps backwards as 0.
 std::chrono::seconds CurrentAge(const StoredResponse& response, SystemTime now);
 
+// Fills response.derived from its headers and times (call once it is
+// complete, before it is shared): the rules below then parse nothing.
+void Precompute(StoredResponse& response);
+
 enum class Freshness {
   kFresh,                 // serve it as it is
   kStaleWhileRevalidate,  // serve it, and revalidate in the background (RFC 5861 3)
