@@ -451,23 +451,13 @@ void Precompute(StoredResponse& response) {
 }
 
 std::chrono::seconds CurrentAge(const StoredResponse& response, SystemTime now) {
-  if (response.derived.valid) {
-    const int64_t resident = std::max<int64_t>(0, ToSeconds(now) - response.derived.response_time);
-    return seconds(ClampDelta(response.derived.corrected_initial_age + resident));
-  }
-  int64_t response_time = ToSeconds(response.response_time);
-  int64_t age_value = 0;
-  if (const std::string* age = FirstValue(response.headers, "age")) {
-    age_value = ParseDeltaSeconds(TrimOws(*age)).value_or(0);
-  }
-  int64_t date_value =
-      ToSeconds(DateField(response.headers, "date").value_or(response.response_time));
-  int64_t apparent_age = std::max<int64_t>(0, response_time - date_value);
-  int64_t response_delay = std::max<int64_t>(0, response_time - ToSeconds(response.request_time));
-  int64_t corrected_age_value = age_value + response_delay;
-  int64_t corrected_initial_age = std::max(apparent_age, corrected_age_value);
-  int64_t resident_time = std::max<int64_t>(0, ToSeconds(now) - response_time);
-  return seconds(ClampDelta(corrected_initial_age + resident_time));
+  const bool derived = response.derived.valid;
+  const int64_t initial =
+      derived ? response.derived.corrected_initial_age : CorrectedInitialAge(response);
+  const int64_t response_time =
+      derived ? response.derived.response_time : ToSeconds(response.response_time);
+  const int64_t resident_time = std::max<int64_t>(0, ToSeconds(now) - response_time);
+  return seconds(ClampDelta(initial + resident_time));
 }
 
 Evaluation Evaluate(const StoredResponse& response, const RequestPolicy& req, SystemTime now,
