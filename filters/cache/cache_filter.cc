@@ -38,6 +38,19 @@ Fields ToFields(const http::HeaderMap& headers) {
   return out;
 }
 
+// The request fields the rules read before anything goes upstream
+// (freshness requirements, conditionals): a hit copies no other field.
+Fields RuleFields(const http::HeaderMap& headers) {
+  Fields out;
+  for (const auto& e : headers) {
+    if (e.name == "cache-control" || e.name == "pragma" || e.name == "if-none-match" ||
+        e.name == "if-modified-since") {
+      out.emplace_back(e.name, e.value);
+    }
+  }
+  return out;
+}
+
 std::string VariantKey(const std::string& key, const std::vector<std::string>& values) {
   std::string out = key;
   for (const std::string& v : values) {
@@ -200,9 +213,8 @@ CacheFilter::CacheFilter(std::shared_ptr<const Settings> settings)
 CacheFilter::~CacheFilter() { ReleaseFetch(); }
 
 http::FilterHeadersStatus CacheFilter::DecodeHeaders(http::HeaderMap& headers, bool) {
-  alive_ = std::make_shared<CacheFilter*>(this);
   request_time_ = callbacks_->Clock().SystemNow();
-  request_fields_ = ToFields(headers);
+  request_fields_ = RuleFields(headers);
   const std::string_view method = headers.Method();
   policy_ = portway::cache::EvaluateRequest(method, request_fields_);
 
@@ -238,8 +250,9 @@ http::FilterHeadersStatus CacheFilter::DecodeHeaders(http::HeaderMap& headers, b
 StoredResponsePtr CacheFilter::LookupLocal() const {
   StoredResponsePtr found = zone_.store().Lookup(key_);
   if (found == nullptr || !found->vary_marker) return found;
+  // request_ is held while the filter looks (DecodeHeaders, a wake).
   const std::vector<std::string> values =
-      portway::cache::VaryValues(found->vary_names, request_fields_);
+      portway::cache::VaryValues(found->vary_names, ToFields(*request_));
   return zone_.store().Lookup(VariantKey(key_, values));
 }
 
@@ -274,6 +287,7 @@ bool CacheFilter::Decide(StoredResponsePtr found, bool may_ask_redis, bool may_w
   }
   // A HEAD does not lead a fetch (its answer has no body to store).
   if (may_wait && !head_request_ && worker_ != nullptr && settings_->max_waiters > 0) {
+    if (alive_ == nullptr) alive_ = std::make_shared<CacheFilter*>(this);
     std::weak_ptr<CacheFilter*> weak = alive_;
     auto wake = [weak] {
       if (auto alive = weak.lock()) (*alive)->OnWake();
@@ -297,6 +311,7 @@ bool CacheFilter::Decide(StoredResponsePtr found, bool may_ask_redis, bool may_w
 
 void CacheFilter::AskRedis() {
   state_ = State::kLookup;
+  if (alive_ == nullptr) alive_ = std::make_shared<CacheFilter*>(this);
   std::weak_ptr<CacheFilter*> weak = alive_;
   std::shared_ptr<http::WorkerPoster> worker = worker_;
   Zone* zone = &zone_;  // zones live for the process
@@ -337,8 +352,9 @@ void CacheFilter::AskRedis() {
           // The URL varies: remember how, then ask for this request's
           // variant.
           filter.zone_.Insert(filter.key_, found);
-          const std::string variant = VariantKey(
-              filter.key_, portway::cache::VaryValues(found->vary_names, filter.request_fields_));
+          const std::string variant =
+              VariantKey(filter.key_,
+                         portway::cache::VaryValues(found->vary_names, ToFields(*filter.request_)));
           self(variant, self);
           return;
         }
@@ -376,9 +392,9 @@ void CacheFilter::RevalidateInBackground(const StoredResponsePtr& stored) {
   const bool coalesced = worker_ != nullptr;
   callbacks_->SendSideRequest(
       std::move(headers), settings_->max_object_bytes,
-      [settings = settings_, key = key_, stored, request_fields = request_fields_, policy = policy_,
-       has_authorization = has_authorization_, request_time = clock->SystemNow(), clock,
-       coalesced](http::SideResponse r) {
+      [settings = settings_, key = key_, stored, request_fields = ToFields(*request_),
+       policy = policy_, has_authorization = has_authorization_, request_time = clock->SystemNow(),
+       clock, coalesced](http::SideResponse r) {
         Zone& zone = *settings->zone;
         if (r.headers != nullptr) {
           const SystemTime now = clock->SystemNow();
@@ -426,6 +442,9 @@ void CacheFilter::OnWake() {
 
 void CacheFilter::PrepareUpstream() {
   state_ = State::kUpstream;
+  // What the response will be stored under needs every field Vary may
+  // name: the whole request, kept now that the head goes upstream.
+  if (request_ != nullptr) request_fields_ = ToFields(*request_);
   // Our validators go only when the client sent none of its own: a 304
   // then answers our question, not the client's.
   if (stored_ != nullptr && request_ != nullptr && !request_->Has("if-none-match") &&

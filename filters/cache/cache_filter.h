@@ -118,7 +118,6 @@ class CacheFilter : public http::Filter {
   void Store(StoredResponsePtr response);
   void FinishStoring();
   void ReleaseFetch();
-  bool Alive() const { return alive_ != nullptr; }
 
   const std::shared_ptr<const Settings> settings_;
   Zone& zone_;
