@@ -37,7 +37,7 @@ uint64_t HashKey(std::string_view key) { return absl::Hash<std::string_view>{}(k
 
 class Store::Shard {
  public:
-  explicit Shard(size_t budget) : budget_(budget) {}
+  Shard(size_t budget, AtomicTotals& totals) : budget_(budget), totals_(totals) {}
 
   StoredResponsePtr Lookup(std::string_view key) {
     std::lock_guard lock(mu_);
@@ -90,6 +90,7 @@ class Store::Shard {
       EntryList& list = ListOf(queue);
       list.push_front(Entry{std::move(key), std::move(value), hash, charge, 0, queue});
       index_.emplace(std::string_view(list.front().key), list.begin());
+      totals_.entries.fetch_add(1, std::memory_order_relaxed);
       Account(list.front());
     }
     ++stats_.inserts;
@@ -159,10 +160,12 @@ class Store::Shard {
 
   void Account(const Entry& entry) {
     bytes_ += entry.charge;
+    totals_.bytes.fetch_add(entry.charge, std::memory_order_relaxed);
     if (entry.queue == Queue::kSmall) small_bytes_ += entry.charge;
   }
   void Unaccount(const Entry& entry) {
     bytes_ -= entry.charge;
+    totals_.bytes.fetch_sub(entry.charge, std::memory_order_relaxed);
     if (entry.queue == Queue::kSmall) small_bytes_ -= entry.charge;
   }
 
@@ -170,6 +173,7 @@ class Store::Shard {
   void Drop(EntryList::iterator node) {
     Unaccount(*node);
     index_.erase(std::string_view(node->key));
+    totals_.entries.fetch_sub(1, std::memory_order_relaxed);
     ListOf(node->queue).erase(node);
   }
 
@@ -199,6 +203,7 @@ class Store::Shard {
     uint64_t hash = tail->hash;
     Drop(tail);
     ++stats_.evictions;
+    totals_.evictions.fetch_add(1, std::memory_order_relaxed);
     RememberInGhost(hash);
   }
 
@@ -211,6 +216,7 @@ class Store::Shard {
     }
     Drop(tail);
     ++stats_.evictions;
+    totals_.evictions.fetch_add(1, std::memory_order_relaxed);
   }
 
   // The ghost remembers about as many keys as the shard holds (at least
@@ -241,6 +247,7 @@ class Store::Shard {
   std::list<uint64_t> ghost_;  // front is the newest
   absl::flat_hash_map<uint64_t, std::list<uint64_t>::iterator> ghost_index_;
   StoreStats stats_;  // only the counters are kept here
+  AtomicTotals& totals_;
 };
 
 Store::Store(StoreOptions options)
@@ -251,7 +258,8 @@ Store::Store(StoreOptions options)
   while ((size_t{1} << bits) < n) ++bits;
   shard_shift_ = 64 - bits;
   shards_.reserve(n);
-  for (size_t i = 0; i < n; ++i) shards_.push_back(std::make_unique<Shard>(options.max_bytes / n));
+  for (size_t i = 0; i < n; ++i)
+    shards_.push_back(std::make_unique<Shard>(options.max_bytes / n, totals_));
 }
 
 Store::~Store() = default;

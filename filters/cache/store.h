@@ -96,6 +96,19 @@ class Store {
 
   // A sum over the shards, each read under its lock (not one snapshot).
   StoreStats Stats() const;
+  // What the store holds now and has evicted so far, without taking any
+  // lock (relaxed atomics the shards keep current): for gauges updated on
+  // every store.
+  struct Totals {
+    size_t bytes = 0;
+    size_t entries = 0;
+    uint64_t evictions = 0;
+  };
+  Totals totals() const {
+    return {totals_.bytes.load(std::memory_order_relaxed),
+            totals_.entries.load(std::memory_order_relaxed),
+            totals_.evictions.load(std::memory_order_relaxed)};
+  }
   // Up to `limit` keys starting with `prefix`, in no particular order.
   std::vector<std::string> Keys(std::string_view prefix, size_t limit) const;
 
@@ -104,11 +117,17 @@ class Store {
 
  private:
   class Shard;
+  struct AtomicTotals {
+    std::atomic<size_t> bytes{0};
+    std::atomic<size_t> entries{0};
+    std::atomic<uint64_t> evictions{0};
+  };
 
   bool Put(std::string key, StoredResponsePtr value, bool conditional,
            const StoredResponse* expected);
   Shard& ShardFor(uint64_t hash) const;
 
+  AtomicTotals totals_;  // the shards' bytes_, entry and eviction counts, summed
   const size_t max_object_bytes_;
   int shard_shift_ = 0;  // the hash's top bits pick the shard
   std::vector<std::unique_ptr<Shard>> shards_;

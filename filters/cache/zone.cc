@@ -106,15 +106,7 @@ void Zone::Configure(std::optional<size_t> max_bytes,
 bool Zone::Insert(const std::string& key, StoredResponsePtr value) {
   const bool stored = store_.Insert(key, std::move(value));
   if (stored) counters_.stores->Inc();
-  const portway::cache::StoreStats stats = store_.Stats();
-  counters_.bytes->Set(static_cast<int64_t>(stats.bytes));
-  counters_.entries->Set(static_cast<int64_t>(stats.entries));
-  // Count the evictions since the last look, once each, from any worker.
-  uint64_t seen = evictions_seen_.load(std::memory_order_relaxed);
-  while (stats.evictions > seen &&
-         !evictions_seen_.compare_exchange_weak(seen, stats.evictions, std::memory_order_relaxed)) {
-  }
-  if (stats.evictions > seen) counters_.evictions->Inc(stats.evictions - seen);
+  Publish();
   return stored;
 }
 
@@ -133,10 +125,20 @@ size_t Zone::Purge(std::string_view key, bool prefix) {
     // are not found.
     if (auto tier = redis()) tier->Del(std::string(key));
   }
-  const portway::cache::StoreStats stats = store_.Stats();
-  counters_.bytes->Set(static_cast<int64_t>(stats.bytes));
-  counters_.entries->Set(static_cast<int64_t>(stats.entries));
+  Publish();
   return n;
+}
+
+void Zone::Publish() {
+  const portway::cache::Store::Totals totals = store_.totals();
+  counters_.bytes->Set(static_cast<int64_t>(totals.bytes));
+  counters_.entries->Set(static_cast<int64_t>(totals.entries));
+  // Count the evictions since the last look, once each, from any worker.
+  uint64_t seen = evictions_seen_.load(std::memory_order_relaxed);
+  while (totals.evictions > seen && !evictions_seen_.compare_exchange_weak(
+                                        seen, totals.evictions, std::memory_order_relaxed)) {
+  }
+  if (totals.evictions > seen) counters_.evictions->Inc(totals.evictions - seen);
 }
 
 Zone::Join Zone::JoinFetch(const std::string& key, std::shared_ptr<http::WorkerPoster> worker,

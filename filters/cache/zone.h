@@ -85,6 +85,10 @@ class Zone {
   Counter& StaleCounter(std::string_view cause);
 
  private:
+  // Sets the size gauges and counts new evictions, from the store's
+  // lock-free totals.
+  void Publish();
+
   struct Waiter {
     std::shared_ptr<http::WorkerPoster> worker;
     std::function<void()> wake;

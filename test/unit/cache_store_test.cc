@@ -131,6 +131,12 @@ TEST(CacheStoreTest, ByteBoundHoldsUnderRandomOperations) {
           store.Insert(key, Response(rng() % 40 == 0 ? 310000 : rng() % 30000));
       }
       ASSERT_LE(store.Stats().bytes, store.max_bytes()) << "after op " << i;
+      // The lock-free totals the gauges read agree with the shards.
+      const StoreStats stats = store.Stats();
+      const Store::Totals totals = store.totals();
+      ASSERT_EQ(totals.bytes, stats.bytes) << "after op " << i;
+      ASSERT_EQ(totals.entries, stats.entries) << "after op " << i;
+      ASSERT_EQ(totals.evictions, stats.evictions) << "after op " << i;
       if (i % 1000 == 999) ExpectConsistent(store);
     }
     StoreStats stats = store.Stats();
