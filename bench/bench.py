@@ -741,29 +741,13 @@ class Bench:
             subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True,
                            capture_output=True, timeout=60)
             run = self.h2load(port, c["cg_n"], conns, streams, reasonless_ok=lenient)
-            subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True,
-                           capture_output=True, timeout=60)
-            dump = out + ".1"
-            end = time.monotonic() + 30
-            total = None
-            while time.monotonic() < end and total is None:
-                if os.path.exists(dump):
-                    with open(dump) as f:
-                        m = re.search(r"^summary:\s*(\d+)", f.read(), re.M)
-                    if m:
-                        total = int(m.group(1))
-                        break
-                time.sleep(0.2)
-            if total is None:
-                raise RuntimeError(f"no callgrind dump at {dump}")
+            total = self.dump_callgrind(p.pid, out + ".1")
             return {f"{prefix}instr_per_req": total / c["cg_n"], f"{prefix}callgrind_ir": total,
                     f"{prefix}callgrind_requests": c["cg_n"],
                     f"{prefix}callgrind_req_per_s": run["req_per_s"]}
         finally:
             self.stop(p, timeout=30)
-            for f in os.listdir(self.tmp):
-                if f.startswith(f"callgrind.{base}.{rnd}"):
-                    os.unlink(os.path.join(self.tmp, f))
+            self.remove_callgrind_files(base, rnd)
 
     def perf_syscalls(self, pid, port, n, conns):
         out = os.path.join(self.tmp, "perf.csv")
@@ -893,18 +877,26 @@ class Bench:
                 subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True,
                                capture_output=True, timeout=60)
                 run = self.h2load(port, n, c["tls_c"], tls=True, **kw)
-                subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True,
-                               capture_output=True, timeout=60)
-                total = self.read_callgrind_total(f"{out}.{k}")
+                total = self.dump_callgrind(p.pid, f"{out}.{k}")
                 res.update({f"{key}_instr_per_{unit}": total / n, f"{key}_callgrind_ir": total,
                             f"{key}_callgrind_count": n,
                             f"{key}_callgrind_per_s": run["req_per_s"]})
             return res
         finally:
             self.stop(p, timeout=30)
-            for f in os.listdir(self.tmp):
-                if f.startswith(f"callgrind.{base}.{rnd}"):
-                    os.unlink(os.path.join(self.tmp, f))
+            self.remove_callgrind_files(base, rnd)
+
+    def dump_callgrind(self, pid, dump):
+        """Has the callgrind'ed process `pid` write its counts since the last
+        zeroing to `dump`, and returns their total (Ir)."""
+        subprocess.run(["callgrind_control", "-d", str(pid)], check=True,
+                       capture_output=True, timeout=60)
+        return self.read_callgrind_total(dump)
+
+    def remove_callgrind_files(self, base, rnd):
+        for f in os.listdir(self.tmp):
+            if f.startswith(f"callgrind.{base}.{rnd}"):
+                os.unlink(os.path.join(self.tmp, f))
 
     @staticmethod
     def read_callgrind_total(dump):
@@ -1038,9 +1030,7 @@ class Bench:
             before = self.cache_counts(name)
             run = self.h2load(port, c["cg_n"], c["cg_c"])
             after = self.cache_counts(name)
-            subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True,
-                           capture_output=True, timeout=60)
-            total = self.read_callgrind_total(f"{out}.1")
+            total = self.dump_callgrind(p.pid, f"{out}.1")
             res = {"cache_instr_per_req": total / c["cg_n"], "cache_callgrind_ir": total,
                    "cache_callgrind_requests": c["cg_n"],
                    "cache_callgrind_req_per_s": run["req_per_s"], "cache_check_cg": check}
@@ -1048,9 +1038,7 @@ class Bench:
             return res
         finally:
             self.stop(p, timeout=30)
-            for f in os.listdir(self.tmp):
-                if f.startswith(f"callgrind.{base}.{rnd}"):
-                    os.unlink(os.path.join(self.tmp, f))
+            self.remove_callgrind_files(base, rnd)
 
     def measure_cache_native(self, name):
         """CPU us per request and req/s of the cache rows, like the HTTP/1.1

@@ -839,22 +839,29 @@ def redis_connected(gw, zone="default"):
     return zone_view(gw, zone).get("redis", {}).get("connected") is True
 
 
+def two_gateways_on_redis(origin, make_gateway, redis_server, **redis):
+    """Two gateways with one zone on `redis_server`, both connected (the tier
+    connects with a zone's first request: each gets one, to /warm-a and
+    /warm-b)."""
+    redis = {"address": redis_server.address, "timeout": "100ms", **redis}
+    config = cache_config([origin.address], {"store": {"redis": redis}})
+    a = make_gateway(config)
+    b = make_gateway(config)
+    get(a, "/warm-a")
+    get(b, "/warm-b")
+    wait_until(lambda: redis_connected(a) and redis_connected(b), timeout=5,
+               message="both gateways connected to Redis")
+    return a, b
+
+
 def test_two_gateways_share_entries_through_redis(origin, make_gateway, redis_server):
     def by_path(ctx):
         ctx.send_response(200, [("Cache-Control", "max-age=300")], ctx.req.path.encode())
         return True
     for path in ("/shared", "/warm-a", "/warm-b", "/local/", "/after/"):
         origin.handlers[path] = by_path
-    config = cache_config([origin.address], {
-        "store": {"redis": {"address": redis_server.address, "key_prefix": "it:",
-                            "timeout": "100ms", "connect_timeout": "200ms"}}})
-    a = make_gateway(config)
-    b = make_gateway(config)
-    # The tier comes with the first request; wait until both are connected.
-    get(a, "/warm-a")
-    get(b, "/warm-b")
-    wait_until(lambda: redis_connected(a) and redis_connected(b), timeout=5,
-               message="both gateways connected to Redis")
+    a, b = two_gateways_on_redis(origin, make_gateway, redis_server, key_prefix="it:",
+                                 connect_timeout="200ms")
 
     r = get(a, "/shared")
     assert r.status == 200 and r.header(CACHE) == "MISS", r
@@ -898,17 +905,10 @@ def test_two_gateways_share_entries_through_redis(origin, make_gateway, redis_se
 
 def test_a_purge_by_key_reaches_redis(origin, make_gateway, redis_server):
     serve(origin, "/p", body=b"purge me", headers=[("Cache-Control", "max-age=300")])
-    config = cache_config([origin.address], {
-        "store": {"redis": {"address": redis_server.address, "timeout": "100ms"}}})
-    a = make_gateway(config)
-    b = make_gateway(config)
-    get(a, "/warm")
-    get(b, "/warm")
-    wait_until(lambda: redis_connected(a) and redis_connected(b), timeout=5,
-               message="both gateways connected to Redis")
+    a, b = two_gateways_on_redis(origin, make_gateway, redis_server)
     assert get(a, "/p").header(CACHE) == "MISS"
     time.sleep(0.3)
-    key = urllib.parse.quote(f"portway.test/p", safe="")
+    key = urllib.parse.quote("portway.test/p", safe="")
     status, body = admin_request(a, "POST", f"/cache/purge?key={key}")
     assert status == 200 and json.loads(body)["purged"] == 1, body
     time.sleep(0.3)  # the DEL goes out asynchronously
