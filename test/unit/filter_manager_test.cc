@@ -488,5 +488,27 @@ TEST_F(FilterManagerTest, AnAnswerToAnUpstreamResultEndsTheAttempt) {
                             "codec:data:stale:end"}));
 }
 
+// A side request goes to the stream's side of the core with the filter's
+// head, and its answer comes back to the filter's callback.
+TEST_F(FilterManagerTest, ASideRequestReachesTheCoreAndAnswersTheFilter) {
+  Scripted* a = Add("a");
+  Start();
+  manager_->DecodeHeaders(Request(), true);
+  auto head = std::make_unique<HeaderMap>();
+  head->Add(":method", "GET");
+  head->Add(":path", "/refresh");
+  int answered = 0;
+  a->callbacks_->SendSideRequest(std::move(head), 1024, [&](SideResponse r) {
+    ++answered;
+    EXPECT_EQ(r.cause, ErrorCause::kUpstreamTimeout);
+  });
+  EXPECT_EQ(sink_.log.back(), "side_request:/refresh");
+  ASSERT_TRUE(sink_.side_done);
+  SideResponse failed;
+  failed.cause = ErrorCause::kUpstreamTimeout;
+  sink_.side_done(std::move(failed));
+  EXPECT_EQ(answered, 1);
+}
+
 }  // namespace
 }  // namespace portway::http
