@@ -562,7 +562,22 @@ def raw_request(port, data, read_timeout=5.0, host=LOOPBACK, shut_write=False,
 
 
 def closed_port():
-    """A loopback port that nothing listens on (bound once, then released)."""
+    """A loopback port that nothing listens on (bound once, then released).
+
+    Picked below the kernel's ephemeral range (32768 and up on Linux): a
+    port from bind(0) could be handed to a listener another test (running
+    at the same time under ctest -j) binds to port 0, and a request meant to
+    be refused would then hang there."""
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((LOOPBACK, port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        return port
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind((LOOPBACK, 0))
     port = s.getsockname()[1]
