@@ -785,20 +785,10 @@ class Bench:
                     self.perf_syscalls(p.pid, port, c["sys_n1"], 1)
                 res["syscalls_per_req_c50"], res["ctxsw_per_req_c50"] = \
                     self.perf_syscalls(p.pid, port, c["sys_n50"], 50)
-            t0, s0 = self.proc_ticks(p.pid), self.cpu_times()
-            if self.args.loadgen == "wrk":
-                run = self.wrk(port, c["wrk_secs"], c["cpu_c"])
-            else:
-                run = self.h2load(port, c["cpu_n"], c["cpu_c"])
-            t1, s1 = self.proc_ticks(p.pid), self.cpu_times()
-            res["cpu_us_per_req"] = (t1 - t0) * 1e6 / CLK_TCK / run["requests"]
+            run, cpu_us, busy = self.cpu_load(p.pid, port)
+            res["cpu_us_per_req"] = cpu_us
             res["cpu_run_requests"] = run["requests"]
             res["req_per_s"] = run["req_per_s"]
-            busy = {}
-            for cpu in s1:
-                dt = s1[cpu][0] - s0[cpu][0]
-                di = s1[cpu][1] - s0[cpu][1]
-                busy[cpu] = round(100.0 * (dt - di) / dt, 1) if dt else None
             res["core_busy_pct"] = busy
             if p.poll() is not None:
                 raise RuntimeError(f"{name} died during the run")
@@ -1052,20 +1042,11 @@ class Bench:
             check = self.check_cache(name, port)
             self.h2load(port, c["warmup"], c["cpu_c"])
             before = self.cache_counts(name)
-            t0, s0 = self.proc_ticks(p.pid), self.cpu_times()
-            if self.args.loadgen == "wrk":
-                run = self.wrk(port, c["wrk_secs"], c["cpu_c"])
-            else:
-                run = self.h2load(port, c["cpu_n"], c["cpu_c"])
-            t1, s1 = self.proc_ticks(p.pid), self.cpu_times()
+            run, cpu_us, busy = self.cpu_load(p.pid, port)
             after = self.cache_counts(name)
             if p.poll() is not None:
                 raise RuntimeError(f"{name} died during the cache run")
-            busy = {}
-            for cpu in s1:
-                dt, di = s1[cpu][0] - s0[cpu][0], s1[cpu][1] - s0[cpu][1]
-                busy[cpu] = round(100.0 * (dt - di) / dt, 1) if dt else None
-            res = {"cache_cpu_us_per_req": (t1 - t0) * 1e6 / CLK_TCK / run["requests"],
+            res = {"cache_cpu_us_per_req": cpu_us,
                    "cache_cpu_run_requests": run["requests"],
                    "cache_req_per_s": run["req_per_s"], "cache_core_busy_pct": busy,
                    "cache_check_cpu": check, "cache_check_after": self.check_cache(name, port)}
@@ -1073,6 +1054,23 @@ class Bench:
             return res
         finally:
             self.stop(p)
+
+    def cpu_load(self, pid, port):
+        """The CPU run: the fixed-count load (or wrk's fixed time) at cpu_c
+        connections. Returns (the load's result, the proxy's utime+stime in
+        µs per request, each core's busy % meanwhile)."""
+        c = self.counts
+        t0, s0 = self.proc_ticks(pid), self.cpu_times()
+        if self.args.loadgen == "wrk":
+            run = self.wrk(port, c["wrk_secs"], c["cpu_c"])
+        else:
+            run = self.h2load(port, c["cpu_n"], c["cpu_c"])
+        t1, s1 = self.proc_ticks(pid), self.cpu_times()
+        busy = {}
+        for cpu in s1:
+            dt, di = s1[cpu][0] - s0[cpu][0], s1[cpu][1] - s0[cpu][1]
+            busy[cpu] = round(100.0 * (dt - di) / dt, 1) if dt else None
+        return run, (t1 - t0) * 1e6 / CLK_TCK / run["requests"], busy
 
     def measure_idle_rss(self, name):
         p, port = self.start(name)
