@@ -80,7 +80,10 @@ void Buffer::Add(std::string_view data) {
 void Buffer::Move(Buffer& other) {
   if (other.NoSlices()) return;
   if (NoSlices()) {
-    slices_ = std::move(other.slices_);
+    // Trade vectors rather than steal: `other` keeps this one's (empty)
+    // capacity, so a scratch buffer moved into a connection's queue again
+    // and again does not allocate a slice vector each time.
+    slices_.swap(other.slices_);
     head_ = other.head_;
   } else {
     for (size_t i = other.head_; i < other.slices_.size(); ++i) {

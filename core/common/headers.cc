@@ -16,7 +16,12 @@ bool IsLower(std::string_view name) {
 }  // namespace
 
 void HeaderMap::Add(std::string_view name, std::string_view value) {
-  AddLower(IsLower(name) ? std::string(name) : ToLower(name), std::string(value));
+  // Built in place: no temporaries to move (codecs add every field here).
+  Entry& e = entries_.emplace_back();
+  e.name.assign(name);
+  for (char& c : e.name) c = AsciiLower(c);
+  e.value.assign(value);
+  byte_size_ += name.size() + value.size();
 }
 
 void HeaderMap::Set(std::string_view name, std::string_view value) {

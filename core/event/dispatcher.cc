@@ -50,19 +50,30 @@ struct ResolveRequest {
 // a Timer costs a small heap entry rather than a libuv handle of its own
 // (every connection has one, every request another), and creating or
 // destroying one needs no asynchronous uv_close.
+//
+// Re-arming is lazy, since most timers are idle and request timeouts that
+// are pushed back or cancelled long before they fire (a keep-alive
+// connection's timer is disarmed and re-armed on every request): Disable()
+// only marks the timer, and Enable() to a later time only records it. The
+// heap entry stays where it was; when it comes due, a disabled timer is
+// dropped and a postponed one goes back in at its real time. So each
+// timer is in the heap at most once, and disarming and re-arming cost no
+// heap work. The destructor takes the entry out.
 class TimerImpl final : public Timer {
  public:
   TimerImpl(DispatcherImpl& dispatcher, std::function<void()> callback)
       : dispatcher_(dispatcher), callback_(std::move(callback)) {}
-  ~TimerImpl() override { Disable(); }
+  ~TimerImpl() override;
   void Enable(std::chrono::milliseconds timeout) override;
-  void Disable() override;
-  bool Enabled() const override { return heap_index_ != kNotScheduled; }
+  void Disable() override { armed_ = false; }
+  bool Enabled() const override { return armed_; }
 
   static constexpr size_t kNotScheduled = static_cast<size_t>(-1);
-  uint64_t deadline_ms_ = 0;
-  uint64_t sequence_ = 0;  // equal deadlines fire in the order they were set
+  uint64_t deadline_ms_ = 0;  // the heap's key: due_ms_ or earlier
+  uint64_t due_ms_ = 0;       // when it fires, if armed
+  uint64_t sequence_ = 0;     // equal deadlines fire in the order they were set
   size_t heap_index_ = kNotScheduled;
+  bool armed_ = false;
   DispatcherImpl& dispatcher_;
   std::function<void()> callback_;
 };
@@ -112,10 +123,14 @@ class ConnectionImpl final : public Connection {
   void OnRead(ssize_t nread);
   void OnWriteDone(int status);
   char* AllocRead(size_t* size) { return read_buffer_.Reserve(4096, size); }
+  DispatcherImpl& dispatcher() { return dispatcher_; }
+  // Writes what Write() queued while the dispatcher was batching.
+  void FlushQueued();
 
  private:
   void StartReading();
   void Flush();
+  static int TryWrite(Socket* s);
   void CloseSocket(bool reset);
   void RaiseClose(int error);
   void DeferClose(int error);
@@ -143,6 +158,7 @@ class ConnectionImpl final : public Connection {
   bool reading_ = false;
   bool eof_ = false;
   bool above_high_ = false;
+  bool flush_queued_ = false;  // on the dispatcher's list of writes to flush
 };
 
 // ------------------------------------------------------------ dispatcher
@@ -212,14 +228,24 @@ class DispatcherImpl final : public Dispatcher {
 
   // --- the timer heap
   void Schedule(TimerImpl* timer, std::chrono::milliseconds timeout) {
-    if (timer->heap_index_ != TimerImpl::kNotScheduled) Unschedule(timer);
-    timer->deadline_ms_ =
+    const uint64_t due =
         uv_now(&loop_) + static_cast<uint64_t>(std::max<int64_t>(0, timeout.count()));
+    timer->armed_ = true;
+    timer->due_ms_ = due;
     timer->sequence_ = next_timer_sequence_++;
+    if (timer->heap_index_ != TimerImpl::kNotScheduled) {
+      // Its entry comes due no later than it should: FireTimers moves it.
+      if (timer->deadline_ms_ < due) return;
+      Unschedule(timer);
+    }
+    Push(timer);
+    RearmUvTimer();
+  }
+  void Push(TimerImpl* timer) {
+    timer->deadline_ms_ = timer->due_ms_;
     timer->heap_index_ = timers_.size();
     timers_.push_back(timer);
     SiftUp(timer->heap_index_);
-    RearmUvTimer();
   }
   void Unschedule(TimerImpl* timer) {
     size_t i = timer->heap_index_;
@@ -249,11 +275,45 @@ class DispatcherImpl final : public Dispatcher {
   }
 
   void ClearDeferredDeleteList() override {
-    // Deleting may queue more deletions; loop until the list is empty.
+    // Deleting may queue more deletions; loop until the list is empty. The
+    // two vectors trade places and keep their capacity: no allocation per
+    // deletion round.
     while (!to_delete_.empty()) {
-      std::vector<std::unique_ptr<DeferredDeletable>> batch;
-      batch.swap(to_delete_);
-      batch.clear();
+      deleting_.swap(to_delete_);
+      deleting_.clear();
+    }
+  }
+
+  // --- batched writes
+  //
+  // While a socket's read callback runs, writes to any connection are
+  // queued and flushed once the callback returns: a response head and the
+  // body that arrived with it in one read of the upstream go out in one
+  // write (one syscall), and a burst of reads does not interleave with
+  // partial writes. Outside a read callback (timers, posted work, write
+  // completions) Write() flushes at once, as before.
+  bool Batching() const { return batch_depth_ > 0; }
+  void BeginBatch() { ++batch_depth_; }
+  void EndBatch() {
+    if (--batch_depth_ > 0) return;
+    // Flushing can call back into owners that write again (watermarks);
+    // those writes flush at once since the batch is over, but a list entry
+    // added meanwhile by a nested batch is still taken here.
+    while (!to_flush_.empty()) {
+      flushing_.swap(to_flush_);
+      for (ConnectionImpl* conn : flushing_) {
+        if (conn != nullptr) conn->FlushQueued();
+      }
+      flushing_.clear();
+    }
+  }
+  void QueueFlush(ConnectionImpl* conn) { to_flush_.push_back(conn); }
+  // A connection destroyed with a flush queued.
+  void ForgetQueuedFlush(ConnectionImpl* conn) {
+    for (auto* list : {&to_flush_, &flushing_}) {
+      for (ConnectionImpl*& c : *list) {
+        if (c == conn) c = nullptr;
+      }
     }
   }
 
@@ -351,6 +411,12 @@ class DispatcherImpl final : public Dispatcher {
     while (!timers_.empty() && timers_.front()->deadline_ms_ <= now) {
       TimerImpl* t = timers_.front();
       Unschedule(t);
+      if (!t->armed_) continue;  // disabled since it was queued
+      if (t->due_ms_ > now) {    // postponed since it was queued
+        Push(t);
+        continue;
+      }
+      t->armed_ = false;
       t->callback_();
     }
     armed_for_ms_ = 0;
@@ -386,13 +452,17 @@ class DispatcherImpl final : public Dispatcher {
   std::mutex post_mutex_;
   std::vector<std::function<void()>> posted_;
   std::vector<std::unique_ptr<DeferredDeletable>> to_delete_;
+  std::vector<std::unique_ptr<DeferredDeletable>> deleting_;
+  std::vector<ConnectionImpl*> to_flush_;
+  std::vector<ConnectionImpl*> flushing_;
+  int batch_depth_ = 0;
   std::vector<std::pair<ConnectionImpl*, int>> failed_connects_;
   std::set<ResolveRequest*> resolves_;
   SeededRandom random_;  // seeded per dispatcher, i.e. per worker
 };
 
+TimerImpl::~TimerImpl() { dispatcher_.Unschedule(this); }
 void TimerImpl::Enable(std::chrono::milliseconds timeout) { dispatcher_.Schedule(this, timeout); }
-void TimerImpl::Disable() { dispatcher_.Unschedule(this); }
 
 // ------------------------------------------------- connection, continued
 
@@ -411,6 +481,7 @@ ConnectionImpl::ConnectionImpl(DispatcherImpl& dispatcher, Socket* socket, bool 
 
 ConnectionImpl::~ConnectionImpl() {
   dispatcher_.ForgetFailedConnect(this);
+  if (flush_queued_) dispatcher_.ForgetQueuedFlush(this);
   if (socket_ != nullptr) CloseSocket(false);
 }
 
@@ -452,7 +523,12 @@ void ConnectionImpl::StartReading() {
       },
       [](uv_stream_t* h, ssize_t nread, const uv_buf_t*) {
         auto* s = static_cast<Socket*>(h->data);
-        if (s->owner != nullptr) s->owner->OnRead(nread);
+        if (s->owner == nullptr) return;
+        // The owner may be destroyed inside OnRead; the dispatcher is not.
+        DispatcherImpl& dispatcher = s->owner->dispatcher();
+        dispatcher.BeginBatch();
+        s->owner->OnRead(nread);
+        dispatcher.EndBatch();
       });
 }
 
@@ -510,8 +586,23 @@ void ConnectionImpl::Write(Buffer& data) {
     return;
   }
   socket_->pending.Move(data);
-  if (!connecting_ && !socket_->writing) Flush();
+  if (!connecting_ && !socket_->writing) {
+    if (dispatcher_.Batching()) {
+      // Flushed (and the watermarks checked) when the read callback returns.
+      if (!flush_queued_) {
+        flush_queued_ = true;
+        dispatcher_.QueueFlush(this);
+      }
+      return;
+    }
+    Flush();
+  }
   CheckWatermarks();
+}
+
+void ConnectionImpl::FlushQueued() {
+  flush_queued_ = false;
+  if (socket_ != nullptr && !connecting_ && !socket_->writing) Flush();
 }
 
 void ConnectionImpl::Flush() {
@@ -522,18 +613,9 @@ void ConnectionImpl::Flush() {
   // uv_write copies the iovec array, so it can live on the stack.
   uv_buf_t bufs[64];
   // Write what the kernel takes right away; queue the rest.
-  while (!s->pending.empty()) {
-    size_t count = 0;
-    s->pending.ForEachSlice([&](std::string_view slice) {
-      if (count < 64) bufs[count++] = uv_buf_init(const_cast<char*>(slice.data()), slice.size());
-    });
-    int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&s->tcp), bufs, count);
-    if (n > 0) {
-      s->pending.Drain(static_cast<size_t>(n));
-      continue;
-    }
-    if (n == UV_EAGAIN) break;
-    DeferClose(-n);
+  const int error = TryWrite(s);
+  if (error != 0) {
+    DeferClose(error);
     return;
   }
   if (!s->pending.empty()) {
@@ -564,6 +646,25 @@ void ConnectionImpl::Flush() {
   }
   CheckWatermarks();
   if (closing_ && !lingering_ && s->pending.empty() && !s->writing) StartLinger();
+}
+
+// Hands the kernel what it takes at once; 0, or the error that ends the
+// connection.
+int ConnectionImpl::TryWrite(Socket* s) {
+  uv_buf_t bufs[64];
+  while (!s->pending.empty()) {
+    size_t count = 0;
+    s->pending.ForEachSlice([&](std::string_view slice) {
+      if (count < 64) bufs[count++] = uv_buf_init(const_cast<char*>(slice.data()), slice.size());
+    });
+    int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&s->tcp), bufs, count);
+    if (n > 0) {
+      s->pending.Drain(static_cast<size_t>(n));
+      continue;
+    }
+    return n == UV_EAGAIN ? 0 : -n;
+  }
+  return 0;
 }
 
 void ConnectionImpl::OnWriteDone(int status) {
@@ -657,6 +758,14 @@ void ConnectionImpl::FinishClose(bool reset) {
 
 void ConnectionImpl::CloseSocket(bool reset) {
   if (socket_ == nullptr) return;
+  // A plain close keeps the promise of an unbatched Write(): what was
+  // written before it is offered to the kernel (a TLS alert, a last
+  // response), as it would have been at once outside a read callback.
+  if (flush_queued_) {
+    flush_queued_ = false;
+    dispatcher_.ForgetQueuedFlush(this);
+    if (!reset && !connecting_ && !socket_->writing) TryWrite(socket_);
+  }
   open_ = false;
   Socket* s = socket_;
   socket_ = nullptr;

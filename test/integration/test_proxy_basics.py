@@ -170,6 +170,18 @@ def test_headers_named_in_connection_removed_from_request(proxy, origin):
     assert req.header("x-end-to-end") == "kept"
 
 
+def test_every_header_named_in_a_long_connection_list_removed(proxy, origin):
+    # More names than the gateway keeps inline (16): the ones past that are
+    # removed too.
+    names = [f"X-Hop-{i}" for i in range(20)]
+    _one(proxy, headers=[("Connection", ", ".join(names + ["keep-alive"]))]
+         + [(n, "secret") for n in names] + [("X-End-To-End", "kept")])
+    req = origin.requests[0]
+    for n in names:
+        assert not req.has_header(n.lower()), (n, req.headers)
+    assert req.header("x-end-to-end") == "kept"
+
+
 def test_upgrade_request_header_not_forwarded(proxy, origin):
     # Upgrade without the "upgrade" connection option: not an upgrade request,
     # just a hop-by-hop header that must not travel on.

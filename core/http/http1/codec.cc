@@ -1,5 +1,8 @@
 #include "core/http/http1/codec.h"
 
+#include <cassert>
+#include <cstring>
+
 #include "core/common/strings.h"
 
 namespace portway::http::http1 {
@@ -78,31 +81,69 @@ bool IsFramingHeader(std::string_view name) {
   return name == "transfer-encoding" || name == "connection";
 }
 
-void AppendField(std::string& out, const HeaderMap::Entry& e) {
-  out.append(e.name);
-  out.append(": ");
-  out.append(e.value);
-  out.append("\r\n");
-}
+// Serialises a message head straight into the free space of a buffer: the
+// caller reserves an upper bound of the head's size once, and every part is
+// copied once, with no intermediate string.
+class HeadWriter {
+ public:
+  HeadWriter(Buffer& out, size_t max_size) : out_(out), max_size_(max_size) {
+    size_t available = 0;
+    begin_ = cursor_ = out.Reserve(max_size, &available);
+  }
+  void Put(std::string_view s) {
+    std::memcpy(cursor_, s.data(), s.size());
+    cursor_ += s.size();
+  }
+  void Put(char c) { *cursor_++ = c; }
+  void Field(const HeaderMap::Entry& e) {
+    Put(e.name);
+    Put(':');
+    Put(' ');
+    Put(e.value);
+    Put('\r');
+    Put('\n');
+  }
+  void Commit() {
+    const size_t written = static_cast<size_t>(cursor_ - begin_);
+    assert(written <= max_size_);
+    (void)max_size_;
+    out_.Commit(written);
+  }
 
-void AppendFields(std::string& out, const HeaderMap& headers, bool skip_content_length) {
+  // What the fields of `headers` can take at most, terminators included.
+  static size_t FieldsBound(const HeaderMap& headers) {
+    return headers.byteSize() + 4 * headers.size();
+  }
+
+ private:
+  Buffer& out_;
+  const size_t max_size_;
+  char* begin_ = nullptr;
+  char* cursor_ = nullptr;
+};
+
+// Room for a start line's fixed parts and the framing fields a codec adds
+// (transfer-encoding, connection, content-length: 0) and the final CRLF.
+constexpr size_t kHeadOverhead = 160;
+
+void WriteFields(HeadWriter& out, const HeaderMap& headers, bool skip_content_length) {
   for (const HeaderMap::Entry& e : headers) {
     if (e.name.empty() || e.name[0] == ':' || IsFramingHeader(e.name)) continue;
     if (skip_content_length && e.name == "content-length") continue;
-    AppendField(out, e);
+    out.Field(e);
   }
 }
 
 // Trailers may not carry framing, routing or connection fields (RFC 9110
 // 6.5.1); a peer that sends them there gets them dropped, never forwarded.
-void AppendTrailerFields(std::string& out, const HeaderMap& trailers) {
+void WriteTrailerFields(HeadWriter& out, const HeaderMap& trailers) {
   for (const HeaderMap::Entry& e : trailers) {
     if (e.name.empty() || e.name[0] == ':' || IsFramingHeader(e.name) ||
         e.name == "content-length" || e.name == "host" || e.name == "te" || e.name == "trailer" ||
         e.name == "keep-alive" || e.name == "upgrade") {
       continue;
     }
-    AppendField(out, e);
+    out.Field(e);
   }
 }
 
@@ -110,18 +151,20 @@ void AppendTrailerFields(std::string& out, const HeaderMap& trailers) {
 // Transfer-Encoding is dropped (the body arrives de-chunked).
 void CopyFields(const Head& head, HeaderMap& map, bool skip_host) {
   for (const auto& field : head.headers) {
-    std::string name = ToLower(field.name);
-    if (name == "transfer-encoding") continue;
-    if (skip_host && name == "host") continue;
-    map.AddLower(std::move(name), std::string(field.value));
+    if (field.name.size() == 17 && EqualsIgnoreCase(field.name, "transfer-encoding")) continue;
+    if (skip_host && field.name.size() == 4 && EqualsIgnoreCase(field.name, "host")) continue;
+    map.Add(field.name, field.value);
   }
 }
 
-// Heads are serialized into one reused string per thread, then copied once
-// into the (pooled) output buffer: no allocation per message.
-std::string& ScratchString() {
-  thread_local std::string scratch;
-  scratch.clear();
+// Heads are written into one reused buffer per thread and moved from it into
+// the connection's queue, whose slice vector it trades with: no allocation
+// per message once a connection has written once. (A connection's Write()
+// takes the bytes before anything can call back, so nested use finds it
+// empty.)
+Buffer& ScratchBuffer() {
+  thread_local Buffer scratch;
+  scratch.Clear();
   return scratch;
 }
 
@@ -148,11 +191,12 @@ void WriteBody(event::Connection& connection, Buffer& data, bool end_stream, boo
 
 // Ends a chunked body with the last chunk and the trailer section.
 void WriteTrailers(event::Connection& connection, const HeaderMap& trailers) {
-  std::string out = "0\r\n";
-  AppendTrailerFields(out, trailers);
-  out.append("\r\n");
-  Buffer buffer;
-  buffer.Add(out);
+  Buffer& buffer = ScratchBuffer();
+  HeadWriter out(buffer, 8 + HeadWriter::FieldsBound(trailers));
+  out.Put("0\r\n");
+  WriteTrailerFields(out, trailers);
+  out.Put("\r\n");
+  out.Commit();
   connection.Write(buffer);
 }
 
@@ -206,13 +250,45 @@ void ServerConnectionImpl::Dispatch(Buffer& data) {
   }
 }
 
+namespace {
+// At most this many idle parser sets stay with a worker thread (~200 bytes
+// each plus their field vectors).
+constexpr size_t kMaxPooledParsers = 64;
+}  // namespace
+
+// One pool per worker thread: a connection's parsers never cross threads.
+std::vector<std::unique_ptr<ServerConnectionImpl::Parsers>>& ServerConnectionImpl::ParsersPool() {
+  thread_local std::vector<std::unique_ptr<Parsers>> pool;
+  return pool;
+}
+
+ServerConnectionImpl::ParsersPtr ServerConnectionImpl::AcquireParsers(const Limits& limits) {
+  auto& pool = ParsersPool();
+  if (pool.empty()) return ParsersPtr(new Parsers(limits));
+  Parsers* parsers = pool.back().release();
+  pool.pop_back();
+  parsers->head.Reset();
+  parsers->head.SetLimits(limits);
+  parsers->body.SetLimits(limits);
+  return ParsersPtr(parsers);
+}
+
+void ServerConnectionImpl::ReleaseParsers::operator()(Parsers* parsers) const {
+  auto& pool = ParsersPool();
+  if (pool.size() >= kMaxPooledParsers) {
+    delete parsers;
+    return;
+  }
+  pool.emplace_back(parsers);
+}
+
 bool ServerConnectionImpl::DispatchHead(Buffer& data) {
   head_started_ = true;
   // The parser needs the head contiguous; anything past the header limit
   // is an error anyway, so never linearize more than that.
   size_t window = std::min<size_t>(data.length(), options_.limits.max_header_bytes + 8);
   std::string_view view = data.Linearize(window);
-  if (!parsers_) parsers_ = std::make_unique<Parsers>(options_.limits);
+  if (!parsers_) parsers_ = AcquireParsers(options_.limits);
   // One Head per thread: parsing completes before any callback runs, and
   // its field vector keeps its capacity from request to request.
   thread_local Head head;
@@ -360,26 +436,26 @@ void ServerConnectionImpl::EncodeHeaders(const HeaderMap& headers, bool end_stre
   response_started_ = true;
   int status = headers.Status();
   if (status == 0) status = 500;
-  std::string& out = ScratchString();
-  out.reserve(256 + headers.byteSize() + headers.size() * 4);
-  out.append(http10_ ? "HTTP/1.0 " : "HTTP/1.1 ");
-  char code[4] = {static_cast<char>('0' + status / 100 % 10),
-                  static_cast<char>('0' + status / 10 % 10), static_cast<char>('0' + status % 10),
-                  ' '};
-  out.append(code, 4);
-  out.append(ReasonPhrase(status));
-  out.append("\r\n");
+  Buffer& buffer = ScratchBuffer();
+  HeadWriter out(buffer, kHeadOverhead + HeadWriter::FieldsBound(headers));
+  out.Put(http10_ ? "HTTP/1.0 " : "HTTP/1.1 ");
+  out.Put(static_cast<char>('0' + status / 100 % 10));
+  out.Put(static_cast<char>('0' + status / 10 % 10));
+  out.Put(static_cast<char>('0' + status % 10));
+  out.Put(' ');
+  out.Put(ReasonPhrase(status));
+  out.Put("\r\n");
 
   response_no_body_ = request_is_head_ || status == 204 || status == 304 || status < 200;
   response_chunked_ = false;
   response_close_delimited_ = false;
   bool has_length = headers.Has("content-length");
-  AppendFields(out, headers, /*skip_content_length=*/status == 204 || status == 304);
+  WriteFields(out, headers, /*skip_content_length=*/status == 204 || status == 304);
   if (!response_no_body_ && !has_length) {
     if (end_stream) {
-      out.append("content-length: 0\r\n");
+      out.Put("content-length: 0\r\n");
     } else if (!http10_) {
-      out.append("transfer-encoding: chunked\r\n");
+      out.Put("transfer-encoding: chunked\r\n");
       response_chunked_ = true;
     } else {
       // An HTTP/1.0 client learns the end of the body from the close.
@@ -391,13 +467,12 @@ void ServerConnectionImpl::EncodeHeaders(const HeaderMap& headers, bool end_stre
   // connection out of sync; close it.
   if (end_stream && !request_complete_) keep_alive_ = false;
   if (!keep_alive_) {
-    out.append("connection: close\r\n");
+    out.Put("connection: close\r\n");
   } else if (http10_) {
-    out.append("connection: keep-alive\r\n");
+    out.Put("connection: keep-alive\r\n");
   }
-  out.append("\r\n");
-  Buffer buffer;
-  buffer.Add(out);
+  out.Put("\r\n");
+  out.Commit();
   connection_.Write(buffer);
   if (end_stream) OnResponseComplete();
 }
@@ -492,21 +567,23 @@ RequestEncoder& ClientConnectionImpl::NewStream(ResponseDecoder& decoder) {
 
 void ClientConnectionImpl::EncodeHeaders(const HeaderMap& headers, bool end_stream) {
   method_ = std::string(headers.Method());
-  std::string& out = ScratchString();
-  out.reserve(256 + headers.byteSize() + headers.size() * 4);
-  out.append(headers.Method());
-  out.push_back(' ');
-  out.append(headers.Path());
-  out.append(" HTTP/1.1\r\nhost: ");
-  out.append(headers.Authority());
-  out.append("\r\n");
+  const std::string_view path = headers.Path();
+  const std::string_view authority = headers.Authority();
+  Buffer& buffer = ScratchBuffer();
+  HeadWriter out(buffer, kHeadOverhead + method_.size() + path.size() + authority.size() +
+                             HeadWriter::FieldsBound(headers));
+  out.Put(method_);
+  out.Put(' ');
+  out.Put(path);
+  out.Put(" HTTP/1.1\r\nhost: ");
+  out.Put(authority);
+  out.Put("\r\n");
   bool has_length = headers.Has("content-length");
-  AppendFields(out, headers, false);
+  WriteFields(out, headers, false);
   request_chunked_ = !end_stream && !has_length;
-  if (request_chunked_) out.append("transfer-encoding: chunked\r\n");
-  out.append("\r\n");
-  Buffer buffer;
-  buffer.Add(out);
+  if (request_chunked_) out.Put("transfer-encoding: chunked\r\n");
+  out.Put("\r\n");
+  out.Commit();
   connection_.Write(buffer);
   if (end_stream) {
     request_complete_ = true;

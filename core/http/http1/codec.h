@@ -81,16 +81,24 @@ class ServerConnectionImpl final : public ServerConnection, public Stream, publi
 
   // Parser state exists only while a request is being read or answered:
   // an idle keep-alive connection does not carry ~200 bytes of it.
+  // A worker keeps the parsers of finished requests for the next ones (the
+  // field vector keeps its capacity): no allocation per request for them.
   struct Parsers {
     explicit Parsers(const Limits& limits) : head(limits), body(limits) {}
     HeadParser head;
     BodyDecoder body;
   };
+  struct ReleaseParsers {
+    void operator()(Parsers* parsers) const;
+  };
+  using ParsersPtr = std::unique_ptr<Parsers, ReleaseParsers>;
+  static ParsersPtr AcquireParsers(const Limits& limits);
+  static std::vector<std::unique_ptr<Parsers>>& ParsersPool();
 
   event::Connection& connection_;
   ServerConnectionCallbacks& callbacks_;
   const ServerOptions options_;
-  std::unique_ptr<Parsers> parsers_;
+  ParsersPtr parsers_;
   RequestDecoder* decoder_ = nullptr;
   StreamCallbacks* stream_callbacks_ = nullptr;
   State state_ = State::kHead;

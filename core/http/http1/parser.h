@@ -183,6 +183,8 @@ class HeadParser {
   ParseError error() const { return error_; }
   // Before the next message on the connection. Keeps allocated capacity.
   void Reset();
+  // Reusing a parser for another connection (a pool): its limits.
+  void SetLimits(const Limits& limits) { limits_ = limits; }
 
  private:
   enum class Phase : uint8_t { kStartLine, kFields, kDone, kError };
@@ -232,6 +234,8 @@ class BodyDecoder {
 
   // Starts a body. kNone (and kContentLength with 0, which Head never reports) is done at once.
   void Reset(BodyKind kind, uint64_t content_length);
+  // Reusing a decoder for another connection (a pool): its limits.
+  void SetLimits(const Limits& limits) { limits_ = limits; }
 
   struct Step {
     size_t consumed = 0;        // bytes of `in` consumed by this step (framing + payload)
