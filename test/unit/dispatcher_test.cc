@@ -222,5 +222,107 @@ TEST_F(DispatcherTest, ManyTimersAllFireOnce) {
   for (int i = 0; i < kTimers; ++i) EXPECT_EQ(counts[i], i % 3 == 0 ? 0 : 1) << i;
 }
 
+TEST_F(DispatcherTest, ATimerDisabledAndReArmedSoonerFiresAtTheSoonerTime) {
+  int fired = 0;
+  TimerPtr t = dispatcher_->CreateTimer([&] { ++fired; });
+  t->Enable(std::chrono::seconds(30));
+  t->Disable();
+  t->Enable(std::chrono::milliseconds(5));
+  EXPECT_TRUE(t->Enabled());
+  RunUntil([&] { return fired > 0; }, 1000);
+  EXPECT_EQ(fired, 1);
+}
+
+TEST_F(DispatcherTest, ATimerDisabledAndReArmedLaterFiresOnceAtTheLaterTime) {
+  int fired = 0;
+  TimerPtr t = dispatcher_->CreateTimer([&] { ++fired; });
+  t->Enable(std::chrono::milliseconds(5));
+  t->Disable();
+  t->Enable(std::chrono::milliseconds(200));
+  RunUntil([] { return false; }, 80);
+  EXPECT_EQ(fired, 0);  // its first entry came due and was moved, not fired
+  RunUntil([&] { return fired > 0; }, 2000);
+  RunUntil([] { return false; }, 50);
+  EXPECT_EQ(fired, 1);
+}
+
+TEST_F(DispatcherTest, PostponedTimersFireInTheOrderOfTheirNewDeadlines) {
+  std::vector<int> fired;
+  TimerPtr a = dispatcher_->CreateTimer([&] { fired.push_back(1); });
+  TimerPtr b = dispatcher_->CreateTimer([&] { fired.push_back(2); });
+  a->Enable(std::chrono::milliseconds(5));
+  b->Enable(std::chrono::milliseconds(40));
+  a->Enable(std::chrono::milliseconds(80));  // now after b
+  RunUntil([&] { return fired.size() == 2; }, 2000);
+  EXPECT_EQ(fired, (std::vector<int>{2, 1}));
+}
+
+// Writes made while a read callback runs leave together when it returns;
+// elsewhere a write goes to the kernel at once.
+TEST_F(DispatcherTest, WritesInAReadCallbackAreFlushedWhenItReturns) {
+  struct Echo : ConnectionCallbacks {
+    void OnData(Buffer& data, bool) override {
+      Buffer head;
+      head.Add("head;");
+      self->Write(head);
+      queued_in_callback = self->WriteBufferedBytes();
+      self->Write(data);
+    }
+    void OnEvent(ConnectionEvent) override {}
+    Connection* self = nullptr;
+    size_t queued_in_callback = 0;
+  };
+  struct Collect : ConnectionCallbacks {
+    void OnData(Buffer& data, bool) override {
+      text += data.ToString();
+      data.Clear();
+    }
+    void OnEvent(ConnectionEvent) override {}
+    std::string text;
+  };
+  Echo echo;
+  Collect client_side;
+  ConnectionPtr client = ConnectPair(&client_side, &echo);
+  ASSERT_NE(acceptor_.accepted, nullptr);
+  echo.self = acceptor_.accepted.get();
+  RunUntil([] { return false; }, 20);  // the connect completes
+  Buffer ping;
+  ping.Add("ping");
+  client->Write(ping);
+  EXPECT_EQ(client->WriteBufferedBytes(), 0u);  // outside a callback: written at once
+  RunUntil([&] { return client_side.text.size() == 9; }, 2000);
+  EXPECT_EQ(client_side.text, "head;ping");
+  EXPECT_EQ(echo.queued_in_callback, 5u);  // held until the callback returned
+  EXPECT_EQ(acceptor_.accepted->WriteBufferedBytes(), 0u);
+}
+
+// A close without flushing, in the same read callback as a write, still
+// offers the written bytes to the kernel (a TLS alert before the close).
+TEST_F(DispatcherTest, APlainCloseInAReadCallbackStillSendsWhatWasWritten) {
+  struct Refuse : ConnectionCallbacks {
+    void OnData(Buffer& data, bool) override {
+      data.Clear();
+      Buffer bye;
+      bye.Add("bye");
+      self->Write(bye);
+      self->Close(CloseType::kNoFlush);
+    }
+    void OnEvent(ConnectionEvent) override {}
+    Connection* self = nullptr;
+  };
+  Refuse refuse;
+  Recorder client_side;
+  ConnectionPtr client = ConnectPair(&client_side, &refuse);
+  ASSERT_NE(acceptor_.accepted, nullptr);
+  refuse.self = acceptor_.accepted.get();
+  RunUntil([] { return false; }, 20);
+  Buffer ping;
+  ping.Add("ping");
+  client->Write(ping);
+  RunUntil([&] { return client_side.eof; }, 2000);
+  EXPECT_TRUE(client_side.eof);
+  EXPECT_EQ(client_side.received, 3u);
+}
+
 }  // namespace
 }  // namespace portway::event
