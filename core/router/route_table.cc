@@ -340,6 +340,10 @@ std::shared_ptr<const RouteTable> RouteTable::Build(const config::v1::Listener& 
       if (route.name.empty()) route.name = Cat(vh.name, "/", i);
       if (stats_for) route.stats = stats_for(route.name);
     }
+    if (vh.routes.size() > VirtualHost::kIndexedRoutes) {
+      vh.index = std::make_unique<RouteIndex>();
+      vh.index->Build(vh.routes);
+    }
   }
   return table;
 }
@@ -364,10 +368,85 @@ const Route* RouteTable::Match(const http::HeaderMap& headers) const {
   std::string_view path = headers.Path();
   size_t query = path.find('?');
   if (query != std::string_view::npos) path = path.substr(0, query);
-  for (const Route& route : vh->routes) {
-    if (route.Matches(headers, path)) return &route;
+  if (vh->index == nullptr) {
+    for (const Route& route : vh->routes) {
+      if (route.Matches(headers, path)) return &route;
+    }
+    return nullptr;
   }
-  return nullptr;
+  return vh->index->Match(vh->routes, headers, path);
+}
+
+// ------------------------------------------------------------ route index
+
+void RouteIndex::Build(const std::vector<Route>& routes) {
+  nodes_.assign(1, Node{});
+  for (uint32_t i = 0; i < routes.size(); ++i) {
+    const Route& route = routes[i];
+    switch (route.path_match) {
+      case Route::PathMatch::kPrefix: {
+        uint32_t node = 0;
+        for (char c : route.path_value) {
+          uint32_t next = Child(node, c);
+          if (next == 0) {
+            next = static_cast<uint32_t>(nodes_.size());
+            auto& children = nodes_[node].children;
+            auto at = std::lower_bound(children.begin(), children.end(), c,
+                                       [](const auto& child, char b) { return child.first < b; });
+            children.insert(at, {c, next});
+            nodes_.emplace_back();  // may move nodes_: `children` is not used past here
+          }
+          node = next;
+        }
+        nodes_[node].routes.push_back(i);
+        break;
+      }
+      case Route::PathMatch::kExact:
+        exact_[route.path_value].push_back(i);
+        break;
+      case Route::PathMatch::kRegex:
+        regex_.push_back(i);
+        break;
+    }
+  }
+}
+
+// The child of `node` by byte `c`, or 0 (the root is nobody's child).
+uint32_t RouteIndex::Child(uint32_t node, char c) const {
+  const auto& children = nodes_[node].children;
+  auto at = std::lower_bound(children.begin(), children.end(), c,
+                             [](const auto& child, char b) { return child.first < b; });
+  return at != children.end() && at->first == c ? at->second : 0;
+}
+
+const Route* RouteIndex::Match(const std::vector<Route>& routes, const http::HeaderMap& headers,
+                               std::string_view path) const {
+  // The first route in configuration order is the matching one with the
+  // lowest index. Each candidate list is ascending, so a list is tried only
+  // up to its first match or the best index found so far.
+  size_t best = routes.size();
+  const auto take = [&](const std::vector<uint32_t>& candidates) {
+    for (uint32_t i : candidates) {
+      if (i >= best) return;
+      if (routes[i].Matches(headers, path)) {
+        best = i;
+        return;
+      }
+    }
+  };
+  uint32_t node = 0;
+  for (size_t depth = 0;; ++depth) {
+    take(nodes_[node].routes);
+    if (depth == path.size()) break;
+    node = Child(node, path[depth]);
+    if (node == 0) break;
+  }
+  if (!exact_.empty()) {
+    auto it = exact_.find(absl::string_view(path.data(), path.size()));
+    if (it != exact_.end()) take(it->second);
+  }
+  take(regex_);
+  return best < routes.size() ? &routes[best] : nullptr;
 }
 
 }  // namespace portway::router

@@ -1,5 +1,6 @@
 #include "core/router/route_table.h"
 
+#include <random>
 #include <string>
 
 #include "core/config/yaml_proto.h"
@@ -262,6 +263,93 @@ TEST(HeaderMutationTest, RemovesThenSetsThenAdds) {
   }
   EXPECT_EQ(one, 1u);
   EXPECT_EQ(many, 2u);
+}
+
+// Past VirtualHost::kIndexedRoutes routes a host is matched through its
+// index; the answer must be the one a scan in order gives, for every kind of
+// route and whatever the mix.
+TEST_F(RouteTableTest, TheIndexFindsTheRouteAScanInOrderFinds) {
+  std::mt19937 rng(20261206);
+  const std::vector<std::string> segments = {"", "a", "ab", "b", "api", "v1", "x"};
+  auto pick = [&](const std::vector<std::string>& from) {
+    return from[std::uniform_int_distribution<size_t>(0, from.size() - 1)(rng)];
+  };
+  auto random_path = [&] {
+    std::string path;
+    int parts = std::uniform_int_distribution<int>(0, 3)(rng);
+    for (int i = 0; i < parts; ++i) path += "/" + pick(segments);
+    if (path.empty() || rng() % 3 == 0) path += "/";
+    return path;
+  };
+  for (int table_round = 0; table_round < 20; ++table_round) {
+    std::string yaml = "name: l\nroutes:\n";
+    const int routes = std::uniform_int_distribution<int>(9, 60)(rng);
+    for (int i = 0; i < routes; ++i) {
+      std::string match;
+      switch (rng() % 6) {
+        case 0:
+        case 1:
+        case 2:
+          match = "prefix: \"" + random_path() + "\"";
+          break;
+        case 3:
+          match = "path: \"" + random_path() + "\"";
+          break;
+        case 4:
+          match = "regex: \"/a.*b\"";
+          break;
+        default:
+          match = "prefix: /";
+          break;
+      }
+      if (rng() % 4 == 0) match += ", methods: [POST]";
+      if (rng() % 5 == 0) match += ", headers: [{ name: x-v, exact: \"1\" }]";
+      yaml += "  - { name: r" + std::to_string(i) + ", match: { " + match + " }, cluster: a }\n";
+    }
+    auto t = Build(yaml);
+    ASSERT_NE(t, nullptr) << ErrorText() << yaml;
+    ASSERT_EQ(t->virtual_hosts().size(), 1u);
+    const VirtualHost& vh = t->virtual_hosts()[0];
+    ASSERT_NE(vh.index, nullptr);
+    for (int probe = 0; probe < 200; ++probe) {
+      std::string path = random_path();
+      if (rng() % 4 == 0) path += "?q=/a";
+      http::HeaderMap h = Request(rng() % 2 ? "GET" : "POST", path);
+      if (rng() % 2) h.Add("x-v", "1");
+      std::string_view bare = std::string_view(path).substr(0, path.find('?'));
+      const Route* expected = nullptr;
+      for (const Route& r : vh.routes) {
+        if (r.Matches(h, bare)) {
+          expected = &r;
+          break;
+        }
+      }
+      const Route* got = t->Match(h);
+      ASSERT_EQ(got, expected) << path << " got " << (got ? got->name : "<none>") << " want "
+                               << (expected ? expected->name : "<none>") << "\n"
+                               << yaml;
+    }
+  }
+}
+
+TEST_F(RouteTableTest, AThousandPrefixRoutesEachFindTheirOwn) {
+  std::string yaml = "name: l\nroutes:\n";
+  for (int i = 0; i < 1000; ++i) {
+    yaml += "  - { name: svc" + std::to_string(i) + ", match: { prefix: /svc" + std::to_string(i) +
+            "/ }, cluster: a }\n";
+  }
+  yaml += "  - { name: fallback, match: { prefix: / }, cluster: b }\n";
+  auto t = Build(yaml);
+  ASSERT_NE(t, nullptr) << ErrorText();
+  for (int i = 0; i < 1000; ++i) {
+    const Route* r = t->Match(Request("GET", "/svc" + std::to_string(i) + "/x?y=1"));
+    ASSERT_NE(r, nullptr);
+    EXPECT_EQ(r->name, "svc" + std::to_string(i));
+  }
+  // A path that is a prefix of route prefixes, or runs past them, falls back.
+  EXPECT_EQ(t->Match(Request("GET", "/svc1"))->name, "fallback");
+  EXPECT_EQ(t->Match(Request("GET", "/svc1000/"))->name, "fallback");
+  EXPECT_EQ(t->Match(Request("GET", "/"))->name, "fallback");
 }
 
 }  // namespace
