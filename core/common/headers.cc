@@ -17,10 +17,8 @@ bool IsLower(std::string_view name) {
 
 void HeaderMap::Add(std::string_view name, std::string_view value) {
   // Built in place: no temporaries to move (codecs add every field here).
-  Entry& e = entries_.emplace_back();
-  e.name.assign(name);
+  Entry& e = entries_.emplace_back(name, value);
   for (char& c : e.name) c = AsciiLower(c);
-  e.value.assign(value);
   byte_size_ += name.size() + value.size();
 }
 
@@ -45,7 +43,7 @@ void HeaderMap::Set(std::string_view name, std::string_view value) {
       ++it;
     }
   }
-  if (!replaced) AddLower(std::string(lower), std::string(value));
+  if (!replaced) AddLower(lower, value);
 }
 
 void HeaderMap::SetOwned(std::string_view name, std::string value) {
@@ -53,7 +51,7 @@ void HeaderMap::SetOwned(std::string_view name, std::string value) {
   if (!IsLower(name)) lowered = ToLower(name);
   std::string_view lower = lowered.empty() ? name : std::string_view(lowered);
   Remove(lower);
-  AddLower(std::string(lower), std::move(value));
+  AddLowerOwned(lower, std::move(value));
 }
 
 size_t HeaderMap::Remove(std::string_view name) {

@@ -551,12 +551,12 @@ void ConnectionManager::ActiveStream::SendGrpcReply(int status, ErrorCause cause
                                                     std::string_view error_header,
                                                     std::string_view message) {
   auto headers = std::make_unique<HeaderMap>();
-  headers->AddLower(std::string(headers::kStatus), "200");
+  headers->AddLower(headers::kStatus, "200");
   headers->AddLower("content-type", "application/grpc");
   headers->AddLower("grpc-status",
                     std::to_string(static_cast<int>(grpc::StatusForLocalReply(status, cause))));
   if (!message.empty()) headers->AddLower("grpc-message", grpc::EncodeMessage(message));
-  if (!error_header.empty()) headers->AddLower("x-portway-error", std::string(error_header));
+  if (!error_header.empty()) headers->AddLower("x-portway-error", error_header);
   if (info_.request_id.empty()) info_.request_id = parent_.context_.NewRequestId();
   headers->AddLower("x-request-id", info_.request_id);
   EncodeHeaders(std::move(headers), true);
@@ -573,10 +573,10 @@ void ConnectionManager::ActiveStream::SendReply(int status, std::string_view err
                                                 std::string_view content_type,
                                                 std::string_view location) {
   auto headers = std::make_unique<HeaderMap>();
-  headers->AddLower(std::string(headers::kStatus), std::to_string(status));
-  if (!body.empty()) headers->AddLower("content-type", std::string(content_type));
-  if (!location.empty()) headers->AddLower("location", std::string(location));
-  if (!error_header.empty()) headers->AddLower("x-portway-error", std::string(error_header));
+  headers->AddLower(headers::kStatus, std::to_string(status));
+  if (!body.empty()) headers->AddLower("content-type", content_type);
+  if (!location.empty()) headers->AddLower("location", location);
+  if (!error_header.empty()) headers->AddLower("x-portway-error", error_header);
   if (!error_header.empty() || status >= 500) {
     // The id to look up in the failure history (GET /failures/<id>); a
     // request that never parsed gets one now.

@@ -127,7 +127,7 @@ class AdminServer::Connection : public event::ConnectionCallbacks,
   void Respond(int status, std::string_view content_type, const std::string& body) {
     http::HeaderMap headers;
     headers.AddLower(":status", std::to_string(status));
-    headers.AddLower("content-type", std::string(content_type));
+    headers.AddLower("content-type", content_type);
     headers.AddLower("content-length", std::to_string(body.size()));
     encoder_->EncodeHeaders(headers, false);
     Buffer data;

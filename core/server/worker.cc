@@ -138,21 +138,31 @@ std::string Worker::NewRequestId() {
   upstream::Random& r = cluster_manager_->random();
   uint64_t hi = r.Next();
   uint64_t lo = r.Next();
-  // RFC 9562 version 4 layout, formatted by hand: this runs per request.
+  // RFC 9562 version 4 layout, formatted by hand, a byte (two hex digits)
+  // at a time: this runs per request.
   hi = (hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;
   lo = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string id(36, '-');
-  size_t pos = 0;
-  for (int i = 15; i >= 0; --i) {
-    if (pos == 8 || pos == 13 || pos == 18) ++pos;
-    id[pos++] = kHex[(hi >> (i * 4)) & 0xf];
-  }
-  for (int i = 15; i >= 0; --i) {
-    if (pos == 18 || pos == 23) ++pos;
-    id[pos++] = kHex[(lo >> (i * 4)) & 0xf];
-  }
-  return id;
+  char text[36];
+  char* out = text;
+  const auto put = [&out](uint64_t word, int first_byte, int last_byte) {
+    for (int i = first_byte; i <= last_byte; ++i) {
+      const unsigned byte = static_cast<unsigned>(word >> ((7 - i) * 8)) & 0xff;
+      *out++ = kHex[byte >> 4];
+      *out++ = kHex[byte & 0xf];
+    }
+  };
+  // 8-4-4-4-12 hex digits: bytes 0-3, 4-5, 6-7 of hi; 0-1, 2-7 of lo.
+  put(hi, 0, 3);
+  *out++ = '-';
+  put(hi, 4, 5);
+  *out++ = '-';
+  put(hi, 6, 7);
+  *out++ = '-';
+  put(lo, 0, 1);
+  *out++ = '-';
+  put(lo, 2, 7);
+  return std::string(text, sizeof(text));
 }
 
 void Worker::RemoveConnection(http::ConnectionManager& connection) {

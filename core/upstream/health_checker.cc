@@ -181,11 +181,10 @@ class HttpProbe final : public HealthProbeRunner,
     encoder.GetStream().AddCallbacks(*this);
     const bool grpc = spec_.kind == HealthCheckSpec::Kind::kGrpc;
     http::HeaderMap headers;
-    headers.AddLower(std::string(http::headers::kMethod), grpc ? "POST" : "GET");
-    headers.AddLower(std::string(http::headers::kScheme), tls_ ? "https" : "http");
-    headers.AddLower(std::string(http::headers::kAuthority), grpc ? spec_.authority : spec_.host);
-    headers.AddLower(std::string(http::headers::kPath),
-                     grpc ? "/grpc.health.v1.Health/Check" : spec_.path);
+    headers.AddLower(http::headers::kMethod, grpc ? "POST" : "GET");
+    headers.AddLower(http::headers::kScheme, tls_ ? "https" : "http");
+    headers.AddLower(http::headers::kAuthority, grpc ? spec_.authority : spec_.host);
+    headers.AddLower(http::headers::kPath, grpc ? "/grpc.health.v1.Health/Check" : spec_.path);
     headers.AddLower("user-agent", "portway-health-check");
     if (grpc) {
       headers.AddLower("content-type", "application/grpc");

@@ -479,7 +479,7 @@ bool CacheFilter::Serve(const StoredResponsePtr& stored, std::string label, std:
     h.AddLower(name, value);
   }
   h.AddLower("age", portway::cache::AgeValue(portway::cache::CurrentAge(*stored, now)));
-  h.AddLower(std::string(kCacheHeader), std::move(label));
+  h.AddLowerOwned(kCacheHeader, std::move(label));
   if (has_body) {
     h.AddLower("content-length", std::to_string(stored->body.size()));
     if (!head_request_) {

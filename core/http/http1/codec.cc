@@ -1,6 +1,7 @@
 #include "core/http/http1/codec.h"
 
 #include <cassert>
+#include <charconv>
 #include <cstring>
 
 #include "core/common/strings.h"
@@ -321,10 +322,10 @@ bool ServerConnectionImpl::DispatchHead(Buffer& data) {
       break;
     }
   }
-  headers->AddLower(std::string(headers::kMethod), std::string(head.method));
-  headers->AddLower(std::string(headers::kPath), std::string(target));
-  headers->AddLower(std::string(headers::kAuthority), std::string(authority));
-  headers->AddLower(std::string(headers::kScheme), "http");
+  headers->AddLower(headers::kMethod, head.method);
+  headers->AddLower(headers::kPath, target);
+  headers->AddLower(headers::kAuthority, authority);
+  headers->AddLower(headers::kScheme, "http");
   CopyFields(head, *headers, /*skip_host=*/true);
 
   if (head.method == "CONNECT") {
@@ -641,7 +642,9 @@ void ClientConnectionImpl::Dispatch(Buffer& data) {
       keep_alive_ = head.keep_alive;
       auto headers = std::make_unique<HeaderMap>();
       headers->Reserve(head.headers.size() + 4);
-      headers->AddLower(std::string(headers::kStatus), std::to_string(head.status));
+      char status[4];  // the parser allows 100-999
+      auto [end, ec] = std::to_chars(status, status + sizeof(status), head.status);
+      headers->AddLower(headers::kStatus, std::string_view(status, end - status));
       CopyFields(head, *headers, /*skip_host=*/false);
       body_decoder_.Reset(head.body, head.content_length);
       bool end_stream = head.body == BodyKind::kNone;

@@ -384,8 +384,8 @@ struct Nghttp2Callbacks {
                                 NGHTTP2_ENHANCE_YOUR_CALM);
       return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
-    stream->headers_->AddLower(std::string(reinterpret_cast<const char*>(name), namelen),
-                               std::string(reinterpret_cast<const char*>(value), valuelen));
+    stream->headers_->AddLower(std::string_view(reinterpret_cast<const char*>(name), namelen),
+                               std::string_view(reinterpret_cast<const char*>(value), valuelen));
     return 0;
   }
 
@@ -923,11 +923,10 @@ int ServerConnectionImpl::OnHeadersComplete(StreamImpl& base, const nghttp2_fram
   std::string_view method = received->Method();
   std::string_view authority = received->Authority();
   if (authority.empty()) authority = received->GetOr("host", "");
-  map->AddLower(std::string(headers::kMethod), std::string(method));
-  map->AddLower(std::string(headers::kPath), std::string(received->Path()));
-  map->AddLower(std::string(headers::kAuthority), std::string(authority));
-  map->AddLower(std::string(headers::kScheme),
-                std::string(received->GetOr(headers::kScheme, "http")));
+  map->AddLower(headers::kMethod, method);
+  map->AddLower(headers::kPath, received->Path());
+  map->AddLower(headers::kAuthority, authority);
+  map->AddLower(headers::kScheme, std::string(received->GetOr(headers::kScheme, "http")));
   std::string cookie;
   for (const HeaderMap::Entry& e : *received) {
     if (e.name.empty() || e.name[0] == ':' || e.name == "host") continue;
@@ -938,7 +937,7 @@ int ServerConnectionImpl::OnHeadersComplete(StreamImpl& base, const nghttp2_fram
     }
     map->AddLower(e.name, e.value);
   }
-  if (!cookie.empty()) map->AddLower("cookie", std::move(cookie));
+  if (!cookie.empty()) map->AddLowerOwned("cookie", std::move(cookie));
 
   if (method == "CONNECT") {
     // Tunnels are not proxied (HTTP/1 answers 501 too); answered here,

@@ -37,16 +37,25 @@ inline constexpr std::string_view kStatus = ":status";
 class HeaderMap {
  public:
   struct Entry {
+    Entry() = default;
+    Entry(std::string_view n, std::string_view v) : name(n), value(v) {}
     std::string name;  // lowercase
     std::string value;
   };
 
   // Appends a field. The name is lowercased.
   void Add(std::string_view name, std::string_view value);
-  // Appends a field whose name is already lowercase (codecs, hot path).
-  void AddLower(std::string name, std::string value) {
+  // Appends a field whose name is already lowercase (codecs, hot path); the
+  // strings are built in place.
+  void AddLower(std::string_view name, std::string_view value) {
     byte_size_ += name.size() + value.size();
-    entries_.push_back({std::move(name), std::move(value)});
+    entries_.emplace_back(name, value);
+  }
+  // The same, taking the value over (no copy of a long one).
+  void AddLowerOwned(std::string_view name, std::string value) {
+    byte_size_ += name.size() + value.size();
+    Entry& e = entries_.emplace_back(name, std::string_view());
+    e.value = std::move(value);
   }
   // Replaces every field of that name with one (keeps the first one's place).
   void Set(std::string_view name, std::string_view value);
