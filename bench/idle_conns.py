@@ -78,8 +78,13 @@ def main():
     after = vmrss_kb(a.pid)
 
     # Every connection must still be open (a proxy that closed idle
-    # connections would look cheap).
-    readable, _, _ = select.select(conns, [], [], 0)
+    # connections would look cheap). poll, not select: descriptors past
+    # 1023 (thousands of connections) are out of select's range.
+    poller = select.poll()
+    by_fd = {s.fileno(): s for s in conns}
+    for fd in by_fd:
+        poller.register(fd, select.POLLIN)
+    readable = [by_fd[fd] for fd, _ in poller.poll(0)]
     closed = 0
     for s in readable:
         try:

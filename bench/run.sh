@@ -3,14 +3,16 @@
 # filter chain (portway+chain) against bare Portway (see bench/README.md).
 #
 #   bench/run.sh [--only portway,portway+chain,portway+cache,nginx,nginx+cache,haproxy]
-#                [--rows h1,h2,tls,cache]
+#                [--rows h1,h2,tls,cache,work]
 #                [--loadgen h2load|wrk]
 #
 # Environment: BENCH_ROUNDS (default 5), BENCH_QUICK=1 (one round, smaller
 # counts: a smoke test), BENCH_CHAIN=0 (skip portway+chain), BENCH_H2=0 (skip
 # the HTTP/2 rows), BENCH_TLS=0 (skip the TLS rows), BENCH_CACHE=0 (skip the
-# cache rows), BENCH_ROWS / --rows h1,h2,tls,cache (which row groups; e.g.
-# --rows tls for the TLS rows alone), PORTWAY_BIN
+# cache rows), BENCH_WORK=0 (skip the workload rows: 20 headers, 1,000 routes,
+# 1 MiB body, 10,000 idle connections), BENCH_ROWS / --rows
+# h1,h2,tls,cache,work (which row groups; e.g. --rows tls for the TLS rows
+# alone), PORTWAY_BIN
 # (default build/bin/portway), BENCH_PROXY_CPU / BENCH_LOAD_CPU (default 0 / 1).
 #
 # Installs nothing: if a tool is missing it prints the apt-get line and exits 1.
@@ -42,8 +44,9 @@ if [ "$(nproc)" -lt 2 ]; then
     echo "bench: warning: fewer than 2 CPUs; proxy and load generator will share one" >&2
 fi
 
-# 1,000 idle connections plus load: raise the descriptor limit for us and
-# for the proxies we start.
+# 10,000 idle connections (the workload rows) plus load: raise the descriptor
+# limit for us and for the proxies we start. idle_conns.py holds 10,000
+# client sockets and the proxy 10,000 plus its upstream ones and listeners.
 want=16384
 cur=$(ulimit -n)
 if [ "$cur" != unlimited ] && [ "$cur" -lt "$want" ]; then
