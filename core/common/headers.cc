@@ -2,6 +2,7 @@
 
 #include <charconv>
 
+#include "core/common/small_blocks.h"
 #include "core/common/strings.h"
 
 namespace portway::http {
@@ -14,6 +15,9 @@ bool IsLower(std::string_view name) {
   return true;
 }
 }  // namespace
+
+void* HeaderMap::operator new(size_t size) { return AllocateSmallBlock(size); }
+void HeaderMap::operator delete(void* block, size_t size) noexcept { FreeSmallBlock(block, size); }
 
 void HeaderMap::Add(std::string_view name, std::string_view value) {
   // Built in place: no temporaries to move (codecs add every field here).

@@ -7,6 +7,7 @@
 // arrive later find no owner and do nothing.
 #include "core/event/dispatcher.h"
 
+#include "core/common/small_blocks.h"
 #include "core/event/random.h"
 
 #include <fcntl.h>
@@ -64,6 +65,10 @@ class TimerImpl final : public Timer {
   TimerImpl(DispatcherImpl& dispatcher, std::function<void()> callback)
       : dispatcher_(dispatcher), callback_(std::move(callback)) {}
   ~TimerImpl() override;
+  // Streams make and drop timers on every request: their memory is
+  // recycled per thread rather than going through malloc each time.
+  static void* operator new(size_t size) { return AllocateSmallBlock(size); }
+  static void operator delete(void* block, size_t size) noexcept { FreeSmallBlock(block, size); }
   void Enable(std::chrono::milliseconds timeout) override;
   void Disable() override { armed_ = false; }
   bool Enabled() const override { return armed_; }

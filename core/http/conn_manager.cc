@@ -2,6 +2,7 @@
 
 #include <optional>
 
+#include "core/common/small_blocks.h"
 #include "core/common/strings.h"
 
 #include "core/http/filter_manager.h"
@@ -120,6 +121,9 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
                                         public FilterManagerCallbacks,
                                         public event::DeferredDeletable {
  public:
+  // One per request: recycled per thread, not malloc'd each time.
+  static void* operator new(size_t size) { return AllocateSmallBlock(size); }
+  static void operator delete(void* block, size_t size) noexcept { FreeSmallBlock(block, size); }
   ActiveStream(ConnectionManager& parent, ResponseEncoder& encoder)
       : parent_(parent), encoder_(encoder), listener_(parent.listener_) {
     encoder_.GetStream().AddCallbacks(*this);
@@ -166,14 +170,14 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   // FilterManagerCallbacks: the ends of the chain.
   void DecodeHeadersToRouter(HeaderMapPtr headers, bool end_stream) override;
   void DecodeDataToRouter(Buffer& data, bool end_stream) override {
-    if (router_ != nullptr && !done_) {
+    if (router_.has_value() && !done_) {
       router_->OnRequestData(data, end_stream);
     } else {
       data.Clear();
     }
   }
   void DecodeTrailersToRouter(HeaderMapPtr trailers) override {
-    if (router_ != nullptr && !done_) router_->OnRequestTrailers(std::move(trailers));
+    if (router_.has_value() && !done_) router_->OnRequestTrailers(std::move(trailers));
   }
   void EncodeHeadersToCodec(HeaderMapPtr headers, bool end_stream) override;
   void EncodeDataToCodec(Buffer& data, bool end_stream) override;
@@ -183,7 +187,7 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   void PauseSource(bool request, bool pause) override {
     if (request) {
       ReadDisableDownstream(pause);
-    } else if (router_ != nullptr) {
+    } else if (router_.has_value()) {
       if (pause) {
         router_->OnDownstreamAboveWriteBufferHighWatermark();
       } else {
@@ -198,14 +202,14 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
     codec_reset_ = true;
     if (done_) return;
     if (info_.cause == ErrorCause::kNone) info_.cause = ErrorCause::kDownstreamDisconnect;
-    if (router_ != nullptr) router_->Abort();
+    if (router_.has_value()) router_->Abort();
     Finish(/*reset=*/true);
   }
   void OnAboveWriteBufferHighWatermark() override {
-    if (router_ != nullptr) router_->OnDownstreamAboveWriteBufferHighWatermark();
+    if (router_.has_value()) router_->OnDownstreamAboveWriteBufferHighWatermark();
   }
   void OnBelowWriteBufferLowWatermark() override {
-    if (router_ != nullptr) router_->OnDownstreamBelowWriteBufferLowWatermark();
+    if (router_.has_value()) router_->OnDownstreamBelowWriteBufferLowWatermark();
   }
 
   // RouterCallbacks
@@ -243,7 +247,7 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   // Only before the router started: its attempts and counts stay on one
   // cluster.
   void SetUpstreamCluster(std::string_view cluster) override {
-    if (router_ == nullptr) info_.cluster = cluster;
+    if (!router_.has_value()) info_.cluster = cluster;
   }
   void OnFilterErrorReply(ErrorCause cause, std::string_view detail) override {
     SendLocalReply(cause, detail);
@@ -307,7 +311,9 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   // Null when the listener has none: a stream without filters stays small
   // (the manager keeps a short chain's state inline).
   std::unique_ptr<FilterManager> filters_;
-  std::unique_ptr<router::Router> router_;
+  // In place, not on the heap: one allocation less per request. Made once,
+  // when the request is routed to its action.
+  std::optional<router::Router> router_;
   bool expect_continue_ = false;
   size_t replay_limit_ = 0;
   std::chrono::milliseconds per_try_timeout_{0};
@@ -412,7 +418,7 @@ void ConnectionManager::ActiveStream::DecodeHeadersToRouter(HeaderMapPtr headers
   if (expect_continue_ && !request_complete_ && route_->action == router::Route::Action::kCluster) {
     encoder_.Encode100Continue();
   }
-  router_ = std::make_unique<router::Router>(*this);
+  router_.emplace(*this);
   router_->OnRequestHeaders(std::move(headers), *route_, end_stream);
 }
 
@@ -530,7 +536,7 @@ void ConnectionManager::ActiveStream::AnswerLocally(int status, ErrorCause cause
     ResetDownstream(cause, detail);
     return;
   }
-  if (router_ != nullptr) router_->Abort();
+  if (router_.has_value()) router_->Abort();
   if (filters_) filters_->StopDecoding();
   info_.cause = cause;
   info_.detail = std::string(detail);
@@ -672,7 +678,7 @@ void ConnectionManager::ActiveStream::OnFilterLocalReply(int status, std::string
 // counts. The filter manager runs the response through the chain.
 bool ConnectionManager::ActiveStream::OnFilterResponse(std::string_view detail) {
   if (done_ || head_sent_) return false;
-  if (router_ != nullptr) router_->Abort();
+  if (router_.has_value()) router_->Abort();
   info_.cause = ErrorCause::kNone;
   info_.detail = std::string(detail);
   info_.local_reply = false;
@@ -735,7 +741,7 @@ void ConnectionManager::ActiveStream::Finish(bool reset) {
     s.grpc_responses[grpc_status_]->Inc();
   }
   s.request_duration.Record(*info_.end - info_.start);
-  if (router_ != nullptr && info_.upstream_request_sent && info_.upstream_response_headers &&
+  if (router_.has_value() && info_.upstream_request_sent && info_.upstream_response_headers &&
       !info_.cluster.empty()) {
     if (auto* cluster = parent_.context_.ClusterManager().Get(info_.cluster)) {
       if (cluster->snapshot->config->stats) {
