@@ -112,8 +112,12 @@ class HeadWriter {
   }
 
   // What the fields of `headers` can take at most, terminators included.
+  // Summed from the fields themselves, not from HeaderMap::byteSize(): the
+  // writer relies on the bound, so it must not rest on bookkeeping.
   static size_t FieldsBound(const HeaderMap& headers) {
-    return headers.byteSize() + 4 * headers.size();
+    size_t bound = 0;
+    for (const HeaderMap::Entry& e : headers) bound += e.name.size() + e.value.size() + 4;
+    return bound;
   }
 
  private:
