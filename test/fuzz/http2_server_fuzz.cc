@@ -34,9 +34,10 @@
 // frames written, errors); HTTP2_FUZZ_TRACE=1 prints the owner-side
 // events.
 //
-//   clang++-14 -std=c++20 -g -O1 -fsized-deallocation -fsanitize=fuzzer,address,undefined \
-//       -I. -Icore/include \
-//       core/http/http2/codec.cc core/common/buffer.cc core/common/headers.cc core/common/small_blocks.cc \
+//   clang++-14 -std=c++20 -g -O1 -fsized-deallocation \
+//       -fsanitize=fuzzer,address,undefined -I. -Icore/include \
+//       core/http/http2/codec.cc core/common/buffer.cc \
+//       core/common/headers.cc core/common/small_blocks.cc \
 //       test/fuzz/http2_server_fuzz.cc -lnghttp2 -o http2_server_fuzz
 #include <nghttp2/nghttp2.h>
 
