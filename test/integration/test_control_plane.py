@@ -134,7 +134,10 @@ def test_the_gateway_serves_what_is_pushed_and_follows_changes(cp, origin, make_
     # A change to the file reaches the gateway within a second.
     cp.write("main.yaml", resources(origin.address, body="v2\n"))
     wait_until(lambda: get(port).body == b"v2\n", timeout=3, message="the new route")
-    assert "push 2 applied" in cp.log_text()
+    # The workers serve the new route a moment before the control plane
+    # reads the gateway's report that it is live everywhere.
+    wait_until(lambda: "push 2 applied" in cp.log_text(), timeout=3,
+               message="the control plane's log of the applied push")
 
 
 def test_an_empty_directory_syncs_and_a_new_file_is_served(cp, origin, make_gateway):
@@ -176,7 +179,8 @@ def test_one_bad_resource_does_not_stop_the_good_ones(cp, origin, make_gateway):
                            "listeners": resources(origin.address)["listeners"]})
     wait_until(lambda: entry(gw, "cluster", "web")["rejected_version"] != "", timeout=3)
     assert get(port).status == 200
-    assert "rejected: endpoints[0].address" in cp.log_text()
+    wait_until(lambda: "rejected: endpoints[0].address" in cp.log_text(), timeout=3,
+               message="the control plane's log of the rejection")
 
 
 def test_losing_the_control_plane_changes_nothing_and_it_resyncs(cp, origin, make_gateway):
