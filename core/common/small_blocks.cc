@@ -10,8 +10,12 @@ namespace portway {
 namespace {
 
 constexpr size_t kGranule = 64;
-constexpr size_t kClasses = 16;  // blocks of 64, 128, ..., 1024 bytes
-constexpr size_t kPerClass = 128;
+constexpr size_t kClasses = 32;  // blocks of 64, 128, ..., 2048 bytes
+// Blocks kept per class: 128 up to 1024 bytes, 16 above (a stream is
+// about 1 KiB), so at most ~1.5 MiB stay with a thread.
+constexpr size_t kSmallClasses = 16;
+constexpr size_t kPerSmallClass = 128;
+constexpr size_t kPerLargeClass = 16;
 
 struct FreeBlock {
   FreeBlock* next;
@@ -65,7 +69,7 @@ void FreeSmallBlock(void* block, size_t size) noexcept {
     ::operator delete(block, size);
     return;
   }
-  if (cache.counts[c] >= kPerClass || cache.closed) {
+  if (cache.counts[c] >= (c < kSmallClasses ? kPerSmallClass : kPerLargeClass) || cache.closed) {
     ::operator delete(block, (c + 1) * kGranule);
     return;
   }

@@ -3,9 +3,10 @@
 //
 // With many streams in flight that churn outruns malloc's own per-thread
 // cache (a handful of blocks per size) and falls into its slow paths. Each
-// thread keeps up to 128 freed blocks of each size class (64, 128, ...,
-// 1024 bytes; at most ~1 MiB per thread) and hands them out again; beyond
-// that, and for larger sizes, blocks go to and come from malloc. A block
+// thread keeps up to 128 freed blocks of each size class of 64, 128, ...,
+// 1024 bytes and 16 of each class up to 2048 (at most ~1.5 MiB per thread)
+// and hands them out again; beyond that, and for larger sizes, blocks go to
+// and come from malloc. A block
 // freed on another thread (unusual: streams stay on their worker) joins
 // that thread's cache, which is fine for plain memory. At thread exit the
 // cache is emptied.
