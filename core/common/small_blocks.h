@@ -3,8 +3,8 @@
 //
 // With many streams in flight that churn outruns malloc's own per-thread
 // cache (a handful of blocks per size) and falls into its slow paths. Each
-// thread keeps up to 128 freed blocks of each size class of 64, 128, ...,
-// 1024 bytes and 16 of each class up to 2048 (at most ~1.5 MiB per thread)
+// thread keeps up to 64 freed blocks of each size class of 32, 64, ...,
+// 1024 bytes and 16 of each class up to 2048 (at most ~1.9 MiB per thread)
 // and hands them out again; beyond that, and for larger sizes, blocks go to
 // and come from malloc. A block
 // freed on another thread (unusual: streams stay on their worker) joins
