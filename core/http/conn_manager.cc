@@ -55,12 +55,10 @@ void StripHopByHop(HeaderMap& headers, bool request, bool drop_underscores = fal
   std::string connection;
   std::string_view named[kMaxNamed];
   size_t named_count = 0;
-  std::string_view overflow;  // the tokens past kMaxNamed
   if (const std::string* value = headers.Get("connection")) {
     connection = *value;
     std::string_view rest = connection;
     while (!rest.empty()) {
-      const std::string_view from_here = rest;
       size_t comma = rest.find(',');
       std::string_view token = TrimOws(rest.substr(0, comma));
       rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
@@ -70,11 +68,12 @@ void StripHopByHop(HeaderMap& headers, bool request, bool drop_underscores = fal
           EqualsIgnoreCase(token, "content-length")) {
         continue;
       }
-      if (named_count == kMaxNamed) {
-        overflow = from_here;
-        break;
+      if (named_count < kMaxNamed) {
+        named[named_count++] = token;
+      } else {
+        // Past kMaxNamed (never seen in practice): removed one by one.
+        headers.Remove(token);
       }
-      named[named_count++] = token;
     }
   }
   const auto is_named = [&](std::string_view name) {
@@ -95,17 +94,6 @@ void StripHopByHop(HeaderMap& headers, bool request, bool drop_underscores = fal
     }
     return is_named(name);
   });
-  // More than kMaxNamed tokens (never seen in practice): the rest are
-  // matched the slow way, one removal per token.
-  while (!overflow.empty()) {
-    size_t comma = overflow.find(',');
-    std::string_view token = TrimOws(overflow.substr(0, comma));
-    overflow = comma == std::string_view::npos ? std::string_view() : overflow.substr(comma + 1);
-    if (!token.empty() && token[0] != ':' && !EqualsIgnoreCase(token, "host") &&
-        !EqualsIgnoreCase(token, "content-length")) {
-      headers.Remove(token);
-    }
-  }
   // "te: trailers" is the one TE value that says something end to end: a
   // gRPC client says it understands trailers, and gRPC servers want it.
   if (te_trailers) headers.AddLower("te", "trailers");
