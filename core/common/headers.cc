@@ -1,6 +1,8 @@
 #include "portway/headers.h"
 
+#include <algorithm>
 #include <charconv>
+#include <cstring>
 
 #include "core/common/small_blocks.h"
 #include "core/common/strings.h"
@@ -8,6 +10,8 @@
 namespace portway::http {
 
 namespace {
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
 bool IsLower(std::string_view name) {
   for (char c : name) {
     if (c >= 'A' && c <= 'Z') return false;
@@ -19,60 +23,132 @@ bool IsLower(std::string_view name) {
 void* HeaderMap::operator new(size_t size) { return AllocateSmallBlock(size); }
 void HeaderMap::operator delete(void* block, size_t size) noexcept { FreeSmallBlock(block, size); }
 
+namespace {
+// A request's head and the fields a proxy adds fit the first block; a map
+// that keeps growing takes blocks twice the size, up to the largest.
+constexpr size_t kFirstBlockBytes = 512 - 24;
+constexpr size_t kLargestBlockBytes = 16384;
+}  // namespace
+
+HeaderMap::HeaderMap(const HeaderMap& other) : byte_size_(other.byte_size_) {
+  entries_.reserve(other.entries_.size());
+  if (other.byte_size_ > 0) NewBlock(other.byte_size_);
+  for (const Entry& e : other.entries_) entries_.push_back(Entry{Store(e.name), Store(e.value)});
+}
+
+HeaderMap& HeaderMap::operator=(const HeaderMap& other) {
+  if (this != &other) *this = HeaderMap(other);
+  return *this;
+}
+
+HeaderMap::HeaderMap(HeaderMap&& other) noexcept
+    : entries_(std::move(other.entries_)),
+      blocks_(std::exchange(other.blocks_, nullptr)),
+      byte_size_(std::exchange(other.byte_size_, 0)) {
+  other.entries_.clear();
+}
+
+HeaderMap& HeaderMap::operator=(HeaderMap&& other) noexcept {
+  if (this != &other) {
+    FreeBlocks();
+    entries_ = std::move(other.entries_);
+    other.entries_.clear();
+    blocks_ = std::exchange(other.blocks_, nullptr);
+    byte_size_ = std::exchange(other.byte_size_, 0);
+  }
+  return *this;
+}
+
+HeaderMap::~HeaderMap() { FreeBlocks(); }
+
+void HeaderMap::FreeBlocks() noexcept {
+  while (blocks_ != nullptr) {
+    Block* next = blocks_->next;
+    FreeSmallBlock(blocks_, sizeof(Block) + blocks_->capacity);
+    blocks_ = next;
+  }
+}
+
+void HeaderMap::NewBlock(size_t at_least) {
+  size_t capacity = kFirstBlockBytes;
+  if (blocks_ != nullptr) capacity = std::min(2 * blocks_->capacity, kLargestBlockBytes);
+  capacity = std::max(capacity, at_least);
+  auto* block = static_cast<Block*>(AllocateSmallBlock(sizeof(Block) + capacity));
+  block->next = blocks_;
+  block->capacity = capacity;
+  block->used = 0;
+  blocks_ = block;
+}
+
+char* HeaderMap::Allocate(size_t n) {
+  if (blocks_ == nullptr || blocks_->capacity - blocks_->used < n) NewBlock(n);
+  char* p = blocks_->data() + blocks_->used;
+  blocks_->used += n;
+  return p;
+}
+
+void HeaderMap::ReserveBytes(size_t bytes) {
+  if (blocks_ == nullptr || blocks_->capacity - blocks_->used < bytes) NewBlock(bytes);
+}
+
+std::string_view HeaderMap::Store(std::string_view bytes) {
+  if (bytes.empty()) return {};
+  char* p = Allocate(bytes.size());
+  std::memcpy(p, bytes.data(), bytes.size());
+  return {p, bytes.size()};
+}
+
+char* HeaderMap::Copy(std::string_view bytes) {
+  char* p = Allocate(bytes.size());
+  if (!bytes.empty()) std::memcpy(p, bytes.data(), bytes.size());
+  return p;
+}
+
+void HeaderMap::AddLower(std::string_view name, std::string_view value) {
+  // One piece of storage for both, so a block holds them together.
+  char* p = Allocate(name.size() + value.size());
+  if (!name.empty()) std::memcpy(p, name.data(), name.size());
+  if (!value.empty()) std::memcpy(p + name.size(), value.data(), value.size());
+  AddCopied(std::string_view(p, name.size()), std::string_view(p + name.size(), value.size()));
+}
+
 void HeaderMap::Add(std::string_view name, std::string_view value) {
-  // Built in place: no temporaries to move (codecs add every field here).
-  Entry& e = entries_.emplace_back(name, value);
-  for (char& c : e.name) c = AsciiLower(c);
-  byte_size_ += name.size() + value.size();
+  char* p = Allocate(name.size() + value.size());
+  for (size_t i = 0; i < name.size(); ++i) p[i] = AsciiLower(name[i]);
+  if (!value.empty()) std::memcpy(p + name.size(), value.data(), value.size());
+  AddCopied(std::string_view(p, name.size()), std::string_view(p + name.size(), value.size()));
 }
 
 void HeaderMap::Set(std::string_view name, std::string_view value) {
   // Most callers pass lowercase names already; only copy when needed.
   std::string lowered;
   if (!IsLower(name)) lowered = ToLower(name);
-  std::string_view lower = lowered.empty() ? name : std::string_view(lowered);
+  const std::string_view lower = lowered.empty() ? name : std::string_view(lowered);
+  size_t out = 0;
   bool replaced = false;
-  for (auto it = entries_.begin(); it != entries_.end();) {
-    if (it->name == lower) {
-      if (!replaced) {
-        byte_size_ = byte_size_ - it->value.size() + value.size();
-        it->value = std::string(value);
-        replaced = true;
-        ++it;
-      } else {
-        byte_size_ -= it->name.size() + it->value.size();
-        it = entries_.erase(it);
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    Entry& e = entries_[i];
+    if (e.name == lower) {
+      if (replaced) {
+        byte_size_ -= e.name.size() + e.value.size();
+        continue;
       }
-    } else {
-      ++it;
+      byte_size_ = byte_size_ - e.value.size() + value.size();
+      e.value = Store(value);
+      replaced = true;
     }
+    if (out != i) entries_[out] = e;
+    ++out;
   }
+  entries_.resize(out);
   if (!replaced) AddLower(lower, value);
 }
 
-void HeaderMap::SetOwned(std::string_view name, std::string value) {
-  std::string lowered;
-  if (!IsLower(name)) lowered = ToLower(name);
-  std::string_view lower = lowered.empty() ? name : std::string_view(lowered);
-  Remove(lower);
-  AddLowerOwned(lower, std::move(value));
-}
-
 size_t HeaderMap::Remove(std::string_view name) {
-  size_t removed = 0;
-  for (auto it = entries_.begin(); it != entries_.end();) {
-    if (EqualsIgnoreCase(it->name, name)) {
-      byte_size_ -= it->name.size() + it->value.size();
-      it = entries_.erase(it);
-      ++removed;
-    } else {
-      ++it;
-    }
-  }
-  return removed;
+  return RemoveIf([name](std::string_view n) { return EqualsIgnoreCase(n, name); });
 }
 
-const std::string* HeaderMap::Get(std::string_view name) const {
+const std::string_view* HeaderMap::Get(std::string_view name) const {
   for (const Entry& e : entries_) {
     if (e.name == name) return &e.value;
   }
@@ -80,12 +156,15 @@ const std::string* HeaderMap::Get(std::string_view name) const {
 }
 
 int HeaderMap::Status() const {
-  int status = 0;
-  const std::string* v = Get(headers::kStatus);
+  const std::string_view* v = Get(headers::kStatus);
+  if (v == nullptr) return 0;
+  // Codecs always give three digits.
+  if (v->size() == 3 && IsDigit((*v)[0]) && IsDigit((*v)[1]) && IsDigit((*v)[2])) {
+    return ((*v)[0] - '0') * 100 + ((*v)[1] - '0') * 10 + ((*v)[2] - '0');
+  }
   uint64_t parsed = 0;
-  if (v == nullptr || !ParseUint64(*v, &parsed) || parsed > 999) return 0;
-  status = static_cast<int>(parsed);
-  return status;
+  if (!ParseUint64(*v, &parsed) || parsed > 999) return 0;
+  return static_cast<int>(parsed);
 }
 
 bool HeaderListHasToken(std::string_view list, std::string_view token) {
@@ -104,7 +183,7 @@ bool IsGrpcContentType(std::string_view type) {
 }
 
 int GrpcStatusOf(const HeaderMap& headers) {
-  const std::string* value = headers.Get("grpc-status");
+  const std::string_view* value = headers.Get("grpc-status");
   if (value == nullptr) return -1;
   int n = -1;
   auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), n);

@@ -48,16 +48,13 @@ constexpr std::string_view kErrorHeader = "x-portway-error";
 // `te_trailers`: the request said "te: trailers" (see below).
 void StripHopByHop(HeaderMap& headers, bool request, bool drop_underscores = false,
                    bool te_trailers = false) {
-  // The fields a Connection header names go too. Its value is copied (a
-  // short one stays inline: no allocation) because removing fields moves
-  // the map's entries; the named tokens are views into the copy.
+  // The fields a Connection header names go too. The named tokens view the
+  // map's storage, which removing fields leaves in place.
   constexpr size_t kMaxNamed = 16;
-  std::string connection;
   std::string_view named[kMaxNamed];
   size_t named_count = 0;
-  if (const std::string* value = headers.Get("connection")) {
-    connection = *value;
-    std::string_view rest = connection;
+  if (const std::string_view* value = headers.Get("connection")) {
+    std::string_view rest = *value;
     while (!rest.empty()) {
       size_t comma = rest.find(',');
       std::string_view token = TrimOws(rest.substr(0, comma));
@@ -345,11 +342,14 @@ void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool e
   request_complete_ = end_stream;
   // One pass for what the rest of the stream needs to know of the head.
   bool te_trailers = false;
+  const std::string_view* expect = nullptr;
   for (const auto& e : *headers) {
     if (e.name.size() == 12 && e.name == "content-type") {
       grpc_ = IsGrpcContentType(e.value);
     } else if (e.name.size() == 2 && e.name == "te") {
       te_trailers = te_trailers || HeaderListHasToken(e.value, "trailers");
+    } else if (e.name.size() == 6 && e.name == "expect" && expect == nullptr) {
+      expect = &e.value;
     }
   }
   info_.protocol = ProtocolName(parent_.codec_->protocol());
@@ -372,7 +372,6 @@ void ConnectionManager::ActiveStream::DecodeHeaders(HeaderMapPtr headers, bool e
   listener_->stats->requests.Inc();
   if (parent_.draining_ || parent_.context_.Draining()) encoder_.CloseAfterResponse();
 
-  const std::string* expect = headers->Get("expect");
   expect_continue_ = expect != nullptr && EqualsIgnoreCase(*expect, "100-continue");
   if (expect != nullptr) headers->Remove("expect");
 
@@ -485,7 +484,7 @@ void ConnectionManager::ActiveStream::ApplyProxyHeaders(HeaderMap& headers) {
   }
   if (!trust && has_real_ip) headers.Set("x-real-ip", client_ip);
   // Kept for the access log, the failure history and error responses.
-  const std::string* request_id = has_request_id ? headers.Get("x-request-id") : nullptr;
+  const std::string_view* request_id = has_request_id ? headers.Get("x-request-id") : nullptr;
   if (listener_->trust_request_id && request_id != nullptr && !request_id->empty()) {
     info_.request_id = *request_id;
   } else {
@@ -731,11 +730,9 @@ void ConnectionManager::ActiveStream::Finish(bool reset) {
   s.request_duration.Record(*info_.end - info_.start);
   if (router_.has_value() && info_.upstream_request_sent && info_.upstream_response_headers &&
       !info_.cluster.empty()) {
-    if (auto* cluster = parent_.context_.ClusterManager().Get(info_.cluster)) {
-      if (cluster->snapshot->config->stats) {
-        cluster->snapshot->config->stats->request_time.Record(*info_.end -
-                                                              *info_.upstream_request_sent);
-      }
+    // The cluster the last attempt went to, as that attempt saw it.
+    if (stats::ClusterStats* cluster_stats = router_->Stats()) {
+      cluster_stats->request_time.Record(*info_.end - *info_.upstream_request_sent);
     }
   }
   if (const server::AccessLogger* log = parent_.context_.AccessLog()) log->Log(info_, *info_.end);

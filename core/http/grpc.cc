@@ -7,7 +7,7 @@
 namespace portway::http::grpc {
 
 bool IsGrpcRequest(const HeaderMap& headers) {
-  const std::string* type = headers.Get("content-type");
+  const std::string_view* type = headers.Get("content-type");
   return type != nullptr && IsGrpcContentType(*type);
 }
 
@@ -38,7 +38,7 @@ Status StatusForLocalReply(int status, ErrorCause cause) {
 }
 
 std::optional<std::chrono::milliseconds> ParseTimeout(const HeaderMap& headers) {
-  const std::string* value = headers.Get("grpc-timeout");
+  const std::string_view* value = headers.Get("grpc-timeout");
   if (value == nullptr || value->size() < 2 || value->size() > 9) return std::nullopt;
   std::string_view digits(value->data(), value->size() - 1);
   uint64_t n = 0;

@@ -253,7 +253,7 @@ bool Route::Matches(const http::HeaderMap& headers, std::string_view path) const
     if (std::find(methods.begin(), methods.end(), method) == methods.end()) return false;
   }
   for (const HeaderMatch& hm : header_matches) {
-    const std::string* value = headers.Get(hm.name);
+    const std::string_view* value = headers.Get(hm.name);
     bool matched;
     if (value == nullptr) {
       matched = false;

@@ -131,7 +131,7 @@ void Router::OnRequestHeaders(http::HeaderMapPtr headers, const Route& route, bo
     request_counted_->requests_active.Add();
   }
   if (!config.hash_header.empty()) {
-    if (const std::string* v = headers->Get(config.hash_header)) {
+    if (const std::string_view* v = headers->Get(config.hash_header)) {
       lb_context_.has_hash = true;
       lb_context_.hash = upstream::HashKey(*v);
     }
@@ -154,14 +154,14 @@ void Router::OnRequestHeaders(http::HeaderMapPtr headers, const Route& route, bo
   RewriteRequest(*headers);
   request_headers_ = std::move(headers);
   if (request_complete_) StartTimeout();
-  StartAttempt();
+  StartAttempt(cluster);
 }
 
-void Router::StartAttempt() {
-  // Looked up again for every attempt: a config update may have replaced
-  // the worker's balancer since the request started.
+void Router::StartAttempt(upstream::ClusterManager::WorkerCluster* cluster) {
+  // Looked up again for every later attempt: a config update may have
+  // replaced the worker's balancer since the request started.
   const std::string& name = callbacks_.Info().cluster;
-  upstream::ClusterManager::WorkerCluster* cluster = callbacks_.ClusterManager().Get(name);
+  if (cluster == nullptr) cluster = callbacks_.ClusterManager().Get(name);
   if (cluster == nullptr) {
     Finish();
     callbacks_.SendLocalReply(http::ErrorCause::kClusterNotFound, name);
@@ -203,7 +203,7 @@ void Router::StartAttempt() {
       request_trailers_ = std::make_unique<http::HeaderMap>(*replay_trailers_);
     }
   }
-  upstream::ConnPool& pool = callbacks_.ClusterManager().PoolFor(*cluster_, host_);
+  upstream::ConnPool& pool = callbacks_.ClusterManager().PoolFor(*cluster, host_);
   // :scheme says how this hop is carried: an https client's request to a
   // plaintext origin is "http". It reaches the wire only with HTTP/2
   // (HTTP/1.1 pools skip the lookup).

@@ -86,6 +86,10 @@ class Router : public http::ResponseDecoder,
   void OnPoolReady(http::RequestEncoder& encoder, const upstream::PoolStreamInfo& info) override;
   void OnPoolFailure(upstream::PoolFailure reason, std::string_view detail) override;
 
+  // The stats of the cluster the latest attempt went to (null before one,
+  // or when the cluster keeps none).
+  stats::ClusterStats* Stats() const { return cluster_ ? cluster_->config->stats : nullptr; }
+
  private:
   void StartTimeout();
   // `what`: the deadline's source when it is not the route's timeout.
@@ -101,10 +105,11 @@ class Router : public http::ResponseDecoder,
   // Attempts: each picks a host (avoiding those tried and those the
   // filters turn down), takes a connection and sends the request;
   // EndAttempt() gives up the current one.
-  void StartAttempt();
+  // `cluster`: the worker's cluster when the caller just looked it up (the
+  // first attempt); null to look it up.
+  void StartAttempt(upstream::ClusterManager::WorkerCluster* cluster = nullptr);
   // The host for the next attempt, or null after replying.
   upstream::HostSharedPtr PickHost(upstream::ClusterManager::WorkerCluster& cluster);
-  stats::ClusterStats* Stats() const { return cluster_ ? cluster_->config->stats : nullptr; }
   void EndAttempt();
   // The outcome of the current attempt, for the failure history.
   void RecordAttemptResult(http::ErrorCause cause);

@@ -37,6 +37,7 @@ void ClusterManager::Update(const std::map<std::string, ClusterSnapshotPtr>& clu
       wc.snapshot = snapshot;
       wc.lb = snapshot->lb_factory->Create(*random_);
     }
+    wc.pools.clear();  // pools may be dropped below
     for (const auto& host : snapshot->hosts) live[{name, host->addressString()}] = host.get();
     next.emplace(name, std::move(wc));
   }
@@ -86,6 +87,12 @@ ConnPool& ClusterManager::PoolFor(const ClusterSnapshot& cluster, const HostShar
   ConnPool& ref = *pool;
   pools_.emplace(std::move(key), std::move(pool));
   return ref;
+}
+
+ConnPool& ClusterManager::PoolFor(WorkerCluster& cluster, const HostSharedPtr& host) {
+  auto [it, inserted] = cluster.pools.try_emplace(host.get(), nullptr);
+  if (inserted) it->second = &PoolFor(*cluster.snapshot, host);
+  return *it->second;
 }
 
 ConnPoolPtr ClusterManager::MakePool(const ClusterSnapshot& cluster, const HostSharedPtr& host) {

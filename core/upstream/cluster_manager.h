@@ -24,6 +24,9 @@ class ClusterManager {
   struct WorkerCluster {
     ClusterSnapshotPtr snapshot;
     LoadBalancerPtr lb;
+    // The pools PoolFor() found for this cluster's hosts, by host: a
+    // request's pool without building its key. Emptied by Update().
+    absl::flat_hash_map<const Host*, ConnPool*> pools;
   };
 
   ClusterManager(event::Dispatcher& dispatcher, std::unique_ptr<Random> random);
@@ -35,6 +38,8 @@ class ClusterManager {
   // The same without a string copy (absl's heterogeneous lookup).
   const WorkerCluster* Find(std::string_view name) const;
   ConnPool& PoolFor(const ClusterSnapshot& cluster, const HostSharedPtr& host);
+  // The same, remembered in the cluster (the request path).
+  ConnPool& PoolFor(WorkerCluster& cluster, const HostSharedPtr& host);
   Random& random() { return *random_; }
   // Closes idle upstream connections (shutdown).
   void DrainAll();

@@ -212,7 +212,7 @@ class HttpProbe final : public HealthProbeRunner,
     if (status >= 100 && status < 200) return;  // interim
     status_ = status;
     if (spec_.kind == HealthCheckSpec::Kind::kGrpc) {
-      if (const std::string* grpc_status = headers->Get("grpc-status")) {
+      if (const std::string_view* grpc_status = headers->Get("grpc-status")) {
         grpc_status_ = *grpc_status;  // trailers-only
       }
     }
@@ -226,7 +226,8 @@ class HttpProbe final : public HealthProbeRunner,
     if (end_stream) Complete();
   }
   void DecodeTrailers(http::HeaderMapPtr trailers) override {
-    if (const std::string* grpc_status = trailers->Get("grpc-status")) grpc_status_ = *grpc_status;
+    if (const std::string_view* grpc_status = trailers->Get("grpc-status"))
+      grpc_status_ = *grpc_status;
     Complete();
   }
 

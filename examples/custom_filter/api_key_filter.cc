@@ -44,7 +44,7 @@ class ApiKeyFilter : public portway::http::Filter {
 
   portway::http::FilterHeadersStatus DecodeHeaders(portway::http::HeaderMap& headers,
                                                    bool) override {
-    const std::string* key = headers.Get(settings_->header);
+    const std::string_view* key = headers.Get(settings_->header);
     if (key == nullptr) {
       callbacks_->SendLocalReply(401, "missing API key\n", "api_key_missing");
       return portway::http::FilterHeadersStatus::kStopIteration;

@@ -1,6 +1,7 @@
 #include "filters/cache/cache_filter.h"
 
 #include <algorithm>
+#include <charconv>
 #include <mutex>
 #include <utility>
 
@@ -65,7 +66,8 @@ std::vector<std::string> ConnectionTokens(const http::HeaderMap& headers) {
   std::vector<std::string> out;
   for (const auto& e : headers) {
     if (e.name != "connection") continue;
-    for (absl::string_view token : absl::StrSplit(e.value, ',')) {
+    for (absl::string_view token :
+         absl::StrSplit(absl::string_view(e.value.data(), e.value.size()), ',')) {
       token = absl::StripAsciiWhitespace(token);
       if (!token.empty()) out.push_back(absl::AsciiStrToLower(token));
     }
@@ -147,8 +149,10 @@ bool ShouldStore(const Settings& settings, int status, const http::HeaderMap& he
       portway::cache::CanStore(status, fields, policy, has_authorization,
                                /*allow_heuristic=*/false);
   if (!verdict.storable && !(settings.last_good && verdict.reason == "no-freshness")) return false;
-  if (const std::string* length = headers.Get("content-length")) {
-    if (std::strtoull(length->c_str(), nullptr, 10) > settings.max_object_bytes) return false;
+  if (const std::string_view* length = headers.Get("content-length")) {
+    uint64_t bytes = 0;
+    std::from_chars(length->data(), length->data() + length->size(), bytes);
+    if (bytes > settings.max_object_bytes) return false;
   }
   return true;
 }

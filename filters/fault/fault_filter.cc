@@ -30,13 +30,13 @@ http::FilterHeadersStatus FaultFilter::DecodeHeaders(http::HeaderMap& headers, b
   bool header_abort = false;
   if (s.header_overrides) {
     long long value = 0;
-    if (const std::string* v = headers.Get(kDelayHeader)) {
+    if (const std::string_view* v = headers.Get(kDelayHeader)) {
       if (ParseInt(*v, &value) && value >= 0 && value <= kMaxDelay.count()) {
         delay = std::chrono::milliseconds(value);
         header_delay = true;
       }
     }
-    if (const std::string* v = headers.Get(kAbortHeader)) {
+    if (const std::string_view* v = headers.Get(kAbortHeader)) {
       if (ParseInt(*v, &value) && value >= 200 && value <= 599) {
         abort = static_cast<int>(value);
         header_abort = true;

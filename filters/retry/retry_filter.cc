@@ -70,7 +70,7 @@ http::FilterHeadersStatus RetryFilter::DecodeHeaders(http::HeaderMap& headers, b
   // method (RFC 9113 8.7).
   // Likewise a gRPC call whose status says to retry (gRPC's own retry
   // policy retries any method on the statuses it lists).
-  const std::string* type = headers.Get("content-type");
+  const std::string_view* type = headers.Get("content-type");
   grpc_ = !s.grpc_statuses.empty() && type != nullptr && http::IsGrpcContentType(*type);
   limited_ = !enabled_ && (s.on_refused_stream || grpc_);
   if (limited_) enabled_ = true;
@@ -120,7 +120,7 @@ bool RetryFilter::Retriable(const http::UpstreamResult& r) const {
 
       if (s.on_headers && r.headers != nullptr) {
         for (const auto& [name, value] : s.headers) {
-          const std::string* v = r.headers->Get(name);
+          const std::string_view* v = r.headers->Get(name);
           if (v != nullptr && (value.empty() || *v == value)) return true;
         }
       }
@@ -132,7 +132,7 @@ bool RetryFilter::Retriable(const http::UpstreamResult& r) const {
 std::chrono::milliseconds RetryFilter::Backoff(const http::UpstreamResult& r) {
   const Settings& s = shared_->settings;
   if (s.honor_retry_after && r.headers != nullptr && (r.status == 429 || r.status == 503)) {
-    if (const std::string* v = r.headers->Get("retry-after")) {
+    if (const std::string_view* v = r.headers->Get("retry-after")) {
       uint64_t seconds = 0;
       auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), seconds);
       if (ec == std::errc() && end == v->data() + v->size()) {

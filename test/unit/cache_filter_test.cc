@@ -68,8 +68,8 @@ class Callbacks : public http::FilterCallbacks {
   void SetUpstreamCluster(std::string_view) override {}
 
   std::string Header(std::string_view name) const {
-    const std::string* v = response.headers ? response.headers->Get(name) : nullptr;
-    return v ? *v : "";
+    const std::string_view* v = response.headers ? response.headers->Get(name) : nullptr;
+    return v ? std::string(*v) : "";
   }
 
   http::StreamInfo info;
@@ -124,8 +124,8 @@ struct Stream {
   }
   std::string Body() { return callbacks->response.body.ToString(); }
   std::string UpstreamHeader(std::string_view name) const {
-    const std::string* v = request->Get(name);
-    return v ? *v : "";
+    const std::string_view* v = request->Get(name);
+    return v ? std::string(*v) : "";
   }
   http::HeaderMapPtr response_headers;
 };

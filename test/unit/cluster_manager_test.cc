@@ -151,6 +151,22 @@ TEST_F(ClusterManagerTest, ChangedPoolSettingsOrAReweightedHostGetANewPool) {
   EXPECT_EQ(cm_.PoolFor(*snap_weights, a2_heavier).host(), a2_heavier);
 }
 
+TEST_F(ClusterManagerTest, ThePoolRememberedInTheClusterFollowsUpdates) {
+  cm_.Update({{"a", snap_a_}});
+  ClusterManager::WorkerCluster* a = cm_.Get("a");
+  ConnPool* pool1 = &cm_.PoolFor(*a, a1_);
+  EXPECT_EQ(pool1, &cm_.PoolFor(*snap_a_, a1_));
+  EXPECT_EQ(&cm_.PoolFor(*a, a1_), pool1);
+  EXPECT_NE(&cm_.PoolFor(*a, a2_), pool1);
+  // New pool settings replace the pools; the remembered one must not stay.
+  auto slower = test::MakeClusterConfig("a");
+  slower->connect_timeout = std::chrono::milliseconds(5000);
+  cm_.Update({{"a", test::MakeSnapshot(slower, {a1_, a2_})}});
+  ConnPool& fresh = cm_.PoolFor(*cm_.Get("a"), a1_);
+  EXPECT_EQ(fresh.config().connect_timeout, std::chrono::milliseconds(5000));
+  EXPECT_EQ(&fresh, &cm_.PoolFor(*cm_.Get("a")->snapshot, a1_));
+}
+
 TEST_F(ClusterManagerTest, ARotatedTlsCertificateReplacesThePoolsAnUnchangedOneKeepsThem) {
   // What a reload makes of an unchanged tls block: a new context object,
   // the same identity. The pool (and its warm connections) stays.

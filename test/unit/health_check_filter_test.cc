@@ -80,8 +80,8 @@ class HealthCheckTest : public testing::Test {
     return headers;
   }
   std::string HealthHeader(const http::HeaderMap& headers) {
-    const std::string* v = headers.Get(kHealthHeader);
-    return v == nullptr ? "(none)" : *v;
+    const std::string_view* v = headers.Get(kHealthHeader);
+    return v == nullptr ? "(none)" : std::string(*v);
   }
 
   http::FilterFactoryCallback make_;

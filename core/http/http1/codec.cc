@@ -152,15 +152,44 @@ void WriteTrailerFields(HeadWriter& out, const HeaderMap& trailers) {
   }
 }
 
-// Builds the SDK header map from a parsed head. Host becomes :authority;
-// Transfer-Encoding is dropped (the body arrives de-chunked).
-void CopyFields(const Head& head, HeaderMap& map, bool skip_host) {
-  for (const auto& field : head.headers) {
-    if (field.name.size() == 17 && EqualsIgnoreCase(field.name, "transfer-encoding")) continue;
-    if (skip_host && field.name.size() == 4 && EqualsIgnoreCase(field.name, "host")) continue;
-    map.Add(field.name, field.value);
+// Builds the SDK header map from a parsed head: the head's bytes are copied
+// into the map at once and its fields are views into that copy (names
+// lowercased in place), not copies made one by one. Host becomes
+// :authority; Transfer-Encoding is dropped (the body arrives de-chunked).
+class HeadCopy {
+ public:
+  // `wire` holds the head, which the parser's views point into; `extra` is
+  // room for fields added later (proxy headers) in the same block.
+  HeadCopy(HeaderMap& map, std::string_view wire, size_t head_size, size_t extra)
+      : map_(map), wire_(wire.data()), wire_end_(wire.data() + head_size) {
+    map.ReserveBytes(head_size + extra);
+    copy_ = map.Copy(wire.substr(0, head_size));
   }
-}
+
+  // The copy of a view into the wire bytes; any other view (a string
+  // literal) as it is.
+  std::string_view operator()(std::string_view v) const {
+    if (v.data() < wire_ || v.data() >= wire_end_) return v;
+    return {copy_ + (v.data() - wire_), v.size()};
+  }
+
+  void AddFields(const Head& head, bool skip_host) {
+    for (const auto& field : head.headers) {
+      char* name_bytes = copy_ + (field.name.data() - wire_);
+      LowerAsciiInPlace(name_bytes, field.name.size());
+      const std::string_view name(name_bytes, field.name.size());
+      if (name.size() == 17 && name == "transfer-encoding") continue;
+      if (skip_host && name.size() == 4 && name == "host") continue;
+      map_.AddCopied(name, {copy_ + (field.value.data() - wire_), field.value.size()});
+    }
+  }
+
+ private:
+  HeaderMap& map_;
+  const char* wire_;
+  const char* wire_end_;
+  char* copy_ = nullptr;
+};
 
 // Heads are written into one reused buffer per thread and moved from it into
 // the connection's queue, whose slice vector it trades with: no allocation
@@ -326,11 +355,17 @@ bool ServerConnectionImpl::DispatchHead(Buffer& data) {
       break;
     }
   }
-  headers->AddLower(headers::kMethod, head.method);
-  headers->AddLower(headers::kPath, target);
-  headers->AddLower(headers::kAuthority, authority);
-  headers->AddLower(headers::kScheme, "http");
-  CopyFields(head, *headers, /*skip_host=*/true);
+  // Room for the proxy headers next to the copy.
+  HeadCopy copy(*headers, view, head.head_size, 192);
+  headers->AddCopied(headers::kMethod, copy(head.method));
+  if (rooted.empty()) {
+    headers->AddCopied(headers::kPath, copy(target));  // a view of the head, or "/"
+  } else {
+    headers->AddLower(headers::kPath, rooted);
+  }
+  headers->AddCopied(headers::kAuthority, copy(authority));
+  headers->AddCopied(headers::kScheme, "http");
+  copy.AddFields(head, /*skip_host=*/true);
 
   if (head.method == "CONNECT") {
     data.Drain(head.head_size);
@@ -631,8 +666,8 @@ void ClientConnectionImpl::Dispatch(Buffer& data) {
              portway::http1::ParseErrorName(head_parser_.error()));
         return;
       }
-      data.Drain(head.head_size);
       if (head.status < 200) {
+        data.Drain(head.head_size);
         // 100 Continue and other interim responses: Portway answers the
         // client's Expect itself, so they are dropped. 101 would switch
         // protocols, which was not asked for.
@@ -646,10 +681,13 @@ void ClientConnectionImpl::Dispatch(Buffer& data) {
       keep_alive_ = head.keep_alive;
       auto headers = std::make_unique<HeaderMap>();
       headers->Reserve(head.headers.size() + 4);
-      char status[4];  // the parser allows 100-999
-      auto [end, ec] = std::to_chars(status, status + sizeof(status), head.status);
-      headers->AddLower(headers::kStatus, std::string_view(status, end - status));
-      CopyFields(head, *headers, /*skip_host=*/false);
+      {
+        // The status line's digits are in the copy: "HTTP/1.x NNN".
+        HeadCopy copy(*headers, view, head.head_size, 64);
+        headers->AddCopied(headers::kStatus, copy(view.substr(9, 3)));
+        copy.AddFields(head, /*skip_host=*/false);
+      }
+      data.Drain(head.head_size);
       body_decoder_.Reset(head.body, head.content_length);
       bool end_stream = head.body == BodyKind::kNone;
       state_ = end_stream ? State::kDone : State::kBody;

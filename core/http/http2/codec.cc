@@ -146,7 +146,7 @@ class NvList {
   // connection-specific fields nor those the Connection field names.
   void AddFields(const HeaderMap& headers, bool request) {
     std::vector<std::string> named_by_connection;
-    if (const std::string* connection = headers.Get("connection")) {
+    if (const std::string_view* connection = headers.Get("connection")) {
       for (std::string_view token : SplitView(*connection, ',')) {
         token = TrimOws(token);
         if (!token.empty()) named_by_connection.push_back(ToLower(token));

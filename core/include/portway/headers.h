@@ -14,7 +14,7 @@
 //   HeaderMap h;
 //   h.Add(":status", "200");
 //   h.Add("Content-Type", "text/plain");    // stored as content-type
-//   if (const std::string* v = h.Get("content-type")) { ... }
+//   if (const std::string_view* v = h.Get("content-type")) { ... }
 #pragma once
 
 #include <functional>
@@ -41,31 +41,32 @@ class HeaderMap {
   static void* operator new(size_t size);
   static void operator delete(void* block, size_t size) noexcept;
 
+  // A field. Both views point into the map's own storage (or at constants):
+  // they stay valid, and their bytes unchanged, for as long as the map lives
+  // (a field that is replaced or removed leaves its old bytes in place, so
+  // a map that is changed over and over grows), and a copy of the map
+  // copies them.
   struct Entry {
-    Entry() = default;
-    Entry(std::string_view n, std::string_view v) : name(n), value(v) {}
-    std::string name;  // lowercase
-    std::string value;
+    std::string_view name;  // lowercase
+    std::string_view value;
   };
+
+  HeaderMap() = default;
+  HeaderMap(const HeaderMap& other);
+  HeaderMap& operator=(const HeaderMap& other);
+  HeaderMap(HeaderMap&& other) noexcept;
+  HeaderMap& operator=(HeaderMap&& other) noexcept;
+  ~HeaderMap();
 
   // Appends a field. The name is lowercased.
   void Add(std::string_view name, std::string_view value);
-  // Appends a field whose name is already lowercase (codecs, hot path); the
-  // strings are built in place.
-  void AddLower(std::string_view name, std::string_view value) {
-    byte_size_ += name.size() + value.size();
-    entries_.emplace_back(name, value);
-  }
-  // The same, taking the value over (no copy of a long one).
-  void AddLowerOwned(std::string_view name, std::string value) {
-    byte_size_ += name.size() + value.size();
-    Entry& e = entries_.emplace_back(name, std::string_view());
-    e.value = std::move(value);
-  }
+  // Appends a field whose name is already lowercase (codecs, hot path).
+  void AddLower(std::string_view name, std::string_view value);
+  // The same; kept for callers that have the value as a std::string.
+  void AddLowerOwned(std::string_view name, const std::string& value) { AddLower(name, value); }
   // Replaces every field of that name with one (keeps the first one's place).
   void Set(std::string_view name, std::string_view value);
-  // Set() taking ownership of the value (no copy).
-  void SetOwned(std::string_view name, std::string value);
+  void SetOwned(std::string_view name, const std::string& value) { Set(name, value); }
   // Removes every field of that name; returns how many were removed.
   size_t Remove(std::string_view name);
   // Removes, in one pass, every field whose (lowercase) name matches
@@ -75,23 +76,29 @@ class HeaderMap {
     size_t removed = 0;
     size_t out = 0;
     for (size_t i = 0; i < entries_.size(); ++i) {
-      if (predicate(std::string_view(entries_[i].name))) {
+      if (predicate(entries_[i].name)) {
         byte_size_ -= entries_[i].name.size() + entries_[i].value.size();
         ++removed;
         continue;
       }
-      if (out != i) entries_[out] = std::move(entries_[i]);
+      if (out != i) entries_[out] = entries_[i];
       ++out;
     }
     entries_.resize(out);
     return removed;
   }
+  // Room for `n` fields.
   void Reserve(size_t n) { entries_.reserve(n); }
-  // The first value of `name` (lowercase), or null.
-  const std::string* Get(std::string_view name) const;
+  // Room for `bytes` bytes of names and values in one piece of storage.
+  void ReserveBytes(size_t bytes);
+
+  // The first value of `name` (lowercase), or null. The pointer is good
+  // until the map's fields are next added, set or removed; the view it
+  // points to, until the map is destroyed.
+  const std::string_view* Get(std::string_view name) const;
   std::string_view GetOr(std::string_view name, std::string_view fallback) const {
-    const std::string* v = Get(name);
-    return v ? std::string_view(*v) : fallback;
+    const std::string_view* v = Get(name);
+    return v ? *v : fallback;
   }
   bool Has(std::string_view name) const { return Get(name) != nullptr; }
 
@@ -109,8 +116,32 @@ class HeaderMap {
   std::string_view Authority() const { return GetOr(headers::kAuthority, ""); }
   int Status() const;
 
+  // For codecs, which copy a whole message head in at once and then add
+  // fields that view that copy. Copy() returns the map's own copy of
+  // `bytes` (writable: a codec may lowercase names in it); AddCopied()
+  // appends a field whose name (lowercase) and value are views into such a
+  // copy, or into static storage (a string literal), and are not copied.
+  char* Copy(std::string_view bytes);
+  void AddCopied(std::string_view name, std::string_view value) {
+    byte_size_ += name.size() + value.size();
+    entries_.push_back(Entry{name, value});
+  }
+
  private:
+  // Storage: blocks that never move, the newest first.
+  struct Block {
+    Block* next;
+    size_t capacity;
+    size_t used;
+    char* data() { return reinterpret_cast<char*>(this + 1); }
+  };
+  char* Allocate(size_t n);
+  void NewBlock(size_t at_least);
+  std::string_view Store(std::string_view bytes);
+  void FreeBlocks() noexcept;
+
   std::vector<Entry> entries_;
+  Block* blocks_ = nullptr;
   size_t byte_size_ = 0;
 };
 
