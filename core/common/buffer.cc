@@ -21,8 +21,7 @@ thread_local SlicePool slice_pool;
 
 }  // namespace
 
-void Buffer::Slice::Release() {
-  if (data == nullptr) return;
+void Buffer::Slice::ReleaseData() {
   if (capacity == kSliceSize && slice_pool.free.size() < kPoolSlices) {
     slice_pool.free.push_back(data);
   } else {
@@ -97,7 +96,10 @@ void Buffer::Move(Buffer& other) {
 }
 
 void Buffer::Move(Buffer& other, size_t n) {
-  n = std::min(n, other.length_);
+  if (n >= other.length_) {
+    Move(other);  // whole slices, and perhaps a vector traded instead of grown
+    return;
+  }
   while (n > 0) {
     Slice& front = other.Front();
     size_t size = front.size();

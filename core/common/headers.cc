@@ -149,14 +149,29 @@ size_t HeaderMap::Remove(std::string_view name) {
 }
 
 const std::string_view* HeaderMap::Get(std::string_view name) const {
+  if (name.empty()) {
+    for (const Entry& e : entries_) {
+      if (e.name.empty()) return &e.value;
+    }
+    return nullptr;
+  }
+  // Length and first byte rule out nearly every other field before a
+  // comparison call.
+  const char first = name[0];
   for (const Entry& e : entries_) {
-    if (e.name == name) return &e.value;
+    if (e.name.size() == name.size() && e.name[0] == first &&
+        std::memcmp(e.name.data(), name.data(), name.size()) == 0) {
+      return &e.value;
+    }
   }
   return nullptr;
 }
 
 int HeaderMap::Status() const {
-  const std::string_view* v = Get(headers::kStatus);
+  // Pseudo-headers lead: :status is nearly always the first field.
+  const std::string_view* v = !entries_.empty() && entries_[0].name == headers::kStatus
+                                  ? &entries_[0].value
+                                  : Get(headers::kStatus);
   if (v == nullptr) return 0;
   // Codecs always give three digits.
   if (v->size() == 3 && IsDigit((*v)[0]) && IsDigit((*v)[1]) && IsDigit((*v)[2])) {

@@ -12,12 +12,5 @@
 // cache is emptied.
 #pragma once
 
-#include <cstddef>
-
-namespace portway {
-
-void* AllocateSmallBlock(size_t size);
-// `size` must be the size passed to AllocateSmallBlock.
-void FreeSmallBlock(void* block, size_t size) noexcept;
-
-}  // namespace portway
+// The functions are declared, with an allocator over them, in the SDK.
+#include "portway/block_allocator.h"

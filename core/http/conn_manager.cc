@@ -51,7 +51,10 @@ void StripHopByHop(HeaderMap& headers, bool request, bool drop_underscores = fal
   // The fields a Connection header names go too. The named tokens view the
   // map's storage, which removing fields leaves in place.
   constexpr size_t kMaxNamed = 16;
-  std::string_view named[kMaxNamed];
+  struct Token {
+    const char* data;
+    size_t size;
+  } named[kMaxNamed];  // left uninitialised: the first named_count are set
   size_t named_count = 0;
   if (const std::string_view* value = headers.Get("connection")) {
     std::string_view rest = *value;
@@ -66,7 +69,7 @@ void StripHopByHop(HeaderMap& headers, bool request, bool drop_underscores = fal
         continue;
       }
       if (named_count < kMaxNamed) {
-        named[named_count++] = token;
+        named[named_count++] = Token{token.data(), token.size()};
       } else {
         // Past kMaxNamed (never seen in practice): removed one by one.
         headers.Remove(token);
@@ -75,7 +78,7 @@ void StripHopByHop(HeaderMap& headers, bool request, bool drop_underscores = fal
   }
   const auto is_named = [&](std::string_view name) {
     for (size_t i = 0; i < named_count; ++i) {
-      if (EqualsIgnoreCase(named[i], name)) return true;
+      if (EqualsIgnoreCase(std::string_view(named[i].data, named[i].size), name)) return true;
     }
     return false;
   };
@@ -89,7 +92,7 @@ void StripHopByHop(HeaderMap& headers, bool request, bool drop_underscores = fal
     } else if (name.size() == kErrorHeader.size() && name == kErrorHeader) {
       return true;
     }
-    return is_named(name);
+    return named_count != 0 && is_named(name);
   });
   // "te: trailers" is the one TE value that says something end to end: a
   // gRPC client says it understands trailers, and gRPC servers want it.

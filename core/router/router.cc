@@ -329,7 +329,7 @@ void Router::NoteRetryRefused(std::string_view why) {
 }
 
 void Router::RecordAttemptResult(http::ErrorCause cause) {
-  std::vector<http::UpstreamAttemptInfo>& log = callbacks_.Info().attempt_log;
+  auto& log = callbacks_.Info().attempt_log;
   // The first outcome of an attempt is its result; a route timeout after a
   // response head arrived does not rewrite it.
   if (!log.empty() && log.back().result == http::ErrorCause::kNone &&

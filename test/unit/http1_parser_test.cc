@@ -346,6 +346,34 @@ TEST(Http1HeaderTest, RejectsInvalidHeaderNameChars) {
   }
 }
 
+// Every byte value at every position of a 17-byte name is accepted exactly
+// when it is a tchar, and the name comes out whole.
+TEST(Http1HeaderTest, LongNamesAcceptExactlyTheTchars) {
+  const std::string_view tchars = "!#$%&'*+-.^_`|~";
+  for (int c = 0; c < 256; ++c) {
+    if (c == '\r' || c == '\n' || c == ':') continue;  // line structure, not name bytes
+    const bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    const bool tchar = alnum || tchars.find(static_cast<char>(c)) != std::string_view::npos;
+    for (size_t at = 0; at < 17; ++at) {
+      std::string name = "X-Long-Name-Abc-9";
+      name[at] = static_cast<char>(c);
+      const std::string request = "GET / HTTP/1.1\r\nHost: a\r\n" + name + ": 1\r\n\r\n";
+      const ParsedHead parsed = ParseRequest(request);
+      if (tchar) {
+        ASSERT_EQ(parsed.result, Result::kDone) << "byte " << c << " at " << at;
+        ASSERT_EQ(parsed.head.headers.size(), 2u);
+        EXPECT_EQ(parsed.head.headers[1].name, name);
+      } else {
+        EXPECT_EQ(parsed.result, Result::kError) << "byte " << c << " at " << at;
+        // (Whitespace first on the line is obs-fold, a different error.)
+        if (at > 0 || (c != ' ' && c != '\t')) {
+          EXPECT_EQ(parsed.error, ParseError::kInvalidHeaderName) << "byte " << c << " at " << at;
+        }
+      }
+    }
+  }
+}
+
 TEST(Http1HeaderTest, RejectsEmptyNameAndLineWithoutColon) {
   EXPECT_EQ(RequestError("GET / HTTP/1.1\r\nHost: a\r\n: v\r\n\r\n"),
             ParseError::kInvalidHeaderName);

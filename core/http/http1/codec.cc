@@ -127,6 +127,54 @@ class HeadWriter {
   char* cursor_ = nullptr;
 };
 
+// What an encoder needs to know of a head before writing it, found in one
+// pass: the pseudo-headers (the first of each), whether Content-Length is
+// there, and HeadWriter::FieldsBound().
+struct HeadFacts {
+  explicit HeadFacts(const HeaderMap& headers) {
+    for (const HeaderMap::Entry& e : headers) {
+      fields_bound += e.name.size() + e.value.size() + 4;
+      if (!e.name.empty() && e.name[0] == ':') {
+        std::string_view* slot = nullptr;
+        switch (e.name.size()) {
+          case 5:
+            if (e.name == headers::kPath) slot = &path;
+            break;
+          case 7:
+            if (e.name == headers::kMethod) {
+              slot = &method;
+            } else if (e.name == headers::kStatus) {
+              slot = &status;
+            }
+            break;
+          case 10:
+            if (e.name == headers::kAuthority) slot = &authority;
+            break;
+          default:
+            break;
+        }
+        if (slot != nullptr && slot->data() == nullptr) *slot = e.value;
+      } else if (e.name.size() == 14 && e.name == "content-length") {
+        has_length = true;
+      }
+    }
+  }
+  // The status as a number; 0 unless 1-3 digits.
+  int Status() const {
+    if (status.empty() || status.size() > 3) return 0;
+    int n = 0;
+    for (char c : status) {
+      if (c < '0' || c > '9') return 0;
+      n = n * 10 + (c - '0');
+    }
+    return n;
+  }
+
+  std::string_view method, path, authority, status;
+  bool has_length = false;
+  size_t fields_bound = 0;
+};
+
 // Room for a start line's fixed parts and the framing fields a codec adds
 // (transfer-encoding, connection, content-length: 0) and the final CRLF.
 constexpr size_t kHeadOverhead = 160;
@@ -474,10 +522,11 @@ void ServerConnectionImpl::Encode100Continue() {
 
 void ServerConnectionImpl::EncodeHeaders(const HeaderMap& headers, bool end_stream) {
   response_started_ = true;
-  int status = headers.Status();
+  const HeadFacts facts(headers);
+  int status = facts.Status();
   if (status == 0) status = 500;
   Buffer& buffer = ScratchBuffer();
-  HeadWriter out(buffer, kHeadOverhead + HeadWriter::FieldsBound(headers));
+  HeadWriter out(buffer, kHeadOverhead + facts.fields_bound);
   out.Put(http10_ ? "HTTP/1.0 " : "HTTP/1.1 ");
   out.Put(static_cast<char>('0' + status / 100 % 10));
   out.Put(static_cast<char>('0' + status / 10 % 10));
@@ -489,9 +538,8 @@ void ServerConnectionImpl::EncodeHeaders(const HeaderMap& headers, bool end_stre
   response_no_body_ = request_is_head_ || status == 204 || status == 304 || status < 200;
   response_chunked_ = false;
   response_close_delimited_ = false;
-  bool has_length = headers.Has("content-length");
   WriteFields(out, headers, /*skip_content_length=*/status == 204 || status == 304);
-  if (!response_no_body_ && !has_length) {
+  if (!response_no_body_ && !facts.has_length) {
     if (end_stream) {
       out.Put("content-length: 0\r\n");
     } else if (!http10_) {
@@ -606,21 +654,18 @@ RequestEncoder& ClientConnectionImpl::NewStream(ResponseDecoder& decoder) {
 }
 
 void ClientConnectionImpl::EncodeHeaders(const HeaderMap& headers, bool end_stream) {
-  method_ = std::string(headers.Method());
-  const std::string_view path = headers.Path();
-  const std::string_view authority = headers.Authority();
+  const HeadFacts facts(headers);
+  method_ = facts.method;
   Buffer& buffer = ScratchBuffer();
-  HeadWriter out(buffer, kHeadOverhead + method_.size() + path.size() + authority.size() +
-                             HeadWriter::FieldsBound(headers));
+  HeadWriter out(buffer, kHeadOverhead + facts.fields_bound);  // the pseudo-headers included
   out.Put(method_);
   out.Put(' ');
-  out.Put(path);
+  out.Put(facts.path);
   out.Put(" HTTP/1.1\r\nhost: ");
-  out.Put(authority);
+  out.Put(facts.authority);
   out.Put("\r\n");
-  bool has_length = headers.Has("content-length");
   WriteFields(out, headers, false);
-  request_chunked_ = !end_stream && !has_length;
+  request_chunked_ = !end_stream && !facts.has_length;
   if (request_chunked_) out.Put("transfer-encoding: chunked\r\n");
   out.Put("\r\n");
   out.Commit();

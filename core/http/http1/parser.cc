@@ -17,6 +17,7 @@ enum CharClass : uint8_t {
   kHostChar = 1 << 4,  // reg-name, IP-literal and port: unreserved, sub-delims, '%', ':', '[]'
   kQdtext = 1 << 5,    // RFC 9110 §5.6.4 qdtext
   kDigit = 1 << 6,
+  kRegName = 1 << 7,  // reg-name and IPv4 bytes: kHostChar without ':', '[' and ']'
 };
 
 constexpr std::array<uint8_t, 256> MakeCharTable() {
@@ -41,6 +42,9 @@ constexpr std::array<uint8_t, 256> MakeCharTable() {
   for (char c : std::string_view("-._~!$&'()*+,;=%:[]")) {
     t[static_cast<uint8_t>(c)] |= kHostChar;
   }
+  for (int c = 0; c < 256; ++c) {
+    if ((t[c] & kHostChar) != 0 && c != ':' && c != '[' && c != ']') t[c] |= kRegName;
+  }
   return t;
 }
 
@@ -64,6 +68,27 @@ bool EqualsIgnoreCase(std::string_view s, std::string_view lower) {
     char c = s[i];
     if (c >= 'A' && c <= 'Z') c = static_cast<char>(c | 0x20);
     if (c != lower[i]) return false;
+  }
+  return true;
+}
+
+// A field name (tchars only) against a lowercase name made of letters,
+// digits and '-': OR-ing 0x20 into a tchar lowercases a letter and makes
+// no other tchar one of those bytes, so the test is exact, and it runs a
+// word at a time.
+bool NameIs(std::string_view name, std::string_view lower) {
+  constexpr uint64_t kCaseBits = 0x2020202020202020;
+  if (name.size() != lower.size()) return false;
+  size_t i = 0;
+  for (; i + 8 <= name.size(); i += 8) {
+    uint64_t a;
+    uint64_t b;
+    std::memcpy(&a, name.data() + i, 8);
+    std::memcpy(&b, lower.data() + i, 8);
+    if ((a | kCaseBits) != b) return false;
+  }
+  for (; i < name.size(); ++i) {
+    if ((name[i] | 0x20) != lower[i]) return false;
   }
   return true;
 }
@@ -185,12 +210,8 @@ bool IsValidAuthority(std::string_view a, bool allow_empty) {
     i = close + 1;
   } else {
     // reg-name and IPv4: unreserved, sub-delims, pct-encoded; no ':', '@', '[' or ']'.
-    while (i < a.size() && a[i] != ':') {
-      const char c = a[i];
-      if (!Is(c, kHostChar) || c == '[' || c == ']') return false;
-      ++i;
-    }
-    if (i == 0) return false;
+    while (i < a.size() && Is(a[i], kRegName)) ++i;
+    if (i == 0 || (i < a.size() && a[i] != ':')) return false;
   }
   if (i == a.size()) return true;
   if (a[i] != ':') return false;
@@ -523,7 +544,7 @@ HeadParser::Result HeadParser::Finish(std::string_view data, bool is_request,
     // comparison.
     switch (field.name.size()) {
       case 4:
-        if (is_request && EqualsIgnoreCase(field.name, "host")) {
+        if (is_request && NameIs(field.name, "host")) {
           if (has_host) return Fail(ParseError::kDuplicateHost);
           if (!IsValidAuthority(field.value, /*allow_empty=*/true)) {
             return Fail(ParseError::kInvalidHost);
@@ -533,23 +554,23 @@ HeadParser::Result HeadParser::Finish(std::string_view data, bool is_request,
         }
         break;
       case 6:
-        if (is_request && EqualsIgnoreCase(field.name, "expect") &&
+        if (is_request && NameIs(field.name, "expect") &&
             EqualsIgnoreCase(field.value, "100-continue")) {
           expect_continue = true;
         }
         break;
       case 7:
-        if (EqualsIgnoreCase(field.name, "upgrade") && !field.value.empty()) {
+        if (NameIs(field.name, "upgrade") && !field.value.empty()) {
           has_upgrade_field = true;
         }
         break;
       case 10:
-        if (EqualsIgnoreCase(field.name, "connection")) {
+        if (NameIs(field.name, "connection")) {
           ScanConnectionTokens(field.value, &close, &keep_alive_token, &upgrade_token);
         }
         break;
       case 14:
-        if (EqualsIgnoreCase(field.name, "content-length")) {
+        if (NameIs(field.name, "content-length")) {
           if (has_content_length || !ParseContentLength(field.value, &content_length)) {
             return Fail(ParseError::kInvalidContentLength);
           }
@@ -557,7 +578,7 @@ HeadParser::Result HeadParser::Finish(std::string_view data, bool is_request,
         }
         break;
       case 17:
-        if (EqualsIgnoreCase(field.name, "transfer-encoding")) {
+        if (NameIs(field.name, "transfer-encoding")) {
           if (has_transfer_encoding || !EqualsIgnoreCase(field.value, "chunked")) {
             return Fail(ParseError::kUnsupportedTransferEncoding);
           }

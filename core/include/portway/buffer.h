@@ -21,6 +21,8 @@
 #include <string_view>
 #include <vector>
 
+#include "portway/block_allocator.h"
+
 namespace portway {
 
 class Buffer {
@@ -88,7 +90,10 @@ class Buffer {
       return *this;
     }
     ~Slice() { Release(); }
-    void Release();
+    void Release() {
+      if (data != nullptr) ReleaseData();
+    }
+    void ReleaseData();
     size_t size() const { return end - start; }
 
     char* data = nullptr;
@@ -105,7 +110,7 @@ class Buffer {
   // A vector with a moving head rather than a std::deque: an empty vector
   // allocates nothing, where libstdc++'s deque allocates ~600 bytes even
   // when empty, and every idle connection holds two buffers.
-  std::vector<Slice> slices_;
+  std::vector<Slice, BlockAllocator<Slice>> slices_;
   size_t head_ = 0;
   size_t length_ = 0;
 };

@@ -24,6 +24,8 @@
 #include <utility>
 #include <vector>
 
+#include "portway/block_allocator.h"
+
 namespace portway::http {
 
 namespace headers {
@@ -50,6 +52,9 @@ class HeaderMap {
     std::string_view name;  // lowercase
     std::string_view value;
   };
+
+  // The entry vector's memory comes from the per-thread block cache.
+  using Entries = std::vector<Entry, BlockAllocator<Entry>>;
 
   HeaderMap() = default;
   HeaderMap(const HeaderMap& other);
@@ -106,9 +111,9 @@ class HeaderMap {
   bool empty() const { return entries_.empty(); }
   // Sum of name and value lengths.
   size_t byteSize() const { return byte_size_; }
-  const std::vector<Entry>& entries() const { return entries_; }
-  std::vector<Entry>::const_iterator begin() const { return entries_.begin(); }
-  std::vector<Entry>::const_iterator end() const { return entries_.end(); }
+  const Entries& entries() const { return entries_; }
+  Entries::const_iterator begin() const { return entries_.begin(); }
+  Entries::const_iterator end() const { return entries_.end(); }
 
   // Convenience accessors for pseudo-headers.
   std::string_view Method() const { return GetOr(headers::kMethod, ""); }
@@ -140,7 +145,7 @@ class HeaderMap {
   std::string_view Store(std::string_view bytes);
   void FreeBlocks() noexcept;
 
-  std::vector<Entry> entries_;
+  Entries entries_;
   Block* blocks_ = nullptr;
   size_t byte_size_ = 0;
 };

@@ -17,6 +17,8 @@
 #include <string_view>
 #include <vector>
 
+#include "portway/block_allocator.h"
+
 namespace portway::http {
 
 // Why the core answered instead of the upstream (docs/errors.md). The
@@ -125,7 +127,8 @@ struct StreamInfo {
   bool replay_overflow = false;
   // Every attempt in order, and what the filters decided along the way
   // (GET /failures/<request-id> on the admin port shows both).
-  std::vector<UpstreamAttemptInfo> attempt_log;
+  // (Its memory comes from the per-thread block cache: one per request.)
+  std::vector<UpstreamAttemptInfo, BlockAllocator<UpstreamAttemptInfo>> attempt_log;
   std::vector<FilterDecision> decisions;
 };
 
