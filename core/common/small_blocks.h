@@ -9,7 +9,8 @@
 // and come from malloc. A block
 // freed on another thread (unusual: streams stay on their worker) joins
 // that thread's cache, which is fine for plain memory. At thread exit the
-// cache is emptied.
+// cache is emptied. Under AddressSanitizer there is no cache: every block
+// comes from and goes back to malloc, so a use after free is reported.
 #pragma once
 
 // The functions are declared, with an allocator over them, in the SDK.

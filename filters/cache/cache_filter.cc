@@ -151,8 +151,10 @@ bool ShouldStore(const Settings& settings, int status, const http::HeaderMap& he
   if (!verdict.storable && !(settings.last_good && verdict.reason == "no-freshness")) return false;
   if (const std::string_view* length = headers.Get("content-length")) {
     uint64_t bytes = 0;
-    std::from_chars(length->data(), length->data() + length->size(), bytes);
-    if (bytes > settings.max_object_bytes) return false;
+    const char* end = length->data() + length->size();
+    auto [parsed_to, ec] = std::from_chars(length->data(), end, bytes);
+    // Codecs vouch for the digits; anything else (or past 2^64) is not stored.
+    if (ec != std::errc() || parsed_to != end || bytes > settings.max_object_bytes) return false;
   }
   return true;
 }

@@ -3,6 +3,7 @@
 #include <cassert>
 #include <charconv>
 #include <cstring>
+#include <functional>
 
 #include "core/common/strings.h"
 
@@ -92,6 +93,7 @@ class HeadWriter {
     begin_ = cursor_ = out.Reserve(max_size, &available);
   }
   void Put(std::string_view s) {
+    if (s.empty()) return;  // an empty view may have no data pointer at all
     std::memcpy(cursor_, s.data(), s.size());
     cursor_ += s.size();
   }
@@ -130,49 +132,64 @@ class HeadWriter {
 // What an encoder needs to know of a head before writing it, found in one
 // pass: the pseudo-headers (the first of each), whether Content-Length is
 // there, and HeadWriter::FieldsBound().
-struct HeadFacts {
+class HeadFacts {
+ public:
   explicit HeadFacts(const HeaderMap& headers) {
     for (const HeaderMap::Entry& e : headers) {
       fields_bound += e.name.size() + e.value.size() + 4;
       if (!e.name.empty() && e.name[0] == ':') {
-        std::string_view* slot = nullptr;
+        int slot = -1;
         switch (e.name.size()) {
           case 5:
-            if (e.name == headers::kPath) slot = &path;
+            if (e.name == headers::kPath) slot = kPathSlot;
             break;
           case 7:
             if (e.name == headers::kMethod) {
-              slot = &method;
+              slot = kMethodSlot;
             } else if (e.name == headers::kStatus) {
-              slot = &status;
+              slot = kStatusSlot;
             }
             break;
           case 10:
-            if (e.name == headers::kAuthority) slot = &authority;
+            if (e.name == headers::kAuthority) slot = kAuthoritySlot;
             break;
           default:
             break;
         }
-        if (slot != nullptr && slot->data() == nullptr) *slot = e.value;
+        if (slot >= 0 && !seen_[slot]) {
+          seen_[slot] = true;
+          pseudo_[slot] = e.value;
+        }
       } else if (e.name.size() == 14 && e.name == "content-length") {
         has_length = true;
       }
     }
   }
-  // The status as a number; 0 unless 1-3 digits.
+  // The status as a number, as HeaderMap::Status() reads it: 0 unless
+  // digits up to 999.
   int Status() const {
-    if (status.empty() || status.size() > 3) return 0;
+    const std::string_view status = pseudo_[kStatusSlot];
+    if (status.empty()) return 0;
     int n = 0;
     for (char c : status) {
       if (c < '0' || c > '9') return 0;
       n = n * 10 + (c - '0');
+      if (n > 999) return 0;
     }
     return n;
   }
 
-  std::string_view method, path, authority, status;
+  std::string_view method() const { return pseudo_[kMethodSlot]; }
+  std::string_view path() const { return pseudo_[kPathSlot]; }
+  std::string_view authority() const { return pseudo_[kAuthoritySlot]; }
+
   bool has_length = false;
   size_t fields_bound = 0;
+
+ private:
+  enum { kMethodSlot, kPathSlot, kAuthoritySlot, kStatusSlot, kSlots };
+  std::string_view pseudo_[kSlots];
+  bool seen_[kSlots] = {};
 };
 
 // Room for a start line's fixed parts and the framing fields a codec adds
@@ -217,7 +234,8 @@ class HeadCopy {
   // The copy of a view into the wire bytes; any other view (a string
   // literal) as it is.
   std::string_view operator()(std::string_view v) const {
-    if (v.data() < wire_ || v.data() >= wire_end_) return v;
+    const std::less<const char*> before;
+    if (before(v.data(), wire_) || !before(v.data(), wire_end_)) return v;
     return {copy_ + (v.data() - wire_), v.size()};
   }
 
@@ -655,14 +673,14 @@ RequestEncoder& ClientConnectionImpl::NewStream(ResponseDecoder& decoder) {
 
 void ClientConnectionImpl::EncodeHeaders(const HeaderMap& headers, bool end_stream) {
   const HeadFacts facts(headers);
-  method_ = facts.method;
+  method_ = facts.method();
   Buffer& buffer = ScratchBuffer();
   HeadWriter out(buffer, kHeadOverhead + facts.fields_bound);  // the pseudo-headers included
   out.Put(method_);
   out.Put(' ');
-  out.Put(facts.path);
+  out.Put(facts.path());
   out.Put(" HTTP/1.1\r\nhost: ");
-  out.Put(facts.authority);
+  out.Put(facts.authority());
   out.Put("\r\n");
   WriteFields(out, headers, false);
   request_chunked_ = !end_stream && !facts.has_length;

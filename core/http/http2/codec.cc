@@ -2,7 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
-#include <deque>
+#include <forward_list>
 
 #include "core/common/strings.h"
 
@@ -127,10 +127,11 @@ bool HasUpper(std::string_view s) {
 // call (nghttp2 copies them); names are lowercased on the way if needed.
 class NvList {
  public:
+  NvList() { nva_.reserve(16); }
   void Add(std::string_view name, std::string_view value) {
     if (HasUpper(name)) {
-      storage_.push_back(ToLower(name));
-      name = storage_.back();
+      storage_.push_front(ToLower(name));
+      name = storage_.front();
     }
     nghttp2_nv nv;
     nv.name = reinterpret_cast<uint8_t*>(const_cast<char*>(name.data()));
@@ -145,6 +146,7 @@ class NvList {
   // Adds the fields of `headers` fit for HTTP/2: no pseudo-headers, no
   // connection-specific fields nor those the Connection field names.
   void AddFields(const HeaderMap& headers, bool request) {
+    nva_.reserve(nva_.size() + headers.size());
     std::vector<std::string> named_by_connection;
     if (const std::string_view* connection = headers.Get("connection")) {
       for (std::string_view token : SplitView(*connection, ',')) {
@@ -168,8 +170,11 @@ class NvList {
   size_t size() const { return nva_.size(); }
 
  private:
-  std::vector<nghttp2_nv> nva_;
-  std::deque<std::string> storage_;  // stable addresses
+  // Both are made per message: the block cache's memory, and no storage
+  // at all for names that need no lowercasing (nearly all: header maps
+  // hold lowercase names).
+  std::vector<nghttp2_nv, BlockAllocator<nghttp2_nv>> nva_;
+  std::forward_list<std::string> storage_;  // stable addresses
 };
 
 }  // namespace

@@ -22,6 +22,8 @@ struct BlockAllocator {
   BlockAllocator() = default;
   template <typename U>
   BlockAllocator(const BlockAllocator<U>&) {}  // NOLINT: allocators convert implicitly
+  // Blocks have operator new's alignment.
+  static_assert(alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__);
   T* allocate(size_t n) { return static_cast<T*>(AllocateSmallBlock(n * sizeof(T))); }
   void deallocate(T* p, size_t n) noexcept { FreeSmallBlock(p, n * sizeof(T)); }
   friend bool operator==(const BlockAllocator&, const BlockAllocator&) { return true; }
