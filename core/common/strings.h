@@ -33,6 +33,25 @@ inline void LowerAsciiInPlace(char* p, size_t n) {
   for (; i < n; ++i) p[i] = AsciiLower(p[i]);
 }
 
+// True if `s` holds an ASCII capital letter; eight bytes at a time.
+inline bool HasAsciiUpper(std::string_view s) {
+  constexpr uint64_t kOnes = 0x0101010101010101;
+  size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    uint64_t x;
+    std::memcpy(&x, s.data() + i, 8);
+    const uint64_t seven_bits = x & (kOnes * 0x7f);
+    const uint64_t at_least_a = seven_bits + kOnes * (0x80 - 'A');
+    const uint64_t past_z = seven_bits + kOnes * (0x80 - 'Z' - 1);
+    // A byte >= 0x80 is no letter: its own high bit clears the verdict.
+    if ((at_least_a & ~past_z & ~x & (kOnes * 0x80)) != 0) return true;
+  }
+  for (; i < s.size(); ++i) {
+    if (s[i] >= 'A' && s[i] <= 'Z') return true;
+  }
+  return false;
+}
+
 inline std::string ToLower(std::string_view s) {
   std::string out(s);
   for (char& c : out) c = AsciiLower(c);

@@ -1,5 +1,6 @@
 #include "core/server/worker.h"
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -142,14 +143,23 @@ std::string Worker::NewRequestId() {
   // at a time: this runs per request.
   hi = (hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;
   lo = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
-  static constexpr char kHex[] = "0123456789abcdef";
+  // Each byte's two hex digits, from one table.
+  static constexpr auto kHexPairs = [] {
+    std::array<char, 512> pairs{};
+    constexpr char kHex[] = "0123456789abcdef";
+    for (int b = 0; b < 256; ++b) {
+      pairs[2 * b] = kHex[b >> 4];
+      pairs[2 * b + 1] = kHex[b & 0xf];
+    }
+    return pairs;
+  }();
   char text[36];
   char* out = text;
   const auto put = [&out](uint64_t word, int first_byte, int last_byte) {
     for (int i = first_byte; i <= last_byte; ++i) {
       const unsigned byte = static_cast<unsigned>(word >> ((7 - i) * 8)) & 0xff;
-      *out++ = kHex[byte >> 4];
-      *out++ = kHex[byte & 0xf];
+      std::memcpy(out, &kHexPairs[2 * byte], 2);
+      out += 2;
     }
   };
   // 8-4-4-4-12 hex digits: bytes 0-3, 4-5, 6-7 of hi; 0-1, 2-7 of lo.

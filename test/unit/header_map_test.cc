@@ -152,5 +152,18 @@ TEST(LowerAsciiInPlaceTest, EveryAsciiByteAtEveryPosition) {
   }
 }
 
+TEST(HasAsciiUpperTest, EveryByteAtEveryPosition) {
+  for (size_t length : {1u, 7u, 8u, 9u, 16u, 23u}) {
+    EXPECT_FALSE(HasAsciiUpper(std::string(length, 'q')));
+    for (int c = 0; c < 256; ++c) {
+      for (size_t at = 0; at < length; ++at) {
+        std::string s(length, 'q');
+        s[at] = static_cast<char>(c);
+        ASSERT_EQ(HasAsciiUpper(s), c >= 'A' && c <= 'Z') << "byte " << c << " at " << at;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace portway::http

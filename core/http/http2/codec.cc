@@ -17,6 +17,9 @@ class StreamImpl : public Stream, public event::DeferredDeletable {
   explicit StreamImpl(SessionBase& session)
       : session_(session), buffer_limit_(session.options_.stream_buffer_limit) {}
   ~StreamImpl() override { *alive_ = false; }
+  // One per request: recycled per thread rather than through malloc.
+  static void* operator new(size_t size) { return AllocateSmallBlock(size); }
+  static void operator delete(void* block, size_t size) noexcept { FreeSmallBlock(block, size); }
 
   // Stream
   void AddCallbacks(StreamCallbacks& callbacks) override {
@@ -46,7 +49,7 @@ class StreamImpl : public Stream, public event::DeferredDeletable {
   }
   // Tells every callback, once; the stream is dead to its owner after.
   void RunResetCallbacks(StreamResetReason reason, std::string_view detail) {
-    std::vector<StreamCallbacks*> callbacks = std::move(callbacks_);
+    auto callbacks = std::move(callbacks_);
     callbacks_.clear();
     closed_ = true;
     for (StreamCallbacks* c : callbacks) c->OnResetStream(reason, detail);
@@ -72,10 +75,10 @@ class StreamImpl : public Stream, public event::DeferredDeletable {
 
   SessionBase& session_;
   const size_t buffer_limit_;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
-  std::vector<StreamCallbacks*> callbacks_;
+  std::shared_ptr<bool> alive_ = std::allocate_shared<bool>(BlockAllocator<bool>(), true);
+  std::vector<StreamCallbacks*, BlockAllocator<StreamCallbacks*>> callbacks_;
   int32_t id_ = -1;
-  std::list<std::unique_ptr<StreamImpl>>::iterator self_;
+  SessionBase::StreamList::iterator self_;
 
   // Receive side.
   HeaderMapPtr headers_;  // the header block being received
@@ -119,17 +122,13 @@ bool IsConnectionSpecific(std::string_view name) {
          name == "transfer-encoding" || name == "upgrade";
 }
 
-bool HasUpper(std::string_view s) {
-  return std::any_of(s.begin(), s.end(), [](char c) { return c >= 'A' && c <= 'Z'; });
-}
-
 // Builds nghttp2 name/value pairs over strings that outlive the submit
 // call (nghttp2 copies them); names are lowercased on the way if needed.
 class NvList {
  public:
   NvList() { nva_.reserve(16); }
   void Add(std::string_view name, std::string_view value) {
-    if (HasUpper(name)) {
+    if (HasAsciiUpper(name)) {
       storage_.push_front(ToLower(name));
       name = storage_.front();
     }
@@ -207,7 +206,7 @@ void StreamImpl::ResumeData() {
 void StreamImpl::CheckHighWatermark() {
   if (above_high_ || out_.length() <= BufferLimit()) return;
   above_high_ = true;
-  std::vector<StreamCallbacks*> callbacks = callbacks_;
+  auto callbacks = callbacks_;
   for (StreamCallbacks* c : callbacks) c->OnAboveWriteBufferHighWatermark();
 }
 
@@ -742,7 +741,7 @@ void SessionBase::Flush() {
     for (StreamImpl* stream : drained) {
       if (!stream->above_high_) continue;
       stream->above_high_ = false;
-      std::vector<StreamCallbacks*> callbacks = stream->callbacks_;
+      auto callbacks = stream->callbacks_;
       for (StreamCallbacks* c : callbacks) c->OnBelowWriteBufferLowWatermark();
     }
   } while (flush_again_);
@@ -903,6 +902,7 @@ int ServerConnectionImpl::OnBeginHeaders(const nghttp2_frame& frame) {
   StreamImpl* stream = Nghttp2Callbacks::Find(*this, frame.hd.stream_id);
   if (stream != nullptr && !stream->header_overflow_) {
     stream->headers_ = std::make_unique<HeaderMap>();
+    stream->headers_->Reserve(16);
     stream->header_bytes_ = 0;
   }
   return 0;
@@ -1123,6 +1123,7 @@ int ClientConnectionImpl::OnBeginHeaders(const nghttp2_frame& frame) {
   StreamImpl* stream = Nghttp2Callbacks::Find(*this, frame.hd.stream_id);
   if (stream != nullptr && !stream->header_overflow_) {
     stream->headers_ = std::make_unique<HeaderMap>();
+    stream->headers_->Reserve(16);
     stream->header_bytes_ = 0;
   }
   return 0;

@@ -50,6 +50,7 @@
 #include "core/event/dispatcher.h"
 #include "core/http/codec.h"
 #include "core/http/http2/options.h"
+#include "portway/block_allocator.h"
 #include "portway/stats.h"
 
 namespace portway::http::http2 {
@@ -117,8 +118,11 @@ class SessionBase {
   Http2Stats stats_;
   const bool server_;
   nghttp2_session* session_ = nullptr;
-  // Every stream not yet retired, oldest first.
-  std::list<std::unique_ptr<StreamImpl>> streams_;
+  // Every stream not yet retired, oldest first (nodes from the block cache:
+  // one per stream).
+  using StreamList =
+      std::list<std::unique_ptr<StreamImpl>, BlockAllocator<std::unique_ptr<StreamImpl>>>;
+  StreamList streams_;
   std::vector<std::function<void()>> owner_events_;
   // Cleared when the codec is destroyed: queued owner events and posted
   // resumes check it.
