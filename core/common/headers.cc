@@ -93,9 +93,7 @@ void HeaderMap::ReserveBytes(size_t bytes) {
 
 std::string_view HeaderMap::Store(std::string_view bytes) {
   if (bytes.empty()) return {};
-  char* p = Allocate(bytes.size());
-  std::memcpy(p, bytes.data(), bytes.size());
-  return {p, bytes.size()};
+  return {Copy(bytes), bytes.size()};
 }
 
 char* HeaderMap::Copy(std::string_view bytes) {
@@ -104,19 +102,19 @@ char* HeaderMap::Copy(std::string_view bytes) {
   return p;
 }
 
-void HeaderMap::AddLower(std::string_view name, std::string_view value) {
+char* HeaderMap::AddPair(std::string_view name, std::string_view value) {
   // One piece of storage for both, so a block holds them together.
   char* p = Allocate(name.size() + value.size());
   if (!name.empty()) std::memcpy(p, name.data(), name.size());
   if (!value.empty()) std::memcpy(p + name.size(), value.data(), value.size());
   AddCopied(std::string_view(p, name.size()), std::string_view(p + name.size(), value.size()));
+  return p;
 }
 
+void HeaderMap::AddLower(std::string_view name, std::string_view value) { AddPair(name, value); }
+
 void HeaderMap::Add(std::string_view name, std::string_view value) {
-  char* p = Allocate(name.size() + value.size());
-  for (size_t i = 0; i < name.size(); ++i) p[i] = AsciiLower(name[i]);
-  if (!value.empty()) std::memcpy(p + name.size(), value.data(), value.size());
-  AddCopied(std::string_view(p, name.size()), std::string_view(p + name.size(), value.size()));
+  LowerAsciiInPlace(AddPair(name, value), name.size());
 }
 
 void HeaderMap::Set(std::string_view name, std::string_view value) {

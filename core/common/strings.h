@@ -16,18 +16,24 @@ namespace portway {
 
 inline char AsciiLower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
 
-// Lowercases `n` bytes in place, eight at a time. For ASCII text (header
-// names); a byte >= 0x80 may come out changed.
-inline void LowerAsciiInPlace(char* p, size_t n) {
+// The high bit of each byte of `x` that is an ASCII capital letter ('A' to
+// 'Z'); bytes >= 0x80 never count. Each add stays below 0x100 per byte, so
+// no carry crosses into the next byte.
+inline uint64_t AsciiUpperBits(uint64_t x) {
   constexpr uint64_t kOnes = 0x0101010101010101;
+  const uint64_t seven_bits = x & (kOnes * 0x7f);
+  const uint64_t at_least_a = seven_bits + kOnes * (0x80 - 'A');
+  const uint64_t past_z = seven_bits + kOnes * (0x80 - 'Z' - 1);
+  return at_least_a & ~past_z & ~x & (kOnes * 0x80);
+}
+
+// Lowercases `n` bytes of ASCII in place, eight at a time.
+inline void LowerAsciiInPlace(char* p, size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
     uint64_t x;
     std::memcpy(&x, p + i, 8);
-    const uint64_t seven_bits = x & (kOnes * 0x7f);
-    const uint64_t at_least_a = seven_bits + kOnes * (0x80 - 'A');  // high bit: >= 'A'
-    const uint64_t past_z = seven_bits + kOnes * (0x80 - 'Z' - 1);  // high bit: > 'Z'
-    x |= ((at_least_a & ~past_z) & (kOnes * 0x80)) >> 2;
+    x |= AsciiUpperBits(x) >> 2;  // 0x80 >> 2 is the case bit
     std::memcpy(p + i, &x, 8);
   }
   for (; i < n; ++i) p[i] = AsciiLower(p[i]);
@@ -35,16 +41,11 @@ inline void LowerAsciiInPlace(char* p, size_t n) {
 
 // True if `s` holds an ASCII capital letter; eight bytes at a time.
 inline bool HasAsciiUpper(std::string_view s) {
-  constexpr uint64_t kOnes = 0x0101010101010101;
   size_t i = 0;
   for (; i + 8 <= s.size(); i += 8) {
     uint64_t x;
     std::memcpy(&x, s.data() + i, 8);
-    const uint64_t seven_bits = x & (kOnes * 0x7f);
-    const uint64_t at_least_a = seven_bits + kOnes * (0x80 - 'A');
-    const uint64_t past_z = seven_bits + kOnes * (0x80 - 'Z' - 1);
-    // A byte >= 0x80 is no letter: its own high bit clears the verdict.
-    if ((at_least_a & ~past_z & ~x & (kOnes * 0x80)) != 0) return true;
+    if (AsciiUpperBits(x) != 0) return true;
   }
   for (; i < s.size(); ++i) {
     if (s[i] >= 'A' && s[i] <= 'Z') return true;

@@ -1,5 +1,6 @@
 #include "portway/headers.h"
 
+#include <initializer_list>
 #include <string>
 #include <utility>
 
@@ -8,6 +9,12 @@
 
 namespace portway::http {
 namespace {
+
+HeaderMap MapOf(std::initializer_list<std::pair<std::string_view, std::string_view>> fields) {
+  HeaderMap h;
+  for (const auto& [name, value] : fields) h.AddLower(name, value);
+  return h;
+}
 
 std::string Dump(const HeaderMap& h) {
   std::string out;
@@ -55,11 +62,7 @@ TEST(HeaderMapTest, ViewsStayValidAsTheMapGrowsAndChanges) {
 }
 
 TEST(HeaderMapTest, SetReplacesTheFirstAndDropsTheRest) {
-  HeaderMap h;
-  h.AddLower("a", "1");
-  h.AddLower("b", "2");
-  h.AddLower("a", "3");
-  h.AddLower("c", "4");
+  HeaderMap h = MapOf({{"a", "1"}, {"b", "2"}, {"a", "3"}, {"c", "4"}});
   h.Set("A", "new");
   EXPECT_EQ(Dump(h), "a=new;b=2;c=4;");
   EXPECT_EQ(h.byteSize(), 1u + 3u + 2u + 2u);
@@ -68,11 +71,7 @@ TEST(HeaderMapTest, SetReplacesTheFirstAndDropsTheRest) {
 }
 
 TEST(HeaderMapTest, RemoveAndRemoveIfKeepOrderAndBytes) {
-  HeaderMap h;
-  h.AddLower("a", "1");
-  h.AddLower("x-1", "2");
-  h.AddLower("b", "3");
-  h.AddLower("x-2", "4");
+  HeaderMap h = MapOf({{"a", "1"}, {"x-1", "2"}, {"b", "3"}, {"x-2", "4"}});
   EXPECT_EQ(h.Remove("A"), 1u);
   EXPECT_EQ(h.RemoveIf([](std::string_view n) { return n.starts_with("x-"); }), 2u);
   EXPECT_EQ(Dump(h), "b=3;");

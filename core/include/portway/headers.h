@@ -141,6 +141,8 @@ class HeaderMap {
     char* data() { return reinterpret_cast<char*>(this + 1); }
   };
   char* Allocate(size_t n);
+  // Appends a copy of the field; returns where its name was copied to.
+  char* AddPair(std::string_view name, std::string_view value);
   void NewBlock(size_t at_least);
   std::string_view Store(std::string_view bytes);
   void FreeBlocks() noexcept;
