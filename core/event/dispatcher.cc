@@ -122,6 +122,12 @@ class ConnectionImpl final : public Connection {
   int LastError() const override { return last_error_; }
   const network::Address& RemoteAddress() const override { return remote_; }
   uint64_t Id() const override { return id_; }
+  void ReleaseIdleStorage() override {
+    if (read_buffer_.empty()) read_buffer_ = Buffer();
+    if (socket_ != nullptr && !socket_->writing && socket_->pending.empty()) {
+      socket_->pending = Buffer();
+    }
+  }
 
   // libuv entry points.
   void OnConnect(int status);

@@ -120,6 +120,10 @@ class Connection {
   // Null for plaintext. A TLS connection's info fills in as its handshake
   // completes (or fails).
   virtual const TlsInfo* Tls() const { return nullptr; }
+  // Gives back the storage that its empty buffers keep for reuse (their
+  // slice lists): an idle keep-alive connection need hold none. Buffers
+  // with bytes in them are left as they are.
+  virtual void ReleaseIdleStorage() {}
 };
 using ConnectionPtr = std::unique_ptr<Connection>;
 

@@ -107,7 +107,8 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
                                         public StreamCallbacks,
                                         public router::RouterCallbacks,
                                         public FilterManagerCallbacks,
-                                        public event::DeferredDeletable {
+                                        public event::DeferredDeletable,
+                                        public IntrusiveListNode<ActiveStream> {
  public:
   // One per request: recycled per thread, not malloc'd each time.
   static void* operator new(size_t size) { return AllocateSmallBlock(size); }
@@ -773,6 +774,7 @@ ConnectionManager::ConnectionManager(ConnectionManagerContext& context,
 }
 
 ConnectionManager::~ConnectionManager() {
+  while (ActiveStream* stream = streams_.PopFront()) delete stream;
   listener_->stats->connections_active.Sub();
   listener_->state->connections.fetch_sub(1, std::memory_order_relaxed);
 }
@@ -811,6 +813,10 @@ bool ConnectionManager::CreateCodec(Buffer& data) {
 void ConnectionManager::ArmTimer(TimerMode mode) {
   std::chrono::milliseconds timeout =
       mode == TimerMode::kIdle ? listener_->idle_timeout : listener_->request_headers_timeout;
+  if (mode == TimerMode::kIdle && (timeout.count() == 0 || timeout > kIdleReleaseDelay)) {
+    mode = TimerMode::kIdleRelease;
+    timeout = kIdleReleaseDelay;
+  }
   timer_mode_ = mode;
   if (timeout.count() > 0) {
     timer_->Enable(timeout);
@@ -821,6 +827,15 @@ void ConnectionManager::ArmTimer(TimerMode mode) {
 
 void ConnectionManager::OnTimer() {
   if (closed_) return;
+  if (timer_mode_ == TimerMode::kIdleRelease) {
+    ReleaseIdleStorage();
+    // The rest of the idle timeout, if there is one.
+    timer_mode_ = TimerMode::kIdle;
+    if (listener_->idle_timeout.count() > 0) {
+      timer_->Enable(listener_->idle_timeout - kIdleReleaseDelay);
+    }
+    return;
+  }
   if (timer_mode_ == TimerMode::kIdle) {
     CloseConnection(event::CloseType::kFlushWrite);
     return;
@@ -840,7 +855,19 @@ void ConnectionManager::OnTimer() {
   }
   NewStream(*http1_);
   http1_->CloseAfterResponse();
-  streams_.back()->SendLocalReply(ErrorCause::kRequestHeaderTimeout, "");
+  streams_.front()->SendLocalReply(ErrorCause::kRequestHeaderTimeout, "");
+}
+
+void ConnectionManager::ReleaseIdleStorage() {
+  // Between requests an HTTP/1 codec holds nothing a new one would not
+  // start with; an HTTP/2 codec holds the session's state and stays.
+  if (http1_ != nullptr && streams_.empty() && http1_->Idle() && !http1_->WantsClose() &&
+      !http1_->HasPendingOutput()) {
+    codec_.reset();
+    http1_ = nullptr;
+    http1_released_ = true;
+  }
+  connection_->ReleaseIdleStorage();
 }
 
 void ConnectionManager::OnData(Buffer& data, bool end_stream) {
@@ -853,7 +880,9 @@ void ConnectionManager::OnData(Buffer& data, bool end_stream) {
     // the same head do not extend it. An HTTP/2 connection's frames
     // (PING, SETTINGS) are not a request head: its idle timer runs on.
     if (Idle() && (codec_ == nullptr || http1_ != nullptr)) ArmTimer(TimerMode::kRequestHeaders);
-    if (codec_ == nullptr) {
+    if (codec_ == nullptr && http1_released_) {
+      CreateHttp1Codec();
+    } else if (codec_ == nullptr) {
       if (!CreateCodec(data)) {
         if (end_stream) CloseConnection(event::CloseType::kFlushWrite);
         return;  // the bytes stay in the connection's buffer
@@ -904,14 +933,15 @@ RequestDecoder& ConnectionManager::NewStream(ResponseEncoder& encoder) {
   if (server::ListenerConfigPtr current = context_.CurrentListener(listener_->name)) {
     listener_ = std::move(current);
   }
-  streams_.push_back(std::make_unique<ActiveStream>(*this, encoder));
-  return *streams_.back();
+  streams_.PushFront(new ActiveStream(*this, encoder));
+  return *streams_.front();
 }
 
 void ConnectionManager::OnProtocolError(const CodecError& error, ResponseEncoder* encoder) {
   listener_->stats->protocol_errors.Inc();
   if (encoder != nullptr) {
-    for (auto& stream : streams_) {
+    for (ActiveStream* stream = streams_.front(); stream != nullptr;
+         stream = streams_.Next(stream)) {
       if (&stream->encoder() == encoder && !stream->done()) {
         stream->SendProtocolError(error);
         return;
@@ -921,8 +951,8 @@ void ConnectionManager::OnProtocolError(const CodecError& error, ResponseEncoder
   // The connection itself is broken: whatever is in flight on it is cut
   // off, and it closes once what the codec wrote (a GOAWAY) is out.
   std::vector<ActiveStream*> live;
-  for (auto& stream : streams_) {
-    if (!stream->done()) live.push_back(stream.get());
+  for (ActiveStream* stream = streams_.front(); stream != nullptr; stream = streams_.Next(stream)) {
+    if (!stream->done()) live.push_back(stream);
   }
   for (ActiveStream* stream : live) {
     stream->ResetDownstream(ErrorCause::kDownstreamProtocolError, error.cause);
@@ -931,12 +961,9 @@ void ConnectionManager::OnProtocolError(const CodecError& error, ResponseEncoder
 }
 
 void ConnectionManager::OnStreamDone(ActiveStream& stream, bool reset) {
-  for (size_t i = 0; i < streams_.size(); ++i) {
-    if (streams_[i].get() != &stream) continue;
-    context_.Dispatcher().DeferredDelete(std::move(streams_[i]));
-    streams_[i] = std::move(streams_.back());
-    streams_.pop_back();
-    break;
+  if (streams_.Contains(&stream)) {
+    streams_.Remove(&stream);
+    context_.Dispatcher().DeferredDelete(std::unique_ptr<ActiveStream>(&stream));
   }
   if (closed_) return;
   if (reset && codec_->ResetNeedsClose()) {

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "core/common/intrusive_list.h"
 #include "core/event/dispatcher.h"
 #include "core/http/codec.h"
 #include "core/http/http1/codec.h"
@@ -63,9 +64,15 @@ class ConnectionManagerContext {
   virtual void RemoveConnection(ConnectionManager& connection) = 0;
 };
 
+// How long a keep-alive connection must be quiet before it gives back its
+// buffers' storage and its idle HTTP/1 codec (docs/operations.md, "Idle
+// connections").
+inline constexpr std::chrono::milliseconds kIdleReleaseDelay{1000};
+
 class ConnectionManager : public event::ConnectionCallbacks,
                           public ServerConnectionCallbacks,
-                          public event::DeferredDeletable {
+                          public event::DeferredDeletable,
+                          public IntrusiveListNode<ConnectionManager> {
  public:
   ConnectionManager(ConnectionManagerContext& context, server::ListenerConfigPtr listener,
                     event::ConnectionPtr connection);
@@ -110,22 +117,29 @@ class ConnectionManager : public event::ConnectionCallbacks,
   // codec_ when it speaks HTTP/1: a stalled request head is answered with
   // 408 on it.
   http1::ServerConnectionImpl* http1_ = nullptr;
-  // In no order. A vector: an HTTP/1 connection reuses its one slot for
-  // every request instead of allocating a list node each time, and an
-  // HTTP/2 connection has at most max_concurrent_streams to search.
-  std::vector<std::unique_ptr<ActiveStream>> streams_;
+  // In no order, newest first; owned (each is deleted, deferred, when it
+  // leaves). Intrusive: an HTTP/1 request allocates no list node, and an
+  // idle connection keeps no list storage.
+  IntrusiveList<ActiveStream> streams_;
   // One timer serves both the idle timeout (no request in flight) and the
   // request-headers timeout (a request head is arriving); they never run
-  // at once, and every idle connection pays for its timers in memory.
-  enum class TimerMode { kIdle, kRequestHeaders };
+  // at once, and every idle connection pays for its timers in memory. The
+  // idle timeout makes a first stop (kIdleRelease) after kIdleReleaseDelay
+  // of quiet, where the connection gives back what it keeps for the next
+  // request (ReleaseIdleStorage); a busy connection never gets there.
+  enum class TimerMode { kIdleRelease, kIdle, kRequestHeaders };
   void ArmTimer(TimerMode mode);
   void OnTimer();
+  void ReleaseIdleStorage();
   event::TimerPtr timer_;
   TimerMode timer_mode_ = TimerMode::kIdle;
   std::string client_ip_;
   bool closed_ = false;
   bool draining_ = false;
   bool codec_draining_ = false;  // codec_->StartDrain() was called
+  // An idle HTTP/1 codec was given back: the next bytes make a new one
+  // (the connection stays HTTP/1; they are not looked at for a preface).
+  bool http1_released_ = false;
   // Nothing in flight and nothing left to send: the connection may close.
   bool Quiet() const { return Idle() && (codec_ == nullptr || !codec_->HasPendingOutput()); }
   void DrainCodec();

@@ -31,7 +31,7 @@ void Worker::Start(SnapshotPtr snapshot, std::map<std::string, int> fds) {
     // release their upstream streams), then what they queued for
     // deletion, then the pools.
     listeners_.clear();
-    connections_.clear();
+    while (http::ConnectionManager* c = connections_.PopFront()) delete c;
     side_requests_.clear();
     dispatcher_->ClearDeferredDeleteList();
     cluster_manager_.reset();
@@ -89,8 +89,8 @@ void Worker::AddListener(const std::string& name, int fd) {
 void Worker::RemoveListener(const std::string& name) {
   listeners_.erase(name);
   std::vector<http::ConnectionManager*> on_listener;
-  for (auto& [ptr, owned] : connections_) {
-    if (ptr->ListenerName() == name) on_listener.push_back(ptr);
+  for (auto* c = connections_.front(); c != nullptr; c = connections_.Next(c)) {
+    if (c->ListenerName() == name) on_listener.push_back(c);
   }
   for (auto* c : on_listener) c->StartDrain();
 }
@@ -99,7 +99,7 @@ void Worker::Drain() {
   draining_ = true;
   listeners_.clear();
   std::vector<http::ConnectionManager*> all;
-  for (auto& [ptr, owned] : connections_) all.push_back(ptr);
+  for (auto* c = connections_.front(); c != nullptr; c = connections_.Next(c)) all.push_back(c);
   for (auto* c : all) c->StartDrain();
   cluster_manager_->DrainAll();
 }
@@ -176,10 +176,9 @@ std::string Worker::NewRequestId() {
 }
 
 void Worker::RemoveConnection(http::ConnectionManager& connection) {
-  auto it = connections_.find(&connection);
-  if (it == connections_.end()) return;
-  dispatcher_->DeferredDelete(std::move(it->second));
-  connections_.erase(it);
+  if (!connections_.Contains(&connection)) return;
+  connections_.Remove(&connection);
+  dispatcher_->DeferredDelete(std::unique_ptr<http::ConnectionManager>(&connection));
   connection_count_.fetch_sub(1, std::memory_order_relaxed);
 }
 
@@ -199,9 +198,7 @@ void Worker::OnAccept(const std::string& name, event::ConnectionPtr connection) 
   if (config->tls) {
     connection = config->tls->Wrap(*dispatcher_, std::move(connection), config->tls_observer);
   }
-  auto cm = std::make_unique<http::ConnectionManager>(*this, config, std::move(connection));
-  http::ConnectionManager* raw = cm.get();
-  connections_.emplace(raw, std::move(cm));
+  connections_.PushFront(new http::ConnectionManager(*this, config, std::move(connection)));
   connection_count_.fetch_add(1, std::memory_order_relaxed);
 }
 

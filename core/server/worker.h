@@ -27,6 +27,7 @@
 #include <string>
 #include <thread>
 
+#include "core/common/intrusive_list.h"
 #include "core/event/dispatcher.h"
 #include "core/http/conn_manager.h"
 #include "core/router/side_request.h"
@@ -124,7 +125,9 @@ class Worker : public http::ConnectionManagerContext {
   std::unique_ptr<upstream::ClusterManager> cluster_manager_;
   SnapshotPtr snapshot_;
   std::map<std::string, std::unique_ptr<WorkerListener>> listeners_;
-  std::map<http::ConnectionManager*, std::unique_ptr<http::ConnectionManager>> connections_;
+  // Owned: each is deleted (deferred) when it leaves the list. Intrusive,
+  // so an idle connection pays two pointers for its place here.
+  IntrusiveList<http::ConnectionManager> connections_;
   // Filters' side requests in flight (they outlive the streams that made
   // them); each goes once answered.
   std::map<router::SideRequest*, std::unique_ptr<router::SideRequest>> side_requests_;

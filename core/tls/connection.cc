@@ -103,6 +103,15 @@ void TlsConnection::SetServerName(std::string_view name) {
 
 int TlsConnection::LastError() const { return failed_ ? EPROTO : tcp_->LastError(); }
 
+void TlsConnection::ReleaseIdleStorage() {
+  // OpenSSL gives back its own record buffers when idle
+  // (SSL_MODE_RELEASE_BUFFERS); these are the ones around it.
+  for (Buffer* b : {&in_, &out_, &plain_, &pending_plain_}) {
+    if (b->empty()) *b = Buffer();
+  }
+  tcp_->ReleaseIdleStorage();
+}
+
 void TlsConnection::OnData(Buffer& data, bool end_stream) {
   if (!data.empty()) received_any_ = true;
   in_.Move(data);

@@ -69,6 +69,7 @@ class TlsConnection final : public event::Connection, public event::ConnectionCa
   const network::Address& RemoteAddress() const override { return tcp_->RemoteAddress(); }
   uint64_t Id() const override { return tcp_->Id(); }
   const event::TlsInfo* Tls() const override { return &info_; }
+  void ReleaseIdleStorage() override;
 
   // event::ConnectionCallbacks, from the TCP connection.
   void OnData(Buffer& data, bool end_stream) override;

@@ -1,6 +1,7 @@
 """Plain proxying: what reaches the origin, what reaches the client, connection reuse."""
 
 import re
+import time
 import zlib
 
 import pytest
@@ -338,3 +339,25 @@ def test_expect_100_continue_gets_interim_then_final(proxy, origin):
         final = c.read_response(timeout=5.0)
     assert final.status == 200
     assert origin.requests[0].body == b"hello"
+
+
+def test_a_connection_quiet_past_the_idle_release_serves_again(proxy, origin):
+    """After a second of quiet a keep-alive connection gives back its
+    buffers' storage and its HTTP/1 codec (docs/operations.md, "Idle
+    connections"). The next requests on it, bodies both ways, pipelined
+    too, go through as on a fresh connection."""
+    body = pattern_bytes(200_000)
+    with HttpConn(proxy.port) as c:
+        assert c.roundtrip("GET", "/echo").status == 200
+        for _ in range(2):
+            time.sleep(1.5)
+            r = c.roundtrip("POST", "/echo", body=body)
+            assert r.status == 200 and r.json()["method"] == "POST"
+            assert origin.requests[-1].body_crc32 == zlib.crc32(body)
+            r = c.roundtrip("GET", "/bytes/300000")
+            assert r.status == 200 and len(r.body) == 300_000
+        time.sleep(1.5)
+        c.send(build_request("GET", "/echo?first") + build_request("GET", "/echo?second"))
+        assert c.read_response().json()["path"] == "/echo"
+        assert c.read_response().status == 200
+        assert [q.target for q in origin.requests[-2:]] == ["/echo?first", "/echo?second"]

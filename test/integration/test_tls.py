@@ -213,6 +213,24 @@ def h2_get_over_tls(port, server_name, alpn=("h2",), path="/echo"):
 # -- versions and ciphers -----------------------------------------------------
 
 
+def test_a_tls_connection_quiet_past_the_idle_release_serves_again(origin, make_gateway, pki):
+    """The idle release (docs/operations.md, "Idle connections") also gives
+    back the TLS layer's empty buffers; the session goes on, both ways."""
+    gw = make_gateway(https_config(origin, pki.a))
+    ctx = client_context(cafile=str(pki.ca.cert))
+    with socket.create_connection((LOOPBACK, gw.listener_port("edge")), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="a.test") as s:
+            for i in range(3):
+                if i:
+                    time.sleep(1.5)
+                s.sendall(http_get(f"/bytes/{100_000 * (i + 1)}"))
+                response = _read_http1(s, 5.0)
+                head, _, body = response.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200"), head
+                assert len(body) == 100_000 * (i + 1)
+    assert gw.stat(HANDSHAKES, listener="edge") == 1
+
+
 def test_a_tls13_only_listener_refuses_tls12(origin, make_gateway, pki):
     gw = make_gateway(https_config(origin, pki.a, min_version="tlsv1_3"))
     r12 = s_client(gw.port, "-tls1_2", servername="a.test")

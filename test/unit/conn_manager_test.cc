@@ -170,5 +170,58 @@ TEST_F(ConnectionManagerTest, TheIdleTimeoutStartsAgainAfterEachResponse) {
   EXPECT_TRUE(client_->close_type().has_value());
 }
 
+TEST_F(ConnectionManagerTest, AQuietConnectionGivesBackItsStorageAfterTheReleaseDelay) {
+  Start(kDirectRoutes, milliseconds(1000), /*idle_timeout=*/milliseconds(5000));
+  client_->Feed("GET /hello HTTP/1.1\r\nhost: example.test\r\n\r\n");
+  dispatcher_.RunPending();
+  EXPECT_EQ(client_->TakeWritten().rfind("HTTP/1.1 200", 0), 0u);
+  dispatcher_.AdvanceTimeAndRun(kIdleReleaseDelay - milliseconds(1));
+  EXPECT_EQ(client_->idle_releases(), 0);
+  dispatcher_.AdvanceTimeAndRun(milliseconds(1));
+  EXPECT_EQ(client_->idle_releases(), 1);
+  EXPECT_FALSE(client_->close_type().has_value());
+  // The connection goes on serving, on a new codec.
+  client_->Feed("GET /hello HTTP/1.1\r\nhost: example.test\r\n\r\n");
+  dispatcher_.RunPending();
+  std::string out = client_->TakeWritten();
+  EXPECT_EQ(out.rfind("HTTP/1.1 200", 0), 0u) << out;
+  EXPECT_NE(out.find("\r\n\r\nhi there"), std::string::npos) << out;
+  // The idle timeout still counts from the last response, stop included.
+  dispatcher_.AdvanceTimeAndRun(milliseconds(4999));
+  EXPECT_EQ(client_->idle_releases(), 2);
+  EXPECT_FALSE(client_->close_type().has_value());
+  dispatcher_.AdvanceTimeAndRun(milliseconds(1));
+  ASSERT_TRUE(client_->close_type().has_value());
+  EXPECT_EQ(*client_->close_type(), event::CloseType::kFlushWrite);
+}
+
+TEST_F(ConnectionManagerTest, ABusyConnectionNeverReachesTheRelease) {
+  Start(kDirectRoutes, milliseconds(1000), /*idle_timeout=*/milliseconds(5000));
+  for (int i = 0; i < 6; ++i) {
+    client_->Feed("GET /hello HTTP/1.1\r\nhost: example.test\r\n\r\n");
+    dispatcher_.RunPending();
+    EXPECT_EQ(client_->TakeWritten().rfind("HTTP/1.1 200", 0), 0u);
+    dispatcher_.AdvanceTimeAndRun(kIdleReleaseDelay / 2);
+  }
+  EXPECT_EQ(client_->idle_releases(), 0);
+}
+
+TEST_F(ConnectionManagerTest, AReleasedHttp1ConnectionStaysHttp1) {
+  Start(kDirectRoutes, milliseconds(1000), /*idle_timeout=*/milliseconds(5000));
+  ASSERT_TRUE(context_.listener->http2);  // a fresh connection could pick HTTP/2
+  client_->Feed("GET /hello HTTP/1.1\r\nhost: example.test\r\n\r\n");
+  dispatcher_.RunPending();
+  client_->TakeWritten();
+  dispatcher_.AdvanceTimeAndRun(kIdleReleaseDelay);
+  ASSERT_EQ(client_->idle_releases(), 1);
+  // The HTTP/2 preface is not a protocol switch mid-connection: it is a
+  // malformed HTTP/1 request.
+  client_->Feed("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+  dispatcher_.RunPending();
+  std::string out = client_->written();
+  EXPECT_EQ(out.rfind("HTTP/1.1 ", 0), 0u) << out;
+  EXPECT_EQ(out.rfind("HTTP/1.1 200", 0), std::string::npos) << out;
+}
+
 }  // namespace
 }  // namespace portway::http

@@ -80,6 +80,7 @@ class FakeConnection final : public event::Connection {
   int LastError() const override { return last_error_; }
   const network::Address& RemoteAddress() const override { return remote_; }
   uint64_t Id() const override { return id_; }
+  void ReleaseIdleStorage() override { ++idle_releases_; }
 
   // The peer's side. Feed() appends to the read buffer and hands all of
   // it to OnData; what the owner does not consume is kept for next time.
@@ -93,6 +94,8 @@ class FakeConnection final : public event::Connection {
   std::string TakeWritten() { return std::exchange(written_, std::string()); }
   // How the owner closed it, if it did.
   std::optional<event::CloseType> close_type() const { return close_type_; }
+  // How often the owner called ReleaseIdleStorage().
+  int idle_releases() const { return idle_releases_; }
   // False once the owner destroyed it.
   bool alive() const { return *alive_; }
   std::shared_ptr<bool> alive_flag() const { return alive_; }
@@ -109,6 +112,7 @@ class FakeConnection final : public event::Connection {
   bool peer_closed_ = false;
   int read_disables_ = 0;
   int last_error_ = 0;
+  int idle_releases_ = 0;
   size_t write_limit_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
