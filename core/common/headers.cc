@@ -105,8 +105,8 @@ char* HeaderMap::Copy(std::string_view bytes) {
 char* HeaderMap::AddPair(std::string_view name, std::string_view value) {
   // One piece of storage for both, so a block holds them together.
   char* p = Allocate(name.size() + value.size());
-  if (!name.empty()) std::memcpy(p, name.data(), name.size());
-  if (!value.empty()) std::memcpy(p + name.size(), value.data(), value.size());
+  CopyShort(p, name.data(), name.size());
+  CopyShort(p + name.size(), value.data(), value.size());
   AddCopied(std::string_view(p, name.size()), std::string_view(p + name.size(), value.size()));
   return p;
 }

@@ -93,8 +93,7 @@ class HeadWriter {
     begin_ = cursor_ = out.Reserve(max_size, &available);
   }
   void Put(std::string_view s) {
-    if (s.empty()) return;  // an empty view may have no data pointer at all
-    std::memcpy(cursor_, s.data(), s.size());
+    CopyShort(cursor_, s.data(), s.size());  // copies nothing when empty
     cursor_ += s.size();
   }
   void Put(char c) { *cursor_++ = c; }
