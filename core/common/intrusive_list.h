@@ -37,6 +37,8 @@ class IntrusiveList {
   T* front() const { return head_; }
   static T* Next(const T* item) { return Node(item)->next_; }
 
+  // Whether `item` is linked: since an element is in at most one list of
+  // T at a time, whether it is in this one for an owner with one list.
   bool Contains(const T* item) const { return Node(item)->prev_ != nullptr || head_ == item; }
 
   void PushFront(T* item) {

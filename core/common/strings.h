@@ -55,7 +55,8 @@ inline bool HasAsciiUpper(std::string_view s) {
 
 // Copies n bytes. Header names and values are mostly a few bytes: two
 // overlapping moves copy those without a call into memcpy (an HTTP/1 head
-// written out is some twenty such copies). n may be 0, src then null.
+// written out is some twenty such copies). n may be 0, src then null; the
+// ranges must not overlap.
 inline void CopyShort(char* dst, const char* src, size_t n) {
   if (n > 16) {
     std::memcpy(dst, src, n);

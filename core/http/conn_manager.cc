@@ -860,9 +860,12 @@ void ConnectionManager::OnTimer() {
 
 void ConnectionManager::ReleaseIdleStorage() {
   // Between requests an HTTP/1 codec holds nothing a new one would not
-  // start with; an HTTP/2 codec holds the session's state and stays.
+  // start with, unless back-pressure is on: a codec that paused reading, or
+  // one told the connection is over its write watermark (the connection
+  // says so once, on the crossing; a new codec would never hear it). An
+  // HTTP/2 codec holds the session's state and stays.
   if (http1_ != nullptr && streams_.empty() && http1_->Idle() && !http1_->WantsClose() &&
-      !http1_->HasPendingOutput()) {
+      connection_->ReadEnabled() && connection_->WriteBufferedBytes() == 0) {
     codec_.reset();
     http1_ = nullptr;
     http1_released_ = true;

@@ -94,6 +94,9 @@ class ConnectionManager : public event::ConnectionCallbacks,
   void StartDrain();
   bool Idle() const { return streams_.empty() && (codec_ == nullptr || codec_->Idle()); }
   const std::string& ListenerName() const { return listener_->name; }
+  // False before the first bytes and after an idle HTTP/1 codec was given
+  // back (ReleaseIdleStorage); for tests and diagnostics.
+  bool HasCodec() const { return codec_ != nullptr; }
 
  private:
   class ActiveStream;
@@ -117,9 +120,8 @@ class ConnectionManager : public event::ConnectionCallbacks,
   // codec_ when it speaks HTTP/1: a stalled request head is answered with
   // 408 on it.
   http1::ServerConnectionImpl* http1_ = nullptr;
-  // In no order, newest first; owned (each is deleted, deferred, when it
-  // leaves). Intrusive: an HTTP/1 request allocates no list node, and an
-  // idle connection keeps no list storage.
+  // Newest first; owned (each is deleted, deferred, when it leaves). Intrusive: an HTTP/1 request
+  // allocates no list node, and an idle connection keeps no list storage.
   IntrusiveList<ActiveStream> streams_;
   // One timer serves both the idle timeout (no request in flight) and the
   // request-headers timeout (a request head is arriving); they never run

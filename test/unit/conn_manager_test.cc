@@ -177,12 +177,15 @@ TEST_F(ConnectionManagerTest, AQuietConnectionGivesBackItsStorageAfterTheRelease
   EXPECT_EQ(client_->TakeWritten().rfind("HTTP/1.1 200", 0), 0u);
   dispatcher_.AdvanceTimeAndRun(kIdleReleaseDelay - milliseconds(1));
   EXPECT_EQ(client_->idle_releases(), 0);
+  EXPECT_TRUE(context_.owned->HasCodec());
   dispatcher_.AdvanceTimeAndRun(milliseconds(1));
   EXPECT_EQ(client_->idle_releases(), 1);
+  EXPECT_FALSE(context_.owned->HasCodec());
   EXPECT_FALSE(client_->close_type().has_value());
   // The connection goes on serving, on a new codec.
   client_->Feed("GET /hello HTTP/1.1\r\nhost: example.test\r\n\r\n");
   dispatcher_.RunPending();
+  EXPECT_TRUE(context_.owned->HasCodec());
   std::string out = client_->TakeWritten();
   EXPECT_EQ(out.rfind("HTTP/1.1 200", 0), 0u) << out;
   EXPECT_NE(out.find("\r\n\r\nhi there"), std::string::npos) << out;
@@ -214,6 +217,7 @@ TEST_F(ConnectionManagerTest, AReleasedHttp1ConnectionStaysHttp1) {
   client_->TakeWritten();
   dispatcher_.AdvanceTimeAndRun(kIdleReleaseDelay);
   ASSERT_EQ(client_->idle_releases(), 1);
+  ASSERT_FALSE(context_.owned->HasCodec());
   // The HTTP/2 preface is not a protocol switch mid-connection: it is a
   // malformed HTTP/1 request.
   client_->Feed("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -221,6 +225,52 @@ TEST_F(ConnectionManagerTest, AReleasedHttp1ConnectionStaysHttp1) {
   std::string out = client_->written();
   EXPECT_EQ(out.rfind("HTTP/1.1 ", 0), 0u) << out;
   EXPECT_EQ(out.rfind("HTTP/1.1 200", 0), std::string::npos) << out;
+}
+
+TEST_F(ConnectionManagerTest, BackPressureKeepsTheCodecThroughTheRelease) {
+  // A codec that paused reading, or that heard the connection is over its
+  // write watermark (said once, on the crossing), holds state a new codec
+  // would not have: it stays. The buffers are still given back.
+  Start(kDirectRoutes, milliseconds(1000), /*idle_timeout=*/milliseconds(5000));
+  client_->Feed("GET /hello HTTP/1.1\r\nhost: example.test\r\n\r\n");
+  dispatcher_.RunPending();
+  client_->TakeWritten();
+  client_->set_write_buffered(100);
+  dispatcher_.AdvanceTimeAndRun(kIdleReleaseDelay);
+  EXPECT_EQ(client_->idle_releases(), 1);
+  EXPECT_TRUE(context_.owned->HasCodec());
+
+  client_->set_write_buffered(0);
+  client_->Feed("GET /hello HTTP/1.1\r\nhost: example.test\r\n\r\n");
+  dispatcher_.RunPending();
+  client_->TakeWritten();
+  client_->ReadDisable(true);
+  dispatcher_.AdvanceTimeAndRun(kIdleReleaseDelay);
+  EXPECT_EQ(client_->idle_releases(), 2);
+  EXPECT_TRUE(context_.owned->HasCodec());
+}
+
+TEST_F(ConnectionManagerTest, NoReleaseStopWhenTheIdleTimeoutComesFirst) {
+  Start(kDirectRoutes, milliseconds(1000), /*idle_timeout=*/kIdleReleaseDelay);
+  client_->Feed("GET /hello HTTP/1.1\r\nhost: example.test\r\n\r\n");
+  dispatcher_.RunPending();
+  client_->TakeWritten();
+  dispatcher_.AdvanceTimeAndRun(kIdleReleaseDelay);
+  EXPECT_EQ(client_->idle_releases(), 0);
+  ASSERT_TRUE(client_->close_type().has_value());  // closed at its idle timeout
+}
+
+TEST_F(ConnectionManagerTest, WithoutAnIdleTimeoutTheReleaseStillComes) {
+  Start(kDirectRoutes, milliseconds(1000), /*idle_timeout=*/milliseconds(0));
+  client_->Feed("GET /hello HTTP/1.1\r\nhost: example.test\r\n\r\n");
+  dispatcher_.RunPending();
+  client_->TakeWritten();
+  dispatcher_.AdvanceTimeAndRun(kIdleReleaseDelay);
+  EXPECT_EQ(client_->idle_releases(), 1);
+  EXPECT_FALSE(context_.owned->HasCodec());
+  dispatcher_.AdvanceTimeAndRun(std::chrono::hours(1));
+  EXPECT_EQ(client_->idle_releases(), 1);  // once, and no close
+  EXPECT_FALSE(client_->close_type().has_value());
 }
 
 }  // namespace

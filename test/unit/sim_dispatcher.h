@@ -73,7 +73,7 @@ class FakeConnection final : public event::Connection {
   void Close(event::CloseType type) override;
   void ReadDisable(bool disable) override { read_disables_ += disable ? 1 : -1; }
   bool ReadEnabled() const override { return read_disables_ <= 0; }
-  size_t WriteBufferedBytes() const override { return 0; }
+  size_t WriteBufferedBytes() const override { return write_buffered_; }
   void SetWriteBufferLimit(size_t high) override { write_limit_ = high; }
   bool IsOpen() const override { return !close_type_.has_value() && !peer_closed_; }
   bool Closed() const override { return closed_; }
@@ -96,6 +96,8 @@ class FakeConnection final : public event::Connection {
   std::optional<event::CloseType> close_type() const { return close_type_; }
   // How often the owner called ReleaseIdleStorage().
   int idle_releases() const { return idle_releases_; }
+  // What WriteBufferedBytes() says (writes still reach written() at once).
+  void set_write_buffered(size_t bytes) { write_buffered_ = bytes; }
   // False once the owner destroyed it.
   bool alive() const { return *alive_; }
   std::shared_ptr<bool> alive_flag() const { return alive_; }
@@ -113,6 +115,7 @@ class FakeConnection final : public event::Connection {
   int read_disables_ = 0;
   int last_error_ = 0;
   int idle_releases_ = 0;
+  size_t write_buffered_ = 0;
   size_t write_limit_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
