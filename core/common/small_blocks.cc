@@ -24,33 +24,45 @@ struct FreeBlock {
   FreeBlock* next;
 };
 
+constexpr std::array<uint32_t, kClasses> MakeLimits() {
+  std::array<uint32_t, kClasses> limits{};
+  for (size_t c = 0; c < kClasses; ++c) {
+    limits[c] = c < kSmallClasses ? kPerSmallClass : kPerLargeClass;
+  }
+  return limits;
+}
+constexpr std::array<uint32_t, kClasses> kLimits = MakeLimits();
+// Set as a class's count when the thread's cache closes: no free fits under
+// any limit, so blocks go straight back to malloc with no other test.
+constexpr uint32_t kClosedCount = UINT32_MAX / 2;
+
 // Trivially destructible, so it stays usable while the thread exits; the
 // Drainer empties it then and turns it off.
 struct Cache {
   std::array<FreeBlock*, kClasses> heads;
   std::array<uint32_t, kClasses> counts;
   bool registered;
-  bool closed;
 };
 
 thread_local Cache cache{};
 
 struct Drainer {
   ~Drainer() {
-    cache.closed = true;
     for (size_t c = 0; c < kClasses; ++c) {
       while (FreeBlock* b = cache.heads[c]) {
         cache.heads[c] = b->next;
         ::operator delete(b, (c + 1) * kGranule);
       }
-      cache.counts[c] = 0;
+      cache.counts[c] = kClosedCount;
     }
   }
 };
 
 thread_local Drainer drainer;
 
-size_t ClassOf(size_t size) { return (size + kGranule - 1) / kGranule - 1; }
+// Blocks of 1..32 bytes are class 0, 33..64 class 1, and so on; a size of
+// 0 wraps to a class past kClasses and goes to malloc.
+size_t ClassOf(size_t size) { return (size - 1) / kGranule; }
 
 // Under AddressSanitizer every block goes to and from malloc, so that a view
 // or pointer kept past its object's life (a header map's fields are views)
@@ -87,7 +99,7 @@ void FreeSmallBlock(void* block, size_t size) noexcept {
     ::operator delete(block, size);
     return;
   }
-  if (cache.counts[c] >= (c < kSmallClasses ? kPerSmallClass : kPerLargeClass) || cache.closed) {
+  if (cache.counts[c] >= kLimits[c]) {  // full, or the thread's cache closed
     ::operator delete(block, (c + 1) * kGranule);
     return;
   }
