@@ -64,20 +64,7 @@ thread_local Drainer drainer;
 // 0 wraps to a class past kClasses and goes to malloc.
 size_t ClassOf(size_t size) { return (size - 1) / kGranule; }
 
-// Under AddressSanitizer every block goes to and from malloc, so that a view
-// or pointer kept past its object's life (a header map's fields are views)
-// is reported as a use after free instead of reading a recycled block.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kBypass = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kBypass = true;
-#else
-constexpr bool kBypass = false;
-#endif
-#else
-constexpr bool kBypass = false;
-#endif
+constexpr bool kBypass = kSmallBlocksBypassed;
 
 }  // namespace
 

@@ -15,3 +15,22 @@
 
 // The functions are declared, with an allocator over them, in the SDK.
 #include "portway/block_allocator.h"
+
+namespace portway {
+
+// Under AddressSanitizer every block goes to and from malloc, so that a view
+// or pointer kept past its object's life (a header map's fields are views)
+// is reported as a use after free instead of reading a recycled block.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kSmallBlocksBypassed = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool kSmallBlocksBypassed = true;
+#else
+inline constexpr bool kSmallBlocksBypassed = false;
+#endif
+#else
+inline constexpr bool kSmallBlocksBypassed = false;
+#endif
+
+}  // namespace portway

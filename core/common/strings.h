@@ -53,6 +53,18 @@ inline bool HasAsciiUpper(std::string_view s) {
   return false;
 }
 
+// Copies n bytes, sizeof(Word) <= n <= 2 * sizeof(Word), as two word
+// moves that overlap when n is less than two words.
+template <typename Word>
+inline void CopyTwoWords(char* dst, const char* src, size_t n) {
+  Word head;
+  Word tail;
+  std::memcpy(&head, src, sizeof(Word));
+  std::memcpy(&tail, src + n - sizeof(Word), sizeof(Word));
+  std::memcpy(dst, &head, sizeof(Word));
+  std::memcpy(dst + n - sizeof(Word), &tail, sizeof(Word));
+}
+
 // Copies n bytes. Header names and values are mostly a few bytes: two
 // overlapping moves copy those without a call into memcpy (an HTTP/1 head
 // written out is some twenty such copies). n may be 0, src then null; the
@@ -61,19 +73,9 @@ inline void CopyShort(char* dst, const char* src, size_t n) {
   if (n > 16) {
     std::memcpy(dst, src, n);
   } else if (n >= 8) {
-    uint64_t head;
-    uint64_t tail;
-    std::memcpy(&head, src, 8);
-    std::memcpy(&tail, src + n - 8, 8);
-    std::memcpy(dst, &head, 8);
-    std::memcpy(dst + n - 8, &tail, 8);
+    CopyTwoWords<uint64_t>(dst, src, n);
   } else if (n >= 4) {
-    uint32_t head;
-    uint32_t tail;
-    std::memcpy(&head, src, 4);
-    std::memcpy(&tail, src + n - 4, 4);
-    std::memcpy(dst, &head, 4);
-    std::memcpy(dst + n - 4, &tail, 4);
+    CopyTwoWords<uint32_t>(dst, src, n);
   } else {
     for (size_t i = 0; i < n; ++i) dst[i] = src[i];
   }

@@ -7,17 +7,7 @@
 namespace portway {
 namespace {
 
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kCached = false;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kCached = false;
-#else
-constexpr bool kCached = true;
-#endif
-#else
-constexpr bool kCached = true;
-#endif
+constexpr bool kCached = !kSmallBlocksBypassed;
 
 TEST(SmallBlocksTest, AFreedBlockServesItsWholeClassAndNoOther) {
   if (!kCached) GTEST_SKIP() << "AddressSanitizer build: every block comes from malloc";
