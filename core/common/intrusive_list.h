@@ -1,7 +1,5 @@
 #pragma once
 
-#include <cstddef>
-
 namespace portway {
 
 template <typename T>
@@ -33,7 +31,6 @@ class IntrusiveList {
   IntrusiveList& operator=(const IntrusiveList&) = delete;
 
   bool empty() const { return head_ == nullptr; }
-  size_t size() const { return size_; }
   T* front() const { return head_; }
   static T* Next(const T* item) { return Node(item)->next_; }
 
@@ -46,7 +43,6 @@ class IntrusiveList {
     Node(item)->next_ = head_;
     if (head_ != nullptr) Node(head_)->prev_ = item;
     head_ = item;
-    ++size_;
   }
 
   // `item` must be in this list.
@@ -60,7 +56,6 @@ class IntrusiveList {
     if (node->next_ != nullptr) Node(node->next_)->prev_ = node->prev_;
     node->prev_ = nullptr;
     node->next_ = nullptr;
-    --size_;
   }
 
   T* PopFront() {
@@ -73,8 +68,9 @@ class IntrusiveList {
   static IntrusiveListNode<T>* Node(T* item) { return item; }
   static const IntrusiveListNode<T>* Node(const T* item) { return item; }
 
+  // No count: an owner that needs one keeps it (a connection manager is
+  // smaller without).
   T* head_ = nullptr;
-  size_t size_ = 0;
 };
 
 }  // namespace portway

@@ -13,6 +13,7 @@
 //   upstream codec -> response back through Encode* -> codec -> client.
 #pragma once
 
+#include <cstdint>
 #include <list>
 #include <memory>
 #include <string>
@@ -129,13 +130,15 @@ class ConnectionManager : public event::ConnectionCallbacks,
   // idle timeout makes a first stop (kIdleRelease) after kIdleReleaseDelay
   // of quiet, where the connection gives back what it keeps for the next
   // request (ReleaseIdleStorage); a busy connection never gets there.
-  enum class TimerMode { kIdleRelease, kIdle, kRequestHeaders };
+  enum class TimerMode : uint8_t { kIdleRelease, kIdle, kRequestHeaders };
   void ArmTimer(TimerMode mode);
   void OnTimer();
   void ReleaseIdleStorage();
   event::TimerPtr timer_;
-  TimerMode timer_mode_ = TimerMode::kIdle;
   std::string client_ip_;
+  // The one-byte fields together, after the rest: every idle connection
+  // carries this object, and padding is memory too.
+  TimerMode timer_mode_ = TimerMode::kIdle;
   bool closed_ = false;
   bool draining_ = false;
   bool codec_draining_ = false;  // codec_->StartDrain() was called
