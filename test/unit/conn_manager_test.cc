@@ -93,6 +93,12 @@ class ConnectionManagerTest : public testing::Test {
     client_ = dispatcher_.connections().back();
     context_.owned = std::make_unique<ConnectionManager>(context_, listener, std::move(connection));
   }
+  // One GET /hello on the connection, served; what was written for it.
+  std::string GetHello() {
+    client_->Feed("GET /hello HTTP/1.1\r\nhost: example.test\r\n\r\n");
+    dispatcher_.RunPending();
+    return client_->TakeWritten();
+  }
   test::SimDispatcher dispatcher_;
   FakeContext context_;
   FakeConnection* client_ = nullptr;
@@ -172,9 +178,7 @@ TEST_F(ConnectionManagerTest, TheIdleTimeoutStartsAgainAfterEachResponse) {
 
 TEST_F(ConnectionManagerTest, AQuietConnectionGivesBackItsStorageAfterTheReleaseDelay) {
   Start(kDirectRoutes, milliseconds(1000), /*idle_timeout=*/milliseconds(5000));
-  client_->Feed("GET /hello HTTP/1.1\r\nhost: example.test\r\n\r\n");
-  dispatcher_.RunPending();
-  EXPECT_EQ(client_->TakeWritten().rfind("HTTP/1.1 200", 0), 0u);
+  EXPECT_EQ(GetHello().rfind("HTTP/1.1 200", 0), 0u);
   dispatcher_.AdvanceTimeAndRun(kIdleReleaseDelay - milliseconds(1));
   EXPECT_EQ(client_->idle_releases(), 0);
   EXPECT_TRUE(context_.owned->HasCodec());
@@ -183,10 +187,8 @@ TEST_F(ConnectionManagerTest, AQuietConnectionGivesBackItsStorageAfterTheRelease
   EXPECT_FALSE(context_.owned->HasCodec());
   EXPECT_FALSE(client_->close_type().has_value());
   // The connection goes on serving, on a new codec.
-  client_->Feed("GET /hello HTTP/1.1\r\nhost: example.test\r\n\r\n");
-  dispatcher_.RunPending();
+  std::string out = GetHello();
   EXPECT_TRUE(context_.owned->HasCodec());
-  std::string out = client_->TakeWritten();
   EXPECT_EQ(out.rfind("HTTP/1.1 200", 0), 0u) << out;
   EXPECT_NE(out.find("\r\n\r\nhi there"), std::string::npos) << out;
   // The idle timeout still counts from the last response, stop included.
@@ -201,9 +203,7 @@ TEST_F(ConnectionManagerTest, AQuietConnectionGivesBackItsStorageAfterTheRelease
 TEST_F(ConnectionManagerTest, ABusyConnectionNeverReachesTheRelease) {
   Start(kDirectRoutes, milliseconds(1000), /*idle_timeout=*/milliseconds(5000));
   for (int i = 0; i < 6; ++i) {
-    client_->Feed("GET /hello HTTP/1.1\r\nhost: example.test\r\n\r\n");
-    dispatcher_.RunPending();
-    EXPECT_EQ(client_->TakeWritten().rfind("HTTP/1.1 200", 0), 0u);
+    EXPECT_EQ(GetHello().rfind("HTTP/1.1 200", 0), 0u);
     dispatcher_.AdvanceTimeAndRun(kIdleReleaseDelay / 2);
   }
   EXPECT_EQ(client_->idle_releases(), 0);
@@ -212,9 +212,7 @@ TEST_F(ConnectionManagerTest, ABusyConnectionNeverReachesTheRelease) {
 TEST_F(ConnectionManagerTest, AReleasedHttp1ConnectionStaysHttp1) {
   Start(kDirectRoutes, milliseconds(1000), /*idle_timeout=*/milliseconds(5000));
   ASSERT_TRUE(context_.listener->http2);  // a fresh connection could pick HTTP/2
-  client_->Feed("GET /hello HTTP/1.1\r\nhost: example.test\r\n\r\n");
-  dispatcher_.RunPending();
-  client_->TakeWritten();
+  GetHello();
   dispatcher_.AdvanceTimeAndRun(kIdleReleaseDelay);
   ASSERT_EQ(client_->idle_releases(), 1);
   ASSERT_FALSE(context_.owned->HasCodec());
@@ -232,18 +230,14 @@ TEST_F(ConnectionManagerTest, BackPressureKeepsTheCodecThroughTheRelease) {
   // write watermark (said once, on the crossing), holds state a new codec
   // would not have: it stays. The buffers are still given back.
   Start(kDirectRoutes, milliseconds(1000), /*idle_timeout=*/milliseconds(5000));
-  client_->Feed("GET /hello HTTP/1.1\r\nhost: example.test\r\n\r\n");
-  dispatcher_.RunPending();
-  client_->TakeWritten();
+  GetHello();
   client_->set_write_buffered(100);
   dispatcher_.AdvanceTimeAndRun(kIdleReleaseDelay);
   EXPECT_EQ(client_->idle_releases(), 1);
   EXPECT_TRUE(context_.owned->HasCodec());
 
   client_->set_write_buffered(0);
-  client_->Feed("GET /hello HTTP/1.1\r\nhost: example.test\r\n\r\n");
-  dispatcher_.RunPending();
-  client_->TakeWritten();
+  GetHello();
   client_->ReadDisable(true);
   dispatcher_.AdvanceTimeAndRun(kIdleReleaseDelay);
   EXPECT_EQ(client_->idle_releases(), 2);
@@ -252,9 +246,7 @@ TEST_F(ConnectionManagerTest, BackPressureKeepsTheCodecThroughTheRelease) {
 
 TEST_F(ConnectionManagerTest, NoReleaseStopWhenTheIdleTimeoutComesFirst) {
   Start(kDirectRoutes, milliseconds(1000), /*idle_timeout=*/kIdleReleaseDelay);
-  client_->Feed("GET /hello HTTP/1.1\r\nhost: example.test\r\n\r\n");
-  dispatcher_.RunPending();
-  client_->TakeWritten();
+  GetHello();
   dispatcher_.AdvanceTimeAndRun(kIdleReleaseDelay);
   EXPECT_EQ(client_->idle_releases(), 0);
   ASSERT_TRUE(client_->close_type().has_value());  // closed at its idle timeout
@@ -262,9 +254,7 @@ TEST_F(ConnectionManagerTest, NoReleaseStopWhenTheIdleTimeoutComesFirst) {
 
 TEST_F(ConnectionManagerTest, WithoutAnIdleTimeoutTheReleaseStillComes) {
   Start(kDirectRoutes, milliseconds(1000), /*idle_timeout=*/milliseconds(0));
-  client_->Feed("GET /hello HTTP/1.1\r\nhost: example.test\r\n\r\n");
-  dispatcher_.RunPending();
-  client_->TakeWritten();
+  GetHello();
   dispatcher_.AdvanceTimeAndRun(kIdleReleaseDelay);
   EXPECT_EQ(client_->idle_releases(), 1);
   EXPECT_FALSE(context_.owned->HasCodec());
