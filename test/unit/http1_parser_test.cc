@@ -818,6 +818,55 @@ TEST(Http1IncrementalTest, ByteByByteMatchesOneShot) {
   }
 }
 
+// A field line seen whole is parsed in one pass; one that arrives in pieces goes line by line.
+// Splitting a head at every byte (one call with the prefix, one with all of it) mixes the two
+// in every way and must change nothing, errors included.
+TEST(Http1IncrementalTest, EveryTwoPieceSplitMatchesOneShot) {
+  const std::vector<std::string> messages = {
+      "GET /a HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n"
+      "X-Long: 0123456789abcdef0123456789abcdef\r\nX-Tab:\ta\tb\t\r\nX-Obs: caf\xc3\xa9\r\n"
+      "X-Empty:\r\nContent-Length: 2\r\n\r\nok",
+      "GET / HTTP/1.1\r\nHost: a\r\nX: 01234567\x7f\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a\r\nX: 0123456789\rY\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a\r\nX: 0123456789\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a\r\nX : 1\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n\t2\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a\r\n\r\r\n",
+  };
+  for (const std::string& message : messages) {
+    const ParsedHead one_shot = ParseRequest(message);
+    for (size_t split = 1; split < message.size(); ++split) {
+      SCOPED_TRACE(testing::Message() << message.substr(0, 40) << " split at " << split);
+      HeadParser parser{Limits()};
+      ParsedHead two;
+      two.result = parser.ParseRequest(std::string_view(message).substr(0, split), &two.head);
+      if (two.result == Result::kIncomplete) two.result = parser.ParseRequest(message, &two.head);
+      two.error = parser.error();
+      EXPECT_EQ(one_shot.result, two.result);
+      EXPECT_EQ(one_shot.error, two.error);
+      if (one_shot.result == Result::kDone) ExpectSameHead(one_shot.head, two.head);
+    }
+  }
+}
+
+// HTAB is the one control byte a value may hold: the word-at-a-time scan steps over it wherever
+// it falls in a word, and stops at the first other one.
+TEST(Http1HeaderTest, AcceptsHtabAtEveryPositionOfLongValues) {
+  for (size_t length : {1, 7, 8, 9, 15, 16, 17, 23}) {
+    for (size_t pos = 0; pos < length; ++pos) {
+      std::string value(length, 'v');
+      value[pos] = '\t';
+      value = "a" + value + "z";
+      const std::string request = "GET / HTTP/1.1\r\nHost: a\r\nX: " + value + "\r\nY: b\r\n\r\n";
+      const ParsedHead p = ParseRequest(request);
+      ASSERT_EQ(p.result, Result::kDone) << "length " << length << " pos " << pos;
+      ASSERT_EQ(p.head.headers.size(), 3u);
+      EXPECT_EQ(p.head.headers[1].value, value);
+      EXPECT_EQ(p.head.headers[2].value, "b");
+    }
+  }
+}
+
 TEST(Http1IncrementalTest, ViewsPointIntoTheBufferOfTheCompletingCall) {
   HeadParser parser{Limits()};
   Head head;
