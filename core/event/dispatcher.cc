@@ -38,6 +38,10 @@ void CloseAndFree(T* handle) {
 
 class DispatcherImpl;
 
+// Every callback from libuv into Portway starts here: the dispatcher's clock
+// reading (see DispatcherImpl::Now()) is from before the loop last blocked.
+void NoteWakeUp(uv_loop_t* loop);
+
 struct ResolveRequest {
   uv_getaddrinfo_t req;
   uint16_t port;
@@ -181,6 +185,7 @@ class DispatcherImpl final : public Dispatcher {
     loop_.data = this;
     async_ = new uv_async_t;
     uv_async_init(&loop_, async_, [](uv_async_t* h) {
+      NoteWakeUp(h->loop);
       if (auto* self = static_cast<DispatcherImpl*>(h->data)) self->RunPosted();
     });
     async_->data = this;
@@ -222,7 +227,10 @@ class DispatcherImpl final : public Dispatcher {
   }
 
   const std::string& Name() const override { return name_; }
-  void Run() override { uv_run(&loop_, UV_RUN_DEFAULT); }
+  void Run() override {
+    now_cached_ = false;
+    uv_run(&loop_, UV_RUN_DEFAULT);
+  }
   void Exit() override { uv_stop(&loop_); }
 
   void Post(std::function<void()> callback) override {
@@ -277,6 +285,7 @@ class DispatcherImpl final : public Dispatcher {
     to_delete_.push_back(std::move(object));
     if (to_delete_.size() == 1) {
       uv_check_start(check_, [](uv_check_t* h) {
+        NoteWakeUp(h->loop);
         auto* self = static_cast<DispatcherImpl*>(h->data);
         if (self == nullptr) return;
         uv_check_stop(h);
@@ -328,7 +337,20 @@ class DispatcherImpl final : public Dispatcher {
     }
   }
 
-  MonotonicTime Now() const override { return std::chrono::steady_clock::now(); }
+  // The clock as of the callback running now: read at its first use and
+  // kept until the next callback from libuv (NoteWakeUp), as nginx keeps
+  // its time per event loop turn. A request read, proxied and answered in
+  // one callback reads the clock once, not at each of its steps; time only
+  // passes for the loop between callbacks (in poll), and durations across
+  // callbacks stay exact.
+  MonotonicTime Now() const override {
+    if (!now_cached_) {
+      now_ = std::chrono::steady_clock::now();
+      now_cached_ = true;
+    }
+    return now_;
+  }
+  void ForgetNow() { now_cached_ = false; }
   SystemTime SystemNow() const override { return std::chrono::system_clock::now(); }
   RandomGenerator& Random() override { return random_; }
 
@@ -339,6 +361,7 @@ class DispatcherImpl final : public Dispatcher {
     auto* req = new uv_connect_t;
     int rc = uv_tcp_connect(req, &socket->tcp, address.sockaddr_ptr(),
                             [](uv_connect_t* req, int status) {
+                              NoteWakeUp(req->handle->loop);
                               auto* s = reinterpret_cast<Socket*>(req->handle);
                               delete req;
                               if (s->owner != nullptr) s->owner->OnConnect(status);
@@ -411,6 +434,7 @@ class DispatcherImpl final : public Dispatcher {
     uv_timer_start(
         uv_timer_,
         [](uv_timer_t* h) {
+          NoteWakeUp(h->loop);
           if (auto* self = static_cast<DispatcherImpl*>(h->data)) self->FireTimers();
         },
         first > now ? first - now : 0, 0);
@@ -456,6 +480,8 @@ class DispatcherImpl final : public Dispatcher {
   uv_loop_t loop_;
   uv_async_t* async_;
   uv_check_t* check_;
+  mutable MonotonicTime now_;
+  mutable bool now_cached_ = false;
   uv_timer_t* uv_timer_;
   std::vector<TimerImpl*> timers_;  // min-heap on (deadline, sequence)
   uint64_t next_timer_sequence_ = 0;
@@ -533,6 +559,7 @@ void ConnectionImpl::StartReading() {
         buf->len = size;
       },
       [](uv_stream_t* h, ssize_t nread, const uv_buf_t*) {
+        NoteWakeUp(h->loop);
         auto* s = static_cast<Socket*>(h->data);
         if (s->owner == nullptr) return;
         // The owner may be destroyed inside OnRead; the dispatcher is not.
@@ -643,6 +670,7 @@ void ConnectionImpl::Flush() {
     if (s->write_req == nullptr) s->write_req = new uv_write_t;
     int rc = uv_write(s->write_req, reinterpret_cast<uv_stream_t*>(&s->tcp), bufs, count,
                       [](uv_write_t* req, int status) {
+                        NoteWakeUp(req->handle->loop);
                         auto* sock = static_cast<Socket*>(req->handle->data);
                         sock->writing = false;
                         if (status == 0) sock->pending.Drain(sock->in_flight);
@@ -792,6 +820,8 @@ void ConnectionImpl::CloseSocket(bool reset) {
            [](uv_handle_t* h) { delete static_cast<Socket*>(h->data); });
 }
 
+void NoteWakeUp(uv_loop_t* loop) { static_cast<DispatcherImpl*>(loop->data)->ForgetNow(); }
+
 // -------------------------------------------------------------- listener
 
 // Accepts with accept4() on a polled listening socket rather than through
@@ -835,6 +865,7 @@ class ListenerImpl final : public Listener {
 
   void Resume() {
     uv_poll_start(poll_, UV_READABLE, [](uv_poll_t* handle, int status, int) {
+      NoteWakeUp(handle->loop);
       auto* self = static_cast<ListenerImpl*>(handle->data);
       if (self == nullptr) return;
       // An error on the socket: libuv has stopped the poll; try again later.
@@ -851,6 +882,7 @@ class ListenerImpl final : public Listener {
     uv_timer_start(
         pause_,
         [](uv_timer_t* t) {
+          NoteWakeUp(t->loop);
           auto* self = static_cast<ListenerImpl*>(t->data);
           if (self != nullptr) self->Resume();
         },
@@ -907,6 +939,7 @@ class SignalImpl final : public SignalHandle {
     uv_signal_start(
         handle_,
         [](uv_signal_t* h, int) {
+          NoteWakeUp(h->loop);
           if (auto* self = static_cast<SignalImpl*>(h->data)) self->callback_();
         },
         signum);
@@ -941,6 +974,7 @@ void DispatcherImpl::Resolve(const std::string& host, uint16_t port,
   int rc = uv_getaddrinfo(
       &loop_, &r->req,
       [](uv_getaddrinfo_t* req, int status, addrinfo* res) {
+        NoteWakeUp(req->loop);
         auto* r = reinterpret_cast<ResolveRequest*>(req);
         ResolveResult result;
         if (status != 0) {

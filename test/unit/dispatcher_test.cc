@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <string>
+#include <thread>
 
 #include "gtest/gtest.h"
 
@@ -179,6 +180,39 @@ TEST_F(DispatcherTest, TimersFireInDeadlineOrderAndOnlyWhenEnabled) {
   RunUntil([&] { return fired.size() == 3; }, 2000);
   EXPECT_EQ(fired, (std::vector<int>{1, 2, 3}));
   EXPECT_FALSE(a->Enabled());
+}
+
+// Now() is read once per callback from the loop: equal within one, fresh in
+// the next after the loop blocked, whether a timer or a post woke it.
+TEST_F(DispatcherTest, TheClockIsReadOncePerCallbackAndAfreshInTheNext) {
+  using std::chrono::milliseconds;
+  MonotonicTime first;
+  MonotonicTime first_again;
+  MonotonicTime by_timer;
+  MonotonicTime by_post;
+  std::thread poster;
+  TimerPtr a = dispatcher_->CreateTimer([&] {
+    first = dispatcher_->Now();
+    std::this_thread::sleep_for(milliseconds(5));
+    first_again = dispatcher_->Now();
+  });
+  TimerPtr b = dispatcher_->CreateTimer([&] {
+    by_timer = dispatcher_->Now();
+    poster = std::thread([this, &by_post] {
+      std::this_thread::sleep_for(milliseconds(30));
+      dispatcher_->Post([this, &by_post] {
+        by_post = dispatcher_->Now();
+        dispatcher_->Exit();
+      });
+    });
+  });
+  a->Enable(milliseconds(1));
+  b->Enable(milliseconds(40));
+  dispatcher_->Run();
+  poster.join();
+  EXPECT_EQ(first, first_again);
+  EXPECT_GE(by_timer - first, milliseconds(30));
+  EXPECT_GE(by_post - by_timer, milliseconds(25));
 }
 
 TEST_F(DispatcherTest, ReEnablingMovesTheDeadline) {

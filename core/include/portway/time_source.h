@@ -23,7 +23,8 @@ using SystemTime = std::chrono::system_clock::time_point;
 class TimeSource {
  public:
   virtual ~TimeSource() = default;
-  // Monotonic time, for durations and deadlines.
+  // Monotonic time, for durations and deadlines. A worker reads its clock
+  // once per event it wakes for: readings within one callback are equal.
   virtual MonotonicTime Now() const = 0;
   // Wall-clock time, for dates shown to people (logs, headers).
   virtual SystemTime SystemNow() const = 0;
