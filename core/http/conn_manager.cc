@@ -292,10 +292,18 @@ class ConnectionManager::ActiveStream : public RequestDecoder,
   void SendGrpcReply(int status, ErrorCause cause, std::string_view error_header,
                      std::string_view message);
   void Finish(bool reset);
+  void NewRequestId() {
+    request_id_ = parent_.context_.NewRequestId();
+    info_.request_id = request_id_.view();
+  }
 
   ConnectionManager& parent_;
   ResponseEncoder& encoder_;
   server::ListenerConfigPtr listener_;
+  // What info_.request_id views: the id made here, or a client's trusted
+  // one. Declared before the filters and the router, so it outlives them.
+  RequestId request_id_;
+  std::string trusted_request_id_;
   StreamInfo info_;
   // Null when the listener has none: a stream without filters stays small
   // (the manager keeps a short chain's state inline).
@@ -490,9 +498,10 @@ void ConnectionManager::ActiveStream::ApplyProxyHeaders(HeaderMap& headers) {
   // Kept for the access log, the failure history and error responses.
   const std::string_view* request_id = has_request_id ? headers.Get("x-request-id") : nullptr;
   if (listener_->trust_request_id && request_id != nullptr && !request_id->empty()) {
-    info_.request_id = *request_id;
+    trusted_request_id_ = *request_id;
+    info_.request_id = trusted_request_id_;
   } else {
-    info_.request_id = parent_.context_.NewRequestId();
+    NewRequestId();
     if (has_request_id) {
       headers.Set("x-request-id", info_.request_id);
     } else {
@@ -554,7 +563,7 @@ void ConnectionManager::ActiveStream::SendGrpcReply(int status, ErrorCause cause
                     std::to_string(static_cast<int>(grpc::StatusForLocalReply(status, cause))));
   if (!message.empty()) headers->AddLower("grpc-message", grpc::EncodeMessage(message));
   if (!error_header.empty()) headers->AddLower("x-portway-error", error_header);
-  if (info_.request_id.empty()) info_.request_id = parent_.context_.NewRequestId();
+  if (info_.request_id.empty()) NewRequestId();
   headers->AddLower("x-request-id", info_.request_id);
   EncodeHeaders(std::move(headers), true);
 }
@@ -577,7 +586,7 @@ void ConnectionManager::ActiveStream::SendReply(int status, std::string_view err
   if (!error_header.empty() || status >= 500) {
     // The id to look up in the failure history (GET /failures/<id>); a
     // request that never parsed gets one now.
-    if (info_.request_id.empty()) info_.request_id = parent_.context_.NewRequestId();
+    if (info_.request_id.empty()) NewRequestId();
     headers->AddLower("x-request-id", info_.request_id);
   }
   headers->AddLower("content-length", std::to_string(body.size()));

@@ -37,6 +37,14 @@ namespace portway::http {
 class ConnectionManager;
 
 // What a connection manager needs from its worker.
+// A request id the gateway makes up: at most 36 characters, the RFC 9562
+// text form of a random UUID.
+struct RequestId {
+  char text[36];
+  uint8_t size = 0;
+  std::string_view view() const { return {text, size}; }
+};
+
 class ConnectionManagerContext {
  public:
   virtual ~ConnectionManagerContext() = default;
@@ -50,7 +58,8 @@ class ConnectionManagerContext {
   virtual bool Draining() const = 0;
   // What filters see of the gateway (FilterCallbacks::Gateway()).
   virtual const GatewayView& Gateway() = 0;
-  virtual std::string NewRequestId() = 0;
+  // A new X-Request-Id, in place rather than on the heap (one per request).
+  virtual RequestId NewRequestId() = 0;
   // Posts to this context's thread from any thread
   // (FilterCallbacks::Worker()).
   virtual std::shared_ptr<WorkerPoster> Poster() = 0;

@@ -135,7 +135,7 @@ const AccessLogger* Worker::AccessLog() {
                                                                    : nullptr;
 }
 
-std::string Worker::NewRequestId() {
+http::RequestId Worker::NewRequestId() {
   upstream::Random& r = cluster_manager_->random();
   uint64_t hi = r.Next();
   uint64_t lo = r.Next();
@@ -153,8 +153,8 @@ std::string Worker::NewRequestId() {
     }
     return pairs;
   }();
-  char text[36];
-  char* out = text;
+  http::RequestId id;
+  char* out = id.text;
   const auto put = [&out](uint64_t word, int first_byte, int last_byte) {
     for (int i = first_byte; i <= last_byte; ++i) {
       const unsigned byte = static_cast<unsigned>(word >> ((7 - i) * 8)) & 0xff;
@@ -172,7 +172,8 @@ std::string Worker::NewRequestId() {
   put(lo, 0, 1);
   *out++ = '-';
   put(lo, 2, 7);
-  return std::string(text, sizeof(text));
+  id.size = sizeof(id.text);
+  return id;
 }
 
 void Worker::RemoveConnection(http::ConnectionManager& connection) {

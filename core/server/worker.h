@@ -66,7 +66,7 @@ class Worker : public http::ConnectionManagerContext {
   const AccessLogger* AccessLog() override;
   bool Draining() const override { return draining_; }
   const http::GatewayView& Gateway() override { return gateway_; }
-  std::string NewRequestId() override;
+  http::RequestId NewRequestId() override;
   std::shared_ptr<http::WorkerPoster> Poster() override { return poster_; }
   void StartSideRequest(ListenerConfigPtr listener, const router::Route& route, std::string cluster,
                         http::HeaderMapPtr headers, size_t max_body_bytes,

@@ -32,7 +32,12 @@ class FakeContext : public ConnectionManagerContext {
   bool Draining() const override { return false; }
   const GatewayView& Gateway() override { return gateway; }
   test::FakeGateway gateway;
-  std::string NewRequestId() override { return "req-" + std::to_string(++ids_); }
+  RequestId NewRequestId() override {
+    const std::string text = "req-" + std::to_string(++ids_);
+    RequestId id;
+    id.size = static_cast<uint8_t>(text.copy(id.text, sizeof(id.text)));
+    return id;
+  }
   std::shared_ptr<http::WorkerPoster> Poster() override {
     return std::make_shared<test::FakePoster>(dispatcher_);
   }

@@ -116,7 +116,9 @@ ParseError ParseVersion(std::string_view v, ParseError malformed, int* minor) {
 // classic "has a byte less than N" / "has a zero byte" tests: exact about whether such a byte
 // exists. Bytes >= 0x80 (obs-text) never match.
 // The high bit of each byte of `x` that is below 0x20 or is DEL. Borrows may also mark bytes
-// after a marked one, never before it: the first marked byte in memory order is exact.
+// above a marked one, never below it: on a little-endian machine the first marked byte in
+// memory order is exact. (On a big-endian one a false mark can only land on a SP or '~' byte
+// before a control byte, never on HTAB or CR, so ScanFieldLine merely declines that line.)
 inline uint64_t ControlMask(uint64_t x) {
   constexpr uint64_t kOnes = 0x0101010101010101;
   constexpr uint64_t kHighBits = 0x8080808080808080;

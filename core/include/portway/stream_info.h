@@ -100,8 +100,9 @@ struct StreamInfo {
   std::string method;
   std::string path;
   std::string authority;
-  // The X-Request-Id sent upstream (and on error responses).
-  std::string request_id;
+  // The X-Request-Id sent upstream (and on error responses). It views the
+  // stream's own copy: valid while the stream lives, like the rest of this.
+  std::string_view request_id;
   std::string listener;
   std::string route;
   // The cluster the request goes to: the route's, set before the filters
