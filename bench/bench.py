@@ -197,6 +197,7 @@ QUICK = dict(warmup=1000, cg_n=5000, cg_c=10, sys_n1=2000, sys_n50=10000,
 
 METRICS = [  # key, label, format
     ("instr_per_req", "instructions / request (callgrind, h2load c10)", "{:,.0f}"),
+    ("instr_per_req_c1", "instructions / request (callgrind, h2load c1)", "{:,.0f}"),
     ("syscalls_per_req_c1", "syscalls / request (1 connection)", "{:.2f}"),
     ("syscalls_per_req_c50", "syscalls / request (50 connections)", "{:.2f}"),
     ("ctxsw_per_req_c1", "context switches / request (1 connection)", "{:.2f}"),
@@ -874,9 +875,18 @@ class Bench:
                            capture_output=True, timeout=60)
             run = self.h2load(port, c["cg_n"], conns, streams, reasonless_ok=lenient)
             total = self.dump_callgrind(p.pid, out + ".1")
-            return {f"{prefix}instr_per_req": total / c["cg_n"], f"{prefix}callgrind_ir": total,
-                    f"{prefix}callgrind_requests": c["cg_n"],
-                    f"{prefix}callgrind_req_per_s": run["req_per_s"]}
+            res = {f"{prefix}instr_per_req": total / c["cg_n"], f"{prefix}callgrind_ir": total,
+                   f"{prefix}callgrind_requests": c["cg_n"],
+                   f"{prefix}callgrind_req_per_s": run["req_per_s"]}
+            if scenario is None:
+                # The same count over one connection: every request is then
+                # its own turns of the event loop, nothing is batched.
+                subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True,
+                               capture_output=True, timeout=60)
+                self.h2load(port, c["cg_n"], 1)
+                total_c1 = self.dump_callgrind(p.pid, out + ".2")
+                res.update(instr_per_req_c1=total_c1 / c["cg_n"], callgrind_ir_c1=total_c1)
+            return res
         finally:
             self.stop(p, timeout=30)
             self.remove_callgrind_files(base, rnd)
