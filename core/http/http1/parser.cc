@@ -6,6 +6,7 @@
 #include <cstring>
 
 namespace portway::http1 {
+
 namespace {
 
 // Character classes, one bit each, looked up in a single table so that every per-byte check on
@@ -157,50 +158,44 @@ bool IsValidFieldValue(const char* p, size_t n) {
   return true;
 }
 
-// Validates one field line (CRLF excluded) and locates the name and the OWS-trimmed value, as
-// offsets within `line`. A CR in the line always fails here; the caller tells that case apart.
-// `line` must be followed in memory by its CR: the name scan uses it as a sentinel instead of
-// checking the length on every byte.
-ParseError ParseFieldLine(std::string_view line, size_t* name_len, size_t* value_begin,
-                          size_t* value_end) {
+// The length of the token at the start of `p`, looking at no more than `n` bytes: four bytes
+// a step while four more are there, then byte by byte.
+[[gnu::always_inline]] inline size_t TokenLength(const char* p, size_t n) {
+  const auto klass = [p](size_t at) { return kCharTable[static_cast<uint8_t>(p[at])]; };
+  size_t i = 0;
+  while (i + 4 <= n && (klass(i) & klass(i + 1) & klass(i + 2) & klass(i + 3) & kTchar)) i += 4;
+  while (i < n && Is(p[i], kTchar)) ++i;
+  return i;
+}
+
+// The field line whose name is `name_len` bytes and whose value (untrimmed) ends at `end`.
+[[gnu::always_inline]] inline FieldLine Located(const char* p, size_t name_len, size_t end) {
+  size_t begin = name_len + 1;
+  while (begin < end && IsOws(p[begin])) ++begin;
+  while (end > begin && IsOws(p[end - 1])) --end;
+  return FieldLine{name_len, begin, end};
+}
+
+// Validates one field line (CRLF excluded) and locates its parts. A CR in the line always
+// fails here; the caller tells that case apart.
+ParseError ParseFieldLine(std::string_view line, FieldLine* out) {
   if (!line.empty() && IsOws(line[0])) return ParseError::kObsFold;
   const char* const p = line.data();
-  size_t i = 0;
-  // Four bytes a step while the line holds four more (the colon ends it),
-  // then byte by byte up to the colon or the CR.
-  const auto klass = [p](size_t at) { return kCharTable[static_cast<uint8_t>(p[at])]; };
-  while (i + 4 <= line.size() && (klass(i) & klass(i + 1) & klass(i + 2) & klass(i + 3) & kTchar)) {
-    i += 4;
-  }
-  while (Is(p[i], kTchar)) ++i;
+  const size_t i = TokenLength(p, line.size());
   if (i == 0 || i >= line.size() || p[i] != ':') return ParseError::kInvalidHeaderName;
-  size_t begin = i + 1;
-  size_t end = line.size();
-  if (!IsValidFieldValue(line.data() + begin, end - begin)) {
-    return ParseError::kInvalidHeaderValue;
-  }
-  while (begin < end && IsOws(line[begin])) ++begin;
-  while (end > begin && IsOws(line[end - 1])) --end;
-  *name_len = i;
-  *value_begin = begin;
-  *value_end = end;
+  if (!IsValidFieldValue(p + i + 1, line.size() - i - 1)) return ParseError::kInvalidHeaderValue;
+  *out = Located(p, i, line.size());
   return ParseError::kNone;
 }
 
 // The common field line in one pass over its bytes: a token, a colon, a value of visible
 // characters, obs-text, SP and HTAB, then CRLF, all within `avail` bytes of `p`. Returns the
-// line's length with its CRLF and locates the name and the OWS-trimmed value as ParseFieldLine
-// does; returns 0 for anything else (a line not complete yet, an error, obs-fold), which the
-// caller then takes through the line-at-a-time path. It accepts exactly the lines that path
-// accepts, so the two never disagree: it only saves finding the LF first.
-size_t ScanFieldLine(const char* p, size_t avail, size_t* name_len, size_t* value_begin,
-                     size_t* value_end) {
-  const auto klass = [p](size_t at) { return kCharTable[static_cast<uint8_t>(p[at])]; };
-  size_t i = 0;
-  while (i + 4 <= avail && (klass(i) & klass(i + 1) & klass(i + 2) & klass(i + 3) & kTchar)) {
-    i += 4;
-  }
-  while (i < avail && Is(p[i], kTchar)) ++i;
+// line's length with its CRLF and locates its parts as ParseFieldLine does; returns 0 for
+// anything else (a line not complete yet, an error, obs-fold), which the caller then takes
+// through the line-at-a-time path. It accepts exactly the lines that path accepts, so the two
+// never disagree: it only saves finding the LF first.
+size_t ScanFieldLine(const char* p, size_t avail, FieldLine* out) {
+  const size_t i = TokenLength(p, avail);
   if (i == 0 || i >= avail || p[i] != ':') return 0;
   // The value up to its first control byte, eight bytes a step; an HTAB is the one control
   // byte a value may hold, and the first other one must be the CR of CRLF.
@@ -221,13 +216,7 @@ size_t ScanFieldLine(const char* p, size_t avail, size_t* name_len, size_t* valu
     ++j;
   }
   if (p[j] != '\r' || j + 1 >= avail || p[j + 1] != '\n') return 0;
-  size_t begin = i + 1;
-  size_t end = j;
-  while (begin < end && IsOws(p[begin])) ++begin;
-  while (end > begin && IsOws(p[end - 1])) --end;
-  *name_len = i;
-  *value_begin = begin;
-  *value_end = end;
+  *out = Located(p, i, j);
   return j + 2;
 }
 
@@ -479,21 +468,13 @@ HeadParser::Result HeadParser::Parse(std::string_view data, bool is_request,
       if (avail >= 2 && line[0] == '\r' && line[1] == '\n') {
         const size_t next = line_start_ + 2;
         if (next > limits_.max_header_bytes) return Fail(ParseError::kHeadersTooLarge);
-        head_size_ = next;
-        line_start_ = scan_pos_ = next;
-        phase_ = Phase::kDone;
-        return Finish(data, is_request, request_method, out);
+        return EndHead(next, data, is_request, request_method, out);
       }
-      size_t name_len = 0;
-      size_t value_begin = 0;
-      size_t value_end = 0;
-      const size_t length = ScanFieldLine(line, avail, &name_len, &value_begin, &value_end);
+      FieldLine field;
+      const size_t length = ScanFieldLine(line, avail, &field);
       if (length != 0 && line_start_ + length <= limits_.max_header_bytes &&
           fields_.size() < limits_.max_headers) {
-        const auto line_offset = static_cast<uint32_t>(line_start_);
-        fields_.push_back(FieldSpan{Span{line_offset, static_cast<uint32_t>(name_len)},
-                                    Span{line_offset + static_cast<uint32_t>(value_begin),
-                                         static_cast<uint32_t>(value_end - value_begin)}});
+        AddField(line_start_, field);
         line_start_ = scan_pos_ = line_start_ + length;
         continue;
       }
@@ -550,23 +531,25 @@ HeadParser::Result HeadParser::Parse(std::string_view data, bool is_request,
         phase_ = Phase::kFields;
       }
     } else if (content_len == 0) {
-      head_size_ = next;
-      line_start_ = scan_pos_ = next;
-      phase_ = Phase::kDone;
-      return Finish(data, is_request, request_method, out);
+      return EndHead(next, data, is_request, request_method, out);
     } else {
       if (fields_.size() >= limits_.max_headers) return Fail(ParseError::kTooManyHeaders);
-      size_t name_len = 0;
-      size_t value_begin = 0;
-      size_t value_end = 0;
-      const ParseError e = ParseFieldLine(line, &name_len, &value_begin, &value_end);
+      FieldLine field;
+      const ParseError e = ParseFieldLine(line, &field);
       if (e != ParseError::kNone) return fail_line(e);
-      fields_.push_back(FieldSpan{Span{line_offset, static_cast<uint32_t>(name_len)},
-                                  Span{line_offset + static_cast<uint32_t>(value_begin),
-                                       static_cast<uint32_t>(value_end - value_begin)}});
+      AddField(line_offset, field);
     }
     line_start_ = scan_pos_ = next;
   }
+}
+
+// The empty line ending the head ends at `next`.
+HeadParser::Result HeadParser::EndHead(size_t next, std::string_view data, bool is_request,
+                                       std::string_view request_method, Head* out) {
+  head_size_ = next;
+  line_start_ = scan_pos_ = next;
+  phase_ = Phase::kDone;
+  return Finish(data, is_request, request_method, out);
 }
 
 // `line` is followed in memory by its CR, which ends the scans below without length checks.
@@ -967,7 +950,7 @@ size_t BodyDecoder::DecodeTrailerLine(std::string_view in, size_t pos) {
     Fail(ParseError::kInvalidLineEnding);
     return pos + take;
   }
-  line.remove_suffix(2);  // the CR stays in memory after `line`, as ParseFieldLine requires
+  line.remove_suffix(2);
   if (line.find('\r') != std::string_view::npos) {
     Fail(ParseError::kInvalidLineEnding);
     return pos + take;
@@ -977,15 +960,14 @@ size_t BodyDecoder::DecodeTrailerLine(std::string_view in, size_t pos) {
   } else if (trailers_.size() >= limits_.max_headers) {
     Fail(ParseError::kTrailersTooLarge);
   } else {
-    size_t name_len = 0;
-    size_t value_begin = 0;
-    size_t value_end = 0;
-    const ParseError e = ParseFieldLine(line, &name_len, &value_begin, &value_end);
+    FieldLine field;
+    const ParseError e = ParseFieldLine(line, &field);
     if (e != ParseError::kNone) {
       Fail(e);
     } else {
-      trailers_.emplace_back(std::string(line.substr(0, name_len)),
-                             std::string(line.substr(value_begin, value_end - value_begin)));
+      trailers_.emplace_back(
+          std::string(line.substr(0, field.name_len)),
+          std::string(line.substr(field.value_begin, field.value_end - field.value_begin)));
     }
   }
   partial_line_.clear();

@@ -152,6 +152,14 @@ struct Head {
   size_t head_size = 0;          // bytes of the head, leading empty lines and final CRLF included
 };
 
+// The parser's own: a field line's parts, as offsets from its first byte. The name is
+// [0, name_len), the OWS-trimmed value [value_begin, value_end).
+struct FieldLine {
+  size_t name_len = 0;
+  size_t value_begin = 0;
+  size_t value_end = 0;
+};
+
 // Parses a complete message head from contiguous bytes that start at the message's first byte.
 //
 // Call it again, with the same bytes plus whatever arrived since, while it returns kIncomplete:
@@ -197,12 +205,21 @@ class HeadParser {
     Span name;
     Span value;
   };
+  // The head fits in max_header_bytes (a uint32_t), so its offsets do too.
+  [[gnu::always_inline]] void AddField(size_t line_start, const FieldLine& field) {
+    const auto at = static_cast<uint32_t>(line_start);
+    fields_.push_back(FieldSpan{Span{at, static_cast<uint32_t>(field.name_len)},
+                                Span{at + static_cast<uint32_t>(field.value_begin),
+                                     static_cast<uint32_t>(field.value_end - field.value_begin)}});
+  }
 
   Result Parse(std::string_view data, bool is_request, std::string_view request_method, Head* out);
   ParseError CheckMethod(const char* base, size_t len);
   ParseError ParseRequestLine(std::string_view line, uint32_t line_offset);
   ParseError ParseStatusLine(std::string_view line, uint32_t line_offset);
   Result Finish(std::string_view data, bool is_request, std::string_view request_method, Head* out);
+  Result EndHead(size_t next, std::string_view data, bool is_request,
+                 std::string_view request_method, Head* out);
   Result Fail(ParseError error);
 
   Limits limits_;
